@@ -1,0 +1,36 @@
+# Thin wrapper over CMake presets. `make check` and `make demo` work on a fresh clone.
+PRESET ?= default
+BUILD  := build$(if $(filter-out default,$(PRESET)),-$(PRESET))
+PREFIX ?= /usr/local
+JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: all deps configure build check demo install bench clean
+
+all: build
+
+deps:
+	tools/bootstrap
+
+$(BUILD)/CMakeCache.txt:
+	cmake --preset $(PRESET) -DCMAKE_INSTALL_PREFIX=$(PREFIX)
+
+configure: $(BUILD)/CMakeCache.txt
+
+build: deps configure
+	cmake --build --preset $(PRESET) -j $(JOBS)
+
+check: build
+	ctest --preset $(PRESET) -j $(JOBS)
+
+demo: build
+	$(BUILD)/cmkflow demo
+
+install: build
+	cmake --install $(BUILD)
+
+bench: build
+	tools/bootstrap --bench
+	tools/bench/run $(BUILD)
+
+clean:
+	rm -rf build build-debug build-asan

@@ -1,0 +1,58 @@
+/*
+ * Internal declarations shared by the core's modules.
+ *
+ * Module map (each file one job; symbols prefixed by module):
+ *   lerror.c  error tables {code,message,status,target,request_id,retryable,tenant}
+ *   json.c    JSON <-> Lua over jansson, keeping [] vs {} and null
+ *   crypto.c  random, SHA-256, base64url, UUID v4/v5, RSA keys, certificates
+ *   jose.c    JWT/JWS: sign RS256/PS256, parse, verify
+ *   redact.c  scrubbing secrets out of traces and messages
+ *   http.c    libcurl multi session: retries, CONNECT_TO, TLS, proxies, traces
+ *   auth.c    credential providers and the token cache
+ *   server.c  HTTPS server (libmicrohttpd) whose handler is Lua in its own state
+ *   host.c    the Lua host: libraries, module loader, sandbox, protected calls
+ */
+#ifndef CMKFLOW_CMK_H
+#define CMKFLOW_CMK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <lua.h>
+#include <lauxlib.h>
+
+/* ---- errors (lerror.c) --------------------------------------------------- */
+
+/* A remote or environment failure. All strings are borrowed; none may hold a secret. */
+struct cmk_error {
+    const char *code;       /* "AADSTS7000215", "InvalidAuthenticationTokenTenant", "ConnectionFailed" */
+    const char *message;    /* operator-facing text */
+    int status;             /* HTTP status, 0 when none */
+    const char *target;     /* URL or resource the failure is about, may be NULL */
+    const char *request_id; /* x-ms-request-id or similar, may be NULL */
+    int retryable;
+    const char *tenant;     /* tenant that must act, may be NULL */
+};
+
+/* [-0, +1, m] Push an error table with the "cmkflow.error" metatable (__tostring). */
+void cmk_push_error(lua_State *L, const struct cmk_error *e);
+/* [-0, +2, m] Push nil and an error table; returns 2 for `return cmk_fail(L, &e)`. */
+int cmk_fail(lua_State *L, const struct cmk_error *e);
+
+/* ---- submodules: each builds one table; lmod.c assembles cmkflow.core ----- */
+
+int luaopen_cmkflow_core_json(lua_State *L);
+int luaopen_cmkflow_core_crypto(lua_State *L);
+int luaopen_cmkflow_core_jose(lua_State *L);
+int luaopen_cmkflow_core_http(lua_State *L);
+int luaopen_cmkflow_core_auth(lua_State *L);
+int luaopen_cmkflow_core_server(lua_State *L);
+int luaopen_cmkflow_core_error(lua_State *L);
+int luaopen_cmkflow_core(lua_State *L);
+
+/* [-0, +0, -] Register the embedded-source searcher (used by the host and by cmkflow.core). */
+void host_install_searcher(lua_State *L);
+
+/* The CLI entry point (host.c): runs require("cmkflow.cli").main(args) protected. */
+int cmkflow_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,54 @@
+/* cmkflow.core: the C primitives as one Lua module, for the host and for stock lua5.4. */
+#include <curl/curl.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+#include <sqlite3.h>
+#include "cmk.h"
+
+/* [-0, +1, m] versions of cmkflow and the libraries it runs on */
+static int core_versions(lua_State *L)
+{
+    lua_createtable(L, 0, 7);
+    lua_pushliteral(L, CMKFLOW_VERSION);
+    lua_setfield(L, -2, "cmkflow");
+    lua_pushliteral(L, LUA_RELEASE);
+    lua_setfield(L, -2, "lua");
+    lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
+    lua_setfield(L, -2, "libcurl");
+    lua_pushstring(L, OpenSSL_version(OPENSSL_VERSION));
+    lua_setfield(L, -2, "openssl");
+    lua_pushstring(L, sqlite3_libversion());
+    lua_setfield(L, -2, "sqlite");
+    lua_pushstring(L, MHD_get_version());
+    lua_setfield(L, -2, "libmicrohttpd");
+    lua_pushliteral(L, JANSSON_VERSION);
+    lua_setfield(L, -2, "jansson");
+    return 1;
+}
+
+static const struct {
+    const char *name;
+    lua_CFunction open;
+} submodules[] = {
+    {"error", luaopen_cmkflow_core_error},   {"json", luaopen_cmkflow_core_json},
+    {"crypto", luaopen_cmkflow_core_crypto}, {"jose", luaopen_cmkflow_core_jose},
+    {"http", luaopen_cmkflow_core_http},     {"auth", luaopen_cmkflow_core_auth},
+    {"server", luaopen_cmkflow_core_server},
+};
+
+/* [-0, +1, e] require "cmkflow.core" */
+int luaopen_cmkflow_core(lua_State *L)
+{
+    lua_newtable(L);
+    for (size_t i = 0; i < sizeof submodules / sizeof submodules[0]; i++) {
+        luaL_requiref(L, lua_pushfstring(L, "cmkflow.core.%s", submodules[i].name), submodules[i].open, 0);
+        lua_setfield(L, -3, submodules[i].name);
+        lua_pop(L, 1); /* the name */
+    }
+    lua_pushliteral(L, CMKFLOW_VERSION);
+    lua_setfield(L, -2, "version");
+    lua_pushcfunction(L, core_versions);
+    lua_setfield(L, -2, "versions");
+    return 1;
+}
