@@ -1,0 +1,67 @@
+-- The cmkflow command line as a user meets it: versions, usage errors, exit codes, Ctrl-C.
+local cli = require "support.cli"
+
+describe("cmkflow CLI", function()
+  it("prints the versions of cmkflow and every library it runs on", function()
+    local r = cli.run({ "version" })
+    assert.equals(0, r.code)
+    assert.matches("^cmkflow %d+%.%d+%.%d+\n", r.stdout)
+    assert.matches("\nLua 5%.4%.%d+\n", r.stdout)
+    assert.matches("\nlibcurl %d+%.%d+%.%d+\n", r.stdout)
+    assert.matches("\nOpenSSL 3%.%d+%.%d+", r.stdout)
+    assert.matches("\nSQLite 3%.%d+%.%d+\n", r.stdout)
+    assert.equals("", r.stderr)
+  end)
+
+  it("prints the versions as JSON for machines", function()
+    local json = require("cmkflow.core").json
+    local r = cli.run({ "version", "--output", "json" })
+    assert.equals(0, r.code)
+    local v = assert(json.decode(r.stdout))
+    assert.matches("^%d+%.%d+%.%d+$", v.cmkflow)
+    assert.matches("^Lua 5%.4", v.lua)
+    assert.is_string(v.libcurl)
+    assert.is_string(v.sqlite)
+  end)
+
+  it("exits 2 with a hint on usage errors", function()
+    for _, args in ipairs({ {}, { "frobnicate" }, { "run" }, { "run", "x.lua", "--output", "yaml" },
+                            { "run", "x.lua", "--param", "novalue" }, { "version", "--bogus" } }) do
+      local r = cli.run(args)
+      assert.equals(2, r.code, table.concat(args, " "))
+      assert.matches("cmkflow", r.stderr)
+      assert.equals("", r.stdout)
+    end
+  end)
+
+  it("runs a workflow file and prints its result", function()
+    local wf = cli.write_temp("return { customer = params.customer, ok = true }", ".lua")
+    local r = cli.run({ "run", wf, "--param", "customer=contoso", "--output", "json" })
+    os.remove(wf)
+    assert.equals(0, r.code, r.stderr)
+    assert.equals('{"customer": "contoso", "ok": true}\n', r.stdout)
+  end)
+
+  it("exits 1 with the workflow's error and location on failure", function()
+    local wf = cli.write_temp("local x = nil\nreturn x.field", ".lua")
+    local r = cli.run({ "run", wf })
+    os.remove(wf)
+    assert.equals(1, r.code)
+    assert.matches(":2: attempt to index a nil value", r.stderr)
+  end)
+
+  it("stops cleanly on Ctrl-C with exit 130", function()
+    local wf = cli.write_temp("local t = os.clock() while os.clock() - t < 60 do end return 1", ".lua")
+    -- SIGINT is re-sent (bounded) until the process ends, so it arrives after the handler is set.
+    local script = table.concat({
+      cli.quote(cli.bin) .. " run " .. cli.quote(wf) .. " 2>/dev/null & pid=$!",
+      "i=0; while kill -0 $pid 2>/dev/null && [ $i -lt 100 ]; do kill -INT $pid; sleep 0.1; i=$((i+1)); done",
+      "wait $pid; echo $?",
+    }, "\n")
+    local p = io.popen("sh -c " .. cli.quote(script))
+    local code = tonumber(p:read("a"):match("(%d+)"))
+    p:close()
+    os.remove(wf)
+    assert.equals(130, code)
+  end)
+end)

@@ -1,0 +1,43 @@
+-- Helpers for specs that run the cmkflow executable as a user would.
+local M = {}
+
+M.bin = assert(os.getenv("CMKFLOW_BIN"), "CMKFLOW_BIN is not set (run the specs through ctest)")
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+M.quote = shell_quote
+
+local function slurp(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+M.slurp = slurp
+
+-- Runs cmkflow with args (array); returns {code, stdout, stderr}. env: {NAME = value} prefix.
+function M.run(args, env)
+  local out, err = os.tmpname(), os.tmpname()
+  local parts = {}
+  for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. shell_quote(v) end
+  parts[#parts + 1] = shell_quote(M.bin)
+  for _, a in ipairs(args) do parts[#parts + 1] = shell_quote(a) end
+  local cmd = table.concat(parts, " ") .. " >" .. out .. " 2>" .. err .. " </dev/null"
+  local _, _, code = os.execute(cmd)
+  local r = { code = code, stdout = slurp(out), stderr = slurp(err) }
+  os.remove(out)
+  os.remove(err)
+  return r
+end
+
+function M.write_temp(content, suffix)
+  local path = os.tmpname() .. (suffix or "")
+  local f = assert(io.open(path, "wb"))
+  f:write(content)
+  f:close()
+  return path
+end
+
+return M
