@@ -1,10 +1,27 @@
 /* cmkflow.core: the C primitives as one Lua module, for the host and for stock lua5.4. */
+#include <string.h>
 #include <curl/curl.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <openssl/crypto.h>
 #include <sqlite3.h>
 #include "cmk.h"
+#include "embedded.h"
+
+/* [-1, +2, -] embedded_source(module) -> source, chunkname | nil */
+static int core_embedded_source(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    for (const struct embedded_lua *e = embedded_lua_sources; e->module; e++) {
+        if (strcmp(e->module, name) == 0) {
+            lua_pushlstring(L, (const char *)e->source, e->len);
+            lua_pushstring(L, e->chunkname);
+            return 2;
+        }
+    }
+    lua_pushnil(L);
+    return 1;
+}
 
 /* [-0, +1, m] versions of cmkflow and the libraries it runs on */
 static int core_versions(lua_State *L)
@@ -48,6 +65,8 @@ int luaopen_cmkflow_core(lua_State *L)
     }
     lua_pushliteral(L, CMKFLOW_VERSION);
     lua_setfield(L, -2, "version");
+    lua_pushcfunction(L, core_embedded_source);
+    lua_setfield(L, -2, "embedded_source");
     lua_pushcfunction(L, core_versions);
     lua_setfield(L, -2, "versions");
     return 1;

@@ -10,6 +10,50 @@ local EXIT = { ok = 0, failed = 1, usage = 2, auth = 4 }
 
 function M.set_cloud(name, endpoint, ca_file)
   M.cloud = { name = name, endpoint = endpoint, ca_file = ca_file }
+  M.resolved_cloud = nil
+end
+
+-- The cloud description of cmkflow.azure.cloud (endpoints, scopes, connect_to, ca_file).
+function M.current_cloud()
+  if not M.resolved_cloud then
+    local cloud = require "cmkflow.azure.cloud"
+    if M.cloud.name == "emulator" then
+      M.resolved_cloud = cloud.emulator(M.cloud.endpoint, M.cloud.ca_file)
+    else
+      M.resolved_cloud = cloud.get(M.cloud.name)
+    end
+  end
+  return M.resolved_cloud
+end
+
+local http_client
+local function client()
+  if not http_client then
+    local http = require "cmkflow.http"
+    local cloud = M.current_cloud()
+    http_client = http.new { ca_file = cloud.ca_file, connect_to = cloud.connect_to, debug = M.debug }
+  end
+  return http_client
+end
+
+-- A tenant context for workflows: {name, tenant, subscription, arm, graph, keyvault}.
+local function context(name)
+  local c = M.contexts[name]
+  if not c or not c.credential then
+    error(("no credential is configured for context '%s'"):format(tostring(name)), 2)
+  end
+  if not c.clients then
+    local azure = require "cmkflow.azure"
+    local tenant = c.tenant or c.credential:describe().tenant
+    c.clients = azure.context { cloud = M.current_cloud(), credential = c.credential, tenant = tenant,
+                                subscription = c.subscription, http = client() }
+    c.clients.name, c.clients.tenant, c.clients.subscription = name, tenant, c.subscription
+  end
+  return c.clients
+end
+
+local function log(fmt, ...)
+  io.stderr:write(select("#", ...) > 0 and fmt:format(...) or tostring(fmt), "\n")
 end
 
 function M.set_credential(context, credential)
@@ -30,7 +74,10 @@ end
 -- Runs a workflow chunk; returns exit status and (result JSON | error message).
 function M.run(kind, what, chunkname, params_json)
   local source = what
-  if kind == "file" then
+  if kind == "module" then
+    source, chunkname = require("cmkflow.core").embedded_source(what)
+    if not source then return EXIT.usage, "no such built-in workflow: " .. what end
+  elseif kind == "file" then
     local err
     source, err = read_file(what)
     if not source then return EXIT.usage, "cannot read workflow: " .. err end
@@ -42,7 +89,8 @@ function M.run(kind, what, chunkname, params_json)
     if p == nil then return EXIT.usage, "parameters are not valid JSON: " .. tostring(err) end
     params = p
   end
-  local api = { params = params, contexts = M.contexts, cloud = M.cloud, json = json }
+  local api = { params = params, context = context, cloud = M.cloud, json = json, log = log,
+                async = require "cmkflow.async" }
   local fn, err = sandbox.load(source, chunkname, api)
   if not fn then return EXIT.usage, err end
   local ok, result = xpcall(fn, debug.traceback)
