@@ -1,0 +1,155 @@
+-- cmkflow.core.json: the jansson binding keeps [] vs {} and null, and refuses what JSON cannot say.
+local json = require("cmkflow.core").json
+
+describe("json.decode", function()
+  it("keeps empty arrays, empty objects and null apart", function()
+    local v = assert(json.decode('{"a":[],"b":{},"c":null}'))
+    assert.is_true(json.is_array(v.a))
+    assert.is_false(json.is_array(v.b))
+    assert.is_true(json.is_object(v.b))
+    assert.equals(json.null, v.c)
+    assert.equals(json.array_mt, getmetatable(v.a))
+    assert.equals(json.object_mt, getmetatable(v))
+  end)
+
+  it("round-trips byte for byte with sorted keys", function()
+    local text = '{"a":[],"b":{},"c":null}'
+    assert.equals(text, json.encode(json.decode(text)))
+    local nested = '{"k":[1,2.5,"x",true,false,null,[],{}],"z":{"y":{"x":[{}]}}}'
+    assert.equals(nested, json.encode(json.decode(nested)))
+  end)
+
+  it("keeps integers as integers and reals as floats", function()
+    local v = json.decode('{"i":42,"r":42.0,"big":9007199254740993}')
+    assert.equals("integer", math.type(v.i))
+    assert.equals("float", math.type(v.r))
+    assert.equals(9007199254740993, v.big)
+    assert.equals('{"big":9007199254740993,"i":42,"r":42.0}', json.encode(v))
+  end)
+
+  it("accepts any top-level value", function()
+    assert.equals(12, json.decode("12"))
+    assert.equals("s", json.decode('"s"'))
+    assert.equals(json.null, json.decode("null"))
+    assert.equals(false, json.decode("false"))
+  end)
+
+  it("keeps NUL bytes inside strings", function()
+    assert.equals("a\0b", json.decode('"a\\u0000b"'))
+  end)
+
+  it("reports the line and column of invalid JSON", function()
+    local v, err = json.decode('{\n  "a": 1,\n  "b": }')
+    assert.is_nil(v)
+    assert.matches("line 3, column %d+", err)
+    v, err = json.decode("")
+    assert.is_nil(v)
+    assert.is_string(err)
+    v, err = json.decode('{"a":1} trailing')
+    assert.is_nil(v)
+    assert.matches("line 1", err)
+  end)
+
+  it("rejects invalid UTF-8 in the input", function()
+    local v, err = json.decode('"\255"')
+    assert.is_nil(v)
+    assert.matches("0xff", err)
+  end)
+
+  it("raises when given something that is not text", function()
+    assert.has_error(function() json.decode({}) end)
+  end)
+end)
+
+describe("json.encode", function()
+  it("encodes plain tables: keys 1..n as array, empty as object", function()
+    assert.equals("[1,2,3]", json.encode({1, 2, 3}))
+    assert.equals("{}", json.encode({}))
+    assert.equals('{"a":1,"b":"x"}', json.encode({b = "x", a = 1}))
+  end)
+
+  it("honours json.array and json.object even when empty", function()
+    assert.equals("[]", json.encode(json.array()))
+    assert.equals("{}", json.encode(json.object()))
+    assert.equals('{"list":[],"map":{}}', json.encode({list = json.array({}), map = json.object({})}))
+    local t = {}
+    assert.equals(t, json.array(t))
+    assert.is_true(json.is_array(t))
+  end)
+
+  it("writes json.null as null, including inside arrays", function()
+    assert.equals("[1,null,3]", json.encode({1, json.null, 3}))
+    assert.equals('{"x":null}', json.encode({x = json.null}))
+    assert.equals("null", json.encode(json.null))
+  end)
+
+  it("prints reals so they read back exactly, without noise digits", function()
+    assert.equals("[0.1,2.5,1.0]", json.encode({0.1, 2.5, 1.0}))
+    assert.equals(1 / 3, json.decode(json.encode(1 / 3)))
+  end)
+
+  it("pretty-prints on request", function()
+    assert.equals('{\n  "a": [\n    1\n  ]\n}', json.encode({a = {1}}, {pretty = true}))
+  end)
+
+  it("refuses sparse arrays", function()
+    local s, err = json.encode({1, nil, 3})
+    assert.is_nil(s)
+    assert.matches("sparse", err)
+  end)
+
+  it("refuses tables mixing integer and string keys, naming where", function()
+    local s, err = json.encode({outer = {1, 2, x = 3}})
+    assert.is_nil(s)
+    assert.matches("integer and string keys", err)
+    assert.matches("%$%.outer", err)
+  end)
+
+  it("refuses invalid UTF-8 and names the path", function()
+    local s, err = json.encode({a = {b = {"ok", "\255"}}})
+    assert.is_nil(s)
+    assert.matches("UTF%-8", err)
+    assert.matches("$.a.b[1]", err, 1, true)
+  end)
+
+  it("refuses NaN, infinity, functions and cycles", function()
+    assert.is_nil(json.encode(0 / 0))
+    assert.is_nil(json.encode({x = math.huge}))
+    local s, err = json.encode({f = print})
+    assert.is_nil(s)
+    assert.matches("function", err)
+    local t = {}
+    t.self = t
+    s, err = json.encode(t)
+    assert.is_nil(s)
+    assert.matches("cycle", err)
+  end)
+
+  it("refuses nesting deeper than 200 levels", function()
+    local t = {}
+    local cur = t
+    for _ = 1, 250 do
+      local n = {}
+      cur[1] = n
+      cur = n
+    end
+    local s, err = json.encode(t)
+    assert.is_nil(s)
+    assert.matches("200", err)
+    -- 150 levels are fine
+    local ok = {}
+    cur = ok
+    for _ = 1, 150 do
+      local n = {}
+      cur[1] = n
+      cur = n
+    end
+    assert.is_string(json.encode(ok))
+  end)
+
+  it("refuses non-string object keys in json.object tables", function()
+    local s, err = json.encode(json.object({[1] = "x"}))
+    assert.is_nil(s)
+    assert.matches("not a string", err)
+  end)
+end)
