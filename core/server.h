@@ -1,18 +1,93 @@
 /*
- * server.c: an HTTPS (or HTTP) server on libmicrohttpd whose handler is Lua code running in a
- * lua_State of its own on the server's thread. The test server of issue 2 and the emulator of
- * issue 3 are both handler scripts on top of it.
+ * server.c: an HTTPS (or HTTP) server on libmicrohttpd whose request handler is Lua code running in
+ * a lua_State of its own on the server's thread. The test server (spec/support/testserver.lua) and
+ * the Azure emulator are both handler scripts on top of it.
  *
- * Lua view (cmkflow.core.server):
- *   srv = server.start{ listen = "127.0.0.1:0", tls = true, cert_pem = ..., key_pem = ...,
- *                       handler = "path/to/handler.lua" | handler_source = "...", config = json_string }
- *   srv:port(), srv:url(), srv:stop()
- * The handler file returns function(req, config) -> status, headers, body
- *   req = {method, path, query, headers (lower-case names), body, host}
- *   returning nil drops the connection (fault injection).
- *   certgen: server.make_ca() / server.make_cert(...) generate PEM for tests and the emulator.
+ * ---- Lua view (cmkflow.core.server) -------------------------------------------------------------
+ *   srv = server.start{
+ *     listen  = "127.0.0.1:0",     -- loopback IP literal only ("127.x.y.z:P", "[::1]:P"); 0 = ephemeral
+ *     tls     = true,              -- default: true when cert_pem is given
+ *     cert_pem = pem, key_pem = pem,                        -- required with tls
+ *     handler = "path.lua" | handler_source = "lua" | handler_module = "mod.name",  -- exactly one
+ *     config  = "json text",       -- passed verbatim (a string) to the handler
+ *     threads = 1,                 -- only 1: the handler state is single-threaded
+ *     debug   = false,             -- true: libmicrohttpd's own log lines go to stderr
+ *   }                              -- raises on misuse (bad listen, handler load/init error);
+ *                                  -- returns nil, err when the daemon cannot start (port in use)
+ *   srv:port() -> integer          srv:url() -> "https://127.0.0.1:PORT" ("http://" without tls)
+ *   srv:stats() -> {requests = n, contexts = n}   (contexts: request records allocated, pooled)
+ *   srv:stop()                     -- idempotent; also __gc and __close; server.stop(srv) is the same
+ *   server.make_ca([cn]) -> cert_pem, key_pem                       (nil, err on OpenSSL failure)
+ *   server.make_cert(ca_cert_pem, ca_key_pem [, {dns = {...}, ip = {...}}]) -> cert_pem, key_pem
+ *                                  -- names default to server.default_names()
+ *   server.default_names() -> {dns = {"localhost", "*.vault.localhost", "management.azure.com", ...},
+ *                              ip = {"127.0.0.1", "::1"}}
+ *
+ * The handler chunk (file, source or module) returns either
+ *   function(req, config) -> status, headers, body [, delay_ms]
+ * or a table { init = function(config) end (optional, run once at start; an error fails start),
+ *              handle = function(req, config) -> status, headers, body [, delay_ms] }.
+ *   req = { method, path (percent-decoded, no query), query (raw query string, "" if none),
+ *           args (decoded query arguments; first value wins), headers (lower-case names; repeated
+ *           headers joined with ", "), body (string, "" if none), host (Host header, lower-case,
+ *           without port), port (the server's port), remote (client IP), scheme ("https"/"http") }
+ *   headers: {name = "value" | number | {"v1", "v2"}}; Content-Length is computed (a given one is
+ *            ignored). body: string (or nil = empty).
+ *   status nil       -> the connection is closed without a response (fault injection: curl exit 52)
+ *   delay_ms > 0     -> the response is sent after that many milliseconds (max 600000)
+ *   handler error    -> 500 {"error":{"code":"InternalServerError","message":"<error>"}}, the
+ *                       traceback goes to stderr
+ * The handler state has the standard libraries, package.path/cpath from LUA_PATH/LUA_CPATH and
+ * the embedded-module searcher (require "cmkflow.core" works).
+ *
+ * ---- Design -------------------------------------------------------------------------------------
+ * One thread per server runs its own loop around libmicrohttpd in external-epoll mode
+ * (MHD_USE_EPOLL without an internal thread): poll() on MHD's epoll fd and an eventfd (stop), with
+ * a timeout that is the minimum of MHD_get_timeout() and the earliest delayed response, then
+ * MHD_run(). Delayed responses are built immediately, the connection is suspended
+ * (MHD_suspend_connection) and kept in a due-time-sorted list; the loop resumes it when due and the
+ * access handler queues the stored response. Everything that touches the lua_State (load, init,
+ * requests) runs on the server thread after start; start and stop own it before/after the thread.
+ * Request records (raw query + body buffer) come from a per-server free list: no allocation per
+ * request in steady state beyond Lua's own. Bodies are accumulated in that buffer and pushed to
+ * Lua once; response bodies are copied once into MHD. HTTP/1.1 keep-alive is MHD's default.
+ * SIGPIPE is blocked on the server thread.
  */
 #ifndef CMKFLOW_SERVER_H
 #define CMKFLOW_SERVER_H
 #include "cmk.h"
+
+struct cmk_server;
+
+struct server_options {
+    const char *listen;         /* NULL = "127.0.0.1:0" */
+    int tls;
+    const char *cert_pem;       /* borrowed; copied */
+    const char *key_pem;        /* borrowed; copied and wiped on stop */
+    const char *handler_path;   /* exactly one of these three */
+    const char *handler_source;
+    size_t handler_source_len;
+    const char *handler_module;
+    const char *config;         /* may be NULL (handler gets nil) */
+    size_t config_len;
+    int debug;
+};
+
+enum { SERVER_OK = 0, SERVER_EUSAGE = 1, SERVER_EENV = 2 };
+
+/* Start a server. Returns it, or NULL with *kind = SERVER_EUSAGE (bad options, handler failed to
+ * load or init) or SERVER_EENV (socket/TLS/thread failure) and a message in err. */
+struct cmk_server *server_start(const struct server_options *o, int *kind, char *err, size_t errlen);
+unsigned server_port(const struct cmk_server *s);
+/* "https://127.0.0.1:PORT"; owned by the server. */
+const char *server_url(const struct cmk_server *s);
+unsigned long server_requests(const struct cmk_server *s);
+/* Stop the thread, close all connections, lua_close the handler state, free s. NULL is a no-op. */
+void server_stop(struct cmk_server *s);
+
+/* Parse "127.0.0.1:0" / "[::1]:8443": 0 and the parts, or -1 with a message for anything that is not
+ * a loopback IP literal with a port. host must hold 46 bytes. */
+int server_parse_listen(const char *listen, char host[46], int *ipv6, unsigned *port, char *err,
+                        size_t errlen);
+
 #endif
