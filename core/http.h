@@ -1,21 +1,48 @@
 /*
  * http.c: one libcurl multi "session" per Lua state, shared by every client.
  *
+ * The session owns a CURLM (up to 16 connections per host, HTTP/2 multiplexing allowed) and a
+ * CURLSH sharing DNS, TLS sessions and the connection cache, so sequential requests to one host
+ * reuse one TLS connection. Retries wait on timers inside the session; nothing sleeps the
+ * process while other transfers could progress.
+ *
  * Lua view (cmkflow.core.http):
  *   session = http.session()                   -- the state's session (created on first use)
- *   t = session:submit(req)                    -- non-blocking; req fields below
- *   done = session:run(timeout_ms)             -- drive transfers; array of finished transfers
- *   resp, err = t:result()                     -- resp = {status, headers, body, attempts, request_id}
- *   session:stats()                            -- {requests, attempts, connects, token_fetches, ...}
- *   session:set_clock("fake"|"real")           -- fake: waits on timers advance virtual time instantly
+ *   t = session:submit(req)                    -- non-blocking; req fields below; raises on misuse
+ *   t = session:timer(ms)                      -- a transfer that finishes after ms (session clock)
+ *   done = session:run([timeout_ms])           -- drive transfers; array of the transfers that
+ *                                                 finished (each returned once). Without timeout:
+ *                                                 until one finishes or nothing is pending; may
+ *                                                 return early (empty) so a Lua hook can fire.
+ *   n = session:pending()                      -- submitted transfers/timers not yet returned by run
+ *   resp, err = t:result()                     -- raises if not t:done()
+ *       resp = {status, headers (lower-case names, repeats joined ", "), body, attempts,
+ *               request_id, client_request_id, elapsed_ms}; a timer's result is true
+ *   t:done() -> bool
+ *   session:stats() -> {requests, attempts, retries, connects, tls_handshakes, token_fetches,
+ *                       bytes, slept_ms (sum of retry/timer waits), clock_skipped_ms, pending, clock}
+ *   session:set_clock("fake"|"real")           -- fake: when only timers are pending, the session
+ *                                                 clock jumps to the next timer instead of waiting
+ *   session:now() -> ms since the epoch on the session clock
+ *   session:set_debug(false | true | "path")   -- trace every transfer (redacted) to stderr / a file
+ *   session:wakeup()                           -- interrupt a blocking run from another thread
  *
- * req = { method, url, headers = {name = value}, body = string?, timeout_ms?,
- *         ca_file?, connect_to = {"host:port:addr:port", ...}?, proxy?,
- *         retry = {max_attempts, base_delay_ms, max_delay_ms, max_total_ms}?,
- *         credential = <cmkflow.credential>?, scope = string?, tenant = string? }
+ * req = { method = "GET", url, headers = {name = value}?, body = string?,
+ *         timeout_ms = 60000?, connect_timeout_ms = 10000?, ca_file?,
+ *         connect_to = {"host:port:addr:port", ...}?, proxy?,
+ *         retry = {max_attempts = 6, base_delay_ms = 800, max_delay_ms = 60000,
+ *                  max_total_ms = 300000}?,
+ *         credential = <cmkflow.credential>?, scope = string?, tenant = string?, debug = bool? }
+ * URLs must be https, or http to 127.0.0.1 / localhost / 169.254.169.254 (IMDS). TLS
+ * verification is always on. Every request carries x-ms-client-request-id (a UUID unless the
+ * caller set one) and User-Agent "cmkflow/<version> libcurl/<version>". HTTPS_PROXY /
+ * HTTP_PROXY / NO_PROXY are honoured unless req.proxy is set.
  *
  * Remote HTTP statuses (4xx/5xx after retries) are responses, not errors; transport failures,
- * exhausted retries without a response and token acquisition failures are errors.
+ * exhausted retries without a response and token acquisition failures are errors
+ * {code = "ConnectionFailed" | "Timeout" | "TLSVerificationFailed" | "TLSHandshakeFailed" |
+ *  "NameResolutionFailed" | "InvalidURL" | "ResponseTooLarge" | "Cancelled" | "TransportError" |
+ *  <the credential's error code>, message, target = URL without SAS sig, retryable}.
  */
 #ifndef CMKFLOW_HTTP_H
 #define CMKFLOW_HTTP_H
@@ -62,12 +89,20 @@ struct http_internal_response {
     const struct cmk_error *err;  /* NULL unless transport failure */
 };
 typedef void (*http_internal_cb)(void *ud, const struct http_internal_response *r);
+/* Returns 0 when accepted: the callback then runs exactly once, from inside session:run (an
+ * invalid URL is reported there as an InvalidURL error). Returns -1 only when out of memory or
+ * the session is closing; the callback never runs then. Uses the default retry policy and
+ * timeouts, the session-wide debug trace (redacted) and the proxy environment variables. */
 int http_submit_internal(http_session *s, const char *method, const char *url,
                          const char *const *headers, const char *body, size_t body_len,
                          const char *ca_file, const char *const *connect_to,
                          http_internal_cb cb, void *ud);
 
-/* [-0, +0, -] The state's session, creating it on first use. */
+/* auth.c calls this once per token request it sends (reported as stats().token_fetches). */
+void http_count_token_fetch(http_session *s);
+
+/* [-0, +0, m] The state's session, creating it on first use (kept in the registry; freed with
+ * the state). */
 http_session *http_session_get(lua_State *L);
 
 #endif
