@@ -256,7 +256,15 @@ static int run(cmkflow_host *h, const char *kind, const char *what, const char *
     if (rc != CMKFLOW_OK)
         return rc;
     rc = (int)lua_tointeger(L, -2);
-    set_string(rc == CMKFLOW_OK ? &h->result_json : &h->last_error, lua_tostring(L, -1));
+    if (h->interrupted) {
+        /* the workflow's own pcall caught the hook's error: report the interruption */
+        h->interrupted = 0;
+        lua_sethook(L, NULL, 0, 0);
+        rc = CMKFLOW_INTERRUPTED;
+        set_string(&h->last_error, "interrupted");
+    } else {
+        set_string(rc == CMKFLOW_OK ? &h->result_json : &h->last_error, lua_tostring(L, -1));
+    }
     lua_pop(L, 2);
     return rc;
 }

@@ -39,7 +39,7 @@ describe("cmkflow CLI", function()
     local r = cli.run({ "run", wf, "--param", "customer=contoso", "--output", "json" })
     os.remove(wf)
     assert.equals(0, r.code, r.stderr)
-    assert.equals('{"customer": "contoso", "ok": true}\n', r.stdout)
+    assert.equals('{"customer":"contoso","ok":true}\n', r.stdout)
   end)
 
   it("exits 1 with the workflow's error and location on failure", function()

@@ -90,7 +90,7 @@ function M.run(kind, what, chunkname, params_json)
     params = p
   end
   local api = { params = params, context = context, cloud = M.cloud, json = json, log = log,
-                async = require "cmkflow.async" }
+                async = setmetatable({}, { __index = function(_, k) return require("cmkflow.async")[k] end }) }
   local fn, err = sandbox.load(source, chunkname, api)
   if not fn then return EXIT.usage, err end
   local ok, result = xpcall(fn, debug.traceback)

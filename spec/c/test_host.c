@@ -13,7 +13,7 @@ static void runs_and_returns_json(void)
     int rc = cmkflow_host_run_string(h, "return {name = params.customer, tags = json.array(), n = 3}",
                                      "=(t)", "{\"customer\":\"contoso\"}");
     CHECK_INT(rc, CMKFLOW_OK);
-    CHECK_STR(cmkflow_host_result_json(h), "{\"n\": 3, \"name\": \"contoso\", \"tags\": []}");
+    CHECK_STR(cmkflow_host_result_json(h), "{\"n\":3,\"name\":\"contoso\",\"tags\":[]}");
     cmkflow_host_free(h);
 }
 
@@ -47,7 +47,7 @@ static void workflows_are_sandboxed(void)
     int rc = cmkflow_host_run_string(
         h, "return {os_execute = os.execute == nil, io = io == nil, loadlib = package == nil}", "=(t)", NULL);
     CHECK_INT(rc, CMKFLOW_OK);
-    CHECK_STR(cmkflow_host_result_json(h), "{\"io\": true, \"loadlib\": true, \"os_execute\": true}");
+    CHECK_STR(cmkflow_host_result_json(h), "{\"io\":true,\"loadlib\":true,\"os_execute\":true}");
     rc = cmkflow_host_run_string(h, "return os.execute('true')", "=(t)", NULL);
     CHECK_INT(rc, CMKFLOW_FAILED);
     cmkflow_host_free(h);
