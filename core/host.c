@@ -90,10 +90,11 @@ static int msghandler(lua_State *L)
     return 1;
 }
 
+/* Stays set until the protected call returns (docall clears it), so a workflow's own pcall
+ * cannot swallow the interruption: the next instruction raises again. */
 static void stop_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
-    lua_sethook(L, NULL, 0, 0);
     luaL_error(L, "interrupted");
 }
 
@@ -120,6 +121,8 @@ static int docall(cmkflow_host *h, int narg, int nres)
     signalled_host = h;
     void (*old)(int) = signal(SIGINT, on_sigint);
     int status = lua_pcall(L, narg, nres, base);
+    if (h->interrupted)
+        lua_sethook(L, NULL, 0, 0);
     signal(SIGINT, old);
     signalled_host = NULL;
     lua_remove(L, base);
@@ -259,7 +262,6 @@ static int run(cmkflow_host *h, const char *kind, const char *what, const char *
     if (h->interrupted) {
         /* the workflow's own pcall caught the hook's error: report the interruption */
         h->interrupted = 0;
-        lua_sethook(L, NULL, 0, 0);
         rc = CMKFLOW_INTERRUPTED;
         set_string(&h->last_error, "interrupted");
     } else {
