@@ -352,19 +352,19 @@ long auth_token_fetches(const auth_credential *c)
 /* Field names as the user wrote them: environment credentials name the variable too. */
 static const char *field(const auth_credential *c, const char *name)
 {
-    if (!c->from_environment)
-        return name;
-    static const char *const map[][2] = {
-        {"tenant", "tenant' (AZURE_TENANT_ID)"},
-        {"client_id", "client_id' (AZURE_CLIENT_ID)"},
-        {"authority", "authority' (AZURE_AUTHORITY_HOST)"},
-        {"certificate_path", "certificate_path' (AZURE_CLIENT_CERTIFICATE_PATH)"},
-        {"certificate_password", "certificate_password' (AZURE_CLIENT_CERTIFICATE_PASSWORD)"},
+    static const char *const map[][3] = {
+        {"tenant", "'tenant'", "'tenant' (AZURE_TENANT_ID)"},
+        {"client_id", "'client_id'", "'client_id' (AZURE_CLIENT_ID)"},
+        {"authority", "'authority'", "'authority' (AZURE_AUTHORITY_HOST)"},
+        {"certificate_path", "'certificate_path'", "'certificate_path' (AZURE_CLIENT_CERTIFICATE_PATH)"},
+        {"certificate_password", "'certificate_password'",
+         "'certificate_password' (AZURE_CLIENT_CERTIFICATE_PASSWORD)"},
+        {"client_secret", "'client_secret'", "'client_secret' (AZURE_CLIENT_SECRET)"},
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
         if (strcmp(map[i][0], name) == 0)
-            return map[i][1];
-    return name;
+            return map[i][c->from_environment ? 2 : 1];
+    return "?";
 }
 
 #define FAIL(...)                                                                          \
@@ -411,19 +411,19 @@ static int load_certificate(auth_credential *c, const char *path, const char *pa
     size_t len = 0;
     unsigned char *data = read_file(path, &len, why, sizeof why);
     if (!data)
-        FAIL("credential: field '%s': %s", field(c, "certificate_path"), why);
+        FAIL("credential: field %s: %s", field(c, "certificate_path"), why);
     int rc = 0;
     if (pkcs12_wrong_password(data, len, password)) {
         snprintf(err, errlen,
-                 password ? "credential: field '%s' does not open the PKCS#12 file (wrong password)"
-                          : "credential: field '%s' is required: the PKCS#12 file is password protected",
+                 password ? "credential: field %s does not open the PKCS#12 file (wrong password)"
+                          : "credential: field %s is required: the PKCS#12 file is password protected",
                  field(c, "certificate_password"));
         rc = -1;
     } else if (crypto_load_credential_cert(data, len, password, &c->key, &c->cert, &c->chain, why,
                                            sizeof why) != 0 ||
                !c->key || !c->cert) {
         snprintf(err, errlen,
-                 "credential: field '%s' must name a PEM file with the certificate and its private "
+                 "credential: field %s must name a PEM file with the certificate and its private "
                  "key, or a PKCS#12 file: %s",
                  field(c, "certificate_path"), why[0] ? why : "no certificate or key found");
         rc = -1;
@@ -433,17 +433,17 @@ static int load_certificate(auth_credential *c, const char *path, const char *pa
     if (rc)
         return rc;
     if (EVP_PKEY_base_id(c->key) != EVP_PKEY_RSA)
-        FAIL("credential: field '%s': the private key must be RSA (RS256 assertions)",
+        FAIL("credential: field %s: the private key must be RSA (RS256 assertions)",
              field(c, "certificate_path"));
     if (X509_check_private_key(c->cert, c->key) != 1) {
         ERR_clear_error();
-        FAIL("credential: field '%s': the private key does not match the certificate",
+        FAIL("credential: field %s: the private key does not match the certificate",
              field(c, "certificate_path"));
     }
     c->x5t_s256 = crypto_cert_thumbprint_s256(c->cert);
     c->x5c = crypto_cert_der_b64(c->cert);
     if (!c->x5t_s256 || !c->x5c)
-        FAIL("credential: field '%s': cannot compute the certificate thumbprint",
+        FAIL("credential: field %s: cannot compute the certificate thumbprint",
              field(c, "certificate_path"));
     return 0;
 }
@@ -452,15 +452,15 @@ static int check_app_identity(auth_credential *c, const struct auth_spec *s, cha
 {
     const char *why = tenant_problem(s->tenant);
     if (why)
-        FAIL("credential: field '%s' %s", field(c, "tenant"), why);
+        FAIL("credential: field %s %s", field(c, "tenant"), why);
     if (is_empty(s->client_id))
-        FAIL("credential: field '%s' is required (the application's client ID, a GUID)",
+        FAIL("credential: field %s is required (the application's client ID, a GUID)",
              field(c, "client_id"));
     if (!crypto_is_guid(s->client_id))
-        FAIL("credential: field '%s' must be a GUID", field(c, "client_id"));
+        FAIL("credential: field %s must be a GUID", field(c, "client_id"));
     const char *authority = s->authority ? s->authority : DEFAULT_AUTHORITY;
     if (!is_url(authority, 1, 0))
-        FAIL("credential: field '%s' must be an https:// URL such as %s", field(c, "authority"),
+        FAIL("credential: field %s must be an https:// URL such as %s", field(c, "authority"),
              DEFAULT_AUTHORITY);
     if (set_copy(&c->tenant, s->tenant, err, errlen) || set_copy(&c->client_id, s->client_id, err, errlen) ||
         set_copy(&c->authority, authority, err, errlen))
@@ -612,8 +612,7 @@ static int build(auth_credential *c, const struct auth_spec *s, int has_callback
         if (check_app_identity(c, s, err, errlen))
             return -1;
         if (is_empty(s->client_secret))
-            FAIL("credential: field '%s' is required for client_secret",
-                 c->from_environment ? "client_secret' (AZURE_CLIENT_SECRET)" : "client_secret");
+            FAIL("credential: field %s is required for client_secret", field(c, "client_secret"));
         return set_copy(&c->client_secret, s->client_secret, err, errlen);
     case KIND_CERT:
         if (check_app_identity(c, s, err, errlen))
@@ -874,6 +873,7 @@ static void submit(struct fetch *f, const char *method, const char *url, const c
         return;
     }
     c->fetches++;
+    http_count_token_fetch(f->s);
     int rc = http_submit_internal(f->s, method, url, headers, body ? body->p : NULL,
                                   body ? body->len : 0, c->ca_file,
                                   (const char *const *)c->connect_to, on_token_response, f);
