@@ -71,6 +71,12 @@ describe("auth", function()
       assert.are.equal(1, count(tokens, function(t) return t.scope == F.SCOPE2 end))
       assert.is_true(cred:token_status(SCOPE, TENANT2).cached)
 
+      -- a per-request tenant must still name one tenant
+      local r, err2 = F.get(srv:url() .. "/t3", cred, SCOPE, "organizations")
+      assert.is_nil(r)
+      assert.are.equal("InvalidTenant", err2.code)
+      assert.are.equal(3, #F.journal(srv, "token"))
+
       cred:clear_cache()
       assert.is_false(cred:token_status(SCOPE).cached)
       assert.are.equal(200, assert(F.get(srv:url() .. "/again", cred, SCOPE)).status)
