@@ -626,8 +626,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->conn = conn;
         size_t length;
         int too_large;
+        /* Answering now would make MHD close the connection (a response queued before the
+         * request is complete ends keep-alive), so even body-less requests wait for the next call. */
         if (!expects_body(conn, &length, &too_large))
-            return dispatch(s, r, conn, url, method);
+            return MHD_YES;
         if (too_large) {
             static const char m[] = "request body too large";
             return respond_error(conn, 413, "RequestEntityTooLarge", m, sizeof m - 1);
