@@ -1322,6 +1322,8 @@ static int cred_clear_cache(lua_State *L)
     return 0;
 }
 
+static void push_metatable(lua_State *L);
+
 /* [-0, +1, e] Build a credential; callback_idx (0 = none) is an assertion function. */
 static void push_credential(lua_State *L, const struct auth_spec *spec, int callback_idx, int source_idx)
 {
@@ -1331,7 +1333,8 @@ static void push_credential(lua_State *L, const struct auth_spec *spec, int call
         source_idx = lua_absindex(L, source_idx);
     struct cred_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
     u->c = NULL;
-    luaL_setmetatable(L, CRED_MT);
+    push_metatable(L);
+    lua_setmetatable(L, -2);
     auth_credential *c = calloc(1, sizeof *c);
     if (!c)
         luaL_error(L, "credential: out of memory");
@@ -1451,7 +1454,9 @@ static int auth_credential_new(lua_State *L)
     return 1;
 }
 
-int luaopen_cmkflow_core_auth(lua_State *L)
+/* [-0, +1, m] The credential metatable, created on first use: host.c may build credentials
+ * before anything has required cmkflow.core.auth. */
+static void push_metatable(lua_State *L)
 {
     static const luaL_Reg methods[] = {
         {"describe", cred_describe},       {"stats", cred_stats},
@@ -1459,12 +1464,17 @@ int luaopen_cmkflow_core_auth(lua_State *L)
         {NULL, NULL}};
     static const luaL_Reg meta[] = {
         {"__gc", cred_gc}, {"__close", cred_gc}, {"__tostring", cred_tostring}, {NULL, NULL}};
-    static const luaL_Reg fns[] = {{"credential", auth_credential_new}, {NULL, NULL}};
     if (luaL_newmetatable(L, CRED_MT)) {
         luaL_setfuncs(L, meta, 0);
         luaL_newlib(L, methods);
         lua_setfield(L, -2, "__index");
     }
+}
+
+int luaopen_cmkflow_core_auth(lua_State *L)
+{
+    static const luaL_Reg fns[] = {{"credential", auth_credential_new}, {NULL, NULL}};
+    push_metatable(L);
     lua_pop(L, 1);
     luaL_newlib(L, fns);
     return 1;
