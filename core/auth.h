@@ -12,7 +12,7 @@
  *                           ca_file?, connect_to? }
  *   cred:describe() -> {kind, tenant, client_id, authority, resolved_from?}  (never a secret)
  *   cred:token_status(scope [, tenant]) -> {cached = bool, expires_on = epoch}  (never the token)
- *   cred:stats() -> {token_fetches = n}     (token requests this credential sent)
+ *   cred:stats() -> {token_fetches = n, cached_tokens = n}  (token requests this credential sent)
  *   cred:clear_cache()                       (drops and wipes every cached token)
  *   tostring(cred) -> "cmkflow.credential(kind, client_id)"; __gc / __close release it.
  * Invalid specs (missing fields, malformed GUIDs, unreadable certificate) raise with a message
