@@ -51,7 +51,7 @@ function M.parse_challenge(header)
   end
   local authz = p.authorization or p.authorization_uri
   if not authz then return nil end
-  local tenant = authz:gsub("[?#].*$", ""):gsub("/+$", ""):match("/([^/]+)$")
+  local tenant = authz:match("^https://[^/]+/([^/?#]+)/?$") or authz:match("^https://[^/]+/([^/?#]+)/?[?#]")
   if not tenant or not validate.tenant(tenant) then return nil end
   local scope = p.scope
   local resource = p.resource

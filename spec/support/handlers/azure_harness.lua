@@ -55,7 +55,7 @@ local function in_process_client(handler, config, default_tenant)
   local function call(method, url, headers, body)
     local host, path, query = url:match("^https://([^/?]+)([^?]*)%??(.*)$")
     if path == "" then path = "/" end
-    local status, h, b = handler({ method = method, host = host:lower(), path = unescape(path), query = query,
+    local status, h, b = handler({ method = method, host = host:lower():gsub(":%d+$", ""), path = unescape(path), query = query,
                                    headers = headers, body = body or "" }, config)
     local lower = {}
     for k, v in pairs(h or {}) do lower[k:lower()] = v end
