@@ -97,8 +97,14 @@ function KeyVault:send(host, method, url, body, authenticated, headers)
   for k, v in pairs(headers or {}) do h[k] = v end
   h["Accept"] = "application/json"
   local req = { method = method, url = url, headers = h }
+  -- vault hosts are dynamic: add this vault's route to the cloud's fixed ones (emulator only)
   local route = self.cloud:connect_to_for(host)
-  if route then req.connect_to = { route } end
+  if route then
+    local routes = {}
+    for i, entry in ipairs(self.cloud.connect_to or {}) do routes[i] = entry end
+    routes[#routes + 1] = route
+    req.connect_to = routes
+  end
   if authenticated then
     local c = self.challenges[host]
     req.credential, req.scope, req.tenant = self.credential, c.scope, c.tenant
