@@ -32,7 +32,10 @@ Task.__name = "cmkflow.async.task"
 function Task.__tostring(t) return "cmkflow.async.task(" .. t.status .. ")" end
 
 local function handler(e)
-  if type(e) == "string" then return debug.traceback(e, 2) end
+  -- an error re-raised by await/all already carries the traceback of where it began
+  if type(e) == "string" and not e:find("\nstack traceback:", 1, true) then
+    return debug.traceback(e, 2)
+  end
   return e -- error tables keep their identity (cmkflow.error)
 end
 
