@@ -26,10 +26,16 @@ local cert_pem, key_pem = server.make_cert(ca_pem, ca_key, server.default_names(
 local ca_file = os.tmpname()
 write_file(ca_file, ca_pem)
 
+local TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+local APP = "11111111-2222-3333-4444-555555555555"
+local SECRET = "test-secret-value-xyz"
+
 local function start_server(routes)
   return assert(server.start {
     listen = "127.0.0.1:0", tls = true, cert_pem = cert_pem, key_pem = key_pem,
-    handler = "spec/support/testserver.lua", config = json.encode { routes = routes or {} },
+    handler = "spec/support/testserver.lua",
+    config = json.encode { routes = routes or {},
+                           token = { clients = { [APP] = { secret = SECRET, tenant = TENANT } } } },
   })
 end
 
@@ -246,6 +252,41 @@ describe("cmkflow.http", function()
     assert.equal(1, delta(before, after, "tls_handshakes"))
   end)
 
+  it("authenticates with a credential, fetching the token once", function()
+    set_routes { { method = "GET", path = "/secure", auth = true, responses = { { status = 200, body = { ok = true } } } } }
+    local cred = core.auth.credential { kind = "client_secret", tenant = TENANT, client_id = APP,
+                                        client_secret = SECRET, authority = srv:url(), ca_file = ca_file }
+    local arm = http.new { ca_file = ca_file, credential = cred, scope = "https://management.azure.com/.default" }
+    local before = session:stats()
+    for _ = 1, 3 do
+      local resp = assert(arm:get(srv:url() .. "/secure"))
+      assert.equal(200, resp.status)
+    end
+    local after = session:stats()
+    assert.equal(1, delta(before, after, "token_fetches"))
+    assert.equal(4, delta(before, after, "requests")) -- 3 + the token request
+    local j = journal()
+    assert.equal(4, #j)
+    assert.matches("/oauth2/v2.0/token$", j[1].path)
+    for i = 2, 4 do assert.equal("present", j[i].headers.authorization) end
+    -- without the credential the route refuses
+    local anon = assert(client:get(srv:url() .. "/secure"))
+    assert.equal(401, anon.status)
+  end)
+
+  it("finishes the transfer with the credential's error when no token can be had", function()
+    set_routes { { path = "/secure2", auth = true, responses = { { status = 200 } } } }
+    local cred = core.auth.credential { kind = "client_secret", tenant = TENANT, client_id = APP,
+                                        client_secret = "wrong-secret", authority = srv:url(), ca_file = ca_file }
+    local resp, err = client:get(srv:url() .. "/secure2", { credential = cred, scope = "https://management.azure.com/.default" })
+    assert.is_nil(resp)
+    assert.matches("7000215", err.code .. " " .. err.message)
+    assert.not_matches("wrong%-secret", tostring(err))
+    local j = journal()
+    assert.equal(1, #j) -- only the token request: the API call was never sent
+    assert.matches("/oauth2/v2.0/token$", j[1].path)
+  end)
+
   it("raises clear errors for malformed or insecure URLs", function()
     for _, case in ipairs {
       { "not a url", "invalid URL 'not a url'" },
@@ -319,6 +360,26 @@ describe("cmkflow.http", function()
       assert.matches("< HTTP/1.1 200", err, 1, true)
       assert.matches("[body truncated at 4096 bytes]", err, 1, true)
       assert.is_true(#err < 4096 + 8192)
+    end)
+
+    it("never traces a token or a client secret", function()
+      set_routes { { path = "/secure", auth = true, responses = { { status = 200 } } } }
+      local out, err = child("", ([[
+        local core = require "cmkflow.core"
+        local http = require "cmkflow.http"
+        http.session():set_debug(true)
+        local cred = core.auth.credential { kind = "client_secret", tenant = "%s", client_id = "%s",
+                                            client_secret = "%s", authority = arg[1], ca_file = arg[2] }
+        local resp = assert(http.new { ca_file = arg[2] }:get(arg[1] .. "/secure",
+                              { credential = cred, scope = "https://management.azure.com/.default" }))
+        io.write(resp.status)
+      ]]):format(TENANT, APP, SECRET), srv:url(), ca_file)
+      assert.equal("200", out)
+      assert.matches("POST /" .. TENANT .. "/oauth2/v2.0/token", err, 1, true)
+      assert.matches("GET /secure", err, 1, true)
+      assert.not_matches(SECRET, err, 1, true)
+      assert.not_matches("eyJ", err, 1, true) -- no JWT (the access token) anywhere
+      assert.matches("REDACTED", err, 1, true)
     end)
 
     local proxy_child = [[
