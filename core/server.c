@@ -59,7 +59,8 @@ struct cmk_server {
     char url[80];
     char *cert_pem, *key_pem;
     struct req *free_list, *all, *suspended;
-    unsigned free_count, contexts;
+    unsigned free_count;
+    atomic_uint contexts; /* records allocated (read by stats from other threads) */
 };
 
 /* ---- small helpers ---------------------------------------------------------------------------- */
@@ -162,7 +163,7 @@ static struct req *req_get(struct cmk_server *s)
             return NULL;
         r->all_next = s->all;
         s->all = r;
-        s->contexts++;
+        atomic_fetch_add(&s->contexts, 1);
     }
     r->next = NULL;
     r->conn = NULL;
@@ -612,10 +613,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     struct req *r = *con_cls;
     if (!r)
         return MHD_NO; /* out of memory in on_uri */
-    if (r->response) { /* resumed after a delay */
+    if (r->response) { /* resumed after a delay, or by stop (then the response is dropped) */
         struct MHD_Response *resp = r->response;
         r->response = NULL;
-        enum MHD_Result ret = MHD_queue_response(conn, r->status, resp);
+        enum MHD_Result ret = atomic_load_explicit(&s->stopping, memory_order_relaxed)
+                                  ? MHD_NO
+                                  : MHD_queue_response(conn, r->status, resp);
         MHD_destroy_response(resp);
         return ret;
     }
@@ -837,6 +840,7 @@ struct cmk_server *server_start(const struct server_options *o, int *kind, char 
     s->debug = o->debug;
     atomic_init(&s->stopping, 0);
     atomic_init(&s->requests, 0);
+    atomic_init(&s->contexts, 0);
 
     s->L = luaL_newstate();
     if (!s->L) {
@@ -1016,8 +1020,7 @@ static int l_stats(lua_State *L)
     lua_createtable(L, 0, 2);
     lua_pushinteger(L, (lua_Integer)server_requests(s));
     lua_setfield(L, -2, "requests");
-    /* contexts is written by the server thread; read it only as an approximate gauge */
-    lua_pushinteger(L, (lua_Integer)*(volatile unsigned *)&s->contexts);
+    lua_pushinteger(L, (lua_Integer)atomic_load(&s->contexts));
     lua_setfield(L, -2, "contexts");
     return 1;
 }
