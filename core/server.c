@@ -1046,8 +1046,38 @@ static int l_tostring(lua_State *L)
     return 1;
 }
 
-/* [-0, +2, m] push two PEM strings, wiping and freeing them (the key is a secret) */
-static int push_pems(lua_State *L, int rc, char *cert, char *key)
+#define PEM_BOX_MT "cmkflow.server.pem"
+
+/* Owns the PEM text certgen returns until it is in Lua strings, so a raise cannot leak it. */
+struct pem_box {
+    char *cert, *key;
+};
+
+static void pem_box_clear(struct pem_box *b)
+{
+    free(b->cert);
+    wipe_free(b->key);
+    b->cert = b->key = NULL;
+}
+
+/* [-1, +0, -] __gc */
+static int pem_box_gc(lua_State *L)
+{
+    pem_box_clear(luaL_checkudata(L, 1, PEM_BOX_MT));
+    return 0;
+}
+
+/* [-0, +1, m] */
+static struct pem_box *push_pem_box(lua_State *L)
+{
+    struct pem_box *b = lua_newuserdatauv(L, sizeof *b, 0);
+    b->cert = b->key = NULL;
+    luaL_setmetatable(L, PEM_BOX_MT);
+    return b;
+}
+
+/* [-0, +2, m] push the two PEM strings of b (then wiped and freed), or nil and an error */
+static int push_pems(lua_State *L, int rc, struct pem_box *b)
 {
     if (rc != 0) {
         char err[512];
@@ -1055,11 +1085,9 @@ static int push_pems(lua_State *L, int rc, char *cert, char *key)
         struct cmk_error e = {.code = "CertificateGenerationFailed", .message = err};
         return cmk_fail(L, &e);
     }
-    /* lua_pushstring can raise (memory); keep both in a to-be-closed-free order */
-    lua_pushstring(L, cert);
-    free(cert);
-    lua_pushstring(L, key); /* on raise the key buffer leaks unwiped: only under OOM */
-    wipe_free(key);
+    lua_pushstring(L, b->cert);
+    lua_pushstring(L, b->key);
+    pem_box_clear(b);
     return 2;
 }
 
@@ -1067,9 +1095,9 @@ static int push_pems(lua_State *L, int rc, char *cert, char *key)
 static int l_make_ca(lua_State *L)
 {
     const char *cn = luaL_optstring(L, 1, NULL);
-    char *cert, *key;
-    int rc = certgen_make_ca(cn, &cert, &key);
-    return push_pems(L, rc, cert, key);
+    struct pem_box *b = push_pem_box(L);
+    int rc = certgen_make_ca(cn, &b->cert, &b->key);
+    return push_pems(L, rc, b);
 }
 
 /* Collect a Lua array of strings at t[field] into a NULL-terminated array stored in a userdata
@@ -1114,9 +1142,9 @@ static int l_make_cert(lua_State *L)
         if (!dns && !ip)
             return luaL_argerror(L, 3, "needs dns and/or ip names");
     }
-    char *cert, *key;
-    int rc = certgen_make_server(ca_cert, ca_key, dns, ip, &cert, &key);
-    return push_pems(L, rc, cert, key);
+    struct pem_box *b = push_pem_box(L);
+    int rc = certgen_make_server(ca_cert, ca_key, dns, ip, &b->cert, &b->key);
+    return push_pems(L, rc, b);
 }
 
 static void push_list(lua_State *L, const char *const *list)
@@ -1160,6 +1188,11 @@ int luaopen_cmkflow_core_server(lua_State *L)
         luaL_setfuncs(L, server_meta, 0);
         luaL_newlib(L, server_methods);
         lua_setfield(L, -2, "__index");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, PEM_BOX_MT)) {
+        lua_pushcfunction(L, pem_box_gc);
+        lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);
     luaL_newlib(L, server_funcs);

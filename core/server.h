@@ -16,7 +16,9 @@
  *                                  -- returns nil, err when the daemon cannot start (port in use)
  *   srv:port() -> integer          srv:url() -> "https://127.0.0.1:PORT" ("http://" without tls)
  *   srv:stats() -> {requests = n, contexts = n}   (contexts: request records allocated, pooled)
- *   srv:stop()                     -- idempotent; also __gc and __close; server.stop(srv) is the same
+ *   srv:stop()                     -- idempotent; also __gc and __close; server.stop(srv) is the same.
+ *                                  -- Joins the thread, closes connections (delayed responses still
+ *                                  -- pending are dropped), lua_close's the handler state.
  *   server.make_ca([cn]) -> cert_pem, key_pem                       (nil, err on OpenSSL failure)
  *   server.make_cert(ca_cert_pem, ca_key_pem [, {dns = {...}, ip = {...}}]) -> cert_pem, key_pem
  *                                  -- names default to server.default_names()
