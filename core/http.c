@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <curl/curl.h>
 #include <openssl/crypto.h>
@@ -1805,6 +1806,7 @@ static int l_retry_delay(lua_State *L)
     return 1;
 }
 
+/* [-0, +1, m] require "cmkflow.core.http" */
 int luaopen_cmkflow_core_http(lua_State *L)
 {
     static const luaL_Reg fns[] = {{"session", http_session_lua},
