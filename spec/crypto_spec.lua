@@ -215,3 +215,53 @@ describe("crypto.redact", function()
     assert.equals("nothing to see", crypto.redact("nothing to see"))
   end)
 end)
+
+describe("crypto.load_certificate", function()
+  -- test material made with the openssl CLI in a temporary directory
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -m 700 " .. dir))
+  local function sh(cmd) assert(os.execute(cmd .. " >/dev/null 2>&1"), cmd) end
+  local function read(name)
+    local f = assert(io.open(dir .. "/" .. name, "rb"))
+    local s = f:read("a")
+    f:close()
+    return s
+  end
+  sh(("cd %s && openssl req -x509 -newkey rsa:2048 -nodes -keyout key.pem -out cert.pem -days 1 " ..
+      "-subj /CN=cmkflow-spec"):format(dir))
+  sh(("cd %s && openssl pkcs12 -export -inkey key.pem -in cert.pem -out cred.p12 -passout pass:pfx-pw"):format(dir))
+  sh(("cd %s && openssl x509 -in cert.pem -outform DER -out cert.der"):format(dir))
+  local key_pem, cert_pem, p12 = read("key.pem"), read("cert.pem"), read("cred.p12")
+  local der = read("cert.der")
+  os.execute("rm -rf " .. dir)
+
+  it("loads PEM with key and certificate, giving thumbprints and x5c", function()
+    local k, info = crypto.load_certificate(key_pem .. cert_pem)
+    assert.equals("cmkflow.key (RSA 2048, private)", tostring(k))
+    assert.equals("/CN=cmkflow-spec", info.subject)
+    assert.equals(crypto.b64_encode(der), info.x5c[1])
+    assert.equals(crypto.b64url_encode(crypto.sha256(der)), info.x5t_s256)
+    assert.equals(27, #info.x5t)
+    -- the key is the certificate's: a signature verifies with the certificate
+    assert.is_true(crypto.verify(cert_pem, "m", k:sign("m", "RS256"), "RS256"))
+  end)
+
+  it("loads PKCS#12 with the right password", function()
+    local k, info = crypto.load_certificate(p12, "pfx-pw")
+    assert.is_truthy(k)
+    assert.equals(crypto.b64_encode(der), info.x5c[1])
+  end)
+
+  it("explains what is wrong, without secrets", function()
+    local k, err = crypto.load_certificate(p12, "wrong")
+    assert.is_nil(k)
+    assert.equals("PKCS#12: wrong password or corrupt file", err)
+    k, err = crypto.load_certificate(cert_pem)
+    assert.is_nil(k)
+    assert.equals("certificate file: no private key found", err)
+    k, err = crypto.load_certificate("garbage")
+    assert.is_nil(k)
+    assert.equals("certificate file: neither PEM nor PKCS#12", err)
+  end)
+end)
