@@ -7,12 +7,11 @@ local json = core.json
 
 local n = tonumber(arg[1]) or 1000
 
-local function now() return core.crypto.monotonic_ms and core.crypto.monotonic_ms() or os.clock() * 1000 end
 local function wall_ms(fn)
   -- wall clock with sub-ms resolution via date +%s%N would fork; use the session's real clock
-  local t0 = core.http.session():now_ms()
+  local t0 = core.http.session():now()
   fn()
-  return core.http.session():now_ms() - t0
+  return core.http.session():now() - t0
 end
 local function write_file(path, s) local f = assert(io.open(path, "wb")) f:write(s) f:close() end
 
