@@ -12,7 +12,8 @@ usage: cmkflow <command> [options]
 commands:
   run FILE [--param k=v]... [--output text|json] [--debug]
                       run a workflow file
-  demo                run the smoke workflow against a local test server
+  demo [--output text|json] [--debug]
+                      run the smoke workflow against a local HTTPS test server
   version             print the versions of cmkflow and its libraries
   help                this text
 

@@ -18,6 +18,7 @@ function M.main(args, cli)
   for i, a in ipairs(args) do
     if a == "--output" then output = args[i + 1] or "" end
     if a:match("^%-%-output=") then output = a:sub(10) end
+    if a == "--debug" then host.set_debug(true) end
   end
   if output ~= "text" and output ~= "json" then
     io.stderr:write("cmkflow: --output must be text or json\n")

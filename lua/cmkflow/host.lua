@@ -61,7 +61,11 @@ function M.set_credential(context, credential)
   M.contexts[context].credential = credential
 end
 
-function M.set_debug(on) M.debug = on and true or false end
+-- Traces every HTTP exchange (token requests included) to stderr, secrets redacted in C.
+function M.set_debug(on)
+  M.debug = on and true or false
+  core.http.session():set_debug(M.debug)
+end
 
 local function read_file(path)
   local f, err = io.open(path, "rb")
