@@ -360,3 +360,30 @@ describe("arm URLs and api-version", function()
     assert.equals("https://management.azure.com/p?api-version=2024-05-01-preview", arm:url("/p", "2024-05-01-preview"))
   end)
 end)
+
+describe("azure.context (" .. H.mode .. ")", function()
+  local azure = require "cmkflow.azure"
+
+  it("builds ARM, Graph and Key Vault clients for one tenant", function()
+    local env = H.start { { method = "GET", path = RGS .. "/rg1", responses = { r(200, { name = "rg1" }) } } }
+    local ctx = azure.context { cloud = env.cloud, credential = env.credential, tenant = H.T1,
+                                subscription = SUB, http = env.http }
+    local rg, err = env.run(function() return ctx.arm:get("/subscriptions/{subscription}/resourceGroups/rg1", { api_version = "2021-04-01" }) end)
+    local calls = env.calls()
+    env.stop()
+    assert.is_nil(err, tostring(err))
+    assert.equals("rg1", rg.name)
+    assert.equals("Bearer tok-" .. H.T1 .. "-arm", calls[1].authorization)
+    assert.equals("https://graph.microsoft.com/v1.0", ctx.graph.base)
+    assert.equals("7.5", ctx.keyvault.api_version)
+  end)
+
+  it("rejects a malformed tenant or subscription", function()
+    local ok, e = pcall(azure.context, { cloud = "azure", tenant = "common", http = {} })
+    assert.is_false(ok)
+    assert.truthy(tostring(e):find("name a specific tenant", 1, true), tostring(e))
+    ok, e = pcall(azure.context, { cloud = "azure", subscription = "sub-1", http = {} })
+    assert.is_false(ok)
+    assert.truthy(tostring(e):find("subscription id 'sub-1' is invalid", 1, true), tostring(e))
+  end)
+end)

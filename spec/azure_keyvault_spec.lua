@@ -64,7 +64,7 @@ describe("keyvault challenge (" .. H.mode .. ")", function()
     -- the only token fetched is for the vault's tenant T2, not the credential's own T1
     assert.equals(1, #tokens)
     assert.equals("/" .. H.T2 .. "/oauth2/v2.0/token", tokens[1].path)
-    if tokens[1].token_scope then assert.equals("https://vault.azure.net/.default", tokens[1].token_scope) end
+    assert.equals("https://vault.azure.net/.default", tokens[1].token_scope)
     assert.same({ tenant = H.T2, scope = "https://vault.azure.net/.default", resource = "https://vault.azure.net",
                   authorization = "https://login.windows.net/" .. H.T2 }, env.keyvault:challenge(VAULT))
   end)
