@@ -50,6 +50,38 @@ describe("cmkflow CLI", function()
     assert.matches(":2: attempt to index a nil value", r.stderr)
   end)
 
+  it("exits 4 naming the context when no credential is configured", function()
+    local wf = cli.write_temp("return context('isv').tenant", ".lua")
+    local r = cli.run({ "run", wf })
+    assert.equals(4, r.code)
+    assert.matches("NoCredential: no credential is configured for context 'isv'", r.stderr, 1, true)
+    assert.matches("AZURE_CLIENT_ID", r.stderr, 1, true)
+    os.remove(wf)
+  end)
+
+  it("builds the isv context from the Azure SDK environment variables", function()
+    local wf = cli.write_temp("local c = context('isv') return { tenant = c.tenant, sub = c.subscription }", ".lua")
+    local env = { AZURE_TENANT_ID = "11111111-2222-4333-8444-555555555555",
+                  AZURE_CLIENT_ID = "0a1b2c3d-0000-4000-8000-000000000001", AZURE_CLIENT_SECRET = "not-used",
+                  AZURE_SUBSCRIPTION_ID = "22222222-2222-4333-8444-555555555555" }
+    local r = cli.run({ "run", wf, "--output", "json" }, env)
+    assert.equals(0, r.code, r.stderr)
+    assert.equals('{"sub":"22222222-2222-4333-8444-555555555555","tenant":"11111111-2222-4333-8444-555555555555"}\n', r.stdout)
+    -- bad configuration is a usage error that names what to fix, before any request
+    env.AZURE_TENANT_ID = "common"
+    r = cli.run({ "run", wf }, env)
+    assert.equals(2, r.code)
+    assert.matches("AZURE_TENANT_ID", r.stderr, 1, true)
+    env.AZURE_TENANT_ID, env.AZURE_CLIENT_SECRET = "11111111-2222-4333-8444-555555555555", nil
+    r = cli.run({ "run", wf }, env)
+    assert.equals(2, r.code)
+    assert.matches("AZURE_CLIENT_SECRET", r.stderr, 1, true)
+    r = cli.run({ "run", wf, "--cloud", "mars" })
+    assert.equals(2, r.code)
+    assert.matches("--cloud must be azure, usgov or china", r.stderr, 1, true)
+    os.remove(wf)
+  end)
+
   it("stops cleanly on Ctrl-C with exit 130", function()
     local wf = cli.write_temp("local t = os.clock() while os.clock() - t < 60 do end return 1", ".lua")
     -- SIGINT is re-sent (bounded) until the process ends, so it arrives after the handler is set.

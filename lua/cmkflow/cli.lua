@@ -10,8 +10,10 @@ local USAGE = [[
 usage: cmkflow <command> [options]
 
 commands:
-  run FILE [--param k=v]... [--output text|json] [--debug]
-                      run a workflow file
+  run FILE [--param k=v]... [--output text|json] [--cloud azure|usgov|china] [--debug]
+                      run a workflow file; AZURE_TENANT_ID, AZURE_CLIENT_ID and
+                      AZURE_CLIENT_SECRET (or _CERTIFICATE_PATH, AZURE_FEDERATED_TOKEN_FILE)
+                      give the "isv" context, AZURE_SUBSCRIPTION_ID its subscription
   demo [--output text|json] [--debug]
                       run the smoke workflow against a local HTTPS test server
   version             print the versions of cmkflow and its libraries
@@ -99,6 +101,21 @@ function M.run(args)
   end
   local host = require "cmkflow.host"
   if opts.debug then host.set_debug(true) end
+  if opts.cloud then
+    if opts.cloud ~= "azure" and opts.cloud ~= "usgov" and opts.cloud ~= "china" then
+      return usage_error("--cloud must be azure, usgov or china, not '" .. opts.cloud .. "'")
+    end
+    host.set_cloud(opts.cloud)
+  end
+  -- Azure SDK conventions: an environment credential serves the "default" and "isv" contexts
+  if os.getenv("AZURE_CLIENT_ID") or os.getenv("AZURE_TENANT_ID") then
+    local ok, cred = pcall(core.auth.credential, { kind = "environment", authority = host.current_cloud().authority })
+    if not ok then return usage_error(tostring(cred)) end
+    for _, ctx in ipairs({ "default", "isv" }) do
+      host.set_credential(ctx, cred)
+      host.contexts[ctx].subscription = os.getenv("AZURE_SUBSCRIPTION_ID")
+    end
+  end
   local status, out = host.run("file", file, nil, core.json.encode(params))
   if status ~= EXIT.ok then
     io.stderr:write("cmkflow: ", out, "\n")

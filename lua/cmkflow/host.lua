@@ -40,7 +40,10 @@ end
 local function context(name)
   local c = M.contexts[name]
   if not c or not c.credential then
-    error(("no credential is configured for context '%s'"):format(tostring(name)), 2)
+    error(core.error.new { code = "NoCredential", retryable = false, message =
+      ("no credential is configured for context '%s': set AZURE_TENANT_ID, AZURE_CLIENT_ID and "
+       .. "AZURE_CLIENT_SECRET (or a certificate / federated token), or configure it through the "
+       .. "C API"):format(tostring(name)) }, 2)
   end
   if not c.clients then
     local azure = require "cmkflow.azure"
@@ -75,6 +78,20 @@ local function read_file(path)
   return s
 end
 
+-- Error tables (remote failures) stay tables; anything else gets a traceback.
+local function failure(e)
+  if core.error.is(e) then return e end
+  return debug.traceback(tostring(e), 2)
+end
+
+-- Authentication failures exit 4 (docs/exit-codes.md), every other failure 1.
+local AUTH_CODES = { NoCredential = true, AuthenticationFailed = true, InvalidAuthenticationToken = true,
+                     InvalidAuthenticationTokenTenant = true, AssertionCallbackFailed = true }
+local function exit_status(e)
+  if core.error.is(e) and (AUTH_CODES[e.code] or tostring(e.code):match("^AADSTS")) then return EXIT.auth end
+  return EXIT.failed
+end
+
 -- Runs a workflow chunk; returns exit status and (result JSON | error message).
 function M.run(kind, what, chunkname, params_json)
   local source = what
@@ -97,11 +114,11 @@ function M.run(kind, what, chunkname, params_json)
                 async = setmetatable({}, { __index = function(_, k) return require("cmkflow.async")[k] end }) }
   local fn, err = sandbox.load(source, chunkname, api)
   if not fn then return EXIT.usage, err end
-  local ok, result = xpcall(fn, debug.traceback)
-  if not ok then return EXIT.failed, tostring(result) end
+  local ok, result = xpcall(fn, failure)
+  if not ok then return exit_status(result), tostring(result) end
   if type(result) == "function" then
-    ok, result = xpcall(result, debug.traceback, params)
-    if not ok then return EXIT.failed, tostring(result) end
+    ok, result = xpcall(result, failure, params)
+    if not ok then return exit_status(result), tostring(result) end
   end
   local encoded, eerr = json.encode(result == nil and json.null or result)
   if not encoded then return EXIT.failed, "result is not JSON-encodable: " .. tostring(eerr) end

@@ -20,7 +20,10 @@ M.slurp = slurp
 -- Runs cmkflow with args (array); returns {code, stdout, stderr}. env: {NAME = value} prefix.
 function M.run(args, env)
   local out, err = os.tmpname(), os.tmpname()
-  local parts = {}
+  -- the caller's own Azure settings must not leak into a spec
+  local parts = { "env", "-u", "AZURE_TENANT_ID", "-u", "AZURE_CLIENT_ID", "-u", "AZURE_CLIENT_SECRET",
+                  "-u", "AZURE_CLIENT_CERTIFICATE_PATH", "-u", "AZURE_FEDERATED_TOKEN_FILE",
+                  "-u", "AZURE_SUBSCRIPTION_ID", "-u", "CMKFLOW_LUA_PATH" }
   for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. shell_quote(v) end
   parts[#parts + 1] = shell_quote(M.bin)
   for _, a in ipairs(args) do parts[#parts + 1] = shell_quote(a) end
