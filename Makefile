@@ -26,7 +26,7 @@ demo: build
 	$(BUILD)/cmkflow demo
 
 install: build
-	cmake --install $(BUILD)
+	cmake --install $(BUILD) --prefix $(PREFIX)
 
 bench: build
 	tools/bootstrap --bench
