@@ -38,6 +38,10 @@ void cmk_push_error(lua_State *L, const struct cmk_error *e);
 /* [-0, +2, m] Push nil and an error table; returns 2 for `return cmk_fail(L, &e)`. */
 int cmk_fail(lua_State *L, const struct cmk_error *e);
 
+/* [-1, +1, -] Message handler for lua_pcall: the error value (or its __tostring) plus a
+ * traceback, as lua.c's msghandler. Every entry into Lua goes through it. */
+int cmk_msghandler(lua_State *L);
+
 /* ---- submodules: each builds one table; lmod.c assembles cmkflow.core ----- */
 
 int luaopen_cmkflow_core_json(lua_State *L);

@@ -76,20 +76,6 @@ void host_install_searcher(lua_State *L)
 
 static cmkflow_host *signalled_host; /* only for the signal handler, as lua.c's globalL */
 
-/* [-1, +1, -] message handler: error value + traceback */
-static int msghandler(lua_State *L)
-{
-    const char *msg = lua_tostring(L, 1);
-    if (msg == NULL) {
-        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
-            msg = lua_tostring(L, -1);
-        else
-            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-    }
-    luaL_traceback(L, L, msg, 1);
-    return 1;
-}
-
 /* Stays set until the protected call returns (docall clears it), so a workflow's own pcall
  * cannot swallow the interruption: the next instruction raises again. */
 static void stop_hook(lua_State *L, lua_Debug *ar)
@@ -116,7 +102,7 @@ static int docall(cmkflow_host *h, int narg, int nres)
 {
     lua_State *L = h->L;
     int base = lua_gettop(L) - narg;
-    lua_pushcfunction(L, msghandler);
+    lua_pushcfunction(L, cmk_msghandler);
     lua_insert(L, base);
     signalled_host = h;
     void (*old)(int) = signal(SIGINT, on_sigint);

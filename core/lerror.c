@@ -102,6 +102,19 @@ static int error_is(lua_State *L)
     return 1;
 }
 
+int cmk_msghandler(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+            msg = lua_tostring(L, -1);
+        else
+            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
 int luaopen_cmkflow_core_error(lua_State *L)
 {
     static const luaL_Reg fns[] = {{"new", error_new}, {"is", error_is}, {NULL, NULL}};

@@ -257,20 +257,6 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- the Lua side ----------------------------------------------------------------------------- */
 
-/* [-1, +1, m] message handler: error value + traceback (lua.c's msghandler) */
-static int msghandler(lua_State *L)
-{
-    const char *msg = lua_tostring(L, 1);
-    if (msg == NULL) {
-        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
-            msg = lua_tostring(L, -1);
-        else
-            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-    }
-    luaL_traceback(L, L, msg, 1);
-    return 1;
-}
-
 struct dispatch {
     struct cmk_server *s;
     struct req *r;
@@ -554,7 +540,7 @@ static enum MHD_Result dispatch(struct cmk_server *s, struct req *r, struct MHD_
     struct dispatch d = {.s = s, .r = r, .conn = conn, .url = url, .method = method};
     atomic_fetch_add(&s->requests, 1);
     lua_settop(L, 0);
-    lua_pushcfunction(L, msghandler);
+    lua_pushcfunction(L, cmk_msghandler);
     lua_pushcfunction(L, dispatch_lua);
     lua_pushlightuserdata(L, &d);
     if (lua_pcall(L, 1, 0, 1) != LUA_OK) {
@@ -850,7 +836,7 @@ struct cmk_server *server_start(const struct server_options *o, int *kind, char 
     }
     lua_State *L = s->L;
     struct load_args la = {s, o};
-    lua_pushcfunction(L, msghandler);
+    lua_pushcfunction(L, cmk_msghandler);
     lua_pushcfunction(L, load_handler);
     lua_pushlightuserdata(L, &la);
     if (lua_pcall(L, 1, 0, 1) != LUA_OK) {
