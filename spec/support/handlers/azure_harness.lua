@@ -32,7 +32,9 @@ local function make_pki()
   local f = assert(io.open(ca_file, "wb"))
   f:write(ca)
   f:close()
-  pki = { ca = ca, cert = cert, key = key, ca_file = ca_file }
+  -- the CA file lives as long as the process: removed when the Lua state closes
+  pki = setmetatable({ ca = ca, cert = cert, key = key, ca_file = ca_file },
+                     { __gc = function(p) os.remove(p.ca_file) end })
   return pki
 end
 
