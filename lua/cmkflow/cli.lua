@@ -75,12 +75,13 @@ function M.version(args)
   return EXIT.ok
 end
 
+-- json: the result as one compact line for machines; text: the same, indented for people.
 local function print_result(status, result, output)
-  if output == "json" then
-    io.stdout:write(result, "\n")
-  else
-    io.stdout:write(result, "\n")
+  if output ~= "json" then
+    local value = core.json.decode(result)
+    result = core.json.encode(value, { pretty = true }) or result
   end
+  io.stdout:write(result, "\n")
   return status
 end
 
