@@ -14,6 +14,9 @@ commands:
                       run a workflow file; AZURE_TENANT_ID, AZURE_CLIENT_ID and
                       AZURE_CLIENT_SECRET (or _CERTIFICATE_PATH, AZURE_FEDERATED_TOKEN_FILE)
                       give the "isv" context, AZURE_SUBSCRIPTION_ID its subscription
+  emulator [--listen 127.0.0.1:PORT] [--seed FILE] [--state DIR] [--ca-cert OUT.pem]
+                      run the Azure emulator in the foreground (PORT 0 picks a free one);
+                      prints {"ready":true,"url":...,"ca_cert":...} on stdout when ready
   demo [--output text|json] [--debug]
                       run the smoke workflow against a local HTTPS test server
   version             print the versions of cmkflow and its libraries
@@ -123,6 +126,13 @@ function M.run(args)
     return status
   end
   return print_result(status, out, opts.output)
+end
+
+function M.emulator(args)
+  local opts, err = parse(args, { listen = "value", seed = "value", state = "value", ["ca-cert"] = "value" })
+  if not opts then return usage_error(err) end
+  if opts[1] then return usage_error("emulator takes no positional arguments ('" .. opts[1] .. "')") end
+  return require("cmkflow.emulator.cli").main(opts, EXIT)
 end
 
 function M.demo(args)

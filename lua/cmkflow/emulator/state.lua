@@ -1,0 +1,289 @@
+-- The emulator's whole world: tenants with their directories and signing keys, subscriptions,
+-- ARM resources, role assignments, key vault contents, the clock and the knobs. One instance
+-- lives in the server's Lua state; every service module reads and writes it through here.
+--
+-- Shapes (all ids lower-case GUID text unless noted):
+--   st.tenants[tid] = { id, name, domain, key (cmkflow.key, RS256 signing), kid,
+--                       subscriptions = {[sub] = {id, name, state}},
+--                       applications = {[object_id] = app}, service_principals = {[object_id] = sp} }
+--   app = { id, appId, displayName, uniqueName?, signInAudience, tenant, created,
+--           passwordCredentials = {{keyId, hint, secret_sha256, endDateTime}},
+--           keyCredentials = {{keyId, type, usage, thumbprint_s256, cert_pem}},
+--           federatedIdentityCredentials = {[id] = fic}, visible_at }
+--   fic = { id, name, issuer, subject, audiences = {..}, description?, visible_at }
+--   sp  = { id, appId, displayName, accountEnabled, servicePrincipalType ("Application" |
+--           "ManagedIdentity"), appOwnerOrganizationId, tenant, app_roles = {"Application.ReadWrite.All"},
+--           alternativeNames?, visible_at }
+--   st.resources[lower(arm id)] = { id, type (canonical case), tenant, subscription, body (ARM JSON
+--           as returned), visible_at, internal = {...provider-private, never in responses} }
+--   st.vault_keys[vault_name_lower] = { [key_name_lower] = { name, versions = {{version, key
+--           (cmkflow.key), created, updated, enabled, ...}}, deleted = nil | {deletedDate, ...} } }
+--   st.identities[principal_id] = { clientId, principalId, tenant, resource_id }   (managed identities)
+--   st.knobs = { delays = {service_principal, federated_credential, role_assignment} (seconds),
+--                faults = {...}, throttling = {...} }
+-- Secrets (client secrets, private keys) are kept only as hashes or inside key userdata; `dump`
+-- never emits them.
+local core = require "cmkflow.core"
+local crypto = core.crypto
+local json = core.json
+
+local M = {}
+local State = {}
+State.__index = State
+
+local DNS_NAMESPACE = "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
+
+-- ---- seed validation ------------------------------------------------------------------------
+
+local function fail(path, msg) error("seed: " .. path .. " " .. msg, 0) end
+
+local function check_guid(v, path)
+  if type(v) ~= "string" or not crypto.is_guid(v) then fail(path, "must be a GUID") end
+  return v:lower()
+end
+
+local function check_string(v, path, pattern, what)
+  if type(v) ~= "string" or v == "" then fail(path, "must be a non-empty string") end
+  if pattern and not v:match(pattern) then fail(path, "must be " .. what) end
+  return v
+end
+
+local function check_array(v, path)
+  if v == nil then return {} end
+  if type(v) ~= "table" or (next(v) ~= nil and v[1] == nil) then fail(path, "must be an array") end
+  return v
+end
+
+local KNOWN_ROLES -- filled lazily from rbac.lua to avoid a cycle at load time
+
+-- Validates the seed table; raises "seed: <field path> <problem>" naming the field.
+function M.validate_seed(seed)
+  if type(seed) ~= "table" then fail("", "must be a JSON object") end
+  if seed.random_seed ~= nil and math.type(seed.random_seed) ~= "integer" then
+    fail("random_seed", "must be an integer")
+  end
+  local tenants = check_array(seed.tenants, "tenants")
+  if #tenants == 0 then fail("tenants", "must list at least one tenant") end
+  KNOWN_ROLES = KNOWN_ROLES or require("cmkflow.emulator.rbac").role_names()
+  local seen_t, seen_app, seen_domain = {}, {}, {}
+  for i, t in ipairs(tenants) do
+    local p = ("tenants[%d]"):format(i)
+    local tid = check_guid(t.id, p .. ".id")
+    if seen_t[tid] then fail(p .. ".id", "repeats tenant " .. tid) end
+    seen_t[tid] = true
+    check_string(t.name, p .. ".name", "^[%w%-_]+$", "letters, digits, '-' or '_'")
+    if t.domain ~= nil then
+      check_string(t.domain, p .. ".domain", "^[%w%-]+%.[%w%-%.]+$", "a domain name like contoso.example")
+      if seen_domain[t.domain:lower()] then fail(p .. ".domain", "repeats " .. t.domain) end
+      seen_domain[t.domain:lower()] = true
+    end
+    for j, s in ipairs(check_array(t.subscriptions, p .. ".subscriptions")) do
+      local sp = ("%s.subscriptions[%d]"):format(p, j)
+      check_guid(s.id, sp .. ".id")
+      if s.name ~= nil then check_string(s.name, sp .. ".name") end
+    end
+    for j, pr in ipairs(check_array(t.principals, p .. ".principals")) do
+      local pp = ("%s.principals[%d]"):format(p, j)
+      check_string(pr.name, pp .. ".name")
+      local app_id = check_guid(pr.appId, pp .. ".appId")
+      if seen_app[app_id] then fail(pp .. ".appId", "repeats " .. app_id) end
+      seen_app[app_id] = true
+      if pr.secret ~= nil then check_string(pr.secret, pp .. ".secret") end
+      if pr.certificate_pem ~= nil then
+        check_string(pr.certificate_pem, pp .. ".certificate_pem", "%-%-%-%-%-BEGIN CERTIFICATE%-%-%-%-%-",
+                     "a PEM certificate")
+      end
+      for k, r in ipairs(check_array(pr.roles, pp .. ".roles")) do
+        local rp = ("%s.roles[%d]"):format(pp, k)
+        check_string(r.role, rp .. ".role")
+        if not KNOWN_ROLES[r.role:lower()] then
+          fail(rp .. ".role", "names no built-in role ('" .. r.role .. "')")
+        end
+        check_string(r.scope, rp .. ".scope", "^/subscriptions/", "an ARM scope starting /subscriptions/")
+      end
+      for k, g in ipairs(check_array(pr.graph_roles, pp .. ".graph_roles")) do
+        check_string(g, ("%s.graph_roles[%d]"):format(pp, k), "^[%w%.]+$", "a Graph application permission")
+      end
+    end
+  end
+  return seed
+end
+
+-- ---- construction ---------------------------------------------------------------------------
+
+local function new_tenant(st, t)
+  local key = crypto.rsa_generate(2048)
+  local tid = t.id:lower()
+  local tenant = {
+    id = tid, name = t.name, domain = (t.domain or (t.name .. ".onmicrosoft.com")):lower(),
+    key = key, kid = crypto.b64url_encode(crypto.sha256(key:jwk().n)):sub(1, 27),
+    subscriptions = {}, applications = {}, service_principals = {},
+  }
+  for _, s in ipairs(t.subscriptions or {}) do
+    tenant.subscriptions[s.id:lower()] = { id = s.id:lower(), name = s.name or s.id, state = "Enabled" }
+    st.subscription_tenant[s.id:lower()] = tid
+  end
+  st.tenants[tid] = tenant
+  st.domains[tenant.domain] = tid
+  st.domains[t.name:lower()] = st.domains[t.name:lower()] or tid
+  return tenant
+end
+
+-- Creates the state from a validated seed. Raises on an invalid seed.
+function M.new(seed)
+  M.validate_seed(seed)
+  local st = setmetatable({
+    seed = seed, random_seed = seed.random_seed or 0, counter = 0, clock_offset = 0,
+    tenants = {}, domains = {}, subscription_tenant = {}, apps_by_appid = {},
+    resources = {}, vault_keys = {}, identities = {},
+    knobs = { delays = { service_principal = 0, federated_credential = 0, role_assignment = 0 },
+              faults = {}, throttling = {} },
+  }, State)
+  st.namespace = crypto.uuid5(DNS_NAMESPACE, "cmkflow-emulator:" .. st.random_seed)
+  for _, t in ipairs(seed.tenants) do new_tenant(st, t) end
+  for _, t in ipairs(seed.tenants) do
+    for _, pr in ipairs(t.principals or {}) do st:add_seed_principal(st.tenants[t.id:lower()], pr) end
+  end
+  return st
+end
+
+-- ---- ids, time, visibility ------------------------------------------------------------------
+
+-- A deterministic GUID: the same seed and the same sequence of creations give the same ids.
+function State:id(kind)
+  self.counter = self.counter + 1
+  return crypto.uuid5(self.namespace, (kind or "id") .. ":" .. self.counter)
+end
+
+function State:now() return os.time() + self.clock_offset end
+function State:advance(seconds) self.clock_offset = self.clock_offset + seconds end
+
+-- An ISO 8601 UTC timestamp of the emulator's clock (or of t).
+function State:iso(t) return os.date("!%Y-%m-%dT%H:%M:%SZ", t or self:now()) end
+
+-- The time at which an object created now becomes visible, per the eventual-consistency knob.
+function State:visible_from(kind) return self:now() + (self.knobs.delays[kind] or 0) end
+function State:visible(obj) return obj ~= nil and (obj.visible_at or 0) <= self:now() end
+
+-- ---- directory helpers ----------------------------------------------------------------------
+
+-- A tenant by GUID, verified domain or seed name (case-insensitive), or nil.
+function State:tenant(ref)
+  if type(ref) ~= "string" then return nil end
+  ref = ref:lower()
+  return self.tenants[ref] or self.tenants[self.domains[ref] or ""]
+end
+
+function State:tenant_of_subscription(sub) return self.subscription_tenant[(sub or ""):lower()] end
+
+function State:add_application(tenant, fields)
+  local app = {
+    id = fields.id or self:id("application"), appId = fields.appId or self:id("appId"),
+    displayName = fields.displayName, uniqueName = fields.uniqueName,
+    signInAudience = fields.signInAudience or "AzureADMyOrg", tenant = tenant.id,
+    created = self:iso(), passwordCredentials = {}, keyCredentials = {},
+    federatedIdentityCredentials = {}, visible_at = fields.visible_at or self:now(),
+  }
+  tenant.applications[app.id] = app
+  self.apps_by_appid[app.appId:lower()] = app
+  return app
+end
+
+function State:add_service_principal(tenant, fields)
+  local sp = {
+    id = fields.id or self:id("servicePrincipal"), appId = fields.appId, displayName = fields.displayName,
+    accountEnabled = fields.accountEnabled ~= false,
+    servicePrincipalType = fields.servicePrincipalType or "Application",
+    appOwnerOrganizationId = fields.appOwnerOrganizationId, tenant = tenant.id,
+    app_roles = fields.app_roles or {}, alternativeNames = fields.alternativeNames,
+    visible_at = fields.visible_at or self:now(),
+  }
+  tenant.service_principals[sp.id] = sp
+  return sp
+end
+
+-- The home application object of appId (in whatever tenant registered it), or nil.
+function State:application_by_appid(app_id) return self.apps_by_appid[(app_id or ""):lower()] end
+
+-- The service principal for appId in tenant (only visible ones unless include_hidden), or nil.
+function State:service_principal_by_appid(tenant, app_id, include_hidden)
+  app_id = (app_id or ""):lower()
+  for _, sp in pairs(tenant.service_principals) do
+    if sp.appId:lower() == app_id and (include_hidden or self:visible(sp)) then return sp end
+  end
+end
+
+-- A directory object (service principal) by object id across tenant, or nil.
+function State:principal(tenant, object_id, include_hidden)
+  local sp = tenant.service_principals[(object_id or ""):lower()]
+  if sp and (include_hidden or self:visible(sp)) then return sp end
+end
+
+function State:add_seed_principal(tenant, pr)
+  local app = self:add_application(tenant, { appId = pr.appId:lower(), displayName = pr.name })
+  if pr.secret then
+    app.passwordCredentials[1] = { keyId = self:id("secret"), hint = pr.secret:sub(1, 3),
+      secret_sha256 = crypto.sha256_hex(pr.secret), displayName = "seed", endDateTime = "2299-12-31T00:00:00Z" }
+  end
+  if pr.certificate_pem then
+    local _, info = crypto.load_certificate(pr.certificate_pem)
+    if not info then error("seed: principal '" .. pr.name .. "' certificate_pem cannot be read", 0) end
+    app.keyCredentials[1] = { keyId = self:id("cert"), type = "AsymmetricX509Cert", usage = "Verify",
+      thumbprint_s256 = info.x5t_s256, thumbprint = info.x5t, cert_pem = pr.certificate_pem }
+  end
+  local sp = self:add_service_principal(tenant, { appId = app.appId, displayName = pr.name,
+    appOwnerOrganizationId = tenant.id, app_roles = pr.graph_roles })
+  for _, r in ipairs(pr.roles or {}) do
+    require("cmkflow.emulator.rbac").seed_assignment(self, tenant, sp.id, r.role, r.scope)
+  end
+  return app, sp
+end
+
+-- ---- the whole state as JSON (GET /_emulator/state) -------------------------------------------
+
+local function sorted_values(t, key)
+  local out = json.array()
+  for _, v in pairs(t) do out[#out + 1] = v end
+  table.sort(out, function(a, b) return tostring(a[key or "id"]) < tostring(b[key or "id"]) end)
+  return out
+end
+
+-- Public view: no secrets, no key material, no internals.
+function State:dump()
+  local tenants = json.array()
+  for _, t in pairs(self.tenants) do
+    local apps, sps, fics = json.array(), json.array(), json.array()
+    for _, a in pairs(t.applications) do
+      apps[#apps + 1] = { id = a.id, appId = a.appId, displayName = a.displayName, uniqueName = a.uniqueName or json.null,
+        signInAudience = a.signInAudience, secrets = #a.passwordCredentials, certificates = #a.keyCredentials }
+      for _, f in pairs(a.federatedIdentityCredentials) do
+        fics[#fics + 1] = { id = f.id, application = a.id, name = f.name, issuer = f.issuer, subject = f.subject,
+          audiences = json.array(f.audiences) }
+      end
+    end
+    for _, s in pairs(t.service_principals) do
+      sps[#sps + 1] = { id = s.id, appId = s.appId, displayName = s.displayName, accountEnabled = s.accountEnabled,
+        servicePrincipalType = s.servicePrincipalType }
+    end
+    local resources, assignments = json.array(), json.array()
+    for _, r in pairs(self.resources) do
+      if r.tenant == t.id then
+        if r.type:lower() == "microsoft.authorization/roleassignments" then
+          assignments[#assignments + 1] = r.body
+        else
+          resources[#resources + 1] = r.body
+        end
+      end
+    end
+    local by = function(a, b) return tostring(a.id or a.name) < tostring(b.id or b.name) end
+    table.sort(apps, by) table.sort(sps, by) table.sort(fics, by) table.sort(resources, by) table.sort(assignments, by)
+    tenants[#tenants + 1] = { id = t.id, name = t.name, domain = t.domain,
+      subscriptions = sorted_values(t.subscriptions), applications = apps, federated_credentials = fics,
+      service_principals = sps, resources = resources, role_assignments = assignments }
+  end
+  table.sort(tenants, function(a, b) return a.name < b.name end)
+  return { tenants = tenants, clock = self:iso(), random_seed = self.random_seed }
+end
+
+M.State = State
+return M

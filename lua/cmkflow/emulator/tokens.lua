@@ -1,0 +1,89 @@
+-- Access tokens: real RS256 JWTs signed with each tenant's key, and their verification on every
+-- ARM, Graph and Key Vault call (signature, issuer, audience, tenant, expiry).
+local core = require "cmkflow.core"
+local jose, json = core.jose, core.json
+
+local M = {}
+
+M.TOKEN_EXCHANGE_APP = "fb60f99c-7a34-4190-8149-302f77469936" -- "AAD Token Exchange Endpoint"
+
+-- Audiences accepted per service, as the resource app id URIs Entra puts in `aud`.
+M.AUDIENCES = {
+  arm = { ["https://management.azure.com"] = true, ["https://management.azure.com/"] = true,
+          ["https://management.core.windows.net"] = true, ["https://management.core.windows.net/"] = true },
+  graph = { ["https://graph.microsoft.com"] = true, ["https://graph.microsoft.com/"] = true,
+            ["00000003-0000-0000-c000-000000000000"] = true },
+  kv = { ["https://vault.azure.net"] = true, ["https://vault.azure.net/"] = true,
+         ["cfa8b339-82a2-471a-a3c9-0fc0be7a4093"] = true },
+}
+
+function M.issuer_v1(tid) return "https://sts.windows.net/" .. tid .. "/" end
+function M.issuer_v2(tid) return "https://login.microsoftonline.com/" .. tid .. "/v2.0" end
+
+-- The JWKS document of a tenant.
+function M.jwks(tenant)
+  local jwk = tenant.key:jwk()
+  return { keys = json.array { { kty = "RSA", use = "sig", kid = tenant.kid, x5t = tenant.kid, n = jwk.n, e = jwk.e,
+    issuer = M.issuer_v2(tenant.id) } } }
+end
+
+-- Issues a token. claims: aud (required), plus oid/sub/appid/azp/roles/idtyp/xms_mirid as the
+-- caller decides; version "1.0" (default: ARM, Key Vault, Graph) or "2.0". Returns token, expires_in.
+function M.issue(st, tenant, claims, version, lifetime)
+  local now = st:now()
+  lifetime = lifetime or 3599
+  local c = {}
+  for k, v in pairs(claims) do c[k] = v end
+  c.tid = tenant.id
+  c.iat, c.nbf, c.exp = now, now - 300, now + lifetime
+  c.uti = core.crypto.b64url_encode(core.crypto.random_bytes(16))
+  c.ver = version or "1.0"
+  c.iss = c.ver == "2.0" and M.issuer_v2(tenant.id) or M.issuer_v1(tenant.id)
+  c.idtyp = c.idtyp or "app"
+  local token = jose.sign(c, tenant.key, { alg = "RS256", header = { kid = tenant.kid, x5t = tenant.kid } })
+  return token, lifetime
+end
+
+-- Verified-token cache: token -> claims (bounded; entries dropped once expired or when full).
+local cache, cache_size, CACHE_MAX = {}, 0, 4096
+
+local function verify_signature(st, token)
+  local hit = cache[token]
+  if hit then return hit end
+  local header, claims = jose.decode(token)
+  if not header then return nil, "malformed", "the token is not a JWT: " .. tostring(claims) end
+  local tenant = st:tenant(type(claims.tid) == "string" and claims.tid or "")
+  if not tenant then return nil, "issuer", "the token's tenant is unknown to this emulator" end
+  local verified = jose.verify(token, tenant.key)
+  if not verified then return nil, "signature", "the token's signature does not verify" end
+  if cache_size >= CACHE_MAX then cache, cache_size = {}, 0 end
+  cache[token] = claims
+  cache_size = cache_size + 1
+  return claims
+end
+
+-- Verifies the bearer token of req for service ("arm" | "graph" | "kv").
+-- Returns claims, or nil, reason, message where reason is one of
+-- "missing", "malformed", "signature", "issuer", "expired", "not_yet_valid", "audience".
+function M.verify(st, req, service)
+  local auth = req.headers.authorization
+  if not auth or auth == "" then return nil, "missing", "the Authorization header is missing" end
+  local token = auth:match("^[Bb]earer%s+(%S+)$")
+  if not token then return nil, "malformed", "the Authorization header is not 'Bearer <token>'" end
+  local claims, reason, message = verify_signature(st, token)
+  if not claims then return nil, reason, message end
+  local now = st:now()
+  if type(claims.exp) ~= "number" or claims.exp <= now then
+    return nil, "expired", "the token expired at " .. os.date("!%Y-%m-%dT%H:%M:%SZ", tonumber(claims.exp) or 0)
+  end
+  if type(claims.nbf) == "number" and claims.nbf > now + 300 then return nil, "not_yet_valid", "the token is not yet valid" end
+  if claims.iss ~= M.issuer_v1(claims.tid) and claims.iss ~= M.issuer_v2(claims.tid) then
+    return nil, "issuer", "the token's issuer '" .. tostring(claims.iss) .. "' does not match its tenant"
+  end
+  if not M.AUDIENCES[service][claims.aud] then
+    return nil, "audience", "the token's audience '" .. tostring(claims.aud) .. "' is not valid for this service"
+  end
+  return claims
+end
+
+return M
