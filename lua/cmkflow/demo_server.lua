@@ -3,24 +3,11 @@
 -- Runs in the server's own Lua state (core/server.c). config: JSON with tenant, client_id,
 -- client_secret, subscription.
 local core = require "cmkflow.core"
+local form = require "cmkflow.form"
 local json = core.json
 
 local issued = {}   -- token -> expiry
 local cfg
-
-local function form_decode(body)
-  local t = {}
-  for pair in (body or ""):gmatch("[^&]+") do
-    local k, v = pair:match("^([^=]*)=(.*)$")
-    if k then
-      local function unescape(s)
-        return (s:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-      end
-      t[unescape(k)] = unescape(v)
-    end
-  end
-  return t
-end
 
 local JSON_HEADERS = { ["content-type"] = "application/json; charset=utf-8", ["cache-control"] = "no-cache" }
 
@@ -33,7 +20,7 @@ local function reply(status, body, extra)
 end
 
 local function token_endpoint(req, tenant)
-  local f = form_decode(req.body)
+  local f = form.decode(req.body)
   if f.grant_type ~= "client_credentials" then
     return reply(400, { error = "unsupported_grant_type",
       error_description = "AADSTS70003: The app requested an unsupported grant type.", error_codes = { 70003 } })

@@ -33,59 +33,19 @@
 --   POST /_test/routes    body {"routes": [...]} replaces the routes (and restarts sequences)
 -- Anything else: 404 {"error":{"code":"NotFound","message":...}}. _test requests are not journaled.
 local core = require "cmkflow.core"
+local form = require "cmkflow.form"
 local json = core.json
+local b64url, guid, random_bytes = core.crypto.b64url_encode, core.crypto.uuid4, core.crypto.random_bytes
 
 local cfg = {}
 local routes = {}
 local journal = {}
 local issued = {}      -- access token -> {tenant, client_id, audience, exp}
-local urandom = assert(io.open("/dev/urandom", "rb"))
 
 local JSON_CT = "application/json; charset=utf-8"
 local MAX_JOURNAL_BODY = 65536
 
 -- ---- small helpers ------------------------------------------------------------------------------
-
-local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-
-local function b64url(s)
-  local out = {}
-  for i = 1, #s, 3 do
-    local a, b, c = s:byte(i, i + 2)
-    local n = a * 65536 + (b or 0) * 256 + (c or 0)
-    local chars = 2 + (b and 1 or 0) + (c and 1 or 0)
-    for k = 1, chars do
-      local idx = (n >> (6 * (4 - k))) & 63
-      out[#out + 1] = B64:sub(idx + 1, idx + 1)
-    end
-  end
-  return table.concat(out)
-end
-
-local function random_bytes(n) return urandom:read(n) end
-
-local function guid()
-  local b = { random_bytes(16):byte(1, 16) }
-  b[7] = (b[7] & 0x0f) | 0x40
-  b[9] = (b[9] & 0x3f) | 0x80
-  local h = {}
-  for i = 1, 16 do h[i] = ("%02x"):format(b[i]) end
-  local s = table.concat(h)
-  return ("%s-%s-%s-%s-%s"):format(s:sub(1, 8), s:sub(9, 12), s:sub(13, 16), s:sub(17, 20), s:sub(21, 32))
-end
-
-local function unescape(s)
-  return (s:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
-
-local function form_decode(body)
-  local t = {}
-  for pair in (body or ""):gmatch("[^&]+") do
-    local k, v = pair:match("^([^=]*)=?(.*)$")
-    if k and k ~= "" then t[unescape(k)] = unescape(v) end
-  end
-  return t
-end
 
 local function reply(status, body, extra)
   local h = { ["content-type"] = JSON_CT, ["x-ms-request-id"] = guid() }
@@ -161,7 +121,7 @@ end
 
 local function token_endpoint(req, tenant, v2)
   local tcfg = cfg.token or {}
-  local f = form_decode(req.body)
+  local f = form.decode(req.body)
   record(req, { form = {
     grant_type = f.grant_type, client_id = f.client_id, scope = f.scope, resource = f.resource,
     client_assertion_type = f.client_assertion_type,

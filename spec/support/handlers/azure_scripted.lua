@@ -10,24 +10,12 @@
 -- by this test server), and GET /_test/journal returns every request seen, in order:
 -- [{method, host, path, query, authorization, prefer, body, route_hit}].
 local core = require "cmkflow.core"
+local form = require "cmkflow.form"
 local json = core.json
 
 local cfg
 local counters = {}
 local journal = json.array {}
-
-local function unescape(s)
-  return (s:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
-
-local function form_decode(body)
-  local t = {}
-  for pair in (body or ""):gmatch("[^&]+") do
-    local k, v = pair:match("^([^=]*)=(.*)$")
-    if k then t[unescape(k)] = unescape(v) end
-  end
-  return t
-end
 
 local function reply(status, value, headers)
   local h = { ["content-type"] = "application/json; charset=utf-8" }
@@ -55,7 +43,7 @@ local function respond(r)
 end
 
 local function same_path(a, b)
-  return a == b or unescape(a) == unescape(b)
+  return a == b or form.unescape(a) == form.unescape(b)
 end
 
 return function(req, config)
@@ -77,7 +65,7 @@ return function(req, config)
 
   local tenant = path:match("^/([^/]+)/oauth2/v2%.0/token$")
   if tenant and req.method == "POST" then
-    local f = form_decode(req.body)
+    local f = form.decode(req.body)
     entry.body = json.null -- the form carries the client secret: keep it out of the journal
     entry.token_tenant, entry.token_scope = tenant, f.scope or json.null
     return reply(200, { token_type = "Bearer", expires_in = 3599, ext_expires_in = 3599,

@@ -15,48 +15,13 @@
 -- The journal holds the assertions it received (test-made keys and test-made tokens only) so that
 -- the spec can verify signatures and compare values; it never records client secrets.
 local core = require "cmkflow.core"
+local form = require "cmkflow.form"
 local json = core.json
 
 local cfg
 local journal = {}
 local issued = {}   -- token -> {client_id, tenant, scope, exp}
 local counter = 0
-
-local function unescape(s)
-  return (s:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
-
-local function form_decode(body)
-  local t = {}
-  for pair in (body or ""):gmatch("[^&]+") do
-    local k, v = pair:match("^([^=]*)=(.*)$")
-    if k then t[unescape(k)] = unescape(v) end
-  end
-  return t
-end
-
-local B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-local function b64url_decode(s)
-  local out, bits, nbits = {}, 0, 0
-  for ch in s:gmatch(".") do
-    local v = B64URL:find(ch, 1, true)
-    if not v then return nil end
-    bits = (bits << 6) | (v - 1)
-    nbits = nbits + 6
-    if nbits >= 8 then
-      nbits = nbits - 8
-      out[#out + 1] = string.char((bits >> nbits) & 0xff)
-    end
-  end
-  return table.concat(out)
-end
-
-local function decode_jwt(jwt)
-  local h, c = (jwt or ""):match("^([%w_-]+)%.([%w_-]+)%.[%w_-]+$")
-  if not h then return nil end
-  local hj, cj = b64url_decode(h), b64url_decode(c)
-  return hj and json.decode(hj), cj and json.decode(cj)
-end
 
 local function new_token(prefix, info)
   counter = counter + 1
@@ -82,7 +47,7 @@ local function contains(list, v)
 end
 
 local function token_endpoint(req, tenant)
-  local f = form_decode(req.body)
+  local f = form.decode(req.body)
   local rec = { kind = "token", tenant = tenant, client_id = f.client_id, scope = f.scope,
                 grant_type = f.grant_type, content_type = req.headers["content-type"],
                 client_assertion_type = f.client_assertion_type,
@@ -110,7 +75,8 @@ local function token_endpoint(req, tenant)
       return sts_error(400, "invalid_request", 900144, "The request body must contain the following parameter: 'client_assertion_type'.")
     end
     if client.x5t_s256 then
-      local h, c = decode_jwt(f.client_assertion)
+      local h, c = core.jose.decode(f.client_assertion)
+      if not h then c = nil end -- c is the reason it is not a compact JWS
       local now = os.time()
       local aud = ("%s://%s:%d/%s/oauth2/v2.0/token"):format(req.scheme, req.host, req.port, tenant)
       rec.checks = { x5t = h and h["x5t#S256"] == client.x5t_s256, alg = h and h.alg,
