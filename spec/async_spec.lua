@@ -10,12 +10,7 @@ local session = http.session()
 
 local ca_pem, ca_key = server.make_ca()
 local cert_pem, key_pem = server.make_cert(ca_pem, ca_key, server.default_names())
-local ca_file = os.tmpname()
-do
-  local f = assert(io.open(ca_file, "wb"))
-  f:write(ca_pem)
-  f:close()
-end
+local ca_file = require("support.files").write(os.tmpname(), ca_pem)
 
 describe("cmkflow.async", function()
   setup(function() session:set_clock("fake") end)

@@ -4,27 +4,14 @@ local core = require "cmkflow.core"
 local http = require "cmkflow.http"
 local json = core.json
 local server = core.server
+local files = require "support.files"
 
 local session = http.session()
-
-local function write_file(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
 
 local ca_pem, ca_key = server.make_ca()
 local cert_pem, key_pem = server.make_cert(ca_pem, ca_key, server.default_names())
 local ca_file = os.tmpname()
-write_file(ca_file, ca_pem)
+files.write(ca_file, ca_pem)
 
 local TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 local APP = "11111111-2222-3333-4444-555555555555"
@@ -333,7 +320,7 @@ describe("cmkflow.http", function()
     end)
 
     local function child(env, source, ...)
-      write_file(script, source)
+      files.write(script, source)
       local args = {}
       for i, a in ipairs { ... } do args[i] = ("'%s'"):format(a) end
       local cmd = ("env -u https_proxy -u http_proxy -u no_proxy -u HTTPS_PROXY -u HTTP_PROXY -u NO_PROXY %s LUA_PATH='%s' LUA_CPATH='%s' lua5.4 %s %s 2>%s")
@@ -341,7 +328,7 @@ describe("cmkflow.http", function()
       local p = assert(io.popen(cmd))
       local out = p:read("a")
       p:close()
-      return out, read_file(errfile)
+      return out, files.read(errfile, "")
     end
 
     it("traces requests and responses to stderr with secrets redacted", function()

@@ -5,24 +5,10 @@
 local core = require "cmkflow.core"
 local json = core.json
 local cli = require "support.cli"
+local files = require "support.files"
 
-local function sh(cmd)
-  assert(os.execute(cmd .. " >/dev/null 2>&1"), "command failed: " .. cmd)
-end
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-local function write(path, s) local f = assert(io.open(path, "wb")) f:write(s) f:close() end
-local function mkdtemp()
-  local p = os.tmpname()
-  os.remove(p)
-  sh("mkdir -m 700 " .. cli.quote(p))
-  return p
-end
+local sh, write, mkdtemp = files.sh, files.write, files.tmpdir
+local function read(path) return files.read(path, "") end
 local function b64url(s) return core.crypto.b64url_encode(s) end
 local function hex(n) return (core.crypto.random_bytes(n):gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
 

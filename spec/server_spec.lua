@@ -4,19 +4,7 @@
 local core = require "cmkflow.core"
 local server = core.server
 local json = core.json
-
-local function write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
-
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local d = f:read("a")
-  f:close()
-  return d
-end
+local files = require "support.files"
 
 -- Child processes must not inherit the sanitizer runtimes the asan preset preloads into lua5.4:
 -- curl(1) with libasan preloaded deadlocks in its second setlocale() call (glibc's locale lock is
@@ -40,7 +28,7 @@ end
 local ca_pem, ca_key = server.make_ca("cmkflow spec CA")
 local cert_pem, key_pem = server.make_cert(ca_pem, ca_key)
 local ca_file = os.tmpname()
-write_file(ca_file, ca_pem)
+files.write(ca_file, ca_pem)
 
 -- The curl command line for args, writing headers to hdr; its output ends in "\nSTATUS CONNECTS RC\n".
 local function curl_cmd(args, hdr, opts)
@@ -50,7 +38,7 @@ local function curl_cmd(args, hdr, opts)
 end
 
 local function curl_result(out, hdr)
-  local headers = read_file(hdr)
+  local headers = files.read(hdr)
   os.remove(hdr)
   local body, status, connects, rc = out:match("^(.*)\n(%d+) (%d+) (%d+)\n$")
   assert(rc, "unexpected curl output: " .. out)
@@ -82,7 +70,7 @@ local function overlap(srv, slow_args, fast_args)
   f:close()
   local slow = curl_result(bg:read("a"), hdr)
   bg:close()
-  local order = read_file(order_file):gsub("\n$", ""):gsub("\n", " ")
+  local order = files.read(order_file):gsub("\n$", ""):gsub("\n", " ")
   os.remove(order_file)
   assert(dispatched, "the delayed request never reached the handler")
   return slow, fast, order
@@ -99,7 +87,7 @@ teardown(function() os.remove(ca_file) end)
 describe("server.make_ca / make_cert", function()
   local function text(pem)
     local f = os.tmpname()
-    write_file(f, pem)
+    files.write(f, pem)
     local out = sh("openssl x509 -noout -text -in " .. f .. " 2>&1")
     os.remove(f)
     return out
@@ -124,7 +112,7 @@ describe("server.make_ca / make_cert", function()
     assert.matches("-----BEGIN PRIVATE KEY-----", key_pem, 1, true)
     -- the chain verifies
     local leaf_file = os.tmpname()
-    write_file(leaf_file, cert_pem)
+    files.write(leaf_file, cert_pem)
     local out = sh(("openssl verify -purpose sslserver -CAfile %s %s 2>&1"):format(ca_file, leaf_file))
     os.remove(leaf_file)
     assert.matches(": OK", out, 1, true)
@@ -213,7 +201,7 @@ describe("server.start with the echo handler", function()
     local body_file = os.tmpname()
     local chunk = ("0123456789abcdef"):rep(64)
     local body = chunk:rep(200) .. "end" -- ~200 KiB
-    write_file(body_file, body)
+    files.write(body_file, body)
     local r = curl(("-X PUT -H 'X-Custom-Header: Value One' -H 'X-Repeat: a' -H 'X-Repeat: b' "
       .. "-H 'Content-Type: application/octet-stream' --data-binary @%s %s/upload"):format(body_file, url))
     os.remove(body_file)

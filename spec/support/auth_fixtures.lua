@@ -2,7 +2,9 @@
 -- CLI, local Entra/IMDS servers (spec/support/handlers/entra.lua), requests through the http
 -- layer, and child processes for the environment-variable cases (Lua cannot setenv).
 local core = require "cmkflow.core"
+local files = require "support.files"
 local json = core.json
+local quote = files.quote
 
 local M = {}
 
@@ -16,37 +18,11 @@ M.SECRET = "s3cr3t~Value.With-Specials&=+/%"
 M.SCOPE = "https://management.azure.com/.default"
 M.SCOPE2 = "https://vault.azure.net/.default"
 
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-M.quote = quote
+M.read, M.write = files.read, files.write
 
-function M.sh(cmd)
-  local ok = os.execute(cmd .. " >/dev/null 2>&1")
-  assert(ok, "command failed: " .. cmd)
-end
-
-function M.read(path)
-  local f = assert(io.open(path, "rb"))
-  local data = f:read("a")
-  f:close()
-  return data
-end
-
-function M.write(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-  return path
-end
-
+-- The spec's one scratch directory, made on first use; cleanup() removes it.
 function M.tmpdir()
-  if not M.dir then
-    local p = os.tmpname()
-    os.remove(p)
-    M.sh("mkdir -m 700 " .. quote(p))
-    M.dir = p
-  end
+  if not M.dir then M.dir = files.tmpdir() end
   return M.dir
 end
 
@@ -66,11 +42,11 @@ end
 function M.make_certificate(password)
   local d = M.tmpdir()
   local cert, key = d .. "/cert.pem", d .. "/key.pem"
-  M.sh(("openssl req -x509 -newkey rsa:2048 -nodes -keyout %s -out %s -days 1 -subj /CN=cmkflow-auth-test")
+  files.sh(("openssl req -x509 -newkey rsa:2048 -nodes -keyout %s -out %s -days 1 -subj /CN=cmkflow-auth-test")
        :format(quote(key), quote(cert)))
   local combined = M.write(d .. "/combined.pem", M.read(cert) .. M.read(key))
   local p12 = d .. "/cert.p12"
-  M.sh(("openssl pkcs12 -export -in %s -inkey %s -out %s -passout pass:%s")
+  files.sh(("openssl pkcs12 -export -in %s -inkey %s -out %s -passout pass:%s")
        :format(quote(cert), quote(key), quote(p12), quote(password)))
   local pub = d .. "/pub.pem"
   local pp = io.popen(("openssl x509 -in %s -pubkey -noout"):format(quote(cert)))
@@ -84,25 +60,12 @@ function M.make_certificate(password)
            cert_pem = cert, key_pem = key }
 end
 
-local B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-function M.b64url_decode(s)
-  local out, bits, nbits = {}, 0, 0
-  for ch in s:gmatch(".") do
-    local v = assert(B64URL:find(ch, 1, true), "not base64url")
-    bits = (bits << 6) | (v - 1)
-    nbits = nbits + 6
-    if nbits >= 8 then
-      nbits = nbits - 8
-      out[#out + 1] = string.char((bits >> nbits) & 0xff)
-    end
-  end
-  return table.concat(out)
-end
-
+-- header, claims, signing input and signature bytes of a compact JWS; raises when it is not one
 function M.decode_jwt(jwt)
-  local h, c, s = jwt:match("^([%w_-]+)%.([%w_-]+)%.([%w_-]+)$")
-  assert(h, "not a compact JWS")
-  return json.decode(M.b64url_decode(h)), json.decode(M.b64url_decode(c)), h .. "." .. c, M.b64url_decode(s)
+  local header, claims = core.jose.decode(jwt)
+  assert(header, claims)
+  local signing_input, signature = jwt:match("^(.*)%.([^.]*)$")
+  return header, claims, signing_input, assert(core.crypto.b64url_decode(signature))
 end
 
 -- true when openssl verifies the RS256 signature of signing_input with the public key file

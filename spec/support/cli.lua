@@ -1,21 +1,12 @@
 -- Helpers for specs that run the cmkflow executable as a user would.
+local files = require "support.files"
+
 local M = {}
 
 M.bin = assert(os.getenv("CMKFLOW_BIN"), "CMKFLOW_BIN is not set (run the specs through ctest)")
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-M.quote = shell_quote
-
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-M.slurp = slurp
+local shell_quote = files.quote
+M.quote = shell_quote -- the specs' name for it
 
 -- Runs cmkflow with args (array); returns {code, stdout, stderr}. env: {NAME = value} prefix.
 function M.run(args, env)
@@ -29,18 +20,14 @@ function M.run(args, env)
   for _, a in ipairs(args) do parts[#parts + 1] = shell_quote(a) end
   local cmd = table.concat(parts, " ") .. " >" .. out .. " 2>" .. err .. " </dev/null"
   local _, _, code = os.execute(cmd)
-  local r = { code = code, stdout = slurp(out), stderr = slurp(err) }
+  local r = { code = code, stdout = files.read(out, ""), stderr = files.read(err, "") }
   os.remove(out)
   os.remove(err)
   return r
 end
 
 function M.write_temp(content, suffix)
-  local path = os.tmpname() .. (suffix or "")
-  local f = assert(io.open(path, "wb"))
-  f:write(content)
-  f:close()
-  return path
+  return files.write(os.tmpname() .. (suffix or ""), content)
 end
 
 return M
