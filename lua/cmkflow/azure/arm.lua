@@ -21,33 +21,28 @@ local core = require "cmkflow.core"
 local errors = require "cmkflow.azure.errors"
 local validate = require "cmkflow.azure.validate"
 local cloudmod = require "cmkflow.azure.cloud"
+local client = require "cmkflow.azure.client"
 
-local error, ipairs, math_max, math_min, pairs, require, setmetatable, tonumber, tostring, type =
-  error, ipairs, math.max, math.min, pairs, require, setmetatable, tonumber, tostring, type
+local error, math_max, math_min, setmetatable, tonumber, tostring, type =
+  error, math.max, math.min, setmetatable, tonumber, tostring, type
 local json = core.json
 
 local M = {}
 
 local TERMINAL = { succeeded = "Succeeded", failed = "Failed", canceled = "Canceled", cancelled = "Canceled" }
 
-local function default_sleep(ms)
-  return require("cmkflow.async").sleep(ms)
-end
-
 local Arm = {}
 Arm.__index = Arm
 
 function M.new(spec)
-  if type(spec) ~= "table" then error("arm.new expects a table", 2) end
-  if not spec.http then error("arm.new: http (a cmkflow.http client) is required", 2) end
-  local cloud = cloudmod.get(spec.cloud or "azure")
+  local cloud = client.check_spec(spec, "arm.new")
   local self = setmetatable({
     http = spec.http,
     credential = spec.credential,
     cloud = cloud,
     tenant = spec.tenant,
     subscription = spec.subscription,
-    sleep = spec.sleep or default_sleep,
+    sleep = spec.sleep or client.default_sleep,
     poll_interval_s = spec.poll_interval_s or 10,
     timeout_s = spec.timeout_s or 1800,
     host = (cloudmod.https_host(cloud.arm)):lower(),
@@ -120,20 +115,7 @@ end
 
 -- Sends one request (retries of 408/429/5xx happen below). Returns the raw response for any status.
 function Arm:send(method, url, body, headers)
-  local h = {}
-  for k, v in pairs(headers or {}) do h[k] = v end
-  local req = { method = method, url = url, headers = h, credential = self.credential,
-                scope = self.cloud.arm_scope, tenant = self.tenant }
-  if body ~= nil then
-    if type(body) == "table" then
-      req.body = json.encode(body)
-    else
-      req.body = tostring(body)
-    end
-    h["Content-Type"] = h["Content-Type"] or "application/json"
-  end
-  h["Accept"] = h["Accept"] or "application/json"
-  return self.http:request(req)
+  return client.send(self, self.cloud.arm_scope, method, url, body, headers)
 end
 
 function Arm:request(method, path_or_url, opts)
@@ -142,19 +124,7 @@ function Arm:request(method, path_or_url, opts)
   return self:send(method, url, opts.body, opts.headers)
 end
 
-local function ok_status(status)
-  return status >= 200 and status < 300
-end
-
-local function fail(self, resp, url)
-  return nil, errors.from_response(resp, { tenant = self.tenant, target = url })
-end
-
-local function result_of(resp)
-  local doc = errors.body_json(resp)
-  if doc == nil then return true end
-  return doc
-end
+local ok_status, fail, result_of = client.ok_status, client.fail, client.result_of
 
 function Arm:get(path, opts)
   opts = opts or {}
@@ -381,45 +351,16 @@ function Arm:delete(path, opts) return mutate(self, "DELETE", path, nil, opts) e
 
 function Arm:list(path, opts)
   opts = opts or {}
-  local max_pages = opts.max_pages or 1000
   local url = self:url(path, opts.api_version, 2)
-  local items = json.array {}
-  local pages = 0
-  while url do
-    pages = pages + 1
-    if pages > max_pages then
-      return nil, errors.new {
-        code = "TooManyPages", status = 0, tenant = self.tenant, target = path, retryable = false,
-        message = "listing " .. path .. " returned more than " .. tostring(max_pages) ..
-                  " pages; narrow the query or raise max_pages",
-      }
-    end
-    local resp, err = self:send("GET", url, nil, opts.headers)
-    if not resp then return nil, err end
-    if not ok_status(resp.status) then return fail(self, resp, url) end
-    local doc = errors.body_json(resp)
-    if type(doc) ~= "table" then
-      return nil, errors.new {
-        code = "InvalidResponse", status = resp.status, tenant = self.tenant, target = url, retryable = false,
-        request_id = errors.header(resp, "x-ms-request-id"),
-        message = "a list page from " .. url .. " is not a JSON object",
-      }
-    end
-    if type(doc.value) == "table" then
-      for _, item in ipairs(doc.value) do items[#items + 1] = item end
-    end
+  return client.list(self, path, url, opts, function(doc)
     local next_link = doc.nextLink
-    if type(next_link) == "string" and next_link ~= "" then
-      if not self:trusted(next_link) then return untrusted(self, next_link, "nextLink") end
-      if not has_query_param(next_link, "api-version") and opts.api_version then
-        next_link = add_query(next_link, "api-version", opts.api_version)
-      end
-      url = next_link
-    else
-      url = nil
+    if type(next_link) ~= "string" or next_link == "" then return nil end
+    if not self:trusted(next_link) then return untrusted(self, next_link, "nextLink") end
+    if not has_query_param(next_link, "api-version") and opts.api_version then
+      next_link = add_query(next_link, "api-version", opts.api_version)
     end
-  end
-  return items
+    return next_link
+  end, "; narrow the query or raise max_pages")
 end
 
 return M

@@ -18,18 +18,16 @@ local core = require "cmkflow.core"
 local errors = require "cmkflow.azure.errors"
 local validate = require "cmkflow.azure.validate"
 local cloudmod = require "cmkflow.azure.cloud"
+local client = require "cmkflow.azure.client"
+local form = require "cmkflow.form"
 
-local error, ipairs, math_min, pairs, require, setmetatable, tostring, type =
-  error, ipairs, math.min, pairs, require, setmetatable, tostring, type
+local error, ipairs, math_min, pairs, setmetatable, tostring, type =
+  error, ipairs, math.min, pairs, setmetatable, tostring, type
 local json = core.json
 
 local M = {}
 
 local BACKOFF_S = { 1, 2, 4, 8, 16 }
-
-local function default_sleep(ms)
-  return require("cmkflow.async").sleep(ms)
-end
 
 -- OData string literal for a URL path: quotes doubled, then percent-encoded except for the
 -- characters that are safe in a path segment.
@@ -41,17 +39,13 @@ end
 local odata = M.odata_string
 
 -- Percent-encoding for a query value.
-local function query_escape(s)
-  return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
-end
+local query_escape = form.escape
 
 local Graph = {}
 Graph.__index = Graph
 
 function M.new(spec)
-  if type(spec) ~= "table" then error("graph.new expects a table", 2) end
-  if not spec.http then error("graph.new: http (a cmkflow.http client) is required", 2) end
-  local cloud = cloudmod.get(spec.cloud or "azure")
+  local cloud = client.check_spec(spec, "graph.new")
   return setmetatable({
     http = spec.http,
     credential = spec.credential,
@@ -59,7 +53,7 @@ function M.new(spec)
     tenant = spec.tenant,
     base = cloud.graph .. "/" .. (spec.version or cloud.graph_version or "v1.0"),
     host = cloudmod.https_host(cloud.graph):lower(),
-    sleep = spec.sleep or default_sleep,
+    sleep = spec.sleep or client.default_sleep,
     replication_timeout_s = spec.replication_timeout_s or 120,
   }, Graph)
 end
@@ -79,33 +73,14 @@ function Graph:url(path_or_url, level)
 end
 
 function Graph:send(method, url, body, headers)
-  local h = {}
-  for k, v in pairs(headers or {}) do h[k] = v end
-  local req = { method = method, url = url, headers = h, credential = self.credential,
-                scope = self.cloud.graph_scope, tenant = self.tenant }
-  if body ~= nil then
-    req.body = type(body) == "table" and json.encode(body) or tostring(body)
-    h["Content-Type"] = h["Content-Type"] or "application/json"
-  end
-  h["Accept"] = h["Accept"] or "application/json"
-  return self.http:request(req)
+  return client.send(self, self.cloud.graph_scope, method, url, body, headers)
 end
 
 function Graph:request(method, path_or_url, body, headers)
   return self:send(method, self:url(path_or_url, 2), body, headers)
 end
 
-local function ok_status(status) return status >= 200 and status < 300 end
-
-local function fail(self, resp, url)
-  return nil, errors.from_response(resp, { tenant = self.tenant, target = url })
-end
-
-local function result_of(resp)
-  local doc = errors.body_json(resp)
-  if doc == nil then return true end
-  return doc
-end
+local ok_status, fail, result_of = client.ok_status, client.fail, client.result_of
 
 -- Is this error a replication symptom (the object exists but this replica cannot see it yet)?
 local function replication_symptom(err)
@@ -180,45 +155,18 @@ function Graph:delete(path, opts) return write(self, "DELETE", path, nil, opts) 
 
 function Graph:list(path, opts)
   opts = opts or {}
-  local max_pages = opts.max_pages or 1000
-  local url = self:url(path, 2)
-  local items, pages = json.array {}, 0
-  while url do
-    pages = pages + 1
-    if pages > max_pages then
-      return nil, errors.new {
-        code = "TooManyPages", status = 0, tenant = self.tenant, target = path, retryable = false,
-        message = "listing " .. path .. " returned more than " .. tostring(max_pages) .. " pages",
-      }
-    end
-    local resp, err = self:send("GET", url, nil, opts.headers)
-    if not resp then return nil, err end
-    if not ok_status(resp.status) then return fail(self, resp, url) end
-    local doc = errors.body_json(resp)
-    if type(doc) ~= "table" then
-      return nil, errors.new {
-        code = "InvalidResponse", status = resp.status, tenant = self.tenant, target = url, retryable = false,
-        message = "a list page from " .. url .. " is not a JSON object",
-      }
-    end
-    if type(doc.value) == "table" then
-      for _, item in ipairs(doc.value) do items[#items + 1] = item end
-    end
+  return client.list(self, path, self:url(path, 2), opts, function(doc)
     local next_link = doc["@odata.nextLink"]
-    if type(next_link) == "string" and next_link ~= "" then
-      local host = cloudmod.https_host(next_link)
-      if not host or host:lower() ~= self.host then
-        return nil, errors.new {
-          code = "UntrustedLink", status = 0, tenant = self.tenant, target = next_link, retryable = false,
-          message = "@odata.nextLink points outside " .. self.cloud.graph .. " (not followed)",
-        }
-      end
-      url = next_link
-    else
-      url = nil
+    if type(next_link) ~= "string" or next_link == "" then return nil end
+    local host = cloudmod.https_host(next_link)
+    if not host or host:lower() ~= self.host then
+      return nil, errors.new {
+        code = "UntrustedLink", status = 0, tenant = self.tenant, target = next_link, retryable = false,
+        message = "@odata.nextLink points outside " .. self.cloud.graph .. " (not followed)",
+      }
     end
-  end
-  return items
+    return next_link
+  end)
 end
 
 -- ---- find-or-create helpers --------------------------------------------------------------
