@@ -17,6 +17,47 @@ M.AUDIENCES = {
          ["cfa8b339-82a2-471a-a3c9-0fc0be7a4093"] = true },
 }
 
+-- Single-origin layout (reference/real-clients.md section 2.2): third-party clients configured with
+-- BASE = https://127.0.0.1:PORT ask for the resources BASE + "/" (az: ARM, scope BASE .. "//.default"),
+-- BASE (Python SDK: ARM, scope BASE .. "/.default"), BASE .. "/graph" (Graph) and
+-- https://vault.localhost:PORT (Key Vault: az rest --resource, the data-plane challenge). Entra puts the
+-- scope minus "/.default" in `aud`; these are accepted only on the request's own origin (a loopback
+-- Host with the server's port), so a token for one emulator port is refused on another.
+M.ORIGIN_AUDIENCES = {
+  arm = { "%s", "%s/" },
+  graph = { "%s/graph", "%s/graph/" },
+  kv = { "https://vault.localhost%s", "https://vault.localhost%s/" },
+}
+local LOOPBACK = { ["127.0.0.1"] = true, ["localhost"] = true }
+
+-- The origin audiences valid for req: the set of strings, or nil when req is not single-origin.
+function M.origin_audiences(req, service)
+  local forms = M.ORIGIN_AUDIENCES[service]
+  local host, port = req.host or "", math.tointeger(req.port)
+  if not forms or not port then return nil end
+  local ports = { ":" .. port }
+  if port == 443 then ports[2] = "" end
+  local set = {}
+  for _, p in ipairs(ports) do
+    for _, form in ipairs(forms) do
+      if service == "kv" then
+        if host:match("^[%w%-]+%.vault%.localhost$") then set[form:format(p)] = true end
+      elseif LOOPBACK[host] then
+        set[form:format("https://" .. host .. p)] = true
+      end
+    end
+  end
+  return next(set) and set or nil
+end
+
+-- True when aud is valid for service on req: a resource app id URI, or the request's own origin.
+function M.audience_ok(req, service, aud)
+  if type(aud) ~= "string" then return false end
+  if M.AUDIENCES[service][aud] then return true end
+  local origin = M.origin_audiences(req, service)
+  return origin ~= nil and origin[aud] == true
+end
+
 function M.issuer_v1(tid) return "https://sts.windows.net/" .. tid .. "/" end
 function M.issuer_v2(tid) return "https://login.microsoftonline.com/" .. tid .. "/v2.0" end
 
@@ -80,7 +121,7 @@ function M.verify(st, req, service)
   if claims.iss ~= M.issuer_v1(claims.tid) and claims.iss ~= M.issuer_v2(claims.tid) then
     return nil, "issuer", "the token's issuer '" .. tostring(claims.iss) .. "' does not match its tenant"
   end
-  if not M.AUDIENCES[service][claims.aud] then
+  if not M.audience_ok(req, service, claims.aud) then
     return nil, "audience", "the token's audience '" .. tostring(claims.aud) .. "' is not valid for this service"
   end
   return claims
