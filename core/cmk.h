@@ -51,6 +51,7 @@ int luaopen_cmkflow_core_http(lua_State *L);
 int luaopen_cmkflow_core_auth(lua_State *L);
 int luaopen_cmkflow_core_server(lua_State *L);
 int luaopen_cmkflow_core_error(lua_State *L);
+int luaopen_cmkflow_core_config(lua_State *L);
 int luaopen_cmkflow_core(lua_State *L);
 
 /* [-0, +0, -] Register the embedded-source searcher (used by the host and by cmkflow.core). */
