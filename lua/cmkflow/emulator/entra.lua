@@ -1,11 +1,668 @@
--- STUB: the emulated entra service (to be implemented). handle(st, req) -> status, headers, body
+-- The emulated Entra ID (services "entra" and "imds"): OIDC discovery, JWKS, MSAL instance
+-- discovery, the v2, v1 and ADFS token endpoints (client_credentials with a client secret, a
+-- certificate assertion or a federated assertion) and the IMDS managed identity endpoint.
+--
+-- Pure functions (no request needed; the Storage helper calls them server-side):
+--   M.exchange(st, tenant_ref, client_id, assertion, scope) -> token, claims | nil, err
+--   M.managed_identity_token(st, identity, resource) -> token, claims | nil, err
+--   M.client_credentials(st, tenant_ref, form, opts) -> response table | nil, err
+--   M.resource(text) -> {aud, version, name} | nil      (a scope's or v1 resource's API)
+-- err = {error = oauth code, aadsts = number, text = message without the "AADSTSn: " prefix}.
+local core = require "cmkflow.core"
+local form = require "cmkflow.form"
 local respond = require "cmkflow.emulator.respond"
+local tokens = require "cmkflow.emulator.tokens"
+local crypto, jose, json = core.crypto, core.jose, core.json
 
 local M = {}
 
-function M.handle(st, req)
-  return respond.json(req, 501, { error = { code = "NotImplemented",
-    message = "the emulator does not implement " .. req.method .. " " .. req.path .. " yet" } })
+local JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+local EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
+local WIF_DOC = "https://learn.microsoft.com/entra/workload-id/workload-identity-federation"
+local CERT_DOC = "https://docs.microsoft.com/en-us/azure/active-directory/develop/active-directory-certificate-credentials"
+local PUBLIC_ORIGIN = "https://login.microsoftonline.com"
+local LIFETIME = 3599
+
+-- ---- errors ---------------------------------------------------------------------------------
+
+local function err(oauth, aadsts, text) return nil, { error = oauth, aadsts = aadsts, text = text } end
+
+local function missing(name)
+  return err("invalid_request", 900144, ("The request body must contain the following parameter: '%s'."):format(name))
+end
+
+local function tenant_not_found(ref)
+  return err("invalid_request", 90002, ("Tenant '%s' not found. Check to make sure you have the correct tenant ID and "
+    .. "are signing into the correct cloud. Check with your subscription administrator, this may happen if there "
+    .. "are no active subscriptions for the tenant."):format(ref))
+end
+
+local function not_in_directory(app_id, tenant)
+  return err("unauthorized_client", 700016, ("Application with identifier '%s' was not found in the directory '%s'. "
+    .. "This can happen if the application has not been installed by the administrator of the tenant or consented "
+    .. "to by any user in the tenant. You may have sent your authentication request to the wrong tenant.")
+    :format(app_id, tenant))
+end
+
+local function bad_signature(detail)
+  return err("invalid_client", 700027, "Client assertion failed signature validation." .. (detail and (" " .. detail) or ""))
+end
+
+local function out_of_range(st, claims)
+  return err("invalid_client", 700024, ("Client assertion is not within its valid time range. Current time: %s, "
+    .. "assertion valid from %s, expiry time of assertion %s. Review the documentation at %s .")
+    :format(st:iso(), st:iso(tonumber(claims.nbf) or 0), st:iso(tonumber(claims.exp) or 0), CERT_DOC))
+end
+
+-- ---- resources and scopes -------------------------------------------------------------------
+
+local LOCAL_ORIGIN = "^https://[%w%.%-]+:?%d*"
+local function is_local_origin(s)
+  local host = s:match("^https://([%w%.%-]+)")
+  return host == "127.0.0.1" or host == "localhost"
+end
+
+local KNOWN = {
+  ["https://management.azure.com"] = "arm", ["https://management.core.windows.net"] = "arm",
+  ["797f4846-ba00-4fd7-ba43-dac1f8f63013"] = "arm",
+  ["https://graph.microsoft.com"] = "graph", ["00000003-0000-0000-c000-000000000000"] = "graph",
+  ["https://vault.azure.net"] = "kv", ["cfa8b339-82a2-471a-a3c9-0fc0be7a4093"] = "kv",
+  [EXCHANGE_AUDIENCE:lower()] = "exchange", [tokens.TOKEN_EXCHANGE_APP] = "exchange",
+}
+local API = {
+  arm = { name = "arm", aud = "https://management.azure.com/", version = "1.0" },
+  graph = { name = "graph", aud = "https://graph.microsoft.com", version = "1.0" },
+  kv = { name = "kv", aud = "https://vault.azure.net", version = "1.0" },
+  exchange = { name = "exchange", aud = tokens.TOKEN_EXCHANGE_APP, version = "2.0" },
+}
+
+-- The API a resource identifier names (trailing slashes ignored; the single-origin forms
+-- https://127.0.0.1:PORT[/] = ARM, …/graph = Graph, https://vault.localhost[:PORT] = Key Vault).
+function M.resource(text)
+  if type(text) ~= "string" or text == "" then return nil end
+  local r = text:gsub("/+$", ""):lower()
+  local kind = KNOWN[r]
+  if not kind then
+    if r:match("^https://vault%.localhost:?%d*$") then kind = "kv"
+    elseif is_local_origin(r) and r:match(LOCAL_ORIGIN .. "$") then kind = "arm"
+    elseif is_local_origin(r) and r:match(LOCAL_ORIGIN .. "/graph$") then kind = "graph"
+    end
+  end
+  return kind and API[kind]
+end
+
+local RESERVED = { openid = true, profile = true, offline_access = true, email = true }
+
+-- The resource of a client-credentials scope, or nil, err.
+local function scope_resource(scope)
+  if scope == nil or scope == "" then return missing("scope") end
+  local resources = {}
+  for s in scope:gmatch("%S+") do
+    if not RESERVED[s:lower()] then resources[#resources + 1] = s end
+  end
+  if #resources == 0 then return missing("scope") end
+  local res = {}
+  for _, s in ipairs(resources) do
+    local r = s:match("^(.-)/%.default$")
+    if not r or r == "" then
+      if s:match("^[%w%-%.]+://[^%s]+/[%w%.%-_]+$") or s:match("^[%x%-]+/[%w%.%-_]+$") then
+        return err("invalid_scope", 1002012, ("The provided value for scope %s is not valid. Client credential flows "
+          .. "must have a scope value with /.default suffixed to the resource identifier (application ID URI).")
+          :format(s))
+      end
+      return err("invalid_scope", 70011, ("The provided request must include a 'scope' input parameter. The provided "
+        .. "value for the input parameter 'scope' is not valid. The scope %s is not valid."):format(scope))
+    end
+    res[#res + 1] = r
+  end
+  if #res > 1 then
+    return err("invalid_scope", 700022, ("The provided value for the input parameter scope is not valid because it "
+      .. "contains more than one resource. Scope %s is not valid."):format(scope))
+  end
+  return res[1]
+end
+
+local function resource_not_found(resource, tenant)
+  return err("invalid_resource", 500011, ("The resource principal named %s was not found in the tenant named %s. "
+    .. "This can happen if the application has not been installed by the administrator of the tenant or consented "
+    .. "to by any user in the tenant. You might have sent your authentication request to the wrong tenant.")
+    :format(resource, tenant.name))
+end
+
+-- ---- tokens ---------------------------------------------------------------------------------
+
+local function aud_list(aud)
+  if type(aud) == "string" then return { aud } end
+  if type(aud) == "table" then return aud end
+  return {}
+end
+
+-- The claims and token of an app-only token for sp (in tenant) to api; acr "1" secret, "2" assertion.
+local function issue_app_token(st, tenant, sp, api, acr, extra)
+  local claims = { aud = api.aud, oid = sp.id, sub = sp.id, idtyp = "app" }
+  if api.version == "2.0" then
+    claims.azp, claims.azpacr = sp.appId, acr
+  else
+    claims.appid, claims.appidacr, claims.idp = sp.appId, acr, tokens.issuer_v1(tenant.id)
+  end
+  if api.name == "graph" and sp.app_roles and #sp.app_roles > 0 then claims.roles = json.array(sp.app_roles) end
+  for k, v in pairs(extra or {}) do claims[k] = v end
+  local token = tokens.issue(st, tenant, claims, api.version, LIFETIME)
+  return token, claims
+end
+
+-- ---- client authentication ------------------------------------------------------------------
+
+local function check_secret(st, app, secret)
+  local h = crypto.sha256_hex(secret)
+  local expired = false
+  for _, pc in ipairs(app and app.passwordCredentials or {}) do
+    if pc.secret_sha256 == h then
+      if pc.endDateTime and pc.endDateTime < st:iso() then
+        expired = true
+      else
+        return true
+      end
+    end
+  end
+  if expired then
+    return err("invalid_client", 7000222, ("The provided client secret keys for app '%s' are expired. Visit the "
+      .. "Azure portal to create new keys for your app."):format(app.appId))
+  end
+  return err("invalid_client", 7000215, ("Invalid client secret provided. Ensure the secret being sent in the request "
+    .. "is the client secret value, not the client secret ID, for a secret added to app '%s'.")
+    :format(app and app.appId or ""))
+end
+
+local function cert_key(cred)
+  local pem = cred.cert_pem and cred.cert_pem:match("%-%-%-%-%-BEGIN CERTIFICATE%-%-%-%-%-.-%-%-%-%-%-END CERTIFICATE%-%-%-%-%-")
+  if not pem then return nil end
+  local ok, key = pcall(crypto.key_from_pem, pem)
+  return ok and key or nil
+end
+
+-- Certificate (private_key_jwt) assertion: header x5t#S256/x5t names a registered certificate.
+local function check_certificate_assertion(st, app, assertion, header, claims, audiences)
+  local s256, sha1 = header["x5t#S256"], header.x5t
+  local cred
+  for _, kc in ipairs(app and app.keyCredentials or {}) do
+    if (s256 and kc.thumbprint_s256 == s256) or (not s256 and sha1 and kc.thumbprint == sha1) then cred = kc break end
+  end
+  if not cred then
+    return bad_signature("The certificate used to sign the client assertion is not registered on application '"
+      .. tostring(app and app.appId) .. "'.")
+  end
+  local key = cert_key(cred)
+  if not key or not jose.verify(assertion, key) then return bad_signature() end
+  local now = st:now()
+  if type(claims.exp) ~= "number" or claims.exp <= now or (type(claims.nbf) == "number" and claims.nbf > now + 300) then
+    return out_of_range(st, claims)
+  end
+  local aud_ok = false
+  for _, a in ipairs(aud_list(claims.aud)) do
+    if audiences[a] then aud_ok = true end
+  end
+  if not aud_ok then
+    return err("invalid_client", 50013, ("Assertion audience claim does not match the required value. The audience in "
+      .. "the assertion was '%s' and the expected audience is the token endpoint URL."):format(tostring(claims.aud)))
+  end
+  return true
+end
+
+-- The emulator tenant whose issuer iss is, or nil.
+local function issuer_tenant(st, iss)
+  local tid = iss:match("^https://login%.microsoftonline%.com/([%x%-]+)/v2%.0$") or iss:match("^https://sts%.windows%.net/([%x%-]+)/$")
+  local t = tid and st.tenants[tid]
+  return t
+end
+
+-- Federated assertion: matched exactly on issuer, subject (case-sensitive) and audience against the
+-- FICs of the client's HOME application; signature, token type and expiry for emulator issuers.
+local function check_federated_assertion(st, app, assertion, claims)
+  local iss, sub = claims.iss, claims.sub
+  if type(iss) ~= "string" or type(sub) ~= "string" then
+    return err("invalid_client", 50027, "JWT token is invalid or malformed.")
+  end
+  local auds = {}
+  for _, a in ipairs(aud_list(claims.aud)) do
+    auds[#auds + 1] = (a == tokens.TOKEN_EXCHANGE_APP) and EXCHANGE_AUDIENCE or a
+  end
+  local function aud_matches(fic)
+    for _, fa in ipairs(fic.audiences or {}) do
+      for _, a in ipairs(auds) do
+        if fa == a then return true end
+      end
+    end
+    return false
+  end
+  local ok_visible, ok_hidden, by_issuer, by_subject, subject_case = false, false, false, false, false
+  for _, fic in pairs(app and app.federatedIdentityCredentials or {}) do
+    local visible = st:visible(fic)
+    if fic.issuer == iss and fic.subject == sub and aud_matches(fic) then
+      if visible then ok_visible = true else ok_hidden = true end
+    end
+    if visible and fic.issuer == iss then
+      by_issuer = true
+      if fic.subject == sub then
+        by_subject = true
+      elseif type(fic.subject) == "string" and fic.subject:lower() == sub:lower() then
+        subject_case = true
+      end
+    end
+  end
+  local aud_text = table.concat(aud_list(claims.aud), ",")
+  if not ok_visible then
+    if ok_hidden then
+      return err("invalid_request", 70021, ("No matching federated identity record found for presented assertion. "
+        .. "Assertion Issuer: '%s'. Assertion Subject: '%s'. Assertion Audience: '%s'. %s"):format(iss, sub, aud_text, WIF_DOC))
+    elseif not by_issuer then
+      return err("invalid_client", 700211, ("No matching federated identity record found for presented assertion issuer "
+        .. "'%s'. Please check your federated identity credential Subject, Audience and Issuer against the presented "
+        .. "assertion. %s"):format(iss, WIF_DOC))
+    elseif not by_subject and subject_case then
+      return err("invalid_client", 7002138, ("No matching federated identity record found for presented assertion "
+        .. "subject '%s'. Federated identity credential subjects are case-sensitive and a credential's subject differs "
+        .. "only by case. %s"):format(sub, WIF_DOC))
+    elseif not by_subject then
+      return err("invalid_client", 700213, ("No matching federated identity record found for presented assertion subject "
+        .. "'%s'. Check your federated identity credential Subject, Audience and Issuer against the presented assertion. "
+        .. "%s"):format(sub, WIF_DOC))
+    else
+      return err("invalid_client", 700212, ("No matching federated identity record found for presented assertion audience "
+        .. "'%s'. Please check your federated identity credential Subject, Audience and Issuer against the presented "
+        .. "assertion. %s"):format(aud_text, WIF_DOC))
+    end
+  end
+  local itenant = issuer_tenant(st, iss)
+  if itenant then
+    if not jose.verify(assertion, itenant.key) then return bad_signature() end
+    if claims.idtyp ~= "app" then
+      return err("invalid_client", 700229, "Forbidden token type. Only app-only tokens may be used as Federated "
+        .. "Identity Credentials for AAD issuer.")
+    end
+  end
+  local now = st:now()
+  if type(claims.exp) ~= "number" or claims.exp <= now or (type(claims.nbf) == "number" and claims.nbf > now + 300) then
+    return out_of_range(st, claims)
+  end
+  return true
+end
+
+-- ---- client_credentials ---------------------------------------------------------------------
+
+-- The token endpoint URLs a certificate assertion's aud may name for tenant (both host forms,
+-- tenant GUID or the segment as sent, plus opts.audiences).
+local function assertion_audiences(tenant, tenant_ref, extra)
+  local set = {}
+  for _, origin in ipairs { PUBLIC_ORIGIN, "https://login.windows.net", "https://login.microsoft.com" } do
+    for _, t in ipairs { tenant.id, tenant_ref } do
+      set[origin .. "/" .. t .. "/oauth2/v2.0/token"] = true
+      set[origin .. "/" .. t .. "/oauth2/token"] = true
+    end
+  end
+  for _, a in ipairs(extra or {}) do set[a] = true end
+  return set
+end
+
+local SPECIAL_TENANTS = { common = true, organizations = true, consumers = true }
+
+-- Runs the client_credentials grant. tenant_ref: the URL's tenant segment (or nil with opts.adfs);
+-- form: the decoded request fields; opts = {v1 = bool, adfs = bool, basic = {id, secret}?,
+-- audiences = {extra token endpoint URLs}}. Returns {token, claims, api, resource} | nil, err.
+function M.client_credentials(st, tenant_ref, f, opts)
+  opts = opts or {}
+  local grant = f.grant_type
+  if grant == nil or grant == "" then return missing("grant_type") end
+  if grant ~= "client_credentials" then
+    return err("unsupported_grant_type", 70003, ("The app requested an unsupported grant type '%s'."):format(grant))
+  end
+  local client_id, secret = f.client_id, f.client_secret
+  if opts.basic then
+    client_id = client_id or opts.basic.id
+    secret = secret or opts.basic.secret
+  end
+  if client_id == nil or client_id == "" then return missing("client_id") end
+  local app = st:application_by_appid(client_id)
+  local tenant
+  if opts.adfs then
+    tenant = app and st.tenants[app.tenant]
+    if not tenant then return not_in_directory(client_id, "adfs") end
+    tenant_ref = tenant.id
+  else
+    if SPECIAL_TENANTS[(tenant_ref or ""):lower()] then
+      return err("invalid_request", 9001023, "The grant type is not supported over the /common or /consumers "
+        .. "endpoints. Please use the /organizations or tenant-specific endpoint.")
+    end
+    tenant = st:tenant(tenant_ref)
+    if not tenant then return tenant_not_found(tenant_ref or "") end
+  end
+  local resource, e
+  if opts.v1 then
+    resource = f.resource
+    if resource == nil or resource == "" then return missing("resource") end
+  else
+    resource, e = scope_resource(f.scope)
+    if not resource then return nil, e end
+  end
+  local assertion = f.client_assertion
+  if (secret == nil or secret == "") and (assertion == nil or assertion == "") then
+    return err("invalid_client", 7000218, "The request body must contain the following parameter: 'client_assertion' "
+      .. "or 'client_secret'.")
+  end
+  if assertion and assertion ~= "" then
+    if f.client_assertion_type == nil or f.client_assertion_type == "" then return missing("client_assertion_type") end
+    if f.client_assertion_type ~= JWT_BEARER then
+      return err("invalid_request", 50027, "JWT token is invalid or malformed: client_assertion_type must be '"
+        .. JWT_BEARER .. "'.")
+    end
+  end
+  local sp = st:service_principal_by_appid(tenant, client_id)
+  if not sp then return not_in_directory(client_id, tenant.id) end
+  if sp.accountEnabled == false then
+    return err("unauthorized_client", 7000112, ("Application '%s'(%s) is disabled."):format(client_id,
+      tostring(sp.displayName or "")))
+  end
+  local acr
+  if assertion and assertion ~= "" then
+    local header, claims = jose.decode(assertion)
+    if not header then return err("invalid_request", 50027, "JWT token is invalid or malformed.") end
+    local ok
+    if claims.iss == client_id or claims.iss == nil and claims.sub == client_id then
+      if claims.sub ~= client_id then
+        return err("invalid_client", 700021, "Client assertion application identifier doesn't match 'client_id' "
+          .. "parameter. Review the documentation at " .. CERT_DOC .. " .")
+      end
+      ok, e = check_certificate_assertion(st, app, assertion, header, claims,
+        assertion_audiences(tenant, tenant_ref, opts.audiences))
+    else
+      ok, e = check_federated_assertion(st, app, assertion, claims)
+    end
+    if not ok then return nil, e end
+    acr = "2"
+  else
+    local ok
+    ok, e = check_secret(st, app, secret)
+    if not ok then return nil, e end
+    acr = "1"
+  end
+  local api = M.resource(resource)
+  if not api then return resource_not_found(resource, tenant) end
+  local token, claims = issue_app_token(st, tenant, sp, api, acr)
+  return { token = token, claims = claims, api = api, resource = resource, tenant = tenant }
+end
+
+-- The federated exchange as Storage performs it server-side. Returns token, claims | nil, err.
+function M.exchange(st, tenant_ref, client_id, assertion, scope)
+  local r, e = M.client_credentials(st, tenant_ref, { grant_type = "client_credentials", client_id = client_id,
+    client_assertion_type = JWT_BEARER, client_assertion = assertion or "", scope = scope })
+  if not r then return nil, e end
+  return r.token, r.claims
+end
+
+-- A token for a managed identity (st.identities entry) to resource (no "/.default").
+-- Returns token, claims, api | nil, err.
+function M.managed_identity_token(st, identity, resource)
+  local tenant = st.tenants[identity.tenant or ""]
+  if not tenant then return tenant_not_found(tostring(identity.tenant)) end
+  local api = M.resource(resource)
+  if not api then return resource_not_found(tostring(resource), tenant) end
+  local claims = { aud = api.aud, oid = identity.principalId, sub = identity.principalId, idtyp = "app",
+    xms_mirid = identity.resource_id }
+  if api.version == "2.0" then
+    claims.azp, claims.azpacr = identity.clientId, "2"
+  else
+    claims.appid, claims.appidacr, claims.idp = identity.clientId, "2", tokens.issuer_v1(tenant.id)
+  end
+  local token = tokens.issue(st, tenant, claims, api.version, LIFETIME)
+  return token, claims, api
+end
+
+-- ---- HTTP -----------------------------------------------------------------------------------
+
+local REAL_HOSTS = { ["login.microsoftonline.com"] = true, ["login.windows.net"] = true, ["login.microsoft.com"] = true,
+  ["login.microsoftonline.us"] = true, ["login.chinacloudapi.cn"] = true }
+
+local function origin(req)
+  local host = req.host or "127.0.0.1"
+  if REAL_HOSTS[host] then return "https://" .. host end
+  return (req.scheme or "https") .. "://" .. host .. ":" .. tostring(req.port)
+end
+
+local function aad_fail(req, e) return respond.aad_error(req, e.error, e.aadsts, e.text) end
+
+local DISCOVERY_HEADERS = { ["cache-control"] = "max-age=86400, private", ["access-control-allow-origin"] = "*" }
+
+local function oidc_v2(req, tid)
+  local o = origin(req)
+  local b = o .. "/" .. tid
+  return respond.json(req, 200, {
+    token_endpoint = b .. "/oauth2/v2.0/token",
+    token_endpoint_auth_methods_supported = json.array { "client_secret_post", "private_key_jwt", "client_secret_basic" },
+    jwks_uri = b .. "/discovery/v2.0/keys",
+    response_modes_supported = json.array { "query", "fragment", "form_post" },
+    subject_types_supported = json.array { "pairwise" },
+    id_token_signing_alg_values_supported = json.array { "RS256" },
+    response_types_supported = json.array { "code", "id_token", "code id_token", "id_token token" },
+    scopes_supported = json.array { "openid", "profile", "email", "offline_access" },
+    issuer = tokens.issuer_v2(tid),
+    request_uri_parameter_supported = false,
+    userinfo_endpoint = "https://graph.microsoft.com/oidc/userinfo",
+    authorization_endpoint = b .. "/oauth2/v2.0/authorize",
+    device_authorization_endpoint = b .. "/oauth2/v2.0/devicecode",
+    http_logout_supported = true, frontchannel_logout_supported = true,
+    end_session_endpoint = b .. "/oauth2/v2.0/logout",
+    claims_supported = json.array { "sub", "iss", "aud", "exp", "iat", "nbf", "tid", "oid" },
+    kerberos_endpoint = b .. "/kerberos",
+    tenant_region_scope = "EU", cloud_instance_name = "microsoftonline.com", cloud_graph_host_name = "graph.windows.net",
+    msgraph_host = "graph.microsoft.com", rbac_url = "https://pas.windows.net",
+  }, DISCOVERY_HEADERS)
+end
+
+local function oidc_v1(req, tid)
+  local b = origin(req) .. "/" .. tid
+  return respond.json(req, 200, {
+    token_endpoint = b .. "/oauth2/token",
+    token_endpoint_auth_methods_supported = json.array { "client_secret_post", "private_key_jwt", "client_secret_basic" },
+    jwks_uri = b .. "/discovery/keys",
+    response_modes_supported = json.array { "query", "fragment", "form_post" },
+    subject_types_supported = json.array { "pairwise" },
+    id_token_signing_alg_values_supported = json.array { "RS256" },
+    response_types_supported = json.array { "code", "id_token", "code id_token", "token id_token", "token" },
+    scopes_supported = json.array { "openid" },
+    issuer = tokens.issuer_v1(tid),
+    authorization_endpoint = b .. "/oauth2/authorize",
+    device_authorization_endpoint = b .. "/oauth2/devicecode",
+    end_session_endpoint = b .. "/oauth2/logout",
+    tenant_region_scope = "EU", cloud_instance_name = "microsoftonline.com", cloud_graph_host_name = "graph.windows.net",
+    msgraph_host = "graph.microsoft.com",
+  }, DISCOVERY_HEADERS)
+end
+
+local function oidc_adfs(req)
+  local b = origin(req) .. "/adfs"
+  return respond.json(req, 200, {
+    issuer = b,
+    authorization_endpoint = b .. "/oauth2/authorize",
+    token_endpoint = b .. "/oauth2/token",
+    jwks_uri = b .. "/discovery/keys",
+    device_authorization_endpoint = b .. "/oauth2/devicecode",
+    end_session_endpoint = b .. "/oauth2/logout",
+    token_endpoint_auth_methods_supported = json.array { "client_secret_post", "client_secret_basic", "private_key_jwt" },
+    response_types_supported = json.array { "code", "id_token", "code id_token", "id_token token", "code token",
+      "code id_token token" },
+    response_modes_supported = json.array { "query", "fragment", "form_post" },
+    grant_types_supported = json.array { "authorization_code", "refresh_token", "client_credentials" },
+    subject_types_supported = json.array { "pairwise" },
+    scopes_supported = json.array { "openid", "profile", "email", "allatclaims", "logon_cert" },
+    id_token_signing_alg_values_supported = json.array { "RS256" },
+  }, DISCOVERY_HEADERS)
+end
+
+local function jwks_all(st)
+  local keys = json.array()
+  local ids = {}
+  for tid in pairs(st.tenants) do ids[#ids + 1] = tid end
+  table.sort(ids)
+  for _, tid in ipairs(ids) do keys[#keys + 1] = tokens.jwks(st.tenants[tid]).keys[1] end
+  return { keys = keys }
+end
+
+local function instance_discovery(req)
+  local ae = (req.args or {}).authorization_endpoint or ""
+  local tenant = ae:match("^https?://[^/]+/([^/]+)/") or "common"
+  return respond.json(req, 200, {
+    tenant_discovery_endpoint = origin(req) .. "/" .. tenant .. "/v2.0/.well-known/openid-configuration",
+    ["api-version"] = "1.1",
+    metadata = json.array {
+      { preferred_network = "login.microsoftonline.com", preferred_cache = "login.windows.net",
+        aliases = json.array { "login.microsoftonline.com", "login.windows.net", "login.microsoft.com", "sts.windows.net" } },
+      { preferred_network = "login.partner.microsoftonline.cn", preferred_cache = "login.partner.microsoftonline.cn",
+        aliases = json.array { "login.partner.microsoftonline.cn", "login.chinacloudapi.cn" } },
+      { preferred_network = "login.microsoftonline.us", preferred_cache = "login.microsoftonline.us",
+        aliases = json.array { "login.microsoftonline.us", "login.usgovcloudapi.net" } },
+    },
+  }, DISCOVERY_HEADERS)
+end
+
+local function basic_auth(req)
+  local v = req.headers.authorization
+  local b64 = v and v:match("^[Bb]asic%s+(%S+)$")
+  if not b64 then return nil end
+  local ok, raw = pcall(crypto.b64_decode, b64)
+  if not ok or type(raw) ~= "string" then return nil end
+  local id, secret = raw:match("^([^:]*):(.*)$")
+  if not id then return nil end
+  return { id = form.unescape(id), secret = form.unescape(secret) }
+end
+
+local function token_endpoint(st, req, tenant_ref, kind)
+  if req.method ~= "POST" then
+    return respond.aad_error(req, "invalid_request", 900561, "The endpoint only accepts POST requests. Received a "
+      .. req.method .. " request.")
+  end
+  local ct = (req.headers["content-type"] or ""):lower()
+  if not ct:find("application/x-www-form-urlencoded", 1, true) then
+    return respond.aad_error(req, "invalid_request", 900144,
+      "The request body must contain the following parameter: 'grant_type'.")
+  end
+  local f = form.decode(req.body)
+  local o = origin(req)
+  local audiences = {}
+  if tenant_ref then
+    audiences[1] = o .. "/" .. tenant_ref .. "/oauth2/v2.0/token"
+    audiences[2] = o .. "/" .. tenant_ref .. "/oauth2/token"
+  else
+    audiences[1] = o .. "/adfs/oauth2/token"
+  end
+  local opts = { v1 = kind == "v1", adfs = kind == "adfs", basic = basic_auth(req), audiences = audiences }
+  if kind == "adfs" and (f.scope == nil or f.scope == "") and f.resource then opts.v1 = true end
+  local r, e = M.client_credentials(st, tenant_ref, f, opts)
+  if not r then return aad_fail(req, e) end
+  local hdr = { ["cache-control"] = "no-store, no-cache", pragma = "no-cache" }
+  if opts.v1 and kind == "v1" then
+    local now = st:now()
+    return respond.json(req, 200, { token_type = "Bearer", expires_in = tostring(LIFETIME),
+      ext_expires_in = tostring(LIFETIME), expires_on = tostring(now + LIFETIME), not_before = tostring(now - 300),
+      resource = r.resource, access_token = r.token }, hdr)
+  end
+  return respond.json(req, 200, { token_type = "Bearer", expires_in = LIFETIME, ext_expires_in = LIFETIME,
+    access_token = r.token }, hdr)
+end
+
+-- ---- IMDS -----------------------------------------------------------------------------------
+
+local function imds_error(req, status, code, text)
+  return respond.json(req, status, { error = code, error_description = text })
+end
+
+-- The identity an IMDS request selects, or nil, status, code, text.
+function M.select_identity(st, args)
+  local cid, oid, rid = args.client_id, args.object_id or args.principal_id, args.msi_res_id or args.mi_res_id
+  local found, count, only = nil, 0, nil
+  for _, ident in pairs(st.identities) do
+    if st:visible(ident) then
+      count = count + 1
+      only = ident
+      if (cid and ident.clientId and ident.clientId:lower() == cid:lower())
+         or (oid and ident.principalId and ident.principalId:lower() == oid:lower())
+         or (rid and ident.resource_id and ident.resource_id:lower() == rid:lower()) then
+        found = ident
+      end
+    end
+  end
+  if cid or oid or rid then
+    if found then return found end
+    return nil, 400, "invalid_request", "Identity not found"
+  end
+  if count == 1 then return only end
+  if count == 0 then return nil, 400, "invalid_request", "Identity not found" end
+  return nil, 400, "invalid_request", "Multiple user assigned identities exist, please specify the clientId / "
+    .. "resourceId of the identity in the token request"
+end
+
+local function imds(st, req)
+  if req.method ~= "GET" then return imds_error(req, 405, "invalid_request", "Only GET is supported") end
+  if (req.headers.metadata or ""):lower() ~= "true" then
+    return imds_error(req, 400, "invalid_request", "Required metadata header not specified")
+  end
+  local args = req.args or {}
+  if not args["api-version"] or args["api-version"] == "" then
+    return imds_error(req, 400, "invalid_request", "Required query variable 'api-version' is missing")
+  end
+  local resource = args.resource
+  if not resource or resource == "" then
+    return imds_error(req, 400, "invalid_request", "Required query variable 'resource' is missing")
+  end
+  local ident, status, code, text = M.select_identity(st, args)
+  if not ident then return imds_error(req, status, code, text) end
+  local token, claims = M.managed_identity_token(st, ident, resource)
+  if not token then
+    return imds_error(req, 400, claims.error, ("AADSTS%d: %s"):format(claims.aadsts, claims.text))
+  end
+  local now = st:now()
+  return respond.json(req, 200, { access_token = token, refresh_token = "", expires_in = tostring(LIFETIME),
+    expires_on = tostring(now + LIFETIME), ext_expires_in = tostring(LIFETIME), not_before = tostring(now - 300),
+    resource = resource, token_type = "Bearer", client_id = ident.clientId })
+end
+
+-- ---- dispatch -------------------------------------------------------------------------------
+
+local function with_tenant(st, req, ref, fn)
+  if SPECIAL_TENANTS[ref:lower()] then return fn("{tenantid}") end
+  local t = st:tenant(ref)
+  if not t then
+    local _, e = tenant_not_found(ref)
+    return respond.aad_error(req, "invalid_tenant", e.aadsts, e.text)
+  end
+  return fn(t.id, t)
+end
+
+function M.handle(st, req, service)
+  if service == "imds" then return imds(st, req) end
+  local path = req.service_path or req.path
+  if path == "/adfs/.well-known/openid-configuration" then return oidc_adfs(req) end
+  if path == "/adfs/discovery/keys" then return respond.json(req, 200, jwks_all(st), DISCOVERY_HEADERS) end
+  if path == "/adfs/oauth2/token" then return token_endpoint(st, req, nil, "adfs") end
+  if path == "/common/discovery/instance" then return instance_discovery(req) end
+  local ref, rest = path:match("^/([^/]+)(/.*)$")
+  if ref then
+    if rest == "/v2.0/.well-known/openid-configuration" then
+      return with_tenant(st, req, ref, function(tid) return oidc_v2(req, tid) end)
+    elseif rest == "/.well-known/openid-configuration" then
+      return with_tenant(st, req, ref, function(tid) return oidc_v1(req, tid) end)
+    elseif rest == "/discovery/v2.0/keys" or rest == "/discovery/keys" then
+      return with_tenant(st, req, ref, function(_, t)
+        if not t then return respond.json(req, 200, jwks_all(st), DISCOVERY_HEADERS) end
+        return respond.json(req, 200, tokens.jwks(t), DISCOVERY_HEADERS)
+      end)
+    elseif rest == "/oauth2/v2.0/token" then
+      return token_endpoint(st, req, ref, "v2")
+    elseif rest == "/oauth2/token" then
+      return token_endpoint(st, req, ref, "v1")
+    end
+  end
+  return respond.json(req, 404, { error = "not_found", error_description = "the emulated Entra ID has no endpoint "
+    .. tostring(req.method) .. " " .. tostring(path) })
 end
 
 return M
