@@ -106,6 +106,10 @@ function M.validate_seed(seed)
       end
     end
   end
+  if seed.knobs ~= nil then -- test knobs: {delays, faults, throttling} (control.lua checks them)
+    local ok, err = pcall(require("cmkflow.emulator.control").validate_knobs, seed.knobs, "knobs")
+    if not ok then error("seed: " .. tostring(err), 0) end
+  end
   return seed
 end
 
@@ -239,6 +243,36 @@ function State:add_seed_principal(tenant, pr)
   return app, sp
 end
 
+-- Adds a federated identity credential to app; visible to the token service from
+-- fields.visible_at (default: per the federated_credential delay knob).
+function State:add_federated_credential(app, fields)
+  local fic = { id = fields.id or self:id("federatedIdentityCredential"), name = fields.name, issuer = fields.issuer,
+    subject = fields.subject, audiences = fields.audiences or {}, description = fields.description,
+    visible_at = fields.visible_at or self:visible_from("federated_credential") }
+  app.federatedIdentityCredentials[fic.id] = fic
+  return fic
+end
+
+-- Deletes an application object (and its federated credentials). Its service principal in the
+-- home tenant goes with it; service principals in other tenants stay, marked orphaned = true.
+function State:delete_application(app)
+  local home = self.tenants[app.tenant]
+  if home then home.applications[app.id] = nil end
+  if self.apps_by_appid[app.appId:lower()] == app then self.apps_by_appid[app.appId:lower()] = nil end
+  app.federatedIdentityCredentials = {}
+  for tid, t in pairs(self.tenants) do
+    for id, sp in pairs(t.service_principals) do
+      if sp.appId:lower() == app.appId:lower() then
+        if tid == app.tenant then t.service_principals[id] = nil else sp.orphaned = true end
+      end
+    end
+  end
+end
+
+function State:delete_service_principal(tenant, sp)
+  tenant.service_principals[sp.id] = nil
+end
+
 -- ---- the whole state as JSON (GET /_emulator/state) -------------------------------------------
 
 local function sorted_values(t, key)
@@ -283,6 +317,125 @@ function State:dump()
   end
   table.sort(tenants, function(a, b) return a.name < b.name end)
   return { tenants = tenants, clock = self:iso(), random_seed = self.random_seed }
+end
+
+-- ---- snapshots and persistence (control.lua) ---------------------------------------------------
+
+-- Fields of a state that are not the world: test bookkeeping, configuration and the seed.
+local NOT_WORLD = { control = true, config = true, seed = true, knobs = true }
+
+local function deep_copy(v, memo)
+  if type(v) ~= "table" then return v end
+  if memo[v] then return memo[v] end
+  local c = {}
+  memo[v] = c
+  for k, x in pairs(v) do c[deep_copy(k, memo)] = deep_copy(x, memo) end
+  return setmetatable(c, getmetatable(v))
+end
+
+-- A deep copy of the world (shared references stay shared; key userdata are immutable and shared).
+function State:snapshot()
+  local memo, snap = {}, {}
+  for k, v in pairs(self) do
+    if not NOT_WORLD[k] then snap[k] = deep_copy(v, memo) end
+  end
+  return snap
+end
+
+-- Replaces the world with a copy of snapshot (knobs, journal and configuration stay).
+function State:restore(snap)
+  for k in pairs(self) do
+    if not NOT_WORLD[k] then self[k] = nil end
+  end
+  local memo = {}
+  for k, v in pairs(snap) do self[k] = deep_copy(v, memo) end
+end
+
+-- The complete state (world and knobs, secret hashes, the emulator's own keys as PEM) as JSON text.
+-- Every table is tagged so that identity, metatables and key types survive a round trip.
+function State:serialize()
+  local ids, n = {}, 0
+  local function enc(v)
+    local t = type(v)
+    if t == "string" or t == "boolean" then return v end
+    if t == "number" then
+      if v ~= v or v == math.huge or v == -math.huge then return { ["$"] = "num", v = tostring(v) } end
+      return v
+    end
+    if v == json.null then return { ["$"] = "null" } end
+    if t == "userdata" then
+      local ok, pem = pcall(function() return v:private_pem() end)
+      if ok and type(pem) == "string" then return { ["$"] = "key", pem = pem } end
+      return nil
+    end
+    if t ~= "table" then return nil end
+    if ids[v] then return { ["$"] = "ref", id = ids[v] } end
+    n = n + 1
+    ids[v] = n
+    local mt = getmetatable(v)
+    local kv = json.array()
+    for k, x in pairs(v) do
+      local ek, ex = enc(k), enc(x)
+      if ek ~= nil and ex ~= nil then kv[#kv + 1] = ek kv[#kv + 1] = ex end
+    end
+    return { ["$"] = "table", id = n, kv = kv,
+             mt = mt == json.array_mt and "array" or mt == json.object_mt and "object" or nil }
+  end
+  local world = {}
+  for k, v in pairs(self) do
+    if k ~= "control" and k ~= "config" and k ~= "seed" then world[k] = v end
+  end
+  return assert(json.encode({ version = 1, seed_sha256 = M.seed_digest(self.seed), world = enc(world) }))
+end
+
+-- A digest of the seed (persisted state is only loaded for the seed that made it).
+function M.seed_digest(seed)
+  local seed_view = {}
+  for k, v in pairs(seed or {}) do if k ~= "knobs" then seed_view[k] = v end end
+  return crypto.sha256_hex(assert(json.encode(seed_view, { sort_keys = true })))
+end
+
+-- Loads serialized text into st (replacing its world and knobs). Returns true, or nil, reason.
+function State:deserialize(text)
+  local doc = json.decode(text)
+  if type(doc) ~= "table" or doc.version ~= 1 or type(doc.world) ~= "table" then return nil, "not an emulator state file" end
+  if doc.seed_sha256 ~= M.seed_digest(self.seed) then return nil, "it was made from another seed" end
+  local tables = {}
+  local function dec(v)
+    if type(v) ~= "table" then return v end
+    local tag = v["$"]
+    if tag == "null" then return json.null end
+    if tag == "num" then return tonumber(v.v) end
+    if tag == "key" then return crypto.key_from_pem(v.pem) end
+    if tag == "ref" then return tables[v.id] end
+    local t = setmetatable({}, v.mt == "array" and json.array_mt or v.mt == "object" and json.object_mt or nil)
+    tables[v.id] = t
+    for i = 1, #v.kv, 2 do
+      local k = dec(v.kv[i])
+      if k ~= nil then t[k] = dec(v.kv[i + 1]) end
+    end
+    return t
+  end
+  local ok, world = pcall(dec, doc.world)
+  if not ok or type(world) ~= "table" then return nil, "it cannot be read: " .. tostring(world) end
+  for k in pairs(self) do
+    if k ~= "control" and k ~= "config" and k ~= "seed" then self[k] = nil end
+  end
+  for k, v in pairs(world) do self[k] = v end
+  return true
+end
+
+-- Writes the serialized state to path (mode 0600, replaced atomically). Returns true or nil, err.
+function State:save(path)
+  local tmp = path .. ".tmp"
+  os.remove(tmp)
+  local quoted = "'" .. tmp:gsub("'", "'\\''") .. "'"
+  if not os.execute("umask 077; : > " .. quoted) then return nil, "cannot create " .. tmp end
+  local f, err = io.open(tmp, "wb")
+  if not f then return nil, err end
+  f:write(self:serialize())
+  f:close()
+  return os.rename(tmp, path)
 end
 
 M.State = State
