@@ -273,6 +273,38 @@ function State:delete_service_principal(tenant, sp)
   tenant.service_principals[sp.id] = nil
 end
 
+-- The key vault resource record named name (case-insensitive; soft-deleted vaults excluded), or nil.
+function State:vault(name)
+  if type(name) ~= "string" or name == "" then return nil end
+  name = name:lower()
+  for _, r in pairs(self.resources) do
+    if r.type:lower() == "microsoft.keyvault/vaults" and not r.deleted and r.body and type(r.body.name) == "string"
+       and r.body.name:lower() == name then
+      return r
+    end
+  end
+end
+
+-- Key Vault contents without material: { [vault] = array of {name, deleted, versions = array of
+-- {version, kty, key_size, enabled, created}} }, sorted by key name (for GET /_emulator/state).
+function State:vault_keys_view()
+  local out = json.object()
+  for vault, keys in pairs(self.vault_keys) do
+    local list = json.array()
+    for _, rec in pairs(keys) do
+      local versions = json.array()
+      for _, v in ipairs(rec.versions) do
+        versions[#versions + 1] = { version = v.version, kty = v.kty, key_size = v.key_size, enabled = v.enabled,
+          created = v.created }
+      end
+      list[#list + 1] = { name = rec.name, deleted = rec.deleted ~= nil, versions = versions }
+    end
+    table.sort(list, function(a, b) return a.name:lower() < b.name:lower() end)
+    out[vault] = list
+  end
+  return out
+end
+
 -- ---- the whole state as JSON (GET /_emulator/state) -------------------------------------------
 
 local function sorted_values(t, key)
