@@ -1,11 +1,313 @@
--- STUB: the emulated arm service (to be implemented). handle(st, req) -> status, headers, body
+-- The emulated Azure Resource Manager: authentication (token, tenant of the subscription),
+-- api-version per resource type, RBAC, routing to the per-provider modules (arm_*.lua), ARM's
+-- error envelope and response headers.
+--   arm.handle(st, req) -> status, headers, body
+-- Provider modules get a request context `ctx` (see Ctx below) and `rest`, the path segments
+-- after /providers/{Namespace}; they call ctx:guard(type, scope, action) before acting.
+local core = require "cmkflow.core"
+local json = core.json
 local respond = require "cmkflow.emulator.respond"
+local tokens = require "cmkflow.emulator.tokens"
+local rbac = require "cmkflow.emulator.rbac"
+
+local concat, ipairs, pairs, type, tostring = table.concat, ipairs, pairs, type, tostring
 
 local M = {}
 
-function M.handle(st, req)
-  return respond.json(req, 501, { error = { code = "NotImplemented",
-    message = "the emulator does not implement " .. req.method .. " " .. req.path .. " yet" } })
+-- Supported api-versions per resource type (lower case): reference section 0.4, plus the older
+-- versions az CLI 2.45 and the Debian Python SDK send (real-clients.md section 4).
+M.API_VERSIONS = {
+  ["microsoft.resources/subscriptions"] = { "2016-06-01", "2019-06-01", "2019-11-01", "2020-01-01", "2021-01-01",
+    "2022-12-01" },
+  ["microsoft.resources/tenants"] = { "2016-06-01", "2019-06-01", "2019-11-01", "2020-01-01", "2021-01-01",
+    "2022-12-01" },
+  ["microsoft.resources/resourcegroups"] = { "2019-10-01", "2020-06-01", "2021-01-01", "2021-04-01", "2022-09-01",
+    "2023-07-01", "2024-03-01", "2024-07-01", "2024-11-01", "2025-01-01", "2025-03-01", "2025-04-01" },
+  ["microsoft.managedidentity/userassignedidentities"] = { "2018-11-30", "2021-09-30-preview", "2022-01-31-preview",
+    "2023-01-31", "2023-07-31-preview", "2024-11-30" },
+  ["microsoft.keyvault/vaults"] = { "2019-09-01", "2021-10-01", "2022-07-01", "2022-11-01", "2023-02-01",
+    "2023-07-01", "2024-11-01", "2025-05-01", "2026-02-01" },
+  ["microsoft.authorization/roleassignments"] = { "2015-07-01", "2018-01-01-preview", "2018-09-01-preview",
+    "2020-04-01-preview", "2020-10-01-preview", "2022-04-01" },
+  ["microsoft.authorization/roledefinitions"] = { "2015-07-01", "2018-01-01-preview", "2022-04-01",
+    "2022-05-01-preview" },
+  ["microsoft.storage/storageaccounts"] = { "2019-06-01", "2021-04-01", "2021-06-01", "2021-08-01", "2021-09-01",
+    "2022-05-01", "2022-09-01", "2023-01-01", "2023-05-01", "2024-01-01", "2025-01-01", "2025-06-01" },
+}
+-- Types answered by ARM itself (InvalidApiVersionParameter) rather than a resource provider
+-- (NoRegisteredProviderFound).
+local ARM_OWN = { ["microsoft.resources"] = true, ["microsoft.authorization"] = true }
+
+M.LOCATIONS = { "eastus", "eastus2", "westus", "westus2", "westcentralus", "centralus", "northeurope", "westeurope",
+  "uksouth", "francecentral", "germanywestcentral", "swedencentral", "japaneast", "australiaeast", "brazilsouth" }
+
+M.PROVIDERS = {
+  ["microsoft.managedidentity"] = "cmkflow.emulator.arm_identity",
+  ["microsoft.keyvault"] = "cmkflow.emulator.arm_keyvault",
+  ["microsoft.authorization"] = "cmkflow.emulator.arm_authorization",
+  ["microsoft.storage"] = "cmkflow.emulator.arm_storage",
+}
+
+local ALLOWED_AUDIENCES = "'https://management.core.windows.net/','https://management.core.windows.net',"
+  .. "'https://management.azure.com/','https://management.azure.com'"
+
+-- ---- request context ------------------------------------------------------------------------
+
+local Ctx = {}
+Ctx.__index = Ctx
+
+-- ARM error response (status, headers, body).
+function Ctx:error(status, code, message, extra, headers)
+  local s, h, b = respond.arm_error(self.req, status, code, message, extra)
+  for k, v in pairs(headers or {}) do h[k] = v end
+  return s, h, b
 end
 
+function Ctx:json(status, value, headers) return respond.json(self.req, status, value, headers) end
+function Ctx:empty(status, headers) return respond.empty(self.req, status, headers) end
+
+-- The decoded JSON body (a table), or nil, status, headers, body for an unreadable one.
+function Ctx:body()
+  if self._body ~= nil then return self._body end
+  local text = self.req.body or ""
+  if text == "" then self._body = {} return self._body end
+  local v, err = json.decode(text)
+  if type(v) ~= "table" then
+    return nil, self:error(400, "InvalidRequestContent",
+      "The request content was invalid and could not be deserialized: '" .. tostring(err or "not a JSON object") .. "'.")
+  end
+  self._body = v
+  return v
+end
+
+-- The api-version check for a resource type: nil when supported, else the error response.
+function Ctx:check_api(rtype, location)
+  local v = self.api_version
+  local list = M.API_VERSIONS[rtype:lower()]
+  if not list then return nil end
+  for _, x in ipairs(list) do if x == v then return nil end end
+  local ns, short = rtype:match("^([^/]+)/(.+)$")
+  local supported = concat(list, ", ")
+  if ARM_OWN[ns:lower()] then
+    return self:error(400, "InvalidApiVersionParameter",
+      ("The api-version '%s' is invalid. The supported versions are '%s'."):format(v, supported))
+  end
+  return self:error(400, "NoRegisteredProviderFound",
+    ("No registered resource provider found for location '%s' and API version '%s' for type '%s'. "
+     .. "The supported api-versions are '%s'. The supported locations are '%s'."):format(
+      (location or "westeurope"):lower(), v, short:match("([^/]+)$"), supported, concat(M.LOCATIONS, ", ")))
+end
+
+-- May the caller perform action at scope? nil when yes, else the 403 AuthorizationFailed response.
+function Ctx:authorize(scope, action)
+  if rbac.check(self.st, self.tid, self.oid, scope, action) then return nil end
+  return self:error(403, "AuthorizationFailed",
+    ("The client '%s' with object id '%s' does not have authorization to perform action '%s' over scope '%s' "
+     .. "or the scope is invalid. If access was recently granted, please refresh your credentials."):format(
+      self.client_name, self.oid, action, scope))
+end
+
+-- api-version then RBAC; returns nil or the error response.
+function Ctx:guard(rtype, scope, action, location)
+  local s, h, b = self:check_api(rtype, location)
+  if s then return s, h, b end
+  return self:authorize(scope, action)
+end
+
+-- ARM's answer for a resource group that does not exist / a missing resource.
+function Ctx:rg_not_found(rg)
+  return self:error(404, "ResourceGroupNotFound", "Resource group '" .. rg .. "' could not be found.")
+end
+
+function Ctx:not_found(rtype, name, rg)
+  return self:error(404, "ResourceNotFound", ("The Resource '%s/%s' under resource group '%s' was not found. "
+    .. "For more details please go to https://aka.ms/ARMResourceNotFoundFix"):format(rtype, name, rg or ""))
+end
+
+-- The resource group record of this request's subscription (ctx.sub, name rg), or nil.
+function Ctx:resource_group(rg)
+  return self.st.resources[("/subscriptions/" .. self.sub .. "/resourcegroups/" .. (rg or self.rg or "")):lower()]
+end
+
+-- ---- shared helpers for provider modules ------------------------------------------------------
+
+-- The canonical id of a resource in ctx's subscription and resource group (the group's stored case).
+function M.resource_id(ctx, ns_type, name)
+  local rgrec = ctx:resource_group()
+  local rg = rgrec and rgrec.body.name or ctx.rg
+  return ("/subscriptions/%s/resourceGroups/%s/providers/%s/%s"):format(ctx.sub, rg, ns_type, name)
+end
+
+function M.find(st, id) return st.resources[id:lower()] end
+
+-- Records of type rtype (case-insensitive) whose id lies under prefix (an ARM scope), sorted by id.
+function M.records(st, rtype, prefix)
+  local out = {}
+  rtype = rtype:lower()
+  for _, r in pairs(st.resources) do
+    if r.type:lower() == rtype and (prefix == nil or rbac.scope_contains(prefix, r.id)) then out[#out + 1] = r end
+  end
+  table.sort(out, function(a, b) return a.id:lower() < b.id:lower() end)
+  return out
+end
+
+-- {value = [...]} (paging-ready: one page, no nextLink).
+function M.page(items)
+  local value = json.array()
+  for i, v in ipairs(items) do value[i] = v end
+  return { value = value }
+end
+
+-- Lower-case location without spaces ("West Europe" -> "westeurope").
+function M.location(loc) return type(loc) == "string" and (loc:lower():gsub("%s+", "")) or nil end
+
+-- The request's own origin ("https://host[:port]").
+function M.origin(req)
+  local host = req.headers and req.headers.host or ""
+  if host == "" then host = (req.host or "127.0.0.1") .. ":" .. tostring(req.port or 443) end
+  return (req.scheme or "https") .. "://" .. host
+end
+
+-- Compares two api-version strings (dates compare as text); true when a >= b.
+function M.api_at_least(a, b) return (a or ""):sub(1, 10) >= b end
+
+-- ---- authentication -------------------------------------------------------------------------
+
+local function auth_error(req, code, message)
+  local s, h, b = respond.arm_error(req, 401, code, message)
+  h["www-authenticate"] = ('Bearer authorization_uri="https://login.windows.net/", error="invalid_token", '
+    .. 'error_description="%s"'):format(message:gsub('"', "'"))
+  return s, h, b
+end
+
+local function authenticate(st, req)
+  local claims, reason, detail = tokens.verify(st, req, "arm")
+  if claims then return claims end
+  if reason == "missing" then
+    return nil, auth_error(req, "AuthenticationFailed",
+      "The authentication failed because of missing 'Authorization' header.")
+  elseif reason == "expired" then
+    local _, c = core.jose.decode((req.headers.authorization or ""):match("(%S+)$") or "")
+    local exp = type(c) == "table" and tonumber(c.exp) or 0
+    return nil, auth_error(req, "ExpiredAuthenticationToken",
+      ("The access token expiry UTC time '%s' is earlier than current UTC time '%s'."):format(
+        os.date("!%m/%d/%Y %H:%M:%S", exp), os.date("!%m/%d/%Y %H:%M:%S", st:now())))
+  elseif reason == "audience" then
+    local _, c = core.jose.decode((req.headers.authorization or ""):match("(%S+)$") or "")
+    return nil, auth_error(req, "InvalidAuthenticationToken",
+      ("The access token has been obtained for wrong audience or resource '%s'. It should exactly match with one of "
+       .. "the allowed audiences %s."):format(tostring(type(c) == "table" and c.aud or ""), ALLOWED_AUDIENCES))
+  end
+  return nil, auth_error(req, "InvalidAuthenticationToken", "The access token is invalid.")
+end
+
+local function tenant_mismatch(req, token_tid, sub_tid)
+  return auth_error(req, "InvalidAuthenticationTokenTenant",
+    ("The access token is from the wrong issuer 'https://sts.windows.net/%s/'. It must match the tenant "
+     .. "'https://sts.windows.net/%s/' associated with this subscription. Please use the authority (URL) "
+     .. "'https://login.windows.net/%s' to get the token. Note, if the subscription is transferred to another "
+     .. "tenant there is no impact to the services, but information about new tenant could take time to propagate "
+     .. "(up to an hour). If you just transferred your subscription and see this error message, please try back "
+     .. "later."):format(token_tid, sub_tid, sub_tid))
+end
+
+-- ---- routing --------------------------------------------------------------------------------
+
+local function split(path)
+  local segs = {}
+  for s in path:gmatch("[^/]+") do segs[#segs + 1] = s end
+  return segs
+end
+
+local function slice(t, i, j)
+  local out = {}
+  for k = i, j or #t do out[#out + 1] = t[k] end
+  return out
+end
+
+local function dispatch(ctx, segs)
+  local lower = {}
+  for i, s in ipairs(segs) do lower[i] = s:lower() end
+  local resources = require "cmkflow.emulator.arm_resources"
+  -- Microsoft.Authorization at any scope: the last "/providers/Microsoft.Authorization/".
+  for i = #segs - 1, 1, -1 do
+    if lower[i] == "providers" and lower[i + 1] == "microsoft.authorization" then
+      ctx.scope = "/" .. concat(segs, "/", 1, i - 1)
+      if ctx.scope == "/" then ctx.scope = "" end
+      return require(M.PROVIDERS["microsoft.authorization"]).handle(ctx, slice(segs, i + 2))
+    end
+  end
+  if lower[1] == "tenants" and #segs == 1 then return resources.tenants(ctx) end
+  if lower[1] ~= "subscriptions" then return nil end
+  if #segs == 1 then return resources.subscriptions(ctx) end
+  if #segs == 2 then return resources.subscription(ctx) end
+  if lower[3] == "operationresults" and #segs == 4 then return resources.operation_result(ctx) end
+  if lower[3] == "resourcegroups" then
+    ctx.rg = segs[4]
+    if #segs == 3 then return resources.list_groups(ctx) end
+    if #segs == 4 then return resources.group(ctx) end
+    if lower[5] == "providers" and #segs >= 6 then
+      local mod = M.PROVIDERS[lower[6]]
+      if mod then return require(mod).handle(ctx, slice(segs, 7)) end
+    end
+    return nil
+  end
+  if lower[3] == "providers" and #segs >= 4 then
+    local mod = M.PROVIDERS[lower[4]]
+    if mod then return require(mod).handle(ctx, slice(segs, 5)) end
+  end
+  return nil
+end
+
+local function add_headers(req, status, h)
+  local corr = req.headers["x-ms-correlation-request-id"] or h["x-ms-request-id"] or core.crypto.uuid4()
+  h["x-ms-correlation-request-id"] = corr
+  h["x-ms-routing-request-id"] = "LOCAL:" .. os.date("!%Y%m%dT%H%M%SZ") .. ":" .. corr
+  local m = req.method
+  local key = (m == "GET" or m == "HEAD") and "x-ms-ratelimit-remaining-subscription-reads"
+    or m == "DELETE" and "x-ms-ratelimit-remaining-subscription-deletes"
+    or "x-ms-ratelimit-remaining-subscription-writes"
+  if h[key] == nil then h[key] = (m == "GET" or m == "HEAD") and "11999" or "1199" end
+  h["cache-control"] = "no-cache"
+  h["pragma"] = "no-cache"
+  h["expires"] = "-1"
+  return status, h
+end
+
+local function handle(st, req)
+  local claims, s, h, b = authenticate(st, req)
+  if not claims then return s, h, b end
+  local path = req.service_path or req.path or "/"
+  local segs = split(path)
+  local ctx = setmetatable({ st = st, req = req, claims = claims, tid = claims.tid, oid = (claims.oid or ""):lower(),
+    client_name = claims.upn or claims.unique_name or claims.appid or claims.azp or claims.oid or "",
+    origin = M.origin(req) }, Ctx)
+  if segs[1] and segs[1]:lower() == "subscriptions" and segs[2] then
+    ctx.sub = segs[2]:lower()
+    local sub_tid = st:tenant_of_subscription(ctx.sub)
+    if not sub_tid then
+      return ctx:error(404, "SubscriptionNotFound", "The subscription '" .. segs[2] .. "' could not be found.")
+    end
+    if sub_tid ~= claims.tid then return tenant_mismatch(req, claims.tid, sub_tid) end
+    ctx.tenant = st.tenants[sub_tid]
+  end
+  local v = req.args and req.args["api-version"]
+  if v == nil or v == "" then
+    return ctx:error(400, "MissingApiVersionParameter",
+      "The api-version query parameter (?api-version=) is required for all requests.")
+  end
+  ctx.api_version = v
+  local rs, rh, rb = dispatch(ctx, segs)
+  if rs then return rs, rh, rb end
+  return ctx:error(404, "NotFound",
+    "The requested resource '" .. path .. "' is not supported by the emulator (" .. req.method .. ").")
+end
+
+function M.handle(st, req)
+  local status, h, body = handle(st, req)
+  add_headers(req, status, h)
+  return status, h, body
+end
+
+M.Ctx = Ctx
 return M
