@@ -42,28 +42,81 @@ function M.new_state(config)
   return s
 end
 
+local control = require "cmkflow.emulator.control"
+local persist = { path = nil, dirty = false, last = 0 }
+
+local function persist_path(cfg)
+  return cfg.state_dir and cfg.state_dir ~= "" and (cfg.state_dir .. "/state.json") or nil
+end
+
+-- Writes the state file when something changed, at most once per second (the last second of
+-- changes before the process stops may be lost: persistence is best effort, see docs/emulator.md).
+local function maybe_save(changed)
+  if not persist.path then return end
+  if changed then persist.dirty = true end
+  local now = os.time()
+  if persist.dirty and now > persist.last then
+    persist.last = now
+    persist.dirty = false
+    local ok, err = st:save(persist.path)
+    if not ok then io.stderr:write("cmkflow emulator: cannot save the state: ", tostring(err), "\n") end
+  end
+end
+
 function M.init(config)
   st = M.new_state(config)
-  local control = require "cmkflow.emulator.control"
-  if control.init then control.init(st, st.config) end
+  control.init(st, st.config)
+  persist.path, persist.dirty, persist.last = persist_path(st.config), false, 0
+  if persist.path then
+    local f = io.open(persist.path, "rb")
+    if f then
+      local text = f:read("a")
+      f:close()
+      local ok, why = st:deserialize(text)
+      if ok then
+        local c = control.ctl(st)
+        for _, r in ipairs(st.knobs.faults) do
+          c.fault_n = math.max(c.fault_n, tonumber(tostring(r.id):match("(%d+)$")) or 0)
+        end
+      else
+        io.stderr:write("cmkflow emulator: ignoring ", persist.path, ": ", why, "\n")
+      end
+    end
+  end
 end
 
 function M.state() return st end
 
-function M.handle(req)
-  local service = router.route(req)
-  local control = require "cmkflow.emulator.control"
-  if control.before and service ~= "control" then
-    local intercepted, status, headers, body, delay = control.before(st, req, service)
-    if intercepted then return status, headers, body, delay end
-  end
+local function run_service(service, req)
   local h = handlers[service]
   if not h then
     h = require(SERVICES[service])
     handlers[service] = h
   end
-  local status, headers, body, delay = h.handle(st, req, service)
-  if control.after and service ~= "control" then control.after(st, req, service, status) end
+  return h.handle(st, req, service)
+end
+
+function M.handle(req)
+  local service = router.route(req)
+  if service == "control" then
+    local status, headers, body = control.handle(st, req)
+    maybe_save(control.mutates(req) and status < 400)
+    return status, headers, body
+  end
+  local intercepted, status, headers, body, delay = control.before(st, req, service)
+  if not intercepted then
+    local extra = delay
+    local ok
+    ok, status, headers, body, delay = xpcall(run_service, debug.traceback, service, req)
+    if not ok then
+      control.after(st, req, service, 500, nil, nil)
+      error(status, 0)
+    end
+    if extra and extra > 0 then delay = math.min((delay or 0) + extra, 600000) end
+    if headers == nil then headers = {} end
+  end
+  control.after(st, req, service, status, headers, delay)
+  maybe_save(req.method ~= "GET" and req.method ~= "HEAD" and service ~= "entra" and service ~= "imds")
   return status, headers, body, delay
 end
 
