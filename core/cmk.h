@@ -50,6 +50,7 @@ int luaopen_cmkflow_core_jose(lua_State *L);
 int luaopen_cmkflow_core_http(lua_State *L);
 int luaopen_cmkflow_core_auth(lua_State *L);
 int luaopen_cmkflow_core_server(lua_State *L);
+int luaopen_cmkflow_core_store(lua_State *L);
 int luaopen_cmkflow_core_error(lua_State *L);
 int luaopen_cmkflow_core_config(lua_State *L);
 int luaopen_cmkflow_core(lua_State *L);

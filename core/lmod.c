@@ -52,6 +52,7 @@ static const struct {
     {"crypto", luaopen_cmkflow_core_crypto}, {"jose", luaopen_cmkflow_core_jose},
     {"http", luaopen_cmkflow_core_http},     {"auth", luaopen_cmkflow_core_auth},
     {"server", luaopen_cmkflow_core_server},
+    {"store", luaopen_cmkflow_core_store},
     {"config", luaopen_cmkflow_core_config},
 };
 
