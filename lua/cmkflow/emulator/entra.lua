@@ -82,13 +82,13 @@ function M.resource(text)
   if type(text) ~= "string" or text == "" then return nil end
   local r = text:gsub("/+$", ""):lower()
   local kind = KNOWN[r]
-  if not kind then
-    if r:match("^https://vault%.localhost:?%d*$") then kind = "kv"
-    elseif is_local_origin(r) and r:match(LOCAL_ORIGIN .. "$") then kind = "arm"
-    elseif is_local_origin(r) and r:match(LOCAL_ORIGIN .. "/graph$") then kind = "graph"
-    end
+  if kind then return API[kind] end
+  -- single origin: Entra puts the requested resource itself in aud (tokens.origin_audiences)
+  if r:match("^https://vault%.localhost:?%d*$") then kind = "kv"
+  elseif is_local_origin(r) and r:match(LOCAL_ORIGIN .. "$") then kind = "arm"
+  elseif is_local_origin(r) and r:match(LOCAL_ORIGIN .. "/graph$") then kind = "graph"
   end
-  return kind and API[kind]
+  return kind and { name = kind, aud = text, version = "1.0" }
 end
 
 local RESERVED = { openid = true, profile = true, offline_access = true, email = true }

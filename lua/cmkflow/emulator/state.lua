@@ -273,6 +273,25 @@ function State:delete_service_principal(tenant, sp)
   tenant.service_principals[sp.id] = nil
 end
 
+-- Registers a certificate (PEM; only its first CERTIFICATE block is kept, never a private key)
+-- as a keyCredential of app. Needs no private key: thumbprint_s256 is base64url SHA-256 of the DER.
+-- Returns the keyCredential, or nil, message when the text holds no readable certificate.
+function State:add_key_credential(app, pem, fields)
+  local b64 = type(pem) == "string" and pem:match("%-%-%-%-%-BEGIN CERTIFICATE%-%-%-%-%-(.-)%-%-%-%-%-END CERTIFICATE%-%-%-%-%-")
+  if not b64 then return nil, "not a PEM certificate" end
+  local cert_pem = "-----BEGIN CERTIFICATE-----" .. b64 .. "-----END CERTIFICATE-----\n"
+  local ok, der = pcall(crypto.b64_decode, (b64:gsub("%s", "")))
+  if not ok or type(der) ~= "string" or #der == 0 or not pcall(crypto.key_from_pem, cert_pem) then
+    return nil, "the certificate cannot be read"
+  end
+  fields = fields or {}
+  local kc = { keyId = fields.keyId or self:id("cert"), type = "AsymmetricX509Cert", usage = "Verify",
+    displayName = fields.displayName, thumbprint_s256 = crypto.b64url_encode(crypto.sha256(der)),
+    thumbprint = fields.thumbprint, cert_pem = cert_pem }
+  app.keyCredentials[#app.keyCredentials + 1] = kc
+  return kc
+end
+
 -- The key vault resource record named name (case-insensitive; soft-deleted vaults excluded), or nil.
 function State:vault(name)
   if type(name) ~= "string" or name == "" then return nil end
