@@ -25,6 +25,11 @@ local function seed()
     secret = "emulator-isv-nograph-secret" }
   principals[#principals + 1] = { name = "isv-reader", appId = "5e6f7a8b-0000-4000-8000-00000000a0d3",
     secret = "emulator-isv-reader-secret", graph_roles = { "Application.Read.All" } }
+  principals[#principals + 1] = { name = "isv-ownedby", appId = "5e6f7a8b-0000-4000-8000-00000000a0d4",
+    secret = "emulator-isv-ownedby-secret", graph_roles = { "Application.ReadWrite.OwnedBy" } }
+  local cust = s.tenants[2].principals
+  cust[#cust + 1] = { name = "customer-ownedby", appId = "2b3c4d5e-0000-4000-8000-00000000c0d4",
+    secret = "emulator-customer-ownedby-secret", graph_roles = { "Application.ReadWrite.OwnedBy" } }
   return s
 end
 
@@ -342,6 +347,28 @@ describe("emulated Graph", function()
       status, doc = raw("POST", "/applications", { displayName = "reader may not" }, { principal = "isv-reader" })
       assert.equal(403, status)
       assert.equal("Authorization_RequestDenied", doc.error.code)
+    end)
+
+    it("limits Application.ReadWrite.OwnedBy to the caller's own applications in its own tenant", function()
+      local theirs = assert(isv:post("/applications", { displayName = "Spec not owned", signInAudience = "AzureADMultipleOrgs" }))
+      local status, mine = raw("POST", "/applications", { displayName = "Spec owned", signInAudience = "AzureADMultipleOrgs" },
+                               { principal = "isv-ownedby" })
+      assert.equal(201, status)
+      assert.equal(200, (raw("GET", "/applications/" .. mine.id, nil, { principal = "isv-ownedby" })))
+      assert.equal(204, (raw("PATCH", "/applications/" .. mine.id, { notes = "n" }, { principal = "isv-ownedby" })))
+      local s2, doc = raw("GET", "/applications/" .. theirs.id, nil, { principal = "isv-ownedby" })
+      assert.equal(403, s2)
+      assert.equal("Authorization_RequestDenied", doc.error.code)
+      assert.equal(403, (raw("DELETE", "/applications/" .. theirs.id, nil, { principal = "isv-ownedby" })))
+      local s3, list = raw("GET", "/applications", nil, { principal = "isv-ownedby" })
+      assert.equal(200, s3)
+      assert.equal(1, #list.value)
+      assert.equal(mine.id, list.value[1].id)
+      assert.equal(201, (raw("POST", "/servicePrincipals", { appId = mine.appId }, { principal = "isv-ownedby" })))
+      local s4, doc4 = raw("POST", "/servicePrincipals", { appId = theirs.appId }, { tenant = "customer", principal = "customer-ownedby" })
+      assert.equal(403, s4)
+      assert.equal("When using this permission, the backing application of the service principal being created must in the local tenant",
+                   doc4.error.message)
     end)
 
     it("answers /me for an app-only token with 400 and unknown segments with 400", function()

@@ -63,6 +63,8 @@ local WRITE_ROLES = { ["Application.ReadWrite.All"] = true, ["Directory.ReadWrit
 local READ_ROLES = { ["Application.Read.All"] = true, ["Directory.Read.All"] = true,
                      ["Application.ReadWrite.All"] = true, ["Directory.ReadWrite.All"] = true }
 
+local OWNED_BY = { ["Application.ReadWrite.OwnedBy"] = true }
+
 local function has_role(claims, allowed)
   local roles = claims.roles
   if type(roles) == "string" then roles = { roles } end
@@ -266,6 +268,15 @@ local function app_view(st, app, base, entity)
   return v
 end
 
+-- Does the caller (req.caller) own app? Callers with a tenant-wide permission own everything.
+local function owns(req, app)
+  if req.access ~= "owned" then return true end
+  for _, oid in ipairs(app.owners or {}) do
+    if oid == req.caller then return true end
+  end
+  return false
+end
+
 -- The application addressed by key in tenant (visible ones only), or nil.
 local function find_app(st, tenant, key)
   local value = key.value
@@ -319,7 +330,7 @@ local function apply_app_fields(st, req, tenant, app, body, creating)
     end
   end
   for _, k in ipairs { "identifierUris", "tags" } do
-    if body[k] ~= nil and not str_array(body[k]) then
+    if body[k] ~= nil and body[k] ~= json.null and not str_array(body[k]) then
       return false, table.pack(invalid_value(req, k, "Application"))
     end
   end
@@ -342,7 +353,7 @@ local function store_app_fields(app, body)
     if body[k] == json.null then app[k] = nil elseif body[k] ~= nil then app[k] = body[k] end
   end
   for _, k in ipairs { "identifierUris", "tags" } do
-    if body[k] ~= nil then app[k] = str_array(body[k]) end
+    if body[k] == json.null then app[k] = nil elseif body[k] ~= nil then app[k] = str_array(body[k]) end
   end
 end
 
@@ -358,6 +369,7 @@ local function create_app(st, req, tenant, body, unique_name)
   end
   local app = st:add_application(tenant, { displayName = body.displayName, uniqueName = body.uniqueName,
     signInAudience = body.signInAudience or "AzureADMyOrg" })
+  app.owners = { req.caller }
   store_app_fields(app, body)
   local base = base_url(req, req.route.version)
   return respond.json(req, 201, app_view(st, app, base, true),
@@ -416,7 +428,7 @@ local function check_sp_fields(req, body, creating)
     if (k == "displayName" or k == "notes" or k == "description") and type(v) ~= "string" and v ~= json.null then
       return table.pack(invalid_value(req, k, "ServicePrincipal"))
     end
-    if k == "tags" and not str_array(v) then return table.pack(invalid_value(req, k, "ServicePrincipal")) end
+    if k == "tags" and v ~= json.null and not str_array(v) then return table.pack(invalid_value(req, k, "ServicePrincipal")) end
   end
 end
 
@@ -426,7 +438,7 @@ local function store_sp_fields(sp, body)
   for _, k in ipairs { "displayName", "notes", "description" } do
     if body[k] == json.null then sp[k] = nil elseif body[k] ~= nil then sp[k] = body[k] end
   end
-  if body.tags ~= nil then sp.tags = str_array(body.tags) end
+  if body.tags == json.null then sp.tags = nil elseif body.tags ~= nil then sp.tags = str_array(body.tags) end
 end
 
 local function no_backing(req, app_id)
@@ -452,7 +464,12 @@ local function create_sp(st, req, tenant, body, key_app_id)
   if not crypto.is_guid(app_id) then return invalid_value(req, "appId", "ServicePrincipal") end
   local app = st:application_by_appid(app_id)
   if not app or not st:visible(app) then return no_backing(req, app_id) end
+  if req.access == "owned" and app.tenant ~= tenant.id then
+    return err(req, 403, "Authorization_RequestDenied", "When using this permission, the backing application of " ..
+      "the service principal being created must in the local tenant")
+  end
   if app.tenant ~= tenant.id and app.signInAudience == "AzureADMyOrg" then return no_backing(req, app_id) end
+  if not owns(req, app) then return denied(req) end
   if st:service_principal_by_appid(tenant, app_id, true) then
     return err(req, 409, "Request_MultipleObjectsWithSameKeyValue",
       "The service principal cannot be created, updated, or restored because the service principal name " ..
@@ -780,10 +797,10 @@ end
 
 -- ---- handlers ---------------------------------------------------------------------------------
 
-local function visible_apps(st, tenant, base)
+local function visible_apps(st, req, tenant, base)
   local out = {}
   for _, app in pairs(tenant.applications) do
-    if st:visible(app) then out[#out + 1] = app_view(st, app, base, false) end
+    if st:visible(app) and owns(req, app) then out[#out + 1] = app_view(st, app, base, false) end
   end
   return out
 end
@@ -808,6 +825,7 @@ local function app_of(st, req, tenant, key)
       "' is not an alternate key of type 'microsoft.graph.application'."))
   end
   if not app then return nil, table.pack(not_found(req, key.value)) end
+  if not owns(req, app) then return nil, table.pack(denied(req)) end
   return app
 end
 
@@ -815,7 +833,7 @@ local H = {}
 
 H["applications"] = {
   GET = function(st, req, tenant)
-    return list_response(req, "Application", "applications", visible_apps(st, tenant, base_url(req, req.route.version)))
+    return list_response(req, "Application", "applications", visible_apps(st, req, tenant, base_url(req, req.route.version)))
   end,
   POST = function(st, req, tenant, _, body)
     return create_app(st, req, tenant, body, nil)
@@ -984,7 +1002,10 @@ H["servicePrincipals"] = {
     local base = base_url(req, req.route.version)
     local views = {}
     for _, sp in pairs(tenant.service_principals) do
-      if st:visible(sp) then views[#views + 1] = sp_view(st, sp, base, false) end
+      local app = st:application_by_appid(sp.appId)
+      if st:visible(sp) and (req.access ~= "owned" or (app and app.tenant == tenant.id and owns(req, app))) then
+        views[#views + 1] = sp_view(st, sp, base, false)
+      end
     end
     return list_response(req, "ServicePrincipal", "servicePrincipals", views)
   end,
@@ -1003,6 +1024,10 @@ local function sp_of(st, req, tenant, key)
       "' is not an alternate key of type 'microsoft.graph.servicePrincipal'."))
   end
   if not sp then return nil, table.pack(not_found(req, key.value)) end
+  local app = st:application_by_appid(sp.appId)
+  if req.access == "owned" and not (app and app.tenant == tenant.id and owns(req, app)) then
+    return nil, table.pack(denied(req))
+  end
   return sp
 end
 
@@ -1071,7 +1096,14 @@ function M.handle(st, req)
   if not fn then
     return err(req, 405, "Request_BadRequest", "Specified HTTP method is not allowed for the request target.")
   end
-  if not has_role(claims, READ_METHODS[method] and READ_ROLES or WRITE_ROLES) then return denied(req) end
+  req.caller = type(claims.oid) == "string" and claims.oid:lower() or nil
+  if has_role(claims, READ_METHODS[method] and READ_ROLES or WRITE_ROLES) then
+    req.access = "all"
+  elseif has_role(claims, OWNED_BY) then
+    req.access = "owned"
+  else
+    return denied(req)
+  end
   local body = {}
   if not READ_METHODS[method] then
     body = read_body(req)
