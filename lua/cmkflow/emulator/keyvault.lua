@@ -196,7 +196,16 @@ end
 
 -- ---- authentication and authorization ---------------------------------------------------------
 
-local function challenge(vault)
+-- The 401 challenge. On the single-origin layout ({vault}.vault.localhost:PORT) it names the
+-- emulator's own Entra origin and https://vault.localhost:PORT, which Python's KeyClient requires
+-- (the resource must be a parent domain of the vault host, port included).
+local function challenge(vault, req)
+  local host, port = req and req.host or "", req and math.tointeger(req.port)
+  if host:match("^[%w%-]+%.vault%.localhost$") and port then
+    local p = port == 443 and "" or (":" .. port)
+    return ('Bearer authorization="https://127.0.0.1%s/%s", resource="https://vault.localhost%s"'):format(
+      p, M.vault_tenant(vault), p)
+  end
   return ('Bearer authorization="https://login.windows.net/%s", resource="%s"'):format(M.vault_tenant(vault), M.RESOURCE)
 end
 
@@ -210,7 +219,7 @@ end
 
 local function kv_error(req, vault, status, code, message, inner)
   local h = common_headers(vault)
-  if status == 401 then h["www-authenticate"] = challenge(vault) end
+  if status == 401 then h["www-authenticate"] = challenge(vault, req) end
   return respond.kv_error(req, status, code, message, inner, h)
 end
 
