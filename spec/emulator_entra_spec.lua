@@ -320,6 +320,53 @@ describe("emulator Entra ID over HTTPS", function()
       assert.equal("Required metadata header not specified", resp.json.error_description)
     end)
 
+    it("runs as an identity created through ARM, whose token our chained credential exchanges in the customer tenant", function()
+      local isv = emu:credential("isv")
+      local arm_scope, graph_scope = "https://management.azure.com/.default", "https://graph.microsoft.com/.default"
+      local sub = "https://management.azure.com/subscriptions/1a2b3c4d-0000-4000-8000-00000000a001"
+      local rg = assert(emu.http:request { method = "PUT", url = sub .. "/resourcegroups/rg-entra?api-version=2021-04-01",
+        json = { location = "westeurope" }, credential = isv, scope = arm_scope })
+      assert.is_true(rg.status == 200 or rg.status == 201)
+      local id = assert(emu.http:request { method = "PUT", url = sub .. "/resourcegroups/rg-entra/providers/"
+        .. "Microsoft.ManagedIdentity/userAssignedIdentities/uami-entra?api-version=2023-01-31",
+        json = { location = "westeurope" }, credential = isv, scope = arm_scope })
+      assert.is_true(id.status == 200 or id.status == 201)
+      local uami = id.json.properties
+      -- IMDS: the only identity is selected without a client_id; numbers are strings
+      local mi = get(base(), { Metadata = "true" })
+      assert.equal(200, mi.status)
+      assert.equal("3599", mi.json.expires_in)
+      assert.equal(uami.clientId, mi.json.client_id)
+      local c = claims_of(mi.json.access_token)
+      assert.equal(EXCHANGE_GUID, c.aud)
+      assert.equal(uami.principalId, c.sub)
+      assert.equal("https://login.microsoftonline.com/" .. ISV .. "/v2.0", c.iss)
+      -- the multi-tenant app, its FIC (ISV) and its service principal (customer) through Graph
+      local graph = "https://graph.microsoft.com/v1.0"
+      local app = assert(emu.http:request { method = "POST", url = graph .. "/applications", credential = isv,
+        scope = graph_scope, json = { displayName = "entra-spec-app", signInAudience = "AzureADMultipleOrgs" } })
+      assert.equal(201, app.status)
+      local fic = assert(emu.http:request { method = "POST", url = graph .. "/applications/" .. app.json.id
+        .. "/federatedIdentityCredentials", credential = isv, scope = graph_scope, json = { name = "uami",
+        issuer = "https://login.microsoftonline.com/" .. ISV .. "/v2.0", subject = uami.principalId,
+        audiences = { "api://AzureADTokenExchange" } } })
+      assert.equal(201, fic.status)
+      local chained = core.auth.credential { kind = "chained", identity_client_id = uami.clientId,
+        imds_endpoint = emu.url .. "/metadata/identity/oauth2/token", tenant = CUSTOMER, client_id = app.json.appId,
+        authority = emu.cloud.authority, ca_file = emu.ca_file, connect_to = emu.cloud.connect_to }
+      local before, berr = emu.http:request { method = "GET", url = "https://management.azure.com/subscriptions?api-version=2022-12-01",
+        credential = chained, scope = arm_scope, retry = { max_attempts = 1 } }
+      assert.is_nil(before) -- no service principal in the customer tenant yet
+      assert.truthy(tostring(berr):find("AADSTS700016", 1, true))
+      local sp = assert(emu.http:request { method = "POST", url = graph .. "/servicePrincipals",
+        credential = emu:credential("customer"), scope = graph_scope, json = { appId = app.json.appId } })
+      assert.equal(201, sp.status)
+      chained:clear_cache()
+      local after = assert(emu.http:request { method = "GET", url = "https://management.azure.com/subscriptions?api-version=2022-12-01",
+        credential = chained, scope = arm_scope })
+      assert.equal(200, after.status)
+    end)
+
     it("says Identity not found when the emulator runs as no such identity", function()
       local resp = get(base() .. "&client_id=00000000-0000-4000-8000-000000000001", { Metadata = "true" })
       assert.equal(400, resp.status)
