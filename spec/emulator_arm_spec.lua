@@ -304,3 +304,425 @@ describe("emulated ARM: user-assigned identities", function()
     assert.are.equal("ResourceGroupNotFound", b.error.code)
   end)
 end)
+
+describe("emulated ARM: role definitions and role assignments", function()
+  local RG = "/subscriptions/" .. CUS_S .. "/resourceGroups/rg2"
+  local RA_API = "2022-04-01"
+  local CSEU = "e147488a-f6f5-4113-8e2d-b22465e65bf6"
+
+  local function ra_body(principal, principal_type)
+    return { properties = { roleDefinitionId = "/subscriptions/" .. CUS_S .. "/providers/Microsoft.Authorization/roleDefinitions/"
+      .. CSEU, principalId = principal, principalType = principal_type } }
+  end
+
+  it("lists built-in role definitions and filters by roleName", function()
+    local _, _, cus = world()
+    local s, _, b = cus("GET", "/subscriptions/" .. CUS_S .. "/providers/Microsoft.Authorization/roleDefinitions", RA_API,
+      nil)
+    assert.are.equal(200, s)
+    assert.is_true(#b.value >= 5)
+    local st2 = world()
+    local tok = caller(st2, token_for(st2, CUS_T, sp_of(st2, CUS_T, seed.tenants[2].principals[1].appId).id))
+    local req_path = RG .. "/providers/Microsoft.Authorization/roleDefinitions"
+    local status, _, body = (function()
+      local req = { method = "GET", path = req_path, service_path = req_path, headers = { host = "management.azure.com",
+        authorization = nil }, args = {} }
+      return arm.handle(st2, req)
+    end)()
+    assert.are.equal(401, status) -- sanity: no token
+    assert.is_truthy(body)
+    local st3, _, cus3 = world()
+    assert.are.equal(st3.resources ~= nil, true)
+    -- $filter through args
+    local function filtered(name)
+      local p = "/subscriptions/" .. CUS_S .. "/providers/Microsoft.Authorization/roleDefinitions"
+      local sp = sp_of(st3, CUS_T, seed.tenants[2].principals[1].appId)
+      local req = { method = "GET", path = p, service_path = p, body = "", host = "management.azure.com",
+        headers = { host = "management.azure.com", authorization = "Bearer " .. token_for(st3, CUS_T, sp.id) },
+        args = { ["api-version"] = RA_API, ["$filter"] = "roleName eq '" .. name .. "'" } }
+      local st_, _, text = arm.handle(st3, req)
+      return st_, json.decode(text)
+    end
+    local fs, fb = filtered("Key Vault Crypto Service Encryption User")
+    assert.are.equal(200, fs)
+    assert.are.equal(1, #fb.value)
+    assert.are.equal(CSEU, fb.value[1].name)
+    assert.are.equal("/subscriptions/" .. CUS_S .. "/providers/Microsoft.Authorization/roleDefinitions/" .. CSEU, fb.value[1].id)
+    s, _, b = cus3("GET", "/subscriptions/" .. CUS_S .. "/providers/Microsoft.Authorization/roleDefinitions/" .. CSEU, RA_API)
+    assert.are.equal(200, s)
+    assert.are.equal("Key Vault Crypto Service Encryption User", b.properties.roleName)
+  end)
+
+  it("PUT 201, identical re-PUT 200, same tuple under another name 409, GET, list, DELETE 200 then 204", function()
+    local st, isv, cus = world()
+    cus("PUT", RG, RG_API, { location = "westeurope" })
+    -- an ISV app's service principal in the customer tenant
+    local sp = st:add_service_principal(st.tenants[CUS_T], { appId = st:id("app"), displayName = "isv-app" })
+    local name = "11111111-2222-4333-8444-555555555555"
+    local path = RG .. "/providers/Microsoft.Authorization/roleAssignments/" .. name
+    local s, _, b = cus("PUT", path, RA_API, ra_body(sp.id))
+    assert.are.equal(201, s)
+    assert.are.equal(path, b.id)
+    assert.are.equal(name, b.name)
+    assert.are.equal("Microsoft.Authorization/roleAssignments", b.type)
+    assert.are.equal(sp.id, b.properties.principalId)
+    assert.are.equal(RG, b.properties.scope)
+    assert.are.equal("ServicePrincipal", b.properties.principalType)
+    s = cus("PUT", path, RA_API, ra_body(sp.id))
+    assert.are.equal(200, s)
+    s, _, b = cus("PUT", RG .. "/providers/Microsoft.Authorization/roleAssignments/21111111-2222-4333-8444-555555555555",
+                  RA_API, ra_body(sp.id))
+    assert.are.equal(409, s)
+    assert.are.equal("RoleAssignmentExists", b.error.code)
+    assert.are.equal("The role assignment already exists. The ID of the existing role assignment is "
+      .. name:gsub("%-", "") .. ".", b.error.message)
+    s, _, b = cus("PUT", RG .. "/providers/Microsoft.Authorization/roleAssignments/not-a-guid", RA_API, ra_body(sp.id))
+    assert.are.equal(400, s)
+    assert.are.equal("InvalidRoleAssignmentId", b.error.code)
+    -- the assignment grants the data action once visible
+    local rbac = require "cmkflow.emulator.rbac"
+    assert.is_true(rbac.check(st, CUS_T, sp.id, RG .. "/providers/Microsoft.KeyVault/vaults/v1",
+      "Microsoft.KeyVault/vaults/keys/wrap/action", true))
+    s, _, b = cus("GET", path, RA_API)
+    assert.are.equal(200, s)
+    assert.are.equal(sp.id, b.properties.principalId)
+    local p = "/subscriptions/" .. CUS_S .. "/providers/Microsoft.Authorization/roleAssignments"
+    local req = { method = "GET", path = p, service_path = p, body = "", host = "management.azure.com",
+      headers = { host = "management.azure.com", authorization = "Bearer "
+        .. token_for(st, CUS_T, sp_of(st, CUS_T, seed.tenants[2].principals[1].appId).id) },
+      args = { ["api-version"] = RA_API, ["$filter"] = "principalId eq '" .. sp.id .. "'" } }
+    local ls, _, ltext = arm.handle(st, req)
+    assert.are.equal(200, ls)
+    local lb = json.decode(ltext)
+    assert.are.equal(1, #lb.value)
+    assert.are.equal(name, lb.value[1].name)
+    -- the ISV cannot touch the customer's subscription
+    s, _, b = isv("GET", path, RA_API)
+    assert.are.equal(401, s)
+    assert.are.equal("InvalidAuthenticationTokenTenant", b.error.code)
+    s, _, b = cus("DELETE", path, RA_API)
+    assert.are.equal(200, s)
+    assert.are.equal(name, b.name)
+    assert.are.equal(204, (cus("DELETE", path, RA_API)))
+    assert.is_false(rbac.check(st, CUS_T, sp.id, RG, "Microsoft.KeyVault/vaults/keys/wrap/action", true))
+  end)
+
+  it("400 PrincipalNotFound while the principal replicates, unless principalType is set", function()
+    local st, _, cus = world()
+    st.knobs.delays.service_principal = 60
+    st.knobs.delays.role_assignment = 30
+    cus("PUT", RG, RG_API, { location = "westeurope" })
+    local sp = st:add_service_principal(st.tenants[CUS_T], { appId = st:id("app"), displayName = "isv-app",
+      visible_at = st:visible_from("service_principal") })
+    local path = RG .. "/providers/Microsoft.Authorization/roleAssignments/31111111-2222-4333-8444-555555555555"
+    local s, _, b = cus("PUT", path, RA_API, ra_body(sp.id))
+    assert.are.equal(400, s)
+    assert.are.equal("PrincipalNotFound", b.error.code)
+    assert.are.equal(("Principal %s does not exist in the directory %s. Check that you have the correct principal ID. "
+      .. "If you are creating this principal and then immediately assigning a role, this error might be related to a "
+      .. "replication delay. In this case, set the role assignment principalType property to a value, such as "
+      .. "ServicePrincipal, User, or Group.  See https://aka.ms/docs-principaltype"):format(sp.id:gsub("%-", ""), CUS_T),
+      b.error.message)
+    -- a principal that does not exist at all is refused even with principalType
+    s, _, b = cus("PUT", path, RA_API, ra_body("99999999-2222-4333-8444-555555555555", "ServicePrincipal"))
+    assert.are.equal(400, s)
+    assert.are.equal("PrincipalNotFound", b.error.code)
+    s = cus("PUT", path, RA_API, ra_body(sp.id, "ServicePrincipal"))
+    assert.are.equal(201, s)
+    local rbac = require "cmkflow.emulator.rbac"
+    assert.is_false(rbac.check(st, CUS_T, sp.id, RG, "Microsoft.KeyVault/vaults/keys/wrap/action", true))
+    st:advance(31)
+    assert.is_true(rbac.check(st, CUS_T, sp.id, RG, "Microsoft.KeyVault/vaults/keys/wrap/action", true))
+  end)
+
+  it("403 AuthorizationFailed for a caller without roleAssignments/write", function()
+    local st, _, cus = world()
+    cus("PUT", RG, RG_API, { location = "westeurope" })
+    local _, nobody = st:add_seed_principal(st.tenants[CUS_T], { name = "reader", appId = st:id("app"),
+      roles = { { role = "Reader", scope = "/subscriptions/" .. CUS_S } } })
+    local path = RG .. "/providers/Microsoft.Authorization/roleAssignments/41111111-2222-4333-8444-555555555555"
+    local s, _, b = caller(st, token_for(st, CUS_T, nobody.id))("PUT", path, RA_API, ra_body(nobody.id))
+    assert.are.equal(403, s)
+    assert.are.equal("AuthorizationFailed", b.error.code)
+    assert.matches("'Microsoft.Authorization/roleAssignments/write' over scope '" .. RG:gsub("%-", "%%-") .. "'",
+                   b.error.message)
+  end)
+end)
+
+describe("emulated ARM: key vaults", function()
+  local RG = "/subscriptions/" .. CUS_S .. "/resourceGroups/rg2"
+  local KV = RG .. "/providers/Microsoft.KeyVault/vaults/"
+  local KV_API = "2024-11-01"
+  local function vault_body(extra)
+    local p = { tenantId = CUS_T, sku = { family = "A", name = "standard" }, enableRbacAuthorization = true,
+                enablePurgeProtection = true }
+    for k, v in pairs(extra or {}) do p[k] = v end
+    return { location = "westeurope", properties = p }
+  end
+
+  it("PUT 201 with defaults and vaultUri, 200 on update, GET, list", function()
+    local st, _, cus = world()
+    cus("PUT", RG, RG_API, { location = "westeurope" })
+    local s, _, b = cus("PUT", KV .. "cmk-vault1", KV_API, vault_body())
+    assert.are.equal(201, s)
+    assert.are.equal("https://cmk-vault1.vault.azure.net/", b.properties.vaultUri)
+    assert.are.equal("Succeeded", b.properties.provisioningState)
+    assert.is_true(b.properties.enableSoftDelete)
+    assert.are.equal(90, b.properties.softDeleteRetentionInDays)
+    assert.are.equal(CUS_T, b.properties.tenantId)
+    assert.is_true(st.resources[(KV .. "cmk-vault1"):lower()].body.properties.enablePurgeProtection)
+    s, _, b = cus("PUT", KV .. "cmk-vault1", KV_API, vault_body { enableRbacAuthorization = false })
+    assert.are.equal(200, s)
+    assert.is_false(b.properties.enableRbacAuthorization)
+    s, _, b = cus("GET", KV .. "cmk-vault1", "2022-07-01")
+    assert.are.equal(200, s)
+    assert.are.equal("cmk-vault1", b.name)
+    s, _, b = cus("GET", RG .. "/providers/Microsoft.KeyVault/vaults", KV_API)
+    assert.are.equal(1, #b.value)
+    -- api-version 2026-02-01 defaults new vaults to RBAC; older ones to access policies
+    local p = vault_body()
+    p.properties.enableRbacAuthorization = nil
+    _, _, b = cus("PUT", KV .. "cmk-vault2", "2026-02-01", p)
+    assert.is_true(b.properties.enableRbacAuthorization)
+    _, _, b = cus("PUT", KV .. "cmk-vault3", "2023-07-01", p)
+    assert.is_false(b.properties.enableRbacAuthorization)
+    s, _, b = cus("GET", KV .. "missing1", KV_API)
+    assert.are.equal(404, s)
+    assert.are.equal("ResourceNotFound", b.error.code)
+  end)
+
+  it("name rules, irreversible settings, retention bounds, tenant checks", function()
+    local _, _, cus = world()
+    cus("PUT", RG, RG_API, { location = "westeurope" })
+    for _, bad in ipairs { "ab", "1vault", "vault-", "va--ult", ("a"):rep(25), "vault_1" } do
+      local s, _, b = cus("PUT", KV .. bad, KV_API, vault_body())
+      assert.are.equal(400, s)
+      assert.are.equal("VaultNameNotValid", b.error.code)
+      assert.are.equal(("The vault name '%s' is invalid. A vault's name must be between 3-24 alphanumeric characters. "
+        .. "The name must begin with a letter, end with a letter or digit, and not contain consecutive hyphens. Follow "
+        .. "this link for more information: https://go.microsoft.com/fwlink/?linkid=2147742"):format(bad), b.error.message)
+    end
+    assert.are.equal(400, (cus("PUT", KV .. "v-ret", KV_API, vault_body { softDeleteRetentionInDays = 6 })))
+    assert.are.equal(400, (cus("PUT", KV .. "v-ret", KV_API, vault_body { softDeleteRetentionInDays = 91 })))
+    assert.are.equal(400, (cus("PUT", KV .. "v-ret", KV_API, vault_body { tenantId = ISV_T })))
+    assert.are.equal(400, (cus("PUT", KV .. "v-ret", KV_API, vault_body { tenantId = json.null and nil, sku = nil,
+      accessPolicies = { { tenantId = ISV_T, objectId = CUS_T, permissions = { keys = { "get" } } } } })))
+    local nt = vault_body()
+    nt.properties.tenantId = nil
+    assert.are.equal(400, (cus("PUT", KV .. "v-ret", KV_API, nt)))
+    assert.are.equal(201, (cus("PUT", KV .. "v-ret", KV_API, vault_body { softDeleteRetentionInDays = 7 })))
+    local s, _, b = cus("PATCH", KV .. "v-ret", KV_API, { properties = { enablePurgeProtection = false } })
+    assert.are.equal(400, s)
+    assert.matches("irreversible", b.error.message)
+    s = cus("PATCH", KV .. "v-ret", KV_API, { properties = { enableSoftDelete = false } })
+    assert.are.equal(400, s)
+    s, _, b = cus("PATCH", KV .. "v-ret", KV_API, { properties = { enableRbacAuthorization = false } })
+    assert.are.equal(200, s)
+    assert.is_false(b.properties.enableRbacAuthorization)
+    assert.is_true(b.properties.enablePurgeProtection)
+  end)
+
+  it("names are global including soft-deleted vaults; purge refused under purge protection", function()
+    local st, _, cus = world()
+    cus("PUT", RG, RG_API, { location = "westeurope" })
+    cus("PUT", "/subscriptions/" .. CUS_S .. "/resourceGroups/rg3", RG_API, { location = "westeurope" })
+    assert.are.equal(201, (cus("PUT", KV .. "shared-name", KV_API, vault_body())))
+    local s, _, b = cus("PUT", "/subscriptions/" .. CUS_S .. "/resourceGroups/rg3/providers/Microsoft.KeyVault/vaults/"
+      .. "Shared-Name", KV_API, vault_body())
+    assert.are.equal(409, s)
+    assert.are.equal("VaultAlreadyExists", b.error.code)
+    assert.matches("^The vault name 'Shared%-Name' is already in use%.", b.error.message)
+    assert.are.equal(200, (cus("DELETE", KV .. "shared-name", KV_API)))
+    assert.are.equal(404, (cus("GET", KV .. "shared-name", KV_API)))
+    assert.is_truthy(st.deleted_vaults["shared-name"])
+    s, _, b = cus("PUT", KV .. "shared-name", KV_API, vault_body())
+    assert.are.equal(409, s)
+    assert.are.equal("VaultAlreadyExists", b.error.code)
+    s, _, b = cus("GET", "/subscriptions/" .. CUS_S .. "/providers/Microsoft.KeyVault/deletedVaults", KV_API)
+    assert.are.equal(200, s)
+    assert.are.equal("shared-name", b.value[1].name)
+    local purge = "/subscriptions/" .. CUS_S .. "/providers/Microsoft.KeyVault/locations/westeurope/deletedVaults/"
+      .. "shared-name/purge"
+    s = cus("POST", purge, KV_API)
+    assert.are.equal(409, s)
+    -- recover
+    local r = vault_body { createMode = "recover" }
+    s, _, b = cus("PUT", KV .. "shared-name", KV_API, r)
+    assert.are.equal(200, s)
+    assert.are.equal("shared-name", b.name)
+    -- without purge protection the purge goes through and frees the name
+    assert.are.equal(201, (cus("PUT", KV .. "no-pp", KV_API, vault_body { enablePurgeProtection = false })))
+    cus("DELETE", KV .. "no-pp", KV_API)
+    s = cus("POST", "/subscriptions/" .. CUS_S .. "/providers/Microsoft.KeyVault/locations/westeurope/deletedVaults/"
+      .. "no-pp/purge", KV_API)
+    assert.are.equal(200, s)
+    assert.are.equal(201, (cus("PUT", KV .. "no-pp", KV_API, vault_body())))
+  end)
+end)
+
+describe("emulated ARM: storage accounts", function()
+  local RG = "/subscriptions/" .. ISV_S .. "/resourceGroups/rg1"
+  local SA = RG .. "/providers/Microsoft.Storage/storageAccounts/"
+  local MI = RG .. "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/uami"
+  local SA_API = "2025-01-01"
+
+  local function cmk_body(uami, extra_uai)
+    local uais = { [uami] = {} }
+    if extra_uai then uais[extra_uai] = {} end
+    return { location = "westeurope", kind = "StorageV2", sku = { name = "Standard_LRS" },
+      identity = { type = "UserAssigned", userAssignedIdentities = uais },
+      properties = { encryption = { keySource = "Microsoft.Keyvault",
+        keyvaultproperties = { keyvaulturi = "https://cmk-vault1.vault.azure.net", keyname = "cmkkey", keyversion = "" },
+        identity = { userAssignedIdentity = uami, federatedIdentityClientId = "5e6f7a8b-0000-4000-8000-00000000aaaa" } } } }
+  end
+
+  -- The cross-tenant key check (storage_cmk.lua) has its own spec; here a stand-in records what
+  -- ARM hands it and answers as told.
+  local real_cmk, seen, answer
+  before_each(function()
+    real_cmk = package.loaded["cmkflow.emulator.storage_cmk"]
+    seen, answer = {}, { currentVersionedKeyIdentifier = "https://cmk-vault1.vault.azure.net/keys/cmkkey/abc",
+                         lastKeyRotationTimestamp = "2024-01-01T00:00:00Z" }
+    package.loaded["cmkflow.emulator.storage_cmk"] = { check = function(_, c)
+      seen[#seen + 1] = c
+      if answer.fail then return nil, answer.fail end
+      return answer
+    end }
+  end)
+  after_each(function() package.loaded["cmkflow.emulator.storage_cmk"] = real_cmk end)
+
+  local function setup()
+    local st, isv = world()
+    isv("PUT", RG, RG_API, { location = "westeurope" })
+    local _, _, ident = isv("PUT", MI, MI_API, { location = "westeurope" })
+    return st, isv, ident
+  end
+
+  it("create is a long-running operation: 202 + Location + Retry-After, invisible until polled", function()
+    local _, isv, ident = setup()
+    local s, h = isv("PUT", SA .. "cmkacct1", SA_API, cmk_body(MI))
+    assert.are.equal(202, s)
+    assert.are.equal("17", h["retry-after"])
+    local prefix = "https://management.azure.com/subscriptions/" .. ISV_S
+      .. "/providers/Microsoft.Storage/locations/westeurope/asyncoperations/"
+    assert.are.equal(prefix, h.location:sub(1, #prefix))
+    assert.matches("api%-version=2025%-01%-01", h.location)
+    assert.are.equal(404, (isv("GET", SA .. "cmkacct1", SA_API)))
+    local s2, _, b2 = isv("GET", SA, SA_API)
+    assert.are.equal(200, s2)
+    assert.are.equal(0, #b2.value)
+    local path = h.location:match("^https://[^/]+(/[^?]+)")
+    local ps, _, pb = isv("GET", path, SA_API)
+    assert.are.equal(200, ps)
+    assert.are.equal("cmkacct1", pb.name)
+    assert.are.equal("Succeeded", pb.properties.provisioningState)
+    local enc = pb.properties.encryption
+    assert.are.equal("Microsoft.Keyvault", enc.keySource)
+    assert.are.equal("cmkkey", enc.keyvaultproperties.keyname)
+    assert.are.equal(MI, enc.identity.userAssignedIdentity)
+    assert.are.equal("https://cmk-vault1.vault.azure.net/keys/cmkkey/abc", enc.keyvaultproperties.currentVersionedKeyIdentifier)
+    assert.are.equal("2024-01-01T00:00:00Z", enc.keyvaultproperties.lastKeyRotationTimestamp)
+    assert.are.equal(1, #seen)
+    assert.are.equal("5e6f7a8b-0000-4000-8000-00000000aaaa", enc.identity.federatedIdentityClientId)
+    assert.are.equal(ident.properties.principalId, pb.identity.userAssignedIdentities[MI].principalId)
+    assert.are.equal(ident.properties.clientId, pb.identity.userAssignedIdentities[MI].clientId)
+    local gs, _, gb = isv("GET", SA .. "cmkacct1", SA_API)
+    assert.are.equal(200, gs)
+    assert.are.equal(pb.id, gb.id)
+    -- identical PUT of the existing account: 200 at once
+    s = isv("PUT", SA .. "cmkacct1", SA_API, cmk_body(MI))
+    assert.are.equal(200, s)
+    -- PATCH is synchronous
+    s, _, b2 = isv("PATCH", SA .. "cmkacct1", SA_API, { properties = { encryption = { keySource = "Microsoft.Storage" } } })
+    assert.are.equal(200, s)
+    assert.are.equal("Microsoft.Storage", b2.properties.encryption.keySource)
+    assert.are.equal(1, #select(3, isv("GET", "/subscriptions/" .. ISV_S .. "/providers/Microsoft.Storage/storageAccounts",
+      SA_API)).value)
+    assert.are.equal(200, (isv("DELETE", SA .. "cmkacct1", SA_API)))
+    assert.are.equal(204, (isv("DELETE", SA .. "cmkacct1", SA_API)))
+  end)
+
+  it("name invalid, name taken globally, checkNameAvailability", function()
+    local _, isv = setup()
+    local s, _, b = isv("PUT", SA .. "Bad-Name", SA_API, cmk_body(MI))
+    assert.are.equal(400, s)
+    assert.are.equal("AccountNameInvalid", b.error.code)
+    assert.are.equal("Bad-Name is not a valid storage account name. Storage account name must be between 3 and 24 "
+      .. "characters in length and use numbers and lower-case letters only.", b.error.message)
+    assert.are.equal(202, (isv("PUT", SA .. "taken1", SA_API, cmk_body(MI))))
+    isv("PUT", "/subscriptions/" .. ISV_S .. "/resourceGroups/other", RG_API, { location = "westeurope" })
+    s, _, b = isv("PUT", "/subscriptions/" .. ISV_S .. "/resourceGroups/other/providers/Microsoft.Storage/storageAccounts/"
+      .. "taken1", SA_API, { location = "westeurope", kind = "StorageV2", sku = { name = "Standard_LRS" } })
+    assert.are.equal(409, s)
+    assert.are.equal("StorageAccountAlreadyTaken", b.error.code)
+    assert.are.equal("The storage account named taken1 is already taken.", b.error.message)
+    local cna = "/subscriptions/" .. ISV_S .. "/providers/Microsoft.Storage/checkNameAvailability"
+    s, _, b = isv("POST", cna, SA_API, { name = "taken1", type = "Microsoft.Storage/storageAccounts" })
+    assert.are.equal(200, s)
+    assert.is_false(b.nameAvailable)
+    assert.are.equal("AlreadyExists", b.reason)
+    _, _, b = isv("POST", cna, SA_API, { name = "free1", type = "Microsoft.Storage/storageAccounts" })
+    assert.is_true(b.nameAvailable)
+    _, _, b = isv("POST", cna, SA_API, { name = "X", type = "Microsoft.Storage/storageAccounts" })
+    assert.are.equal("AccountNameInvalid", b.reason)
+  end)
+
+  it("request-local CMK validations", function()
+    local _, isv = setup()
+    local body = cmk_body(MI)
+    body.properties.encryption.keyvaultproperties = nil
+    local s, _, b = isv("PUT", SA .. "acct2", SA_API, body)
+    assert.are.equal(400, s)
+    assert.are.equal("MissingKeyvaultProperties", b.error.code)
+    assert.are.equal("The encryption keyvault properties are missing from the request.", b.error.message)
+    body = cmk_body(MI)
+    body.properties.encryption.identity = nil
+    s, _, b = isv("PUT", SA .. "acct2", SA_API, body)
+    assert.are.equal(400, s)
+    assert.matches("^Missing pre%-requisites to enable EncryptionAtRest/Customer Managed Key", b.error.message)
+    isv("PUT", MI .. "2", MI_API, { location = "westeurope" })
+    body = cmk_body(MI .. "2")
+    body.properties.encryption.identity.userAssignedIdentity = MI
+    s, _, b = isv("PUT", SA .. "acct2", SA_API, body)
+    assert.are.equal(400, s)
+    assert.are.equal("InvalidValuesForRequestParameters", b.error.code)
+    assert.are.equal("Values for request parameters are invalid: properties.encryption.identity.", b.error.message)
+    s, _, b = isv("PUT", SA .. "acct2", SA_API, cmk_body(MI, MI .. "2"))
+    assert.are.equal(400, s)
+    assert.are.equal("Only 1 User Assigned identity is permitted here.", b.error.message)
+    assert.are.equal(404, (isv("GET", SA .. "acct2", SA_API)))
+  end)
+end)
+
+describe("emulated ARM: storage accounts and the key check", function()
+  local RG = "/subscriptions/" .. ISV_S .. "/resourceGroups/rg1"
+  local SA = RG .. "/providers/Microsoft.Storage/storageAccounts/"
+  local MI = RG .. "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/uami"
+  local real_cmk
+  before_each(function() real_cmk = package.loaded["cmkflow.emulator.storage_cmk"] end)
+  after_each(function() package.loaded["cmkflow.emulator.storage_cmk"] = real_cmk end)
+
+  it("passes the ISV tenant, account body and id to storage_cmk.check and surfaces its error", function()
+    local seen
+    package.loaded["cmkflow.emulator.storage_cmk"] = { check = function(_, c)
+      seen = c
+      return nil, { status = 400, code = "KeyVaultPolicyError", message = "Keyvault policy recoverable is not set" }
+    end }
+    local st, isv = world()
+    isv("PUT", RG, RG_API, { location = "westeurope" })
+    isv("PUT", MI, MI_API, { location = "westeurope" })
+    local body = { location = "westeurope", kind = "StorageV2", sku = { name = "Standard_LRS" },
+      identity = { type = "UserAssigned", userAssignedIdentities = { [MI] = {} } },
+      properties = { encryption = { keySource = "Microsoft.Keyvault",
+        keyvaultproperties = { keyvaulturi = "https://v.vault.azure.net", keyname = "k" },
+        identity = { userAssignedIdentity = MI, federatedIdentityClientId = "5e6f7a8b-0000-4000-8000-00000000aaaa" } } } }
+    local s, _, b = isv("PUT", SA .. "acct3", "2022-09-01", body)
+    assert.are.equal(400, s)
+    assert.are.equal("KeyVaultPolicyError", b.error.code)
+    assert.are.equal("Keyvault policy recoverable is not set", b.error.message)
+    assert.are.equal(st.tenants[ISV_T], seen.tenant)
+    assert.are.equal(SA .. "acct3", seen.resource_id)
+    assert.are.equal("k", seen.account.properties.encryption.keyvaultproperties.keyname)
+    assert.are.equal(404, (isv("GET", SA .. "acct3", "2022-09-01")))
+  end)
+end)
