@@ -1,0 +1,209 @@
+-- The workflow engine: a workflow is a Lua definition (name, description, typed params, steps);
+-- each step's outputs are journaled in the run store before any step that needs them starts, so a
+-- run that stops (failure, Ctrl-C, SIGKILL, an approval gate) resumes by skipping finished work.
+-- Independent steps run concurrently as async tasks (coroutines over one curl multi session).
+--
+-- definition = {
+--   name = "isv-setup", description = "...",
+--   params = { <name> = <spec of cmkflow.workflow.params> },
+--   steps = { { name = "app", title = "...", needs = { "other-step" }, mutates = true,
+--               gate = false,                          -- true: an approval gate, no run function
+--               plan = function(ctx) return "what it would change" end,   -- string or list
+--               run = function(ctx) return { outputs } end }, ... },
+--   outputs = function(ctx) return { ... } end,       -- optional; default: every step's outputs
+-- }
+-- ctx: params, policy, outputs (by step name), context(name) -> tenant clients, log(fmt, ...),
+--      run_id, step (current step name), plan (true in plan mode).
+local json = require("cmkflow.core").json
+local async = require "cmkflow.async"
+local params_mod = require "cmkflow.workflow.params"
+
+local M = {}
+
+M.STATUS_EXIT = { succeeded = 0, failed = 1, waiting = 6, interrupted = 130 }
+
+local function definition_error(msg) error("workflow definition: " .. msg, 0) end
+
+-- Checks a definition's shape: unique step names, known dependencies, no cycles. Returns it with
+-- steps in a dependency-respecting order (definition order where free).
+function M.check_definition(def)
+  if type(def) ~= "table" then definition_error("the workflow file must return a table") end
+  if type(def.name) ~= "string" or def.name == "" then definition_error("'name' is required") end
+  if type(def.steps) ~= "table" or #def.steps == 0 then definition_error("'steps' must list at least one step") end
+  def.params = def.params or {}
+  local by_name = {}
+  for i, s in ipairs(def.steps) do
+    if type(s) ~= "table" or type(s.name) ~= "string" or not s.name:match("^[%w%-_]+$") then
+      definition_error(("step %d needs a name of letters, digits, '-' or '_'"):format(i))
+    end
+    if by_name[s.name] then definition_error("step name '" .. s.name .. "' is used twice") end
+    if not s.gate and type(s.run) ~= "function" then
+      definition_error("step '" .. s.name .. "' needs a run function (or gate = true)")
+    end
+    s.needs = s.needs or {}
+    by_name[s.name] = s
+  end
+  for _, s in ipairs(def.steps) do
+    for _, n in ipairs(s.needs) do
+      if not by_name[n] then definition_error("step '" .. s.name .. "' needs unknown step '" .. n .. "'") end
+    end
+  end
+  -- cycle check (depth-first)
+  local state = {}
+  local function visit(s, path)
+    if state[s.name] == "done" then return end
+    if state[s.name] == "active" then definition_error("steps depend on each other in a cycle: " .. path .. " -> " .. s.name) end
+    state[s.name] = "active"
+    for _, n in ipairs(s.needs) do visit(by_name[n], path .. " -> " .. s.name) end
+    state[s.name] = "done"
+  end
+  for _, s in ipairs(def.steps) do visit(s, "") end
+  -- dependency order, definition order where free
+  local ordered, placed = {}, {}
+  while #ordered < #def.steps do
+    for _, s in ipairs(def.steps) do
+      if not placed[s.name] then
+        local ready = true
+        for _, n in ipairs(s.needs) do if not placed[n] then ready = false end end
+        if ready then
+          ordered[#ordered + 1] = s
+          placed[s.name] = true
+        end
+      end
+    end
+  end
+  def.steps = ordered
+  def.by_name = by_name
+  return def
+end
+
+-- Placeholder outputs for plan mode: ctx.outputs.app.appId reads "<app.appId>".
+local function placeholder(step)
+  return setmetatable({}, { __index = function(_, k) return ("<%s.%s>"):format(step, tostring(k)) end })
+end
+
+-- Plans a run: every mutation each step would make, in order, and no call at all.
+-- Returns an array of {step, title, mutations = {...}}.
+function M.plan(def, ctx)
+  local out = json.array()
+  ctx.plan = true
+  ctx.outputs = setmetatable({}, { __index = function(t, k) local p = placeholder(k) rawset(t, k, p) return p end })
+  for _, s in ipairs(def.steps) do
+    if s.mutates ~= false or s.gate then
+      local what = s.gate and ("approval gate '" .. s.name .. "'") or (s.plan and s.plan(ctx)) or s.title or s.name
+      out[#out + 1] = { step = s.name, title = s.title or s.name,
+                        mutations = type(what) == "table" and json.array(what) or json.array { what } }
+    end
+  end
+  return out
+end
+
+-- Runs (or resumes) a run. opts = { def, ctx (params, policy, context, log), store, run_id,
+-- progress = function(event) }. Returns { run_id, status, outputs, error, gate }.
+function M.execute(opts)
+  local def, ctx, store, run_id = opts.def, opts.ctx, opts.store, opts.run_id
+  local progress = opts.progress or function() end
+  ctx.run_id = run_id
+  ctx.outputs = {}
+  local results = {}       -- step name -> "succeeded" | "failed" | "waiting" | "blocked"
+  local failure, waiting_gate
+  local clock = require("cmkflow.core").http.session()
+
+  -- finished work from an earlier attempt of this run
+  for _, rec in ipairs(store:steps(run_id)) do
+    if rec.status == "succeeded" then
+      results[rec.name] = "succeeded"
+      ctx.outputs[rec.name] = rec.outputs and json.decode(rec.outputs) or {}
+    end
+  end
+  store:set_run(run_id, { status = "running" })
+
+  local tasks = {}
+  local function run_step(s)
+    for _, n in ipairs(s.needs) do async.await(tasks[n]) end
+    if results[s.name] == "succeeded" then
+      progress { kind = "skip", step = s.name, title = s.title }
+      return
+    end
+    for _, n in ipairs(s.needs) do
+      if results[n] ~= "succeeded" then results[s.name] = "blocked" return end
+    end
+    if s.gate then
+      local a = store:approval(run_id, s.name)
+      local needed = true
+      if ctx.policy and ctx.policy.approval then needed = ctx.policy.approval(s.name, ctx) ~= false end
+      if a and a.status == "approved" or not needed then
+        results[s.name] = "succeeded"
+        ctx.outputs[s.name] = { approved = true }
+        store:step_begin(run_id, s.name)
+        store:step_finish(run_id, s.name, "succeeded", json.encode(ctx.outputs[s.name]))
+        progress { kind = "done", step = s.name, title = s.title, elapsed_ms = 0 }
+        return
+      end
+      if a and a.status == "rejected" then
+        results[s.name] = "failed"
+        failure = failure or ("approval gate '" .. s.name .. "' was rejected" .. (a.note and (": " .. a.note) or ""))
+        return
+      end
+      if not a then store:request_approval(run_id, s.name) end
+      results[s.name] = "waiting"
+      waiting_gate = waiting_gate or s.name
+      progress { kind = "wait", step = s.name, title = s.title }
+      return
+    end
+    local started = clock:now()
+    progress { kind = "start", step = s.name, title = s.title }
+    store:step_begin(run_id, s.name)
+    local step_ctx = setmetatable({ step = s.name }, { __index = ctx })
+    if ctx.hooks and ctx.hooks.before then ctx.hooks.before(s.name, step_ctx) end
+    local ok, out = xpcall(s.run, function(e)
+      if type(e) == "table" then return e end
+      return debug.traceback(tostring(e), 2)
+    end, step_ctx)
+    if ok and ctx.hooks and ctx.hooks.after then ctx.hooks.after(s.name, step_ctx, out) end
+    if not ok then
+      if tostring(out):match("interrupted") then error(out, 0) end
+      results[s.name] = "failed"
+      local msg = tostring(out)
+      store:step_finish(run_id, s.name, "failed", nil, msg)
+      failure = failure or ("step '" .. s.name .. "' failed: " .. msg)
+      progress { kind = "fail", step = s.name, title = s.title, error = msg, elapsed_ms = clock:now() - started }
+      return
+    end
+    out = out or {}
+    local encoded, eerr = json.encode(out)
+    if not encoded then error("step '" .. s.name .. "' returned outputs that are not JSON: " .. tostring(eerr), 0) end
+    store:step_finish(run_id, s.name, "succeeded", encoded)
+    ctx.outputs[s.name] = out
+    results[s.name] = "succeeded"
+    progress { kind = "done", step = s.name, title = s.title, elapsed_ms = clock:now() - started }
+  end
+
+  local ok, err = pcall(async.run, function()
+    for _, s in ipairs(def.steps) do tasks[s.name] = async.spawn(run_step, s) end
+    for _, s in ipairs(def.steps) do async.await(tasks[s.name]) end
+  end)
+  if not ok then
+    local msg = tostring(err)
+    local status = msg:match("interrupted") and "interrupted" or "failed"
+    store:set_run(run_id, { status = status, error = msg })
+    return { run_id = run_id, status = status, error = msg }
+  end
+
+  if failure then
+    store:set_run(run_id, { status = "failed", error = failure })
+    return { run_id = run_id, status = "failed", error = failure }
+  end
+  if waiting_gate then
+    store:set_run(run_id, { status = "waiting" })
+    return { run_id = run_id, status = "waiting", gate = waiting_gate }
+  end
+  local outputs = def.outputs and def.outputs(ctx) or ctx.outputs
+  store:set_run(run_id, { status = "succeeded", outputs = json.encode(outputs) })
+  return { run_id = run_id, status = "succeeded", outputs = outputs }
+end
+
+-- Validates raw parameter values for def. Returns values or nil, problems.
+function M.check_params(def, raw) return params_mod.check(def.params or {}, raw or {}) end
+
+return M
