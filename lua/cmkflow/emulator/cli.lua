@@ -36,6 +36,97 @@ function M.certificate_authority(state_dir)
   return cert, key
 end
 
+-- The options of `cmkflow emulator` (for lua/cmkflow/cli.lua's parser).
+M.OPTIONS = { listen = "value", seed = "value", state = "value", ["ca-cert"] = "value",
+              delay = "list", fault = "list", throttle = "list", knobs = "value" }
+
+M.USAGE = [[
+  --delay KIND=SECONDS        eventual-consistency delay; KIND: service_principal, federated_credential,
+                              role_assignment (repeatable)
+  --fault SERVICE:METHOD:STATUS[:key=value]...
+                              a fault rule; SERVICE: entra, graph, arm, keyvault, imds or *; METHOD: an HTTP
+                              method or *; STATUS: 100-599, or 'drop' (close the connection) or 'delay'
+                              (latency only); keys: count, probability, latency_ms, path, host (repeatable)
+  --throttle arm.reads=N | arm.writes=N
+                              ARM token buckets, N requests per minute (repeatable)
+  --knobs FILE.json           knobs as in the seed's "knobs" field ({delays, faults, throttling})]]
+
+local FAULT_KEYS = { count = "integer", probability = "number", latency_ms = "number", path = "string", host = "string" }
+
+local function parse_fault(text)
+  local parts = {}
+  for p in (text .. ":"):gmatch("([^:]*):") do parts[#parts + 1] = p end
+  if #parts < 3 then return nil, "--fault needs SERVICE:METHOD:STATUS[:key=value]..., got '" .. text .. "'" end
+  local service, method, status = parts[1], parts[2], parts[3]
+  local rule = { match = {} }
+  if service ~= "*" then rule.match.operation = service end
+  if method ~= "*" then rule.match.method = method end
+  if status == "drop" then
+    rule.drop = true
+  elseif status ~= "delay" then
+    rule.status = math.tointeger(tonumber(status))
+    if not rule.status then return nil, "--fault '" .. text .. "': STATUS must be an HTTP status, 'drop' or 'delay'" end
+  end
+  for i = 4, #parts do
+    local k, v = parts[i]:match("^([%w_]+)=(.*)$")
+    if not k or not FAULT_KEYS[k] then
+      return nil, "--fault '" .. text .. "': '" .. parts[i] .. "' is not one of count=, probability=, latency_ms=, path=, host="
+    end
+    if FAULT_KEYS[k] == "string" then
+      rule.match[k] = v
+    else
+      local n = tonumber(v)
+      if FAULT_KEYS[k] == "integer" then n = n and math.tointeger(n) end
+      if n == nil then return nil, "--fault '" .. text .. "': " .. k .. " must be a number" end
+      rule[k] = n
+    end
+  end
+  if next(rule.match) == nil then rule.match = nil end
+  return rule
+end
+
+-- Knobs from --knobs FILE, then --delay, --fault and --throttle. Returns knobs (or nil when none
+-- were given), or nil, message naming the option.
+function M.parse_knobs(opts)
+  local knobs, any = { faults = {} }, false
+  if opts.knobs then
+    local text = read_file(opts.knobs)
+    if not text then return nil, "--knobs: cannot read '" .. opts.knobs .. "'" end
+    local decoded, err = json.decode(text)
+    if type(decoded) ~= "table" then return nil, "--knobs: " .. opts.knobs .. " is not a JSON object: " .. tostring(err) end
+    knobs, any = decoded, true
+    knobs.faults = knobs.faults or {}
+  end
+  for _, d in ipairs(opts.delay or {}) do
+    local k, v = d:match("^([%w_]+)=(.*)$")
+    if not k or not tonumber(v) then return nil, "--delay needs KIND=SECONDS, got '" .. d .. "'" end
+    knobs.delays = knobs.delays or {}
+    knobs.delays[k] = tonumber(v)
+    any = true
+  end
+  for _, f in ipairs(opts.fault or {}) do
+    local rule, err = parse_fault(f)
+    if not rule then return nil, err end
+    if type(knobs.faults) == "table" then knobs.faults[#knobs.faults + 1] = rule end
+    any = true
+  end
+  for _, t in ipairs(opts.throttle or {}) do
+    local kind, n = t:match("^arm%.(%a+)=(%d+)$")
+    if not kind or (kind ~= "reads" and kind ~= "writes") then
+      return nil, "--throttle needs arm.reads=N or arm.writes=N (requests per minute), got '" .. t .. "'"
+    end
+    knobs.throttling = knobs.throttling or {}
+    knobs.throttling.arm = knobs.throttling.arm or {}
+    knobs.throttling.arm[kind .. "_per_minute"] = math.tointeger(tonumber(n))
+    any = true
+  end
+  if not any then return nil end
+  if type(knobs.faults) == "table" and next(knobs.faults) == nil then knobs.faults = nil end
+  local ok, err = pcall(require("cmkflow.emulator.control").validate_knobs, knobs, "knobs")
+  if not ok then return nil, (opts.knobs and "--knobs " .. opts.knobs .. ": " or "") .. tostring(err) end
+  return knobs
+end
+
 function M.main(opts, EXIT)
   local listen = opts.listen or "127.0.0.1:0"
   if not listen:match("^127%.%d+%.%d+%.%d+:%d+$") and not listen:match("^%[::1%]:%d+$") then
@@ -48,6 +139,12 @@ function M.main(opts, EXIT)
     return EXIT.usage
   end
   local config = { state_dir = state_dir }
+  local knobs, kerr = M.parse_knobs(opts)
+  if kerr then
+    io.stderr:write("cmkflow: ", kerr, "\n")
+    return EXIT.usage
+  end
+  config.knobs = knobs
   if opts.seed then
     local text = read_file(opts.seed)
     if not text then

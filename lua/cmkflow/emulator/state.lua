@@ -422,14 +422,15 @@ function State:serialize()
     if t ~= "table" then return nil end
     if ids[v] then return { ["$"] = "ref", id = ids[v] } end
     n = n + 1
-    ids[v] = n
+    local id = n
+    ids[v] = id
     local mt = getmetatable(v)
     local kv = json.array()
     for k, x in pairs(v) do
       local ek, ex = enc(k), enc(x)
       if ek ~= nil and ex ~= nil then kv[#kv + 1] = ek kv[#kv + 1] = ex end
     end
-    return { ["$"] = "table", id = n, kv = kv,
+    return { ["$"] = "table", id = id, kv = kv,
              mt = mt == json.array_mt and "array" or mt == json.object_mt and "object" or nil }
   end
   local world = {}
