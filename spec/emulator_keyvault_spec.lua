@@ -73,6 +73,14 @@ describe("emulated Key Vault: authentication", function()
     assert.truthy(h["x-ms-request-id"])
   end)
 
+  it("on the single-origin layout names the emulator's Entra origin and https://vault.localhost:PORT", function()
+    local status, h = kv.handle(w.st, { method = "GET", path = "/keys", service_path = "/keys", args = {},
+      vault = "kvauth", host = "kvauth.vault.localhost", port = 8443, headers = { host = "kvauth.vault.localhost:8443" }, body = "" })
+    assert.equal(401, status)
+    assert.equal('Bearer authorization="https://127.0.0.1:8443/' .. w.cust.id .. '", resource="https://vault.localhost:8443"',
+      h["www-authenticate"])
+  end)
+
   it("refuses a token of another tenant with AKV10032 naming both issuers", function()
     local isv_token = w.token(w.isv, w.st:service_principal_by_appid(w.isv, ISV_DEPLOYER))
     local status, h, body = w.call("GET", "/keys?api-version=7.5", "kvauth", nil, isv_token)
