@@ -21,17 +21,12 @@ local STEPS = {
           "customer group create", "customer keyvault create", "customer key create (KeyClient)",
           "customer role assignment", "isv storage account create", "isv storage account show" },
 }
-local RA_PUT = "PUT roleAssignments answers 400 RoleDefinitionDoesNotExist for a valid built-in roleDefinitionId "
-  .. "(arm_authorization.lua matches it with an unescaped Lua pattern; the GUID's '-' are quantifiers)"
-local RD_LIST = "GET roleDefinitions?$filter=roleName eq '...' returns empty notActions/notDataActions as {} "
-  .. "instead of [] (rbac.definition_body), which azure-mgmt-authorization cannot deserialize"
-local CMK = "the storage account does not read back encryption.keyvaultproperties.currentVersionedKeyIdentifier "
-  .. "(the server-side cross-tenant key check of issue 3 point 7)"
+local RD_LIST = "GET roleDefinitions?$filter=roleName eq '...' returns the empty notActions/notDataActions lists as {} "
+  .. "instead of [] (rbac.definition_body), which azure-mgmt-authorization 3.0.0 cannot deserialize"
 local TODO = {
-  az = { ["customer role assignment (az rest)"] = RA_PUT, ["isv storage account create"] = "blocked by: " .. RA_PUT,
-         ["isv storage account show"] = CMK },
-  sdk = { ["customer role assignment"] = RD_LIST .. "; " .. RA_PUT, ["isv storage account create"] = "blocked by the role assignment",
-          ["isv storage account show"] = CMK },
+  az = {},
+  sdk = { ["customer role assignment"] = RD_LIST, ["isv storage account create"] = "blocked by: " .. RD_LIST,
+          ["isv storage account show"] = "blocked by: " .. RD_LIST },
 }
 
 local run -- { code, output, passed = { az = {step = index}, sdk = ... }, failed = { az = "line" } }
