@@ -1,5 +1,6 @@
 /* cmkflow.core: the C primitives as one Lua module, for the host and for stock lua5.4. */
 #include <string.h>
+#include <unistd.h>
 #include <curl/curl.h>
 #include <jansson.h>
 #include <microhttpd.h>
@@ -20,6 +21,13 @@ static int core_embedded_source(lua_State *L)
         }
     }
     lua_pushnil(L);
+    return 1;
+}
+
+/* [-1, +1, -] isatty(fd): is the descriptor a terminal (progress output is for people) */
+static int core_isatty(lua_State *L)
+{
+    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)) == 1);
     return 1;
 }
 
@@ -69,6 +77,8 @@ int luaopen_cmkflow_core(lua_State *L)
     lua_setfield(L, -2, "version");
     lua_pushcfunction(L, core_embedded_source);
     lua_setfield(L, -2, "embedded_source");
+    lua_pushcfunction(L, core_isatty);
+    lua_setfield(L, -2, "isatty");
     lua_pushcfunction(L, core_versions);
     lua_setfield(L, -2, "versions");
     return 1;

@@ -55,6 +55,8 @@ local function context(name)
   return c.clients
 end
 
+M.context = context
+
 local function log(fmt, ...)
   io.stderr:write(select("#", ...) > 0 and fmt:format(...) or tostring(fmt), "\n")
 end

@@ -240,6 +240,9 @@ local function accounts(ctx, rest)
   end
   if method == "GET" then
     if not rec then return ctx:not_found(TYPE, name, ctx.rg) end
+    -- a versionless key follows the key's newest version, as Storage's periodic check does
+    local ok, cmk = pcall(require, "cmkflow.emulator.storage_cmk")
+    if ok and cmk.refresh then cmk.refresh(st, rec.body) end
     return ctx:json(200, rec.body)
   elseif method == "DELETE" then
     if not rec then return ctx:empty(204) end

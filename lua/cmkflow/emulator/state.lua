@@ -230,10 +230,9 @@ function State:add_seed_principal(tenant, pr)
       secret_sha256 = crypto.sha256_hex(pr.secret), displayName = "seed", endDateTime = "2299-12-31T00:00:00Z" }
   end
   if pr.certificate_pem then
-    local _, info = crypto.load_certificate(pr.certificate_pem)
-    if not info then error("seed: principal '" .. pr.name .. "' certificate_pem cannot be read", 0) end
-    app.keyCredentials[1] = { keyId = self:id("cert"), type = "AsymmetricX509Cert", usage = "Verify",
-      thumbprint_s256 = info.x5t_s256, thumbprint = info.x5t, cert_pem = pr.certificate_pem }
+    -- only the certificate is needed (and kept): the private key stays with the client
+    local kc, err = self:add_key_credential(app, pr.certificate_pem, { displayName = "seed" })
+    if not kc then error("seed: principal '" .. pr.name .. "' certificate_pem: " .. err, 0) end
   end
   local sp = self:add_service_principal(tenant, { appId = app.appId, displayName = pr.name,
     appOwnerOrganizationId = tenant.id, app_roles = pr.graph_roles })
@@ -367,7 +366,7 @@ function State:dump()
       service_principals = sps, resources = resources, role_assignments = assignments }
   end
   table.sort(tenants, function(a, b) return a.name < b.name end)
-  return { tenants = tenants, clock = self:iso(), random_seed = self.random_seed }
+  return { tenants = tenants, vault_keys = self:vault_keys_view(), clock = self:iso(), random_seed = self.random_seed }
 end
 
 -- ---- snapshots and persistence (control.lua) ---------------------------------------------------
