@@ -86,7 +86,7 @@ describe("cmkflow CLI", function()
     assert.matches("AZURE_CLIENT_SECRET", r.stderr, 1, true)
     r = cli.run({ "run", wf, "--cloud", "mars" })
     assert.equals(2, r.code)
-    assert.matches("--cloud must be azure, usgov or china", r.stderr, 1, true)
+    assert.matches("--cloud must be emulator, azure, usgov or china", r.stderr, 1, true)
     os.remove(wf)
   end)
 

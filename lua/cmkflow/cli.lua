@@ -10,13 +10,22 @@ local USAGE = [[
 usage: cmkflow <command> [options]
 
 commands:
-  run FILE [--param k=v]... [--output text|json] [--cloud azure|usgov|china] [--debug]
-                      run a workflow file; AZURE_TENANT_ID, AZURE_CLIENT_ID and
-                      AZURE_CLIENT_SECRET (or _CERTIFICATE_PATH, AZURE_FEDERATED_TOKEN_FILE)
-                      give the "isv" context, AZURE_SUBSCRIPTION_ID its subscription
+  run WORKFLOW [--param k=v]... [--config FILE] [--cloud emulator|azure|usgov|china]
+             [--output text|json] [--progress] [--debug]
+                      run a workflow (a file, or a stock workflow: onboard, isv-setup, ...);
+                      without --config/CMKFLOW_CONFIG it runs against the embedded emulator
+  plan WORKFLOW [same options]
+                      list every change the run would make, making none
+  resume RUN_ID       continue a failed, interrupted or waiting run
+  runs list | runs show RUN_ID
+                      the run store ($CMKFLOW_STATE_DIR, default ~/.local/state/cmkflow)
+  approve RUN_ID GATE [--reject] [--note TEXT]
+                      decide an approval gate
   emulator [--listen 127.0.0.1:PORT] [--seed FILE] [--state DIR] [--ca-cert OUT.pem]
                       run the Azure emulator in the foreground (PORT 0 picks a free one);
                       prints {"ready":true,"url":...,"ca_cert":...} on stdout when ready
+]] .. require("cmkflow.emulator.cli").USAGE .. [[
+
   demo [--output text|json] [--debug]
                       run the smoke workflow against a local HTTPS test server
   version             print the versions of cmkflow and its libraries
@@ -88,48 +97,81 @@ local function print_result(status, result, output)
   return status
 end
 
-function M.run(args)
-  local opts, err = parse(args, { param = "list", output = "value", debug = "flag", config = "value",
-                                  cloud = "value" })
-  if not opts then return usage_error(err) end
-  local file = opts[1]
-  if not file then return usage_error("run needs a workflow file") end
+local RUN_OPTIONS = { param = "list", output = "value", debug = "flag", config = "value", cloud = "value",
+                      progress = "flag" }
+local CLOUDS = { emulator = true, azure = true, usgov = true, china = true }
+
+-- Shared by run and plan: options, parameters, cloud. Returns opts or nil, exit status.
+local function run_options(args, what)
+  local opts, err = parse(args, RUN_OPTIONS)
+  if not opts then return nil, usage_error(err) end
+  opts.workflow = opts[1]
+  if not opts.workflow then return nil, usage_error(what .. " needs a workflow (a file or a stock workflow name)") end
+  if opts[2] then return nil, usage_error("unexpected argument '" .. opts[2] .. "'") end
   if opts.output and opts.output ~= "json" and opts.output ~= "text" then
-    return usage_error("--output must be text or json, not '" .. opts.output .. "'")
+    return nil, usage_error("--output must be text or json, not '" .. opts.output .. "'")
   end
-  local params = {}
+  if opts.cloud and not CLOUDS[opts.cloud] then
+    return nil, usage_error("--cloud must be emulator, azure, usgov or china, not '" .. opts.cloud .. "'")
+  end
+  opts.params = {}
   for _, kv in ipairs(opts.param or {}) do
     local k, v = kv:match("^([%w_%.%-]+)=(.*)$")
-    if not k then return usage_error("--param needs name=value, got '" .. kv .. "'") end
-    params[k] = v
+    if not k then return nil, usage_error("--param needs name=value, got '" .. kv .. "'") end
+    opts.params[k] = v
   end
-  local host = require "cmkflow.host"
-  if opts.debug then host.set_debug(true) end
-  if opts.cloud then
-    if opts.cloud ~= "azure" and opts.cloud ~= "usgov" and opts.cloud ~= "china" then
-      return usage_error("--cloud must be azure, usgov or china, not '" .. opts.cloud .. "'")
-    end
-    host.set_cloud(opts.cloud)
+  -- progress is for people: on when stderr is a terminal, or when asked
+  opts.progress = opts.progress or core.isatty(2)
+  if opts.debug then require("cmkflow.host").set_debug(true) end
+  return opts
+end
+
+function M.run(args)
+  local opts, status = run_options(args, "run")
+  if not opts then return status end
+  local code, script_output = require("cmkflow.workflow.runner").run(opts)
+  if script_output then return print_result(code, script_output, opts.output) end
+  return code
+end
+
+function M.plan(args)
+  local opts, status = run_options(args, "plan")
+  if not opts then return status end
+  opts.plan = true
+  return require("cmkflow.workflow.runner").run(opts)
+end
+
+function M.resume(args)
+  local opts, err = parse(args, { output = "value", progress = "flag", debug = "flag" })
+  if not opts then return usage_error(err) end
+  if not opts[1] then return usage_error("resume needs a RUN_ID (see 'cmkflow runs list')") end
+  opts.progress = opts.progress or core.isatty(2)
+  if opts.debug then require("cmkflow.host").set_debug(true) end
+  return require("cmkflow.workflow.runner").resume(opts[1], opts)
+end
+
+function M.runs(args)
+  local sub = table.remove(args, 1)
+  local opts, err = parse(args, { output = "value" })
+  if not opts then return usage_error(err) end
+  local runner = require "cmkflow.workflow.runner"
+  if sub == "list" then return runner.runs_list(opts) end
+  if sub == "show" then
+    if not opts[1] then return usage_error("runs show needs a RUN_ID") end
+    return runner.runs_show(opts[1], opts)
   end
-  -- Azure SDK conventions: an environment credential serves the "default" and "isv" contexts
-  if os.getenv("AZURE_CLIENT_ID") or os.getenv("AZURE_TENANT_ID") then
-    local ok, cred = pcall(core.auth.credential, { kind = "environment", authority = host.current_cloud().authority })
-    if not ok then return usage_error(tostring(cred)) end
-    for _, ctx in ipairs({ "default", "isv" }) do
-      host.set_credential(ctx, cred)
-      host.contexts[ctx].subscription = os.getenv("AZURE_SUBSCRIPTION_ID")
-    end
-  end
-  local status, out = host.run("file", file, nil, core.json.encode(params))
-  if status ~= EXIT.ok then
-    io.stderr:write("cmkflow: ", out, "\n")
-    return status
-  end
-  return print_result(status, out, opts.output)
+  return usage_error("runs needs 'list' or 'show RUN_ID'")
+end
+
+function M.approve(args)
+  local opts, err = parse(args, { reject = "flag", note = "value" })
+  if not opts then return usage_error(err) end
+  if not opts[1] or not opts[2] then return usage_error("approve needs RUN_ID GATE") end
+  return require("cmkflow.workflow.runner").approve(opts[1], opts[2], opts)
 end
 
 function M.emulator(args)
-  local opts, err = parse(args, { listen = "value", seed = "value", state = "value", ["ca-cert"] = "value" })
+  local opts, err = parse(args, require("cmkflow.emulator.cli").OPTIONS)
   if not opts then return usage_error(err) end
   if opts[1] then return usage_error("emulator takes no positional arguments ('" .. opts[1] .. "')") end
   return require("cmkflow.emulator.cli").main(opts, EXIT)

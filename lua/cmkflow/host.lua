@@ -94,8 +94,10 @@ local function exit_status(e)
   return EXIT.failed
 end
 
--- Runs a workflow chunk; returns exit status and (result JSON | error message).
-function M.run(kind, what, chunkname, params_json)
+-- Runs a workflow chunk; returns exit status and (result JSON | error message). With
+-- allow_definition, a chunk that returns a workflow definition (a table with `steps`) returns
+-- "definition" and the table instead, for the engine.
+function M.run(kind, what, chunkname, params_json, allow_definition)
   local source = what
   if kind == "module" then
     source, chunkname = require("cmkflow.core").embedded_source(what)
@@ -118,6 +120,7 @@ function M.run(kind, what, chunkname, params_json)
   if not fn then return EXIT.usage, err end
   local ok, result = xpcall(fn, failure)
   if not ok then return exit_status(result), tostring(result) end
+  if allow_definition and type(result) == "table" and result.steps ~= nil then return "definition", result end
   if type(result) == "function" then
     ok, result = xpcall(result, failure, params)
     if not ok then return exit_status(result), tostring(result) end
