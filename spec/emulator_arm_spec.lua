@@ -602,7 +602,7 @@ describe("emulated ARM: storage accounts", function()
     local _, isv, ident = setup()
     local s, h = isv("PUT", SA .. "cmkacct1", SA_API, cmk_body(MI))
     assert.are.equal(202, s)
-    assert.are.equal("17", h["retry-after"])
+    assert.are.equal("1", h["retry-after"])
     local prefix = "https://management.azure.com/subscriptions/" .. ISV_S
       .. "/providers/Microsoft.Storage/locations/westeurope/asyncoperations/"
     assert.are.equal(prefix, h.location:sub(1, #prefix))

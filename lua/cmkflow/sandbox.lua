@@ -16,7 +16,7 @@ local SAFE_OS = { "clock", "date", "difftime", "getenv", "time" }
 local ALLOWED_MODULES = {
   ["cmkflow.azure"] = true, ["cmkflow.azure.cloud"] = true, ["cmkflow.azure.arm"] = true,
   ["cmkflow.azure.graph"] = true, ["cmkflow.azure.keyvault"] = true, ["cmkflow.azure.errors"] = true,
-  ["cmkflow.azure.validate"] = true,
+  ["cmkflow.azure.validate"] = true, ["cmkflow.workflow.cmk"] = true,
   ["cmkflow.json"] = true, ["cmkflow.async"] = true, ["cmkflow.http"] = true,
 }
 

@@ -10,7 +10,9 @@ local M = {}
 
 local TYPE = "Microsoft.Storage/storageAccounts"
 M.TYPE = TYPE
-M.RETRY_AFTER = "17"
+-- Azure's Storage RP answers Retry-After: 17; the emulator defaults to 1 s so that runs against it
+-- stay fast. The knob st.knobs.lro_retry_after_s (seed knobs / PUT /_emulator/...) sets it.
+M.RETRY_AFTER = "1"
 
 local function arm() return require "cmkflow.emulator.arm" end
 
@@ -292,7 +294,7 @@ local function accounts(ctx, rest)
   return ctx:empty(202, {
     location = ("%s/subscriptions/%s/providers/Microsoft.Storage/locations/%s/asyncoperations/%s?monitor=true&api-version=%s")
       :format(ctx.origin, ctx.sub, body.location, op, ctx.api_version),
-    ["retry-after"] = M.RETRY_AFTER })
+    ["retry-after"] = tostring(st.knobs.lro_retry_after_s or M.RETRY_AFTER) })
 end
 
 local function subscription_level(ctx, rest)

@@ -6,6 +6,7 @@ local core = require "cmkflow.core"
 local json = core.json
 local state_mod = require "cmkflow.emulator.state"
 local router = require "cmkflow.emulator.router"
+local respond = require "cmkflow.emulator.respond"
 
 local M = {}
 
@@ -98,6 +99,15 @@ end
 
 function M.handle(req)
   local service = router.route(req)
+  if service == "control" and req.method == "POST" and req.path == "/_emulator/save" then
+    -- write the state file now (the CLI asks before it exits, so nothing is lost to the debounce)
+    if not persist.path then
+      return respond.json(req, 409, { error = { code = "NoStateDir", message = "the emulator runs without --state" } })
+    end
+    persist.dirty, persist.last = true, 0
+    maybe_save(true)
+    return respond.json(req, 200, { saved = persist.path })
+  end
   if service == "control" then
     local status, headers, body = control.handle(st, req)
     maybe_save(control.mutates(req) and status < 400)

@@ -94,6 +94,15 @@ local function use_embedded_emulator()
   return embedded
 end
 
+-- Before the process exits: the embedded emulator writes its state now (resume finds it).
+function M.finish()
+  if not embedded then return end
+  local http = require "cmkflow.http"
+  local c = host.current_cloud()
+  local client = http.new { ca_file = c.ca_file, retry = { max_attempts = 1 } }
+  client:request { method = "POST", url = embedded.url .. "/_emulator/save" }
+end
+
 -- Resolves where a run talks to. opts: {config, cloud}. Returns a description stored with the run
 -- (never a secret): {config = path | nil, cloud = name, emulator = url | nil}, or nil, message.
 function M.configure(opts)
@@ -180,6 +189,11 @@ end
 local function make_ctx(def, params, policy)
   local ctx = { params = params, policy = policy, has_context = has_context, hooks = policy.hooks }
   ctx.context = function(name) return host.context(name) end
+  -- tenant and subscription of a context without building clients (plans make no calls)
+  ctx.context_info = function(name)
+    local c = host.contexts[name] or {}
+    return { tenant = c.tenant or (c.credential and c.credential:describe().tenant), subscription = c.subscription }
+  end
   ctx.log = function(fmt, ...) io.stderr:write(select("#", ...) > 0 and fmt:format(...) or tostring(fmt), "\n") end
   return ctx
 end
@@ -283,6 +297,7 @@ function M.run(opts)
   if opts.progress then io.stderr:write(("cmkflow: run %s of %s\n"):format(run_id, def.name)) end
   local result = engine.execute { def = def, ctx = make_ctx(def, params, policy), store = db, run_id = run_id,
                                   progress = progress_printer(opts.progress, #def.steps) }
+  M.finish()
   print_result(result, opts.output)
   return exit_for(result)
 end
@@ -310,6 +325,7 @@ function M.resume(run_id, opts)
   local params = json.decode(run.params) or {}
   local result = engine.execute { def = def, ctx = make_ctx(def, params, policy), store = db, run_id = run_id,
                                   progress = progress_printer(opts.progress, #def.steps) }
+  M.finish()
   print_result(result, opts.output)
   return exit_for(result)
 end
