@@ -11,6 +11,7 @@ return {
     customer = { type = "string", required = true, pattern = "^[a-z][a-z0-9-]*[a-z0-9]$",
                  hint = "use 2-40 lowercase letters, digits and '-', starting with a letter",
                  check = function(v) return #v <= 40 or nil, "use at most 40 characters" end,
+                 demo_default = "contoso",   -- only against the embedded emulator
                  description = "the customer's id, used in resource names" },
     key_size = { type = "integer", enum = { 2048, 3072, 4096 }, description = "RSA key size (default: the policy's)" },
   },

@@ -263,6 +263,14 @@ function M.run(opts)
     if def ~= EXIT.ok then io.stderr:write("cmkflow: ", out, "\n") return def end
     return EXIT.ok, out
   end
+  -- against the embedded emulator (no configuration) parameters may have demo defaults, so that
+  -- `cmkflow run workflows/onboard.lua` alone shows the whole job; never against real Azure
+  local embedded_target = not (opts.config or os.getenv("CMKFLOW_CONFIG")) and (not opts.cloud or opts.cloud == "emulator")
+  if embedded_target then
+    for name, spec in pairs(def.params or {}) do
+      if opts.params[name] == nil and spec.demo_default ~= nil then opts.params[name] = spec.demo_default end
+    end
+  end
   local params, problems = engine.check_params(def, opts.params)
   if not params then
     io.stderr:write("cmkflow: invalid parameters for ", def.name, ":\n")

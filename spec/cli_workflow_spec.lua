@@ -1,0 +1,98 @@
+-- The main job from the command line: `cmkflow run onboard` with no configuration runs both
+-- tenants' steps against the embedded emulator; runs are listed, shown, planned and re-run.
+local json = require("cmkflow.core").json
+local cli = require "support.cli"
+local files = require "support.files"
+
+describe("cmkflow run onboard (embedded emulator)", function()
+  local state_dir, first
+
+  setup(function()
+    state_dir = files.tmpdir()
+    first = cli.run({ "run", "workflows/onboard.lua", "--param", "customer=contoso", "--output", "json" },
+                    { CMKFLOW_STATE_DIR = state_dir })
+  end)
+
+  it("creates the storage account encrypted with the customer's key", function()
+    assert.equals(0, first.code, first.stderr)
+    assert.matches("running against the embedded Azure emulator", first.stderr, 1, true)
+    local doc = assert(json.decode(first.stdout))
+    assert.equals("succeeded", doc.status)
+    assert.matches("^%x+%-%x+%-%x+%-%x+%-%x+$", doc.run_id)
+    local account = doc.outputs.storage_account
+    local enc = account.properties.encryption
+    assert.equals("Microsoft.Keyvault", enc.keySource)
+    assert.equals(doc.outputs.handoff.appId, enc.identity.federatedIdentityClientId)
+    assert.matches("^https://kv%-contoso%-%x+%.vault%.azure%.net/keys/cmk%-contoso/%x+$",
+                   enc.keyvaultproperties.currentVersionedKeyIdentifier)
+    assert.equals(doc.outputs.identity.id, enc.identity.userAssignedIdentity)
+    assert.is_string(doc.outputs.handoff.customerCommand)
+  end)
+
+  it("lists and shows the run with every step journaled", function()
+    local doc = json.decode(first.stdout)
+    local list = cli.run({ "runs", "list", "--output", "json" }, { CMKFLOW_STATE_DIR = state_dir })
+    assert.equals(0, list.code, list.stderr)
+    local runs = json.decode(list.stdout)
+    assert.equals(doc.run_id, runs[1].run_id)
+    assert.equals("onboard", runs[1].workflow)
+    local show = cli.run({ "runs", "show", doc.run_id, "--output", "json" }, { CMKFLOW_STATE_DIR = state_dir })
+    assert.equals(0, show.code, show.stderr)
+    local run = json.decode(show.stdout)
+    assert.equals(12, #run.steps)
+    for _, s in ipairs(run.steps) do assert.equals("succeeded", s.status, s.name) end
+    assert.equals("contoso", run.params.customer)
+  end)
+
+  it("changes nothing when run again", function()
+    local doc = json.decode(first.stdout)
+    local again = cli.run({ "run", "onboard", "--param", "customer=contoso", "--output", "json" },
+                          { CMKFLOW_STATE_DIR = state_dir })
+    assert.equals(0, again.code, again.stderr)
+    local doc2 = json.decode(again.stdout)
+    assert.are_not.equal(doc.run_id, doc2.run_id)
+    assert.equals(doc.outputs.storage_account.id, doc2.outputs.storage_account.id)
+    assert.equals(doc.outputs.handoff.appId, doc2.outputs.handoff.appId)
+    assert.equals(doc.outputs.role_assignment.id, doc2.outputs.role_assignment.id)
+    assert.equals(doc.outputs.storage_account.properties.encryption.keyvaultproperties.currentVersionedKeyIdentifier,
+                  doc2.outputs.storage_account.properties.encryption.keyvaultproperties.currentVersionedKeyIdentifier)
+  end)
+
+  it("plans every change without making one", function()
+    local r = cli.run({ "plan", "onboard", "--param", "customer=fabrikam", "--output", "json" },
+                      { CMKFLOW_STATE_DIR = state_dir })
+    assert.equals(0, r.code, r.stderr)
+    local plan = json.decode(r.stdout)
+    assert.equals("onboard", plan.workflow)
+    local text = {}
+    for _, p in ipairs(plan.plan) do for _, m in ipairs(p.mutations) do text[#text + 1] = m end end
+    text = table.concat(text, "\n")
+    assert.matches("user-assigned identity uami-cmk-fabrikam", text, 1, true)
+    assert.matches("storage account stfabrikam", text, 1, true)
+    assert.matches("approval gate 'handoff'", text, 1, true)
+    -- nothing was created: no run recorded for fabrikam
+    local list = json.decode(cli.run({ "runs", "list", "--output", "json" }, { CMKFLOW_STATE_DIR = state_dir }).stdout)
+    for _, run in ipairs(list) do assert.are_not.equal("fabrikam", run.customer) end
+    assert.equals(2, #list)
+  end)
+
+  it("refuses bad parameters before any call, saying what to fix", function()
+    local r = cli.run({ "run", "onboard", "--param", "customer=Bad_Name", "--param", "key_size=1024" },
+                      { CMKFLOW_STATE_DIR = state_dir })
+    assert.equals(2, r.code)
+    assert.matches("parameter 'customer' is invalid: use 2-40 lowercase letters", r.stderr, 1, true)
+    assert.matches("parameter 'key_size' must be one of 2048, 3072, 4096, got '1024'", r.stderr, 1, true)
+    r = cli.run({ "run", "no-such-workflow" }, { CMKFLOW_STATE_DIR = state_dir })
+    assert.equals(2, r.code)
+    assert.matches("no stock workflow named 'no-such-workflow'", r.stderr, 1, true)
+  end)
+
+  it("says what to do with an unknown run", function()
+    local r = cli.run({ "resume", "00000000-0000-4000-8000-000000000000" }, { CMKFLOW_STATE_DIR = state_dir })
+    assert.equals(2, r.code)
+    assert.matches("no run '00000000-0000-4000-8000-000000000000'", r.stderr, 1, true)
+    r = cli.run({ "approve", "00000000-0000-4000-8000-000000000000", "handoff" }, { CMKFLOW_STATE_DIR = state_dir })
+    assert.equals(2, r.code)
+    assert.matches("unknown run", r.stderr, 1, true)
+  end)
+end)
