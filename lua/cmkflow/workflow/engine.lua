@@ -11,6 +11,7 @@
 --               plan = function(ctx) return "what it would change" end,   -- string or list
 --               run = function(ctx) return { outputs } end }, ... },
 --   outputs = function(ctx) return { ... } end,       -- optional; default: every step's outputs
+--   outputs_on_failure = true,                        -- optional: outputs(ctx) also when a step failed
 -- }
 -- ctx: params, policy, outputs (by step name), context(name) -> tenant clients, log(fmt, ...),
 --      run_id, step (current step name), plan (true in plan mode).
@@ -191,8 +192,10 @@ function M.execute(opts)
   end
 
   if failure then
-    store:set_run(run_id, { status = "failed", error = failure })
-    return { run_id = run_id, status = "failed", error = failure }
+    -- a definition with outputs_on_failure (verify: which link is broken) reports outputs anyway
+    local outputs = def.outputs_on_failure and def.outputs and def.outputs(ctx) or nil
+    store:set_run(run_id, { status = "failed", error = failure, outputs = outputs and json.encode(outputs) or nil })
+    return { run_id = run_id, status = "failed", error = failure, outputs = outputs }
   end
   if waiting_gate then
     store:set_run(run_id, { status = "waiting" })
