@@ -167,6 +167,25 @@ describe("emulator control", function()
       assert.equal(first, draws())
     end)
 
+    it("after = N lets the first N matching requests through, then fires (non-matching ones don't count)", function()
+      local _, rule = control("POST", "/_emulator/faults", { match = { operation = "arm", path = "/subscriptions$" },
+        status = 418, after = 2, count = 1 })
+      local _, listed = control("GET", "/_emulator/faults/" .. rule.id)
+      assert.equal(2, listed.after)
+      local statuses = {}
+      for i = 1, 4 do
+        -- a request the rule does not match between each: it must not use up the allowance
+        assert.equal(200, arm_get("/subscriptions/" .. ISV_SUB .. SUB_API).status)
+        statuses[i] = arm_get("/subscriptions" .. SUB_API).status
+      end
+      assert.same({ 200, 200, 418, 200 }, statuses)
+      _, listed = control("GET", "/_emulator/faults/" .. rule.id)
+      assert.same({ 0, 1, 0 }, { listed.after, listed.fired, listed.count })
+      local resp, doc = control("POST", "/_emulator/faults", { status = 500, after = -1 })
+      assert.equal(400, resp.status)
+      assert.matches("fault.after must be an integer >= 0", doc.error.message)
+    end)
+
     it("rejects a bad rule naming the field, and lists and deletes rules", function()
       local resp, doc = control("POST", "/_emulator/faults", { match = { operation = "storage" }, status = 500 })
       assert.equal(400, resp.status)

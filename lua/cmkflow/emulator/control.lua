@@ -1,7 +1,8 @@
 -- The emulator's test knobs under /_emulator/ (no authentication: the emulator only listens on
 -- loopback) and the hooks that wrap every other request:
 --   control.before(st, req, service) -> intercepted, status, headers, body, delay_ms
---       fault rules (status, body, dropped connection, latency) and ARM throttling buckets;
+--       fault rules (status, body, dropped connection, latency; `after = N` lets the first N matching
+--       requests through) and ARM throttling buckets;
 --       not intercepted: false, nil, nil, nil, extra_latency_ms?
 --   control.after(st, req, service, status, headers, delay_ms)
 --       appends to the request journal (bounded ring) and adds the x-ms-ratelimit-remaining-* header
@@ -62,7 +63,7 @@ function M.check_delays(d, path)
 end
 
 local MATCH_FIELDS = set_of("method", "host", "path", "operation")
-local FAULT_FIELDS = set_of("match", "status", "body", "headers", "count", "probability", "latency_ms", "drop")
+local FAULT_FIELDS = set_of("match", "status", "body", "headers", "count", "probability", "latency_ms", "drop", "after")
 
 -- Validates one fault rule; returns a normalised copy (without id and counters).
 function M.check_fault(f, path)
@@ -101,6 +102,7 @@ function M.check_fault(f, path)
     end
   end
   if f.count ~= nil and (math.type(f.count) ~= "integer" or f.count < 1) then bad(path .. ".count", "must be an integer >= 1") end
+  if f.after ~= nil and (math.type(f.after) ~= "integer" or f.after < 0) then bad(path .. ".after", "must be an integer >= 0") end
   if f.probability ~= nil and (type(f.probability) ~= "number" or not (f.probability >= 0 and f.probability <= 1)) then
     bad(path .. ".probability", "must be a number from 0 to 1")
   end
@@ -113,6 +115,7 @@ function M.check_fault(f, path)
   end
   if f.drop and f.status ~= nil then bad(path .. ".drop", "cannot be combined with status") end
   rule.status, rule.body, rule.count, rule.probability = f.status, f.body, f.count, f.probability
+  if f.after and f.after > 0 then rule.after = f.after end
   rule.latency_ms, rule.drop = f.latency_ms, f.drop or nil
   if f.headers then
     rule.headers = {}
@@ -329,13 +332,22 @@ end
 
 -- ---- hooks --------------------------------------------------------------------------------------
 
+-- A rule with `after = N` lets its first N matching requests through untouched (counting down).
+function M.passes(rule)
+  if rule.after and rule.after > 0 then
+    rule.after = rule.after - 1
+    return true
+  end
+  return false
+end
+
 function M.before(st, req, service)
   local info = {}
   req.emulator = info
   local faults = st.knobs.faults
   for i = 1, #faults do
     local rule = faults[i]
-    if (rule.count == nil or rule.count > 0) and matches(rule, req, service)
+    if (rule.count == nil or rule.count > 0) and matches(rule, req, service) and not M.passes(rule)
        and (rule.probability == nil or rule.probability >= 1 or (rule.probability > 0 and draw(st) < rule.probability)) then
       if rule.count then rule.count = rule.count - 1 end
       rule.fired = rule.fired + 1
@@ -420,7 +432,8 @@ local function public_fault(rule)
   local m = rule.match
   return { id = rule.id, match = { method = m.method, host = m.host, path = m.path, operation = m.operation },
     status = rule.status, body = rule.body, headers = rule.headers, count = rule.count or json.null,
-    probability = rule.probability, latency_ms = rule.latency_ms, drop = rule.drop or false, fired = rule.fired }
+    probability = rule.probability, latency_ms = rule.latency_ms, drop = rule.drop or false, fired = rule.fired,
+    after = rule.after or 0 }
 end
 
 local function clock_view(st)
