@@ -198,6 +198,8 @@ local function make_ctx(def, params, policy)
   return ctx
 end
 
+M.make_ctx = make_ctx
+
 -- ---- progress ------------------------------------------------------------------------------------
 
 local function progress_printer(enabled, total)
@@ -263,6 +265,8 @@ function M.run(opts)
     if def ~= EXIT.ok then io.stderr:write("cmkflow: ", out, "\n") return def end
     return EXIT.ok, out
   end
+  -- one run of an inner workflow per row of a list (workflows/bulk-onboard.lua)
+  if def.bulk then return require("cmkflow.workflow.bulk").run(def, opts, M) end
   -- against the embedded emulator (no configuration) parameters may have demo defaults, so that
   -- `cmkflow run workflows/onboard.lua` alone shows the whole job; never against real Azure
   local embedded_target = not (opts.config or os.getenv("CMKFLOW_CONFIG")) and (not opts.cloud or opts.cloud == "emulator")
