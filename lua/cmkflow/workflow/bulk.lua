@@ -1,0 +1,310 @@
+-- Bulk runs: one run of a workflow per row of a CSV or JSON list (`cmkflow run bulk-onboard
+-- --param file=customers.csv [--param concurrency=8]`). The list is read here, in the trusted CLI
+-- process (workflow code in the sandbox cannot read files), and every row is checked against the
+-- inner workflow's parameters before any call. Then each row gets its own run in the store, and the
+-- runs execute as async tasks on one scheduler (one HTTP session, one emulator), at most
+-- `concurrency` at a time. A bulk definition is a workflow file with a `bulk` field:
+--   { name = "bulk-onboard", bulk = { workflow = "onboard" },
+--     params = { file = {...}, concurrency = {...} }, steps = { ... } }
+local core = require "cmkflow.core"
+local json = core.json
+local async = require "cmkflow.async"
+local engine = require "cmkflow.workflow.engine"
+
+local M = {}
+
+local EXIT = { ok = 0, failed = 1, usage = 2, waiting = 6 }
+
+-- ---- input ------------------------------------------------------------------------------------
+
+-- Splits CSV text into records of fields (RFC 4180: quoted fields, "" inside quotes, CRLF or LF).
+-- Returns an array of {line = first line number, fields = {...}} (blank lines skipped), or nil,
+-- message.
+function M.parse_csv(text)
+  text = text:gsub("^\239\187\191", "") -- UTF-8 byte order mark
+  local records, fields, field = {}, {}, {}
+  local i, n, line, start_line = 1, #text, 1, 1
+  local quoted_field = false
+  local function end_field()
+    fields[#fields + 1] = table.concat(field)
+    field = {}
+  end
+  local function end_record()
+    end_field()
+    local blank = #fields == 1 and fields[1] == "" and not quoted_field
+    if not blank then records[#records + 1] = { line = start_line, fields = fields } end
+    fields = {}
+    quoted_field = false
+  end
+  while i <= n do
+    local c = text:sub(i, i)
+    if c == '"' and #field == 0 then
+      -- a quoted field: up to the closing quote, "" is a quote
+      quoted_field = true
+      local j = i + 1
+      while true do
+        local q = text:find('"', j, true)
+        if not q then return nil, ("line %d: a quoted field is not closed"):format(start_line) end
+        local chunk = text:sub(j, q - 1)
+        for _ in chunk:gmatch("\n") do line = line + 1 end
+        field[#field + 1] = chunk
+        if text:sub(q + 1, q + 1) == '"' then
+          field[#field + 1] = '"'
+          j = q + 2
+        else
+          i = q + 1
+          break
+        end
+      end
+      local nxt = text:sub(i, i)
+      if nxt ~= "," and nxt ~= "\n" and nxt ~= "\r" and nxt ~= "" then
+        return nil, ("line %d: text after a closing quote (quote the whole field, and double quotes inside it)")
+          :format(line)
+      end
+    elseif c == "," then
+      end_field()
+      i = i + 1
+    elseif c == "\r" or c == "\n" then
+      end_record()
+      if c == "\r" and text:sub(i + 1, i + 1) == "\n" then i = i + 1 end
+      i = i + 1
+      line = line + 1
+      start_line = line
+    else
+      local j = text:find('[,\r\n]', i)
+      j = j or (n + 1)
+      field[#field + 1] = text:sub(i, j - 1)
+      i = j
+    end
+  end
+  if #field > 0 or #fields > 0 then end_record() end
+  return records
+end
+
+-- Rows (tables of raw parameter values) from a CSV or JSON document. Returns rows, where (a
+-- function row index -> "line N" / "entry N") or nil, problems.
+function M.parse_rows(text, path)
+  local first = text:match("^%s*(.)")
+  if not first then return nil, { ("%s is empty: give a CSV with a header line (customer[,key_size]) or a JSON array")
+    :format(path) } end
+  if first == "[" or first == "{" then
+    local doc, err = json.decode(text)
+    if doc == nil then return nil, { ("%s is not valid JSON: %s"):format(path, tostring(err)) } end
+    if type(doc) ~= "table" or (next(doc) ~= nil and doc[1] == nil) then
+      return nil, { ("%s must hold a JSON array of customers (objects like {\"customer\": \"contoso\"} or strings)")
+        :format(path) }
+    end
+    local rows, problems = {}, {}
+    for i, item in ipairs(doc) do
+      if type(item) == "string" then
+        rows[i] = { customer = item }
+      elseif type(item) == "table" and (next(item) == nil or item[1] == nil) then
+        local row = {}
+        for k, v in pairs(item) do
+          if type(v) == "table" or v == json.null then
+            problems[#problems + 1] = ("entry %d: field '%s' must be text or a number"):format(i, tostring(k))
+          elseif type(v) == "number" and math.type(v) == "float" and v == math.floor(v) then
+            row[k] = math.tointeger(v)
+          else
+            row[k] = v
+          end
+        end
+        rows[i] = row
+      else
+        problems[#problems + 1] = ("entry %d: must be an object like {\"customer\": \"contoso\"} or a string")
+          :format(i)
+        rows[i] = {}
+      end
+    end
+    if #problems > 0 then return nil, problems end
+    return rows, function(i) return ("entry %d"):format(i) end
+  end
+  local records, err = M.parse_csv(text)
+  if not records then return nil, { path .. ": " .. err } end
+  local header = table.remove(records, 1)
+  local problems = {}
+  local names, seen = {}, {}
+  for c, h in ipairs(header.fields) do
+    h = h:match("^%s*(.-)%s*$")
+    if h == "" then problems[#problems + 1] = ("line %d: column %d has no name in the header"):format(header.line, c) end
+    if seen[h] then problems[#problems + 1] = ("line %d: column '%s' is named twice in the header"):format(header.line, h) end
+    seen[h] = true
+    names[c] = h
+  end
+  if #problems > 0 then return nil, problems end
+  local rows, lines = {}, {}
+  for _, rec in ipairs(records) do
+    if #rec.fields ~= #names then
+      problems[#problems + 1] = ("line %d: %d field(s), but the header names %d column(s) (%s)")
+        :format(rec.line, #rec.fields, #names, table.concat(names, ","))
+    end
+    local row = {}
+    for c, v in ipairs(rec.fields) do
+      v = v:match("^%s*(.-)%s*$")
+      if names[c] and v ~= "" then row[names[c]] = v end
+    end
+    rows[#rows + 1] = row
+    lines[#rows] = rec.line
+  end
+  if #problems > 0 then return nil, problems end
+  return rows, function(i) return ("line %d"):format(lines[i]) end
+end
+
+-- Checks every row against the inner definition's parameters. Returns an array of checked params
+-- or nil, problems (each naming the row and what to fix).
+function M.check_rows(inner, rows, where, key)
+  local checked, problems, first_row = {}, {}, {}
+  for i, row in ipairs(rows) do
+    local params, errs = engine.check_params(inner, row)
+    if not params then
+      for _, e in ipairs(errs) do problems[#problems + 1] = where(i) .. ": " .. e end
+    else
+      local id = params[key]
+      if id ~= nil and first_row[id] then
+        problems[#problems + 1] = ("%s: %s '%s' is listed twice (first at %s)"):format(where(i), key, tostring(id),
+          where(first_row[id]))
+      elseif id ~= nil then
+        first_row[id] = i
+      end
+      checked[i] = params
+    end
+  end
+  if #rows == 0 then problems[#problems + 1] = "the list has no rows: add one line per customer after the header" end
+  if #problems > 0 then return nil, problems end
+  return checked
+end
+
+-- ---- output -----------------------------------------------------------------------------------
+
+local function summary_table(runs, key)
+  local out = { ("%-24s %-36s %-10s %s"):format(key, "run id", "status", "storage account") }
+  for _, r in ipairs(runs) do
+    out[#out + 1] = ("%-24s %-36s %-10s %s"):format(r[key], r.run_id, r.status,
+      r.storage_account or (r.error and ("error: " .. r.error:gsub("\n.*", "")) or (r.gate and ("waiting at gate " .. r.gate)) or "-"))
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+-- ---- the command ------------------------------------------------------------------------------
+
+-- def: the bulk definition; opts: the runner's options; runner: cmkflow.workflow.runner.
+function M.run(def, opts, runner)
+  local function usage(lines)
+    io.stderr:write("cmkflow: ", def.name, ": the input needs fixing (nothing was run):\n")
+    for _, l in ipairs(lines) do io.stderr:write("  - ", l, "\n") end
+    return EXIT.usage
+  end
+  local spec = def.bulk
+  local key = spec.key or "customer"
+  local params, problems = engine.check_params(def, opts.params)
+  if not params then return usage(problems) end
+  local text = nil
+  do
+    local f, err = io.open(params.file, "rb")
+    if not f then return usage { ("parameter 'file': cannot read '%s': %s"):format(params.file, tostring(err)) } end
+    text = f:read("a")
+    f:close()
+  end
+  local kind, what, ref = runner.resolve_workflow(spec.workflow)
+  if not kind then return usage { what } end
+  local loaded, inner = runner.load(kind, what, {})
+  if loaded ~= "definition" then return usage { ("'%s' is not a workflow definition"):format(spec.workflow) } end
+  local rows, where = M.parse_rows(text, params.file)
+  if not rows then return usage(where) end
+  local checked
+  checked, problems = M.check_rows(inner, rows, where, key)
+  if not checked then return usage(problems) end
+
+  local target, err = runner.configure(opts)
+  if not target then io.stderr:write("cmkflow: ", err, "\n") return EXIT.usage end
+  local ok, policy = pcall(runner.load_policy, runner.policy_path)
+  if not ok then io.stderr:write("cmkflow: ", tostring(policy), "\n") return EXIT.usage end
+
+  if opts.plan then
+    local doc = json.array()
+    for i, p in ipairs(checked) do
+      doc[i] = { [key] = p[key], plan = engine.plan(inner, runner.make_ctx(inner, p, policy)) }
+    end
+    if opts.output == "json" then
+      io.stdout:write(json.encode({ workflow = def.name, runs = doc }), "\n")
+    else
+      for _, d in ipairs(doc) do
+        io.stdout:write(("plan for %s %s: %d change(s)\n"):format(inner.name, d[key], #d.plan))
+        for _, p in ipairs(d.plan) do
+          for _, m in ipairs(p.mutations) do io.stdout:write(("  %-24s %s\n"):format(p.step, m)) end
+        end
+      end
+    end
+    return EXIT.ok
+  end
+
+  local db = runner.open_store()
+  target.workflow = ref
+  target.policy = runner.policy_path
+  target.bulk = def.name
+  local config = json.encode(target)
+  -- every run exists before the first starts: an interrupted bulk run leaves resumable runs
+  local runs = {}
+  for i, p in ipairs(checked) do
+    runs[i] = { [key] = p[key], run_id = db:create_run { workflow = inner.name, params = json.encode(p), config = config },
+                status = "pending" }
+  end
+  local total, done = #runs, 0
+  if opts.progress then
+    io.stderr:write(("cmkflow: %s: %d run(s) of %s, %d at a time\n"):format(def.name, total, inner.name, params.concurrency))
+  end
+  local clock = core.http.session()
+  local started = clock:now()
+  local next_index = 0
+  local function worker()
+    while true do
+      next_index = next_index + 1
+      local i = next_index
+      if i > total then return end
+      local r = runs[i]
+      local t0 = clock:now()
+      local result = engine.execute { def = inner, ctx = runner.make_ctx(inner, checked[i], policy), store = db,
+                                      run_id = r.run_id }
+      r.status, r.error, r.gate = result.status, result.error, result.gate
+      local acct = result.outputs and result.outputs.storage_account
+      r.storage_account = type(acct) == "table" and acct.name or nil
+      done = done + 1
+      if opts.progress then
+        io.stderr:write(("  [%d/%d] %-9s %s  %s  %.2f s\n"):format(done, total, r.status, r[key], r.run_id,
+          (clock:now() - t0) / 1000))
+      end
+    end
+  end
+  local aok, aerr = pcall(async.run, function()
+    local workers = {}
+    for w = 1, math.min(params.concurrency, total) do workers[w] = async.spawn(worker) end
+    for _, w in ipairs(workers) do async.await(w) end
+  end)
+  runner.finish()
+  if not aok then
+    io.stderr:write("cmkflow: ", def.name, ": ", tostring(aerr), "\n")
+    return tostring(aerr):match("interrupted") and 130 or EXIT.failed
+  end
+  local succeeded, failed, waiting = 0, 0, 0
+  local list = json.array()
+  for i, r in ipairs(runs) do
+    if r.status == "succeeded" then succeeded = succeeded + 1
+    elseif r.status == "waiting" then waiting = waiting + 1
+    else failed = failed + 1 end
+    list[i] = { [key] = r[key], run_id = r.run_id, status = r.status, storage_account = r.storage_account,
+                error = r.error, gate = r.gate }
+  end
+  if opts.output == "json" then
+    io.stdout:write(json.encode({ workflow = def.name, runs = list, succeeded = succeeded, failed = failed,
+                                  waiting = waiting, elapsed_ms = clock:now() - started }), "\n")
+  else
+    io.stdout:write(summary_table(runs, key))
+    io.stdout:write(("%d succeeded, %d failed%s\n"):format(succeeded, failed,
+      waiting > 0 and (", " .. waiting .. " waiting at an approval gate") or ""))
+  end
+  if failed > 0 then return EXIT.failed end
+  if waiting > 0 then return EXIT.waiting end
+  return EXIT.ok
+end
+
+return M
