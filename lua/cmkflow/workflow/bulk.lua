@@ -82,7 +82,7 @@ function M.parse_csv(text)
 end
 
 -- Rows (tables of raw parameter values) from a CSV or JSON document. Returns rows, where (a
--- function row index -> "line N" / "entry N") or nil, problems.
+-- function row index -> "line N" / "entry N"), problems (an array, maybe empty) or nil, problems.
 function M.parse_rows(text, path)
   local first = text:match("^%s*(.)")
   if not first then return nil, { ("%s is empty: give a CSV with a header line (customer[,key_size]) or a JSON array")
@@ -117,7 +117,7 @@ function M.parse_rows(text, path)
       end
     end
     if #problems > 0 then return nil, problems end
-    return rows, function(i) return ("entry %d"):format(i) end
+    return rows, function(i) return ("entry %d"):format(i) end, {}
   end
   local records, err = M.parse_csv(text)
   if not records then return nil, { path .. ": " .. err } end
@@ -146,8 +146,8 @@ function M.parse_rows(text, path)
     rows[#rows + 1] = row
     lines[#rows] = rec.line
   end
-  if #problems > 0 then return nil, problems end
-  return rows, function(i) return ("line %d"):format(lines[i]) end
+  -- rows with a wrong field count are still checked, so one pass lists every problem
+  return rows, function(i) return ("line %d"):format(lines[i]) end, problems
 end
 
 -- Checks every row against the inner definition's parameters. Returns an array of checked params
@@ -209,11 +209,17 @@ function M.run(def, opts, runner)
   if not kind then return usage { what } end
   local loaded, inner = runner.load(kind, what, {})
   if loaded ~= "definition" then return usage { ("'%s' is not a workflow definition"):format(spec.workflow) } end
-  local rows, where = M.parse_rows(text, params.file)
+  local rows, where, shape = M.parse_rows(text, params.file)
   if not rows then return usage(where) end
   local checked
   checked, problems = M.check_rows(inner, rows, where, key)
-  if not checked then return usage(problems) end
+  if #shape > 0 or not checked then
+    for _, p in ipairs(problems or {}) do shape[#shape + 1] = p end
+    table.sort(shape, function(a, b)
+      return (tonumber(a:match("^%a+ (%d+)")) or 0) < (tonumber(b:match("^%a+ (%d+)")) or 0)
+    end)
+    return usage(shape)
+  end
 
   local target, err = runner.configure(opts)
   if not target then io.stderr:write("cmkflow: ", err, "\n") return EXIT.usage end
