@@ -62,6 +62,7 @@ static const struct {
     {"server", luaopen_cmkflow_core_server},
     {"store", luaopen_cmkflow_core_store},
     {"config", luaopen_cmkflow_core_config},
+    {"keypool", luaopen_cmkflow_core_keypool},
 };
 
 /* [-0, +1, e] require "cmkflow.core" */

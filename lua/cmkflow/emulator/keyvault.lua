@@ -14,7 +14,16 @@ local tokens = require "cmkflow.emulator.tokens"
 
 local crypto, json = core.crypto, core.json
 
+-- RSA keys come from a stock generated on a background thread (core/keypool.c), so a 4096-bit
+-- key create does not stall every other request on the emulator's single request thread.
+local pool
+
 local M = {}
+
+function M.key_pool()
+  pool = pool or core.keypool.new { [2048] = 4, [3072] = 4, [4096] = 2 }
+  return pool
+end
 
 M.SERVICE_VERSION = "1.9.2005.1"
 M.RESOURCE = "https://vault.azure.net"
@@ -188,7 +197,7 @@ function M.add_version(st, vault, name, fields)
     exp = fields.exp, tags = fields.tags, created = now, updated = now,
   }
   if fields.material ~= false and (ver.kty == "RSA" or ver.kty == "RSA-HSM") then
-    ver.key = crypto.rsa_generate(ver.key_size)
+    ver.key = M.key_pool():take(ver.key_size)
   end
   rec.versions[#rec.versions + 1] = ver
   return rec, ver

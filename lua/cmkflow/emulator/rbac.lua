@@ -2,6 +2,13 @@
 -- resources of type Microsoft.Authorization/roleAssignments in st.resources) and the check
 -- "may principal P perform action A at scope S", with scope inheritance and wildcards.
 local core = require "cmkflow.core"
+local json = core.json
+
+local function copy(t)
+  local c = {}
+  for i, v in ipairs(t) do c[i] = v end
+  return c
+end
 
 local M = {}
 
@@ -74,9 +81,10 @@ function M.definition_body(def, sub)
     id = prefix .. "/providers/Microsoft.Authorization/roleDefinitions/" .. def.id,
     name = def.id, type = "Microsoft.Authorization/roleDefinitions",
     properties = { roleName = def.name, type = "BuiltInRole", description = def.name,
-      assignableScopes = { "/" },
-      permissions = { { actions = def.actions, notActions = def.notActions, dataActions = def.dataActions,
-                        notDataActions = def.notDataActions } } },
+      assignableScopes = json.array { "/" },
+      -- lists stay lists when empty: SDKs refuse {} where the schema says [string]
+      permissions = json.array { { actions = json.array(copy(def.actions)), notActions = json.array(copy(def.notActions)),
+        dataActions = json.array(copy(def.dataActions)), notDataActions = json.array(copy(def.notDataActions)) } } },
   }
 end
 
