@@ -22,8 +22,9 @@ build: deps configure
 check: build
 	ctest --preset $(PRESET) -j $(JOBS)
 
+# The main job against the embedded Azure emulator, no configuration (state under $(BUILD)/demo-state).
 demo: build
-	$(BUILD)/cmkflow demo
+	CMKFLOW_STATE_DIR=$(BUILD)/demo-state $(BUILD)/cmkflow run workflows/onboard.lua --param customer=contoso
 
 install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)
