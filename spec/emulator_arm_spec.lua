@@ -736,10 +736,6 @@ describe("emulated ARM over HTTPS through cmkflow.azure.arm", function()
     local isv = emu:context("isv")
     local rg = "/subscriptions/{subscription}/resourceGroups/rg-http"
     local b, err = isv.arm:put(rg, { location = "westeurope" }, { api_version = RG_API })
-    if err and err.code == "TokenRequestFailed" and err.status == 501 then
-      pending("the emulator's token endpoint (entra.lua) is not implemented yet")
-      return
-    end
     assert.is_nil(err)
     assert.are.equal("rg-http", b.name)
     assert.is_true(isv.arm:exists(rg, { api_version = RG_API }))

@@ -8,9 +8,7 @@ local BIN = os.getenv("CMKFLOW_BIN") or (SOURCE .. "/build/cmkflow")
 
 local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
--- Every step each script reports, in order. TODO maps the steps that cannot pass yet to what the
--- emulator still lacks (docs/realclients.md "Known gaps"); they are pending while they fail and are
--- asserted like the rest as soon as they pass.
+-- Every step each script reports, in order; each must pass.
 local STEPS = {
   az = { "isv cloud register", "isv login", "isv group create", "isv app create", "isv identity create",
          "isv federated-credential create", "customer cloud register", "customer login", "customer sp create",
@@ -21,10 +19,6 @@ local STEPS = {
           "customer group create", "customer keyvault create", "customer key create (KeyClient)",
           "customer role assignment", "isv storage account create", "isv storage account show" },
 }
--- Steps that cannot pass yet, with what the emulator lacks (docs/realclients.md "Known gaps").
--- Empty: every step of both clients passes, and a failing step fails the spec.
-local TODO = { az = {}, sdk = {} }
-
 local run -- { code, output, passed = { az = {step = index}, sdk = ... }, failed = { az = "line" } }
 local function run_once()
   if run then return run end
@@ -63,10 +57,6 @@ describe("real clients against the emulator (tools/realclients/run)", function()
       it(client .. ": " .. step, function()
         local r = run_once()
         local at = r.passed[client][step]
-        if not at and TODO[client][step] then
-          pending("TODO (emulator): " .. TODO[client][step] .. " -- " .. tostring(r.failed[client]))
-          return
-        end
         assert(at, ("%s step '%s' did not pass: %s\n%s"):format(client, step, tostring(r.failed[client]), r.output))
         -- in the script's order: a step passes only after every step before it
         assert.equals(i, at, client .. " steps ran out of order:\n" .. r.output)
@@ -76,11 +66,6 @@ describe("real clients against the emulator (tools/realclients/run)", function()
 
   it("exits 0 and summarises every step when the whole scenario passes", function()
     local r = run_once()
-    local all = #r.order.az == #STEPS.az and #r.order.sdk == #STEPS.sdk
-    if not all and (next(TODO.az) or next(TODO.sdk)) then
-      pending("TODO (emulator): not every step passes yet; see docs/realclients.md")
-      return
-    end
     assert.equals(0, r.code, r.output)
     assert.matches("SUMMARY az: ok, " .. #STEPS.az .. " steps passed", r.output, 1, true)
     assert.matches("SUMMARY sdk: ok, " .. #STEPS.sdk .. " steps passed", r.output, 1, true)
