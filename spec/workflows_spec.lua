@@ -1,0 +1,270 @@
+-- The stock workflows (issue 4 point 4) through the engine against an in-process emulator: the
+-- split path isv-setup -> customer-authorize -> new-account reaches onboard's end state;
+-- existing-account, verify (and the broken link it names), rotate-key, revoke and offboard; every
+-- rerun creates nothing new.
+local core = require "cmkflow.core"
+local json = core.json
+local engine = require "cmkflow.workflow.engine"
+local policy_mod = require "cmkflow.policy"
+local sandbox = require "cmkflow.sandbox"
+local files = require "support.files"
+local emulator = require "support.emulator"
+
+local function load_workflow(name)
+  local path = "workflows/" .. name .. ".lua"
+  local src = assert(files.read(path), path)
+  local fn = assert(sandbox.load(src, "@" .. path, {}))
+  return engine.check_definition(fn())
+end
+
+local emu, db, logs
+local contexts = {}
+
+-- Runs workflow `name` with raw params through the engine; contexts: which tenants have credentials.
+local function run(name, raw, opts)
+  opts = opts or {}
+  local def = load_workflow(name)
+  local params, problems = engine.check_params(def, raw)
+  if not params then return { status = "usage", problems = problems } end
+  local have = opts.contexts or { isv = true, customer = true }
+  local ctx = { params = params, policy = policy_mod.merge(opts.policy or { propagation_timeout_s = 20 }), hooks = {} }
+  ctx.has_context = function(n) return have[n] == true end
+  ctx.context = function(n)
+    if not have[n] then error("no credentials for the " .. n .. " tenant", 0) end
+    return contexts[n]
+  end
+  ctx.context_info = function(n)
+    local c = contexts[n]
+    return { tenant = c.tenant, subscription = c.subscription }
+  end
+  ctx.log = function(fmt, ...) logs[#logs + 1] = select("#", ...) > 0 and fmt:format(...) or fmt end
+  if opts.plan then return engine.plan(def, ctx) end
+  local id = db:create_run { workflow = def.name, params = json.encode(params) }
+  return engine.execute { def = def, ctx = ctx, store = db, run_id = id }
+end
+
+local function ok_run(name, raw, opts)
+  local r = run(name, raw, opts)
+  assert(r.status == "succeeded", name .. ": " .. tostring(r.error or (r.problems and table.concat(r.problems, "; "))))
+  return r
+end
+
+-- What a rerun must not duplicate and two paths must agree on: per tenant, the count of every list
+-- in /_emulator/state and the ids of the ARM resources (their names come from the policy).
+local function summary()
+  local s = emu:state()
+  local out = {}
+  for _, t in ipairs(s.tenants) do
+    local sum = {}
+    for k, v in pairs(t) do
+      if type(v) == "table" and (#v > 0 or next(v) == nil) then sum[k] = #v end
+    end
+    local ids = {}
+    for _, r in ipairs(t.resources or {}) do ids[#ids + 1] = r.id:lower() end
+    table.sort(ids)
+    sum.resource_ids = table.concat(ids, "\n")
+    out[t.name] = sum
+  end
+  for k, v in pairs(s) do if k ~= "tenants" and type(v) == "table" and #v > 0 then out[k] = #v end end
+  return out, s
+end
+
+local function find(list, pred) for _, x in ipairs(list or {}) do if pred(x) then return x end end end
+local function tenant(s, name) return find(s.tenants, function(t) return t.name == name end) end
+
+local CUSTOMER = "contoso"
+
+-- onboard's end state through the split path; returns the params the later workflows need
+local function split_path()
+  local setup = ok_run("isv-setup", { customer = CUSTOMER })
+  local app_id = setup.outputs.handoff.appId
+  local auth = ok_run("customer-authorize", { customer = CUSTOMER, app_id = app_id })
+  local acct = ok_run("new-account", { customer = CUSTOMER, app_id = app_id,
+    key_vault_uri = auth.outputs.key_vault_uri, key_name = auth.outputs.key_name })
+  return { setup = setup, auth = auth, account = acct, app_id = app_id }
+end
+
+describe("stock workflows", function()
+  setup(function()
+    emu = emulator.start()
+    contexts.isv = emu:context("isv")
+    contexts.customer = emu:context("customer")
+    db = assert(core.store.open(files.tmpdir() .. "/runs.db"))
+  end)
+  teardown(function() if emu then emu:stop() end end)
+  before_each(function()
+    logs = {}
+    assert(emu:control("POST", "/_emulator/reset").status < 300)
+  end)
+
+  it("isv-setup, customer-authorize and new-account reach onboard's end state; reruns change nothing", function()
+    local onboard = ok_run("onboard", { customer = CUSTOMER })
+    local want = summary()
+    assert(emu:control("POST", "/_emulator/reset").status < 300)
+    local r = split_path()
+    local got = summary()
+    assert.same(want, got)
+    -- the handoff names the app and the command the customer runs
+    assert.matches("^%x+%-", r.app_id)
+    assert.matches("customer-authorize --param customer=contoso --param app_id=" .. r.app_id, r.setup.outputs.handoff.customerCommand, 1, true)
+    assert.matches("adminconsent?client_id=" .. r.app_id, r.setup.outputs.handoff.consentUrl, 1, true)
+    local enc = r.account.outputs.storage_account.properties.encryption
+    assert.equals("Microsoft.Keyvault", enc.keySource)
+    assert.equals(r.app_id, enc.identity.federatedIdentityClientId)
+    assert.matches("/keys/cmk%-contoso/%x+$", enc.keyvaultproperties.currentVersionedKeyIdentifier)
+    assert.equals(onboard.outputs.storage_account.id, r.account.outputs.storage_account.id)
+    -- every workflow again: same ids, nothing new
+    local again = split_path()
+    assert.equals(r.app_id, again.app_id)
+    assert.equals(r.auth.outputs.role_assignment.id, again.auth.outputs.role_assignment.id)
+    assert.equals(r.auth.outputs.service_principal.id, again.auth.outputs.service_principal.id)
+    assert.same(want, summary())
+  end)
+
+  it("validates parameters before any call", function()
+    local before = #emu:state().tenants
+    for _, case in ipairs {
+      { "customer-authorize", { customer = "contoso", app_id = "not-a-guid" }, "app_id" },
+      { "customer-authorize", { customer = "contoso" }, "parameter 'app_id' is required" },
+      { "new-account", { customer = "contoso", app_id = "5e6f7a8b-0000-4000-8000-00000000a0d1", key_vault_uri = "http://x", key_name = "k" }, "key_vault_uri" },
+      { "existing-account", { customer = "contoso", app_id = "5e6f7a8b-0000-4000-8000-00000000a0d1",
+          key_vault_uri = "https://kv.vault.azure.net", key_name = "k", storage_account_id = "/subscriptions/x/nope" }, "storage_account_id" },
+      { "isv-setup", { customer = "Contoso!" }, "customer" },
+      { "rotate-key", { customer = "contoso", tracking = "sometimes" }, "tracking" },
+      { "revoke", { customer = "contoso", app_id = "5e6f7a8b-0000-4000-8000-00000000a0d1", disable_key = "maybe" }, "disable_key" },
+      { "offboard", { customer = "contoso", delete_account = "perhaps" }, "delete_account" },
+      { "verify", { customer = "contoso", key_name = "bad name!" }, "key_name" },
+    } do
+      local res = run(case[1], case[2])
+      assert.equals("usage", res.status, case[1])
+      assert.matches(case[3], table.concat(res.problems, "\n"), 1, true)
+    end
+    -- no run reached the emulator: its journal is empty
+    local resp = assert(emu:control("GET", "/_emulator/journal"))
+    local journal = json.decode(resp.body)
+    local entries = journal.entries or journal
+    assert.equals(0, #entries)
+    assert.equals(before, #emu:state().tenants)
+  end)
+
+  it("plans mutating steps without a call", function()
+    local plan = run("new-account", { customer = CUSTOMER, app_id = "5e6f7a8b-0000-4000-8000-00000000a0d1",
+      key_vault_uri = "https://kv-x.vault.azure.net", key_name = "cmk-contoso" }, { plan = true })
+    assert.equals(2, #plan)
+    assert.matches("key cmk-contoso in https://kv-x.vault.azure.net as app 5e6f7a8b", plan[2].mutations[1], 1, true)
+    local vplan = run("verify", { customer = CUSTOMER }, { plan = true })
+    assert.equals(0, #vplan) -- read-only
+  end)
+
+  it("existing-account switches an account created without CMK; a rerun sends nothing", function()
+    local r = split_path()
+    local isv = contexts.isv
+    local id = ("/subscriptions/%s/resourceGroups/rg-cmk-data-contoso/providers/Microsoft.Storage/storageAccounts/stplaincontoso1")
+      :format(isv.subscription)
+    assert(isv.arm:put(id, { location = "westeurope", kind = "StorageV2", sku = { name = "Standard_LRS" } },
+      { api_version = "2023-01-01" }))
+    local params = { customer = CUSTOMER, app_id = r.app_id, storage_account_id = id,
+      key_vault_uri = r.auth.outputs.key_vault_uri, key_name = r.auth.outputs.key_name }
+    local res = ok_run("existing-account", params)
+    assert.is_true(res.outputs.changed)
+    local acct = res.outputs.storage_account
+    assert.equals("Microsoft.Keyvault", acct.properties.encryption.keySource)
+    assert.equals(r.app_id, acct.properties.encryption.identity.federatedIdentityClientId)
+    assert.equals("UserAssigned", acct.identity.type)
+    assert.matches("/keys/cmk%-contoso/%x+$", acct.properties.encryption.keyvaultproperties.currentVersionedKeyIdentifier)
+    local want = summary()
+    local again = ok_run("existing-account", params)
+    assert.is_false(again.outputs.changed)
+    assert.same(want, summary())
+    -- an account that does not exist: a clear failure, nothing created
+    local missing = run("existing-account", { customer = CUSTOMER, app_id = r.app_id, storage_account = "stnosuchaccount",
+      resource_group = "rg-cmk-data-contoso", key_vault_uri = r.auth.outputs.key_vault_uri, key_name = "cmk-contoso" })
+    assert.equals("failed", missing.status)
+    assert.matches("stnosuchaccount does not exist", missing.error, 1, true)
+    assert.same(want, summary())
+  end)
+
+  it("verify passes after onboard and names the broken link after revoke, a deleted SP, a disabled key", function()
+    local onboard = ok_run("onboard", { customer = CUSTOMER })
+    local app_id = onboard.outputs.handoff.appId
+    local v = ok_run("verify", { customer = CUSTOMER })
+    assert.is_true(v.outputs.ok)
+    assert.equals("ok", v.outputs.checks.federated_credential)
+    assert.equals("ok", v.outputs.checks.storage_account)
+    local want = summary()
+
+    local rv = ok_run("revoke", { customer = CUSTOMER, app_id = app_id })
+    assert.equals(1, #rv.outputs.deleted_role_assignments)
+    local again = ok_run("revoke", { customer = CUSTOMER, app_id = app_id })
+    assert.equals(0, #again.outputs.deleted_role_assignments)
+    local broken = run("verify", { customer = CUSTOMER })
+    assert.equals("failed", broken.status)
+    assert.is_false(broken.outputs.ok)
+    assert.equals("role_assignment", broken.outputs.broken.link)
+    assert.equals("customer", broken.outputs.broken.tenant)
+    assert.matches("customer-authorize", broken.outputs.broken.fix, 1, true)
+    assert.matches("broken link: role_assignment", broken.error, 1, true)
+
+    -- the customer authorizes again: whole again
+    ok_run("customer-authorize", { customer = CUSTOMER, app_id = app_id })
+    assert.is_true(ok_run("verify", { customer = CUSTOMER }).outputs.ok)
+    assert.same(want, summary())
+
+    -- the key disabled
+    ok_run("revoke", { customer = CUSTOMER, app_id = app_id, disable_key = "true" })
+    ok_run("customer-authorize", { customer = CUSTOMER, app_id = app_id })
+    local k = run("verify", { customer = CUSTOMER })
+    assert.equals("key", k.outputs.broken.link)
+    assert.matches("disabled", k.outputs.broken.problem, 1, true)
+
+    -- the service principal deleted
+    local sp = assert(contexts.customer.graph:get("/servicePrincipals(appId='" .. app_id .. "')"))
+    assert(contexts.customer.graph:delete("/servicePrincipals/" .. sp.id))
+    local s = run("verify", { customer = CUSTOMER })
+    assert.equals("service_principal", s.outputs.broken.link)
+    assert.equals("customer", s.outputs.broken.tenant)
+  end)
+
+  it("verify names the ISV's federated credential when it is gone", function()
+    ok_run("onboard", { customer = CUSTOMER })
+    ok_run("offboard", { customer = CUSTOMER, delete_account = "true" })
+    local v = run("verify", { customer = CUSTOMER })
+    assert.equals("failed", v.status)
+    assert.equals("identity", v.outputs.broken.link)
+    assert.equals("ISV", v.outputs.broken.tenant)
+  end)
+
+  it("rotate-key: a versionless account follows, a versioned one is moved", function()
+    ok_run("onboard", { customer = CUSTOMER })
+    local r = ok_run("rotate-key", { customer = CUSTOMER })
+    assert.equals("versionless", r.outputs.tracking)
+    assert.is_string(r.outputs.old)
+    assert.are_not.equal(r.outputs.old, r.outputs.new)
+    assert.equals(r.outputs.key, r.outputs.new)
+    local v = ok_run("rotate-key", { customer = CUSTOMER, tracking = "versioned" })
+    assert.equals("versioned", v.outputs.tracking)
+    assert.equals(r.outputs.new, v.outputs.old)
+    assert.are_not.equal(v.outputs.old, v.outputs.new)
+    local s = emu:state()
+    local acct = find(tenant(s, "isv").resources, function(x) return x.type == "Microsoft.Storage/storageAccounts" end)
+    assert.equals(v.outputs.new:match("([^/]+)$"), acct.properties.encryption.keyvaultproperties.keyversion)
+  end)
+
+  it("offboard removes the federated credential and the identity; a rerun finds nothing to do", function()
+    ok_run("onboard", { customer = CUSTOMER })
+    local before = summary()
+    local o = ok_run("offboard", { customer = CUSTOMER })
+    assert.same({ "cmk-contoso" }, o.outputs.federated_credentials_deleted)
+    assert.is_true(o.outputs.identity_deleted)
+    assert.is_true(o.outputs.storage_account.reverted)
+    local after, s = summary()
+    assert.equals(before.isv.federated_credentials - 1, after.isv.federated_credentials)
+    assert.is_nil(find(tenant(s, "isv").resources, function(x) return x.type == "Microsoft.ManagedIdentity/userAssignedIdentities" end))
+    local acct = find(tenant(s, "isv").resources, function(x) return x.type == "Microsoft.Storage/storageAccounts" end)
+    assert.equals("Microsoft.Storage", acct.properties.encryption.keySource)
+    local again = ok_run("offboard", { customer = CUSTOMER })
+    assert.same({}, again.outputs.federated_credentials_deleted)
+    assert.is_false(again.outputs.identity_deleted)
+    assert.same(after, summary())
+  end)
+end)
