@@ -3,7 +3,8 @@
 -- (`cmkflow emulator`, demo seed). The policy's names, tags, location, key size, retention and
 -- role scope must show in the emulator's state; its hooks log on stderr and stamp the run id in a
 -- tag; its approval function pauses a listed customer at the handoff gate (exit 6) until
--- `cmkflow approve RUN handoff` and `cmkflow resume RUN`, and lets the others through.
+-- `cmkflow approve RUN handoff` and `cmkflow resume RUN`, and lets the others through. The
+-- documentation shows this same file, and the configuration example loads with it.
 local core = require "cmkflow.core"
 local json = core.json
 local http = require "cmkflow.http"
@@ -220,6 +221,12 @@ return {
     assert.equal("acme-cmk-fabrikam", account.properties.encryption.keyvaultproperties.keyname)
     assert.equal(vault.properties.vaultUri, account.properties.encryption.keyvaultproperties.keyvaulturi)
     assert.equal(4096, by_name(st.vault_keys[n.key_vault], "acme-cmk-fabrikam").versions[1].key_size)
+  end)
+
+  it("docs/customizing.md shows this exact example", function()
+    local doc = files.read(SRC .. "/docs/customizing.md")
+    local example = files.read(SRC .. "/examples/policy.lua")
+    assert.truthy(doc:find("```lua\n" .. example .. "```", 1, true), "docs/customizing.md no longer shows examples/policy.lua verbatim")
   end)
 
   it("the configuration example loads with the example policy (plan: no call)", function()
