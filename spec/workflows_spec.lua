@@ -123,6 +123,7 @@ describe("stock workflows", function()
 
   it("validates parameters before any call", function()
     local before = #emu:state().tenants
+    assert(emu:control("DELETE", "/_emulator/journal").status < 300)
     for _, case in ipairs {
       { "customer-authorize", { customer = "contoso", app_id = "not-a-guid" }, "app_id" },
       { "customer-authorize", { customer = "contoso" }, "parameter 'app_id' is required" },
@@ -142,9 +143,12 @@ describe("stock workflows", function()
     -- no run reached the emulator: its journal is empty
     local resp = assert(emu:control("GET", "/_emulator/journal"))
     local journal = json.decode(resp.body)
-    local entries = journal.entries or journal
-    assert.equals(0, #entries)
+    assert.equals(0, #journal.value)
     assert.equals(before, #emu:state().tenants)
+    -- (the journal does show a run that gets past validation)
+    run("verify", { customer = CUSTOMER })
+    local after = json.decode(assert(emu:control("GET", "/_emulator/journal")).body)
+    assert.is_true(#after.value > 0)
   end)
 
   it("plans mutating steps without a call", function()
@@ -204,6 +208,7 @@ describe("stock workflows", function()
     assert.equals("customer", broken.outputs.broken.tenant)
     assert.matches("customer-authorize", broken.outputs.broken.fix, 1, true)
     assert.matches("broken link: role_assignment", broken.error, 1, true)
+    assert.is_nil(broken.error:find("traceback", 1, true)) -- a message for people, not a Lua trace
 
     -- the customer authorizes again: whole again
     ok_run("customer-authorize", { customer = CUSTOMER, app_id = app_id })

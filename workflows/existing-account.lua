@@ -45,7 +45,7 @@ return {
         local id = cmk.account_id(ctx)
         local account = cmk.get_or_absent(isv.arm, id, { api_version = cmk.API.storage }, "storage account " .. id, "ISV")
         if not account then
-          error(("storage account %s does not exist: check --param storage_account_id (or storage_account and "
+          cmk.raise(("storage account %s does not exist: check --param storage_account_id (or storage_account and "
             .. "resource_group), or create it with the new-account workflow [ISV tenant must fix this]"):format(id), 0)
         end
         local enc = account.properties and account.properties.encryption or {}
@@ -61,13 +61,13 @@ return {
         local isv = ctx.context("isv")
         local current = cmk.get_or_absent(isv.arm, ctx.outputs.account.id, { api_version = cmk.API.storage },
           "storage account " .. ctx.outputs.account.id, "ISV")
-        if not current then error("storage account " .. ctx.outputs.account.id .. " disappeared [ISV tenant must fix this]", 0) end
+        if not current then cmk.raise("storage account " .. ctx.outputs.account.id .. " disappeared [ISV tenant must fix this]", 0) end
         local changes = account_changes(ctx, current)
         if not changes then return { account = current, id = current.id, changed = false } end
         local account, err = cmk.until_visible(ctx, "the customer's grant to the ISV app (federated credential, service principal or role)",
           function() return isv.arm:patch(ctx.outputs.account.id, changes, { api_version = cmk.API.storage }) end)
         if not account then
-          error(("storage account %s: %s [ISV or customer tenant must fix this; run verify]"):format(ctx.outputs.account.id, tostring(err)), 0)
+          cmk.raise(("storage account %s: %s [ISV or customer tenant must fix this; run verify]"):format(ctx.outputs.account.id, tostring(err)), 0)
         end
         return { account = account, id = account.id, changed = true }
       end },

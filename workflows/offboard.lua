@@ -31,7 +31,7 @@ return {
         if not account then return { absent = true } end
         if ctx.params.delete_account then
           local ok, err = isv.arm:delete(id, { api_version = cmk.API.storage })
-          if not ok then error("delete storage account " .. id .. ": " .. tostring(err) .. " [ISV]", 0) end
+          if not ok then cmk.raise("delete storage account " .. id .. ": " .. tostring(err) .. " [ISV]", 0) end
           return { deleted = true }
         end
         local enc = (account.properties or {}).encryption or {}
@@ -39,7 +39,7 @@ return {
         local res, err = isv.arm:patch(id, { properties = { encryption = { keySource = "Microsoft.Storage",
           services = { blob = { enabled = true }, file = { enabled = true } } } } }, { api_version = cmk.API.storage })
         if not res then
-          error(("storage account %s: switching to Microsoft-managed keys failed: %s (Storage needs the customer's key once more to "
+          cmk.raise(("storage account %s: switching to Microsoft-managed keys failed: %s (Storage needs the customer's key once more to "
             .. "re-wrap; or pass delete_account=true) [ISV]"):format(id, tostring(err)), 0)
         end
         return { keySource = res.properties.encryption.keySource, reverted = true }
@@ -52,13 +52,13 @@ return {
         local isv = ctx.context("isv")
         local base = "/applications/" .. app.objectId .. "/federatedIdentityCredentials"
         local list, err = isv.graph:list(base)
-        if list == nil then error("federated credentials of " .. app.appId .. ": " .. tostring(err) .. " [ISV]", 0) end
+        if list == nil then cmk.raise("federated credentials of " .. app.appId .. ": " .. tostring(err) .. " [ISV]", 0) end
         local name = cmk.names(ctx).federated_credential
         local deleted = cmk.json.array()
         for _, f in ipairs(list) do
           if f.name == name or (not identity.absent and f.subject == identity.principalId) then
             local ok, derr = isv.graph:delete(base .. "/" .. f.id)
-            if not ok then error("delete federated credential " .. f.name .. ": " .. tostring(derr) .. " [ISV]", 0) end
+            if not ok then cmk.raise("delete federated credential " .. f.name .. ": " .. tostring(derr) .. " [ISV]", 0) end
             deleted[#deleted + 1] = f.name
           end
         end
@@ -70,7 +70,7 @@ return {
         local identity = ctx.outputs.identity
         if identity.absent then return { deleted = false } end
         local ok, err = ctx.context("isv").arm:delete(identity.id, { api_version = cmk.API.identities })
-        if not ok then error("delete identity " .. identity.id .. ": " .. tostring(err) .. " [ISV]", 0) end
+        if not ok then cmk.raise("delete identity " .. identity.id .. ": " .. tostring(err) .. " [ISV]", 0) end
         return { deleted = true, id = identity.id }
       end },
   },

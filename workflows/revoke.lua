@@ -30,14 +30,14 @@ return {
           .. cmk.escape("principalId eq '" .. sp.id .. "'"), { api_version = cmk.API.roles })
         if list == nil then
           if err and err.status == 404 then return { deleted = cmk.json.array() } end
-          error("role assignments on " .. vault_id .. ": " .. tostring(err) .. " [customer]", 0)
+          cmk.raise("role assignments on " .. vault_id .. ": " .. tostring(err) .. " [customer]", 0)
         end
         local deleted = cmk.json.array()
         for _, ra in ipairs(list) do
           local role = tostring((ra.properties or {}).roleDefinitionId):lower():match("([^/]+)$")
           if ROLES[role] then
             local ok, derr = customer.arm:delete(ra.id, { api_version = cmk.API.roles })
-            if not ok then error("delete role assignment " .. ra.id .. ": " .. tostring(derr) .. " [customer]", 0) end
+            if not ok then cmk.raise("delete role assignment " .. ra.id .. ": " .. tostring(derr) .. " [customer]", 0) end
             deleted[#deleted + 1] = ra.id
           end
         end
@@ -56,7 +56,7 @@ return {
         local version = tostring(key.properties.keyUriWithVersion):match("/keys/[^/]+/([^/?]+)")
         if key.properties.attributes and key.properties.attributes.enabled == false then return { disabled = true, version = version } end
         local ok, err = customer.keyvault:update_key(vault.properties.vaultUri, name, version, { enabled = false })
-        if not ok then error(("disable key %s: %s [customer tenant: needs Key Vault Crypto Officer]"):format(name, tostring(err)), 0) end
+        if not ok then cmk.raise(("disable key %s: %s [customer tenant: needs Key Vault Crypto Officer]"):format(name, tostring(err)), 0) end
         return { disabled = true, version = version }
       end },
   },

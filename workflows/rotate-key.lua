@@ -11,7 +11,7 @@ local function account_of(ctx)
   local isv = ctx.context("isv")
   local id = cmk.account_id(ctx)
   local account = cmk.get_or_absent(isv.arm, id, { api_version = cmk.API.storage }, "storage account " .. id, "ISV")
-  if not account then error("storage account " .. id .. " does not exist: check the parameters or run new-account [ISV]", 0) end
+  if not account then cmk.raise("storage account " .. id .. " does not exist: check the parameters or run new-account [ISV]", 0) end
   return account
 end
 
@@ -30,7 +30,7 @@ return {
         local account = account_of(ctx)
         local kvp = kvp_of(account)
         if tostring(((account.properties or {}).encryption or {}).keySource):lower() ~= "microsoft.keyvault" then
-          error("storage account " .. account.name .. " does not use a customer-managed key: run new-account or existing-account first [ISV]", 0)
+          cmk.raise("storage account " .. account.name .. " does not use a customer-managed key: run new-account or existing-account first [ISV]", 0)
         end
         local eid = account.properties.encryption.identity or {}
         return { id = account.id, userAssignedIdentity = eid.userAssignedIdentity,
@@ -45,7 +45,7 @@ return {
         local vault_uri = ctx.params.key_vault_uri or ctx.outputs.before.keyvaulturi
         local name = ctx.params.key_name or ctx.outputs.before.keyname
         local key, err = customer.keyvault:rotate_key(vault_uri, name)
-        if not key then error(("rotate key %s in %s: %s [customer tenant: needs Key Vault Crypto Officer]"):format(name, vault_uri, tostring(err)), 0) end
+        if not key then cmk.raise(("rotate key %s in %s: %s [customer tenant: needs Key Vault Crypto Officer]"):format(name, vault_uri, tostring(err)), 0) end
         local kid = key.key and key.key.kid
         return { kid = kid, version = kid and kid:match("/keys/[^/]+/([^/?]+)") }
       end },
@@ -66,12 +66,12 @@ return {
                            federatedIdentityClientId = before.federatedIdentityClientId } } } },
               { api_version = cmk.API.storage })
           end)
-          if not res then error("storage account " .. before.id .. ": " .. tostring(err) .. " [ISV or customer]", 0) end
+          if not res then cmk.raise("storage account " .. before.id .. ": " .. tostring(err) .. " [ISV or customer]", 0) end
         end
         account = account_of(ctx)
         local current = kvp_of(account).currentVersionedKeyIdentifier
         if not current or not current:find("/" .. new.version, 1, true) then
-          error(("storage account %s still uses %s, not the new version %s%s"):format(account.name, tostring(current), new.version,
+          cmk.raise(("storage account %s still uses %s, not the new version %s%s"):format(account.name, tostring(current), new.version,
             pinned and "" or " (Storage picks up new versions of a versionless key within a day)"), 0)
         end
         return { old = before.currentVersionedKeyIdentifier, new = current, tracking = pinned and "versioned" or "versionless" }

@@ -45,7 +45,7 @@ function checks.federated_credential(ctx)
   if not usable(app) then return skipped("the application is broken") end
   local isv = ctx.context("isv")
   local list, err = isv.graph:list("/applications/" .. app.objectId .. "/federatedIdentityCredentials")
-  if list == nil then error("federated credentials of " .. app.appId .. ": " .. tostring(err) .. " [ISV]", 0) end
+  if list == nil then cmk.raise("federated credentials of " .. app.appId .. ": " .. tostring(err) .. " [ISV]", 0) end
   local issuer = cmk.fic_issuer(isv.tenant)
   local near
   for _, f in ipairs(list) do
@@ -127,7 +127,7 @@ function checks.role_assignment(ctx)
   local customer = ctx.context("customer")
   local list, err = customer.arm:list(vault.id .. "/providers/Microsoft.Authorization/roleAssignments?$filter="
     .. cmk.escape("principalId eq '" .. sp.id .. "'"), { api_version = cmk.API.roles })
-  if list == nil then error("role assignments on " .. vault.id .. ": " .. tostring(err) .. " [customer]", 0) end
+  if list == nil then cmk.raise("role assignments on " .. vault.id .. ": " .. tostring(err) .. " [customer]", 0) end
   local key_id = usable(key) and key.id or (vault.id .. "/keys/" .. cmk.key_name(ctx))
   for _, ra in ipairs(list) do
     local p = ra.properties or {}
@@ -206,7 +206,7 @@ return {
       run = function(ctx)
         local v = verdict(ctx)
         if not v.ok then
-          error(("broken link: %s — %s. Fix (%s tenant): %s"):format(v.broken.link, v.broken.problem, v.broken.tenant, v.broken.fix), 0)
+          cmk.raise(("broken link: %s — %s. Fix (%s tenant): %s"):format(v.broken.link, v.broken.problem, v.broken.tenant, v.broken.fix), 0)
         end
         return v
       end },

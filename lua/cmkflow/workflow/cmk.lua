@@ -19,13 +19,18 @@ M.TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
 
 -- ---- helpers ---------------------------------------------------------------------------------
 
+-- Raises a failure the user is meant to read: the engine records its message without a Lua
+-- traceback (a traceback stays for real bugs).
+local RAISED = { __tostring = function(e) return e.message end }
+function M.raise(msg) error(setmetatable({ message = tostring(msg) }, RAISED), 0) end
+
 -- Raise a remote failure so the engine records it; it names what broke and which tenant acts.
 local function fail(what, err, tenant_role)
   local hint = errors.explain and errors.explain(err) or nil
   local msg = ("%s: %s"):format(what, tostring(err))
   if hint then msg = msg .. " — " .. hint end
   if tenant_role then msg = msg .. (" [%s tenant must fix this]"):format(tenant_role) end
-  error(msg, 0)
+  M.raise(msg, 0)
 end
 
 -- A value an earlier step produced, or the workflow parameter that stands in for it.
@@ -34,7 +39,7 @@ function M.fact(ctx, step, field, param)
   if out and out[field] ~= nil then return out[field] end
   if param and ctx.params[param] ~= nil then return ctx.params[param] end
   if ctx.plan then return ("<%s.%s>"):format(step, field) end
-  error(("step '%s' needs %s.%s (or --param %s)"):format(ctx.step or "?", step, field, param or field), 0)
+  M.raise(("step '%s' needs %s.%s (or --param %s)"):format(ctx.step or "?", step, field, param or field), 0)
 end
 
 -- Names from the policy, given the run's facts.
@@ -68,7 +73,7 @@ function M.until_visible(ctx, what, fn)
       or message:match("AADSTS70021") or message:match("AADSTS700016") or message:match("AADSTS70021[13]")
     if not propagation or waited >= bound then
       if propagation then
-        error(("%s is still not visible after %d s of waiting: %s"):format(what, waited, tostring(err)), 0)
+        M.raise(("%s is still not visible after %d s of waiting: %s"):format(what, waited, tostring(err)), 0)
       end
       return nil, err
     end
@@ -104,7 +109,7 @@ function M.app(ctx)
     { displayName = names.app, signInAudience = "AzureADMultipleOrgs" })
   if not app then fail("multi-tenant application " .. names.app, err, "ISV") end
   if app.signInAudience and app.signInAudience ~= "AzureADMultipleOrgs" and app.signInAudience ~= "AzureADandPersonalMicrosoftAccount" then
-    error(("application %s is single-tenant (%s): the customer cannot install it; set signInAudience to AzureADMultipleOrgs [ISV tenant must fix this]")
+    M.raise(("application %s is single-tenant (%s): the customer cannot install it; set signInAudience to AzureADMultipleOrgs [ISV tenant must fix this]")
       :format(names.app, app.signInAudience), 0)
   end
   return { appId = app.appId, objectId = app.id, displayName = app.displayName }
