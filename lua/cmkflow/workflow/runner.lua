@@ -225,7 +225,9 @@ end
 -- ---- results -------------------------------------------------------------------------------------
 
 local function exit_for(result)
-  if result.status == "failed" and result.error and (result.error:match("AADSTS") or result.error:match("NoCredential")) then
+  -- (a propagation wait that ran out may quote Entra's AADSTS700016 for the ISV app: not our credentials)
+  if result.status == "failed" and result.error and (result.error:match("AADSTS") or result.error:match("NoCredential"))
+     and not result.error:match("is still not visible after") then
     return EXIT.auth
   end
   return engine.STATUS_EXIT[result.status] or EXIT.failed
