@@ -119,6 +119,19 @@ describe("cmkflow run bulk-onboard (embedded emulator)", function()
     assert.equals(before, #runs_in(state_dir))
   end)
 
+  it("refuses more customers than one application's 20 federated credentials allow under the policy", function()
+    local before = #runs_in(state_dir)
+    local lines = { "customer" }
+    for i = 1, 21 do lines[#lines + 1] = "many-" .. i end
+    local list = cli.write_temp(table.concat(lines, "\n") .. "\n", ".csv")
+    local r = cli.run({ "run", "bulk-onboard", "--param", "file=" .. list }, { CMKFLOW_STATE_DIR = state_dir })
+    os.remove(list)
+    assert.equals(2, r.code, r.stderr)
+    assert.matches("21 federated credentials on application 'cmkflow%-cross%-tenant%-cmk' %(from line 22 on", r.stderr)
+    assert.matches("names.federated_credential", r.stderr, 1, true)
+    assert.equals(before, #runs_in(state_dir))
+  end)
+
   it("reads a JSON array and refuses unknown columns and unreadable files with exit 2", function()
     local list = cli.write_temp('[{"customer": "echo", "region": "x"}, 7]', ".json")
     local r = cli.run({ "run", "bulk-onboard", "--param", "file=" .. list }, { CMKFLOW_STATE_DIR = state_dir })

@@ -174,6 +174,40 @@ function M.check_rows(inner, rows, where, key)
   return checked
 end
 
+-- Entra allows 20 federated identity credentials per application. When the policy gives the rows
+-- more distinct federated credentials on one application than that, the runs past the 20th would
+-- fail half-way (after their identities and vaults exist): refuse the list up front instead.
+M.MAX_FEDERATED_CREDENTIALS = 20
+function M.check_limits(inner, checked, policy, runner, where)
+  local ok, cmk = pcall(require, "cmkflow.workflow.cmk")
+  if not ok or not (policy.names and policy.names.federated_credential and policy.names.app_unique_name) then
+    return true
+  end
+  local per_app = {}
+  for i, p in ipairs(checked) do
+    local okn, names = pcall(cmk.names, runner.make_ctx(inner, p, policy))
+    if okn and names.app_unique_name and names.federated_credential then
+      local app = per_app[names.app_unique_name] or { n = 0, seen = {} }
+      per_app[names.app_unique_name] = app
+      if not app.seen[names.federated_credential] then
+        app.seen[names.federated_credential] = true
+        app.n = app.n + 1
+        if app.n == M.MAX_FEDERATED_CREDENTIALS + 1 then app.first_over = i end
+      end
+    end
+  end
+  for name, app in pairs(per_app) do
+    if app.n > M.MAX_FEDERATED_CREDENTIALS then
+      return nil, { ("the policy gives these customers %d federated credentials on application '%s' (from %s on, "
+        .. "past Entra's limit of %d per application): in the policy file, name one shared identity and federated "
+        .. "credential for all customers (names.identity, names.federated_credential), or one application per group "
+        .. "of at most %d customers (names.app, names.app_unique_name)")
+        :format(app.n, name, where(app.first_over), M.MAX_FEDERATED_CREDENTIALS, M.MAX_FEDERATED_CREDENTIALS) }
+    end
+  end
+  return true
+end
+
 -- ---- output -----------------------------------------------------------------------------------
 
 local function summary_table(runs, key)
@@ -225,6 +259,9 @@ function M.run(def, opts, runner)
   if not target then io.stderr:write("cmkflow: ", err, "\n") return EXIT.usage end
   local ok, policy = pcall(runner.load_policy, runner.policy_path)
   if not ok then io.stderr:write("cmkflow: ", tostring(policy), "\n") return EXIT.usage end
+  local fits
+  fits, problems = M.check_limits(inner, checked, policy, runner, where)
+  if not fits then return usage(problems) end
 
   if opts.plan then
     local doc = json.array()
