@@ -155,6 +155,7 @@ describe("stock workflows", function()
     local plan = run("new-account", { customer = CUSTOMER, app_id = "5e6f7a8b-0000-4000-8000-00000000a0d1",
       key_vault_uri = "https://kv-x.vault.azure.net", key_name = "cmk-contoso" }, { plan = true })
     assert.equals(2, #plan)
+    assert.matches("storage account stcontoso", plan[2].mutations[1], 1, true)
     assert.matches("key cmk-contoso in https://kv-x.vault.azure.net as app 5e6f7a8b", plan[2].mutations[1], 1, true)
     local vplan = run("verify", { customer = CUSTOMER }, { plan = true })
     assert.equals(0, #vplan) -- read-only

@@ -8,7 +8,7 @@ local cmk = require "cmkflow.workflow.cmk"
 return {
   name = "onboard",
   description = "Cross-tenant customer-managed key for a new storage account, both tenants",
-  params = cmk.params { "customer", "key_size" },
+  params = cmk.params { "key_size", customer = { demo_default = "contoso" } },   -- demo default: only against the embedded emulator
   steps = {
     cmk.step("isv_resource_group"),
     cmk.step("app"),

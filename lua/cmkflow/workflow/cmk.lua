@@ -391,8 +391,10 @@ M.STEPS = {
     plan = function(ctx) return ("create or update resource group %s (ISV)")
       :format(ctx.params.resource_group or M.names(ctx).storage_account_resource_group) end },
   storage_account = { title = "storage account with the customer's key", run = M.storage_account,
-    plan = function(ctx) return ("create or update storage account %s encrypted with key %s in %s as app %s (ISV)")
-      :format(M.account_id(ctx), M.fact(ctx, "key", "name", "key_name"), M.fact(ctx, "key_vault", "vaultUri", "key_vault_uri"),
+    plan = function(ctx)
+      local rg, name = M.account_id(ctx):match("/resourceGroups/([^/]+)/providers/Microsoft%.Storage/storageAccounts/([^/]+)$")
+      return ("create or update storage account %s in resource group %s encrypted with key %s in %s as app %s (ISV)")
+      :format(name, rg, M.fact(ctx, "key", "name", "key_name"), M.fact(ctx, "key_vault", "vaultUri", "key_vault_uri"),
               M.fact(ctx, "app", "appId", "app_id")) end },
 }
 
