@@ -11,7 +11,6 @@ local cli = require "support.cli"
 local files = require "support.files"
 local ext = require "support.external_emulator"
 
-local ROLE_ENCRYPTION_USER = "e147488a-f6f5-4113-8e2d-b22465e65bf6"
 local CUSTOMER = "contoso"
 
 -- ---- normalising /_emulator/state ---------------------------------------------------------------
@@ -122,43 +121,7 @@ local function first_difference(a, b, path)
   return nil
 end
 
--- What must exist exactly once after onboard (counted in the raw state).
-local function census(state)
-  local c = { apps = 0, fics = 0, app_sps = 0, crypto_roles = 0, storage_accounts = 0, vaults = 0, keys = 0,
-              key_versions = 0 }
-  local app_id
-  for _, t in ipairs(state.tenants) do
-    for _, a in ipairs(t.applications) do
-      if a.uniqueName ~= nil and a.uniqueName ~= json.null and a.signInAudience == "AzureADMultipleOrgs" then
-        c.apps = c.apps + 1
-        app_id = a.appId
-      end
-    end
-    c.fics = c.fics + #t.federated_credentials
-    for _, r in ipairs(t.role_assignments) do
-      if r.properties.roleDefinitionId:find("/" .. ROLE_ENCRYPTION_USER, 1, true) then c.crypto_roles = c.crypto_roles + 1 end
-    end
-    for _, r in ipairs(t.resources) do
-      if r.type == "Microsoft.Storage/storageAccounts" then c.storage_accounts = c.storage_accounts + 1 end
-      if r.type == "Microsoft.KeyVault/vaults" then c.vaults = c.vaults + 1 end
-    end
-  end
-  for _, t in ipairs(state.tenants) do
-    for _, sp in ipairs(t.service_principals) do
-      if sp.appId == app_id then c.app_sps = c.app_sps + 1 end
-    end
-  end
-  for _, keys in pairs(state.vault_keys or {}) do
-    for _, k in ipairs(keys) do
-      c.keys = c.keys + 1
-      c.key_versions = c.key_versions + #k.versions
-    end
-  end
-  return c
-end
-
-local ONCE = { apps = 1, fics = 1, app_sps = 1, crypto_roles = 1, storage_accounts = 1, vaults = 1, keys = 1,
-               key_versions = 1 }
+local census, ONCE = ext.onboard_census, ext.ONBOARD_ONCE
 
 -- ---- the spec -------------------------------------------------------------------------------------
 

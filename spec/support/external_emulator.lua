@@ -8,6 +8,7 @@
 --   emu:reset(), emu:state(), emu:journal(since) -> entries, next_seq, emu:mark() -> next_seq,
 --   emu:add_fault(rule) -> id, emu:clear_faults(), emu:delays(t)
 --   emu:stop()
+--   ext.onboard_census(state) -> counts of what onboard creates; ext.ONBOARD_ONCE: one of each
 --   local p = ext.spawn(args, env)   -- cmkflow in the background: p.pid, p:done(), p:kill(sig), p:wait()
 -- Every wait is bounded; the emulator's life is bounded by `timeout`.
 local core = require "cmkflow.core"
@@ -129,6 +130,51 @@ function Emu:stop()
   self.pid = nil
   if self.owns_dir then os.execute("rm -rf " .. q(self.dir)) end
 end
+
+-- ---- what onboard leaves behind ----------------------------------------------------------------
+
+local ROLE_ENCRYPTION_USER = "e147488a-f6f5-4113-8e2d-b22465e65bf6"
+
+-- Counts, in a decoded /_emulator/state, the objects one onboard creates: the multi-tenant app,
+-- federated credentials, the app's service principals (any tenant), Key Vault Crypto Service
+-- Encryption User assignments, storage accounts, vaults, keys and key versions.
+function M.onboard_census(state)
+  local c = { apps = 0, fics = 0, app_sps = 0, crypto_roles = 0, storage_accounts = 0, vaults = 0, keys = 0,
+              key_versions = 0 }
+  local app_ids = {}
+  for _, t in ipairs(state.tenants) do
+    for _, a in ipairs(t.applications) do
+      if a.signInAudience == "AzureADMultipleOrgs" then
+        c.apps = c.apps + 1
+        app_ids[a.appId] = true
+      end
+    end
+    c.fics = c.fics + #t.federated_credentials
+    for _, r in ipairs(t.role_assignments) do
+      if r.properties.roleDefinitionId:find("/" .. ROLE_ENCRYPTION_USER, 1, true) then c.crypto_roles = c.crypto_roles + 1 end
+    end
+    for _, r in ipairs(t.resources) do
+      if r.type == "Microsoft.Storage/storageAccounts" then c.storage_accounts = c.storage_accounts + 1 end
+      if r.type == "Microsoft.KeyVault/vaults" then c.vaults = c.vaults + 1 end
+    end
+  end
+  for _, t in ipairs(state.tenants) do
+    for _, sp in ipairs(t.service_principals) do
+      if app_ids[sp.appId] then c.app_sps = c.app_sps + 1 end
+    end
+  end
+  for _, keys in pairs(state.vault_keys or {}) do
+    for _, k in ipairs(keys) do
+      c.keys = c.keys + 1
+      c.key_versions = c.key_versions + #k.versions
+    end
+  end
+  return c
+end
+
+-- One of each after an onboard of one customer.
+M.ONBOARD_ONCE = { apps = 1, fics = 1, app_sps = 1, crypto_roles = 1, storage_accounts = 1, vaults = 1, keys = 1,
+                   key_versions = 1 }
 
 -- ---- cmkflow clients in the background -----------------------------------------------------------
 
