@@ -19,8 +19,9 @@ commands:
   resume RUN_ID       continue a failed, interrupted or waiting run
   runs list | runs show RUN_ID
                       the run store ($CMKFLOW_STATE_DIR, default ~/.local/state/cmkflow)
-  approve RUN_ID GATE [--reject] [--note TEXT]
-                      decide an approval gate
+  approve RUN_ID GATE [--reject] [--note TEXT] [--param k=v]...
+                      decide an approval gate; --param values (e.g. the customer's key_vault_uri
+                      and key_name) are handed to the steps after the gate
   emulator [--listen 127.0.0.1:PORT] [--seed FILE] [--state DIR] [--ca-cert OUT.pem]
                       run the Azure emulator in the foreground (PORT 0 picks a free one);
                       prints {"ready":true,"url":...,"ca_cert":...} on stdout when ready
@@ -164,9 +165,15 @@ function M.runs(args)
 end
 
 function M.approve(args)
-  local opts, err = parse(args, { reject = "flag", note = "value" })
+  local opts, err = parse(args, { reject = "flag", note = "value", param = "list" })
   if not opts then return usage_error(err) end
   if not opts[1] or not opts[2] then return usage_error("approve needs RUN_ID GATE") end
+  opts.values = {}
+  for _, kv in ipairs(opts.param or {}) do
+    local k, v = kv:match("^([%w_%.%-]+)=(.*)$")
+    if not k then return usage_error("--param needs name=value, got '" .. kv .. "'") end
+    opts.values[k] = v
+  end
   return require("cmkflow.workflow.runner").approve(opts[1], opts[2], opts)
 end
 

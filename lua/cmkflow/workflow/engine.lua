@@ -136,6 +136,11 @@ function M.execute(opts)
       if a and a.status == "approved" or not needed then
         results[s.name] = "succeeded"
         ctx.outputs[s.name] = { approved = true }
+        -- values given with the approval (cmkflow approve RUN GATE --param k=v) become outputs
+        local decoded = a and a.note and a.note:sub(1, 1) == "{" and json.decode(a.note)
+        if type(decoded) == "table" and type(decoded.values) == "table" then
+          for k, v in pairs(decoded.values) do ctx.outputs[s.name][k] = v end
+        end
         store:step_begin(run_id, s.name)
         store:step_finish(run_id, s.name, "succeeded", json.encode(ctx.outputs[s.name]))
         progress { kind = "done", step = s.name, title = s.title, elapsed_ms = 0 }

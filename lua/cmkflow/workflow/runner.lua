@@ -54,10 +54,18 @@ end
 
 -- ---- configuration ---------------------------------------------------------------------------
 
+local config_dir = "."
+
+-- A path from the config file: relative paths are relative to the file, like `policy`.
+local function config_relative(path)
+  if not path or path:match("^/") then return path end
+  return config_dir .. "/" .. path
+end
+
 local function resolve_cloud(desc)
   if type(desc) == "table" then
     if not desc.emulator then error("field 'cloud' must name \"azure\", \"usgov\", \"china\" or { emulator = url }", 0) end
-    host.set_cloud("emulator", desc.emulator, desc.ca_cert)
+    host.set_cloud("emulator", desc.emulator, config_relative(desc.ca_cert))
   else
     host.set_cloud(desc)
   end
@@ -108,6 +116,7 @@ end
 function M.configure(opts)
   local config_path = opts.config or os.getenv("CMKFLOW_CONFIG")
   if config_path and config_path ~= "" then
+    config_dir = config_path:match("^(.*)/[^/]*$") or "."
     local ok, cfg = pcall(core.config.load, config_path, resolve_cloud)
     if not ok then return nil, tostring(cfg) end
     if opts.cloud and opts.cloud ~= (type(cfg.cloud) == "table" and "emulator" or cfg.cloud) then
@@ -383,7 +392,12 @@ end
 
 function M.approve(run_id, gate, opts)
   local db = M.open_store()
-  local ok, err = db:decide(run_id, gate, opts.reject and "rejected" or "approved", os.getenv("USER"), opts.note)
+  -- values handed over at the gate (e.g. the customer's vault URI and key name) travel in the note
+  local note = opts.note
+  if opts.values and next(opts.values) then
+    note = json.encode({ note = opts.note, values = opts.values })
+  end
+  local ok, err = db:decide(run_id, gate, opts.reject and "rejected" or "approved", os.getenv("USER"), note)
   if not ok then io.stderr:write("cmkflow: ", tostring(err and err.message or err), "\n") return EXIT.usage end
   io.stderr:write(("cmkflow: gate '%s' of run %s %s; continue with: cmkflow resume %s\n")
     :format(gate, run_id, opts.reject and "rejected" or "approved", run_id))
