@@ -46,12 +46,12 @@ M.USAGE = [[
   --fault SERVICE:METHOD:STATUS[:key=value]...
                               a fault rule; SERVICE: entra, graph, arm, keyvault, imds or *; METHOD: an HTTP
                               method or *; STATUS: 100-599, or 'drop' (close the connection) or 'delay'
-                              (latency only); keys: count, probability, latency_ms, path, host (repeatable)
+                              (latency only); keys: count, after, probability, latency_ms, path, host (repeatable)
   --throttle arm.reads=N | arm.writes=N
                               ARM token buckets, N requests per minute (repeatable)
   --knobs FILE.json           knobs as in the seed's "knobs" field ({delays, faults, throttling})]]
 
-local FAULT_KEYS = { count = "integer", probability = "number", latency_ms = "number", path = "string", host = "string" }
+local FAULT_KEYS = { count = "integer", after = "integer", probability = "number", latency_ms = "number", path = "string", host = "string" }
 
 local function parse_fault(text)
   local parts = {}
