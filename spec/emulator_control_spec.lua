@@ -296,6 +296,55 @@ describe("emulator control", function()
     end)
   end)
 
+  describe("scalar knobs", function()
+    local function create_account(name)
+      local rg = "/subscriptions/" .. ISV_SUB .. "/resourceGroups/knobs-rg"
+      local put = function(path, api, body)
+        return assert(raw:request { method = "PUT", url = "https://management.azure.com" .. path .. "?api-version=" .. api,
+          credential = cred, scope = emu.cloud.arm_scope, json = body })
+      end
+      assert.equal(2, put(rg, "2021-04-01", { location = "westeurope" }).status // 100)
+      return put(rg .. "/providers/Microsoft.Storage/storageAccounts/" .. name, "2023-01-01",
+        { location = "westeurope", kind = "StorageV2", sku = { name = "Standard_LRS" } })
+    end
+
+    it("lro_retry_after_s set with PUT /_emulator/knobs is the Retry-After of a storage account create", function()
+      local resp, doc = control("GET", "/_emulator/knobs")
+      assert.equal(200, resp.status)
+      assert.same({ lro_retry_after_s = 1, key_material = "unique" }, doc)
+      resp, doc = control("PUT", "/_emulator/knobs", { lro_retry_after_s = 7 })
+      assert.equal(200, resp.status)
+      assert.same({ lro_retry_after_s = 7, key_material = "unique" }, doc)
+      local created = create_account("knobsacct7")
+      assert.equal(202, created.status)
+      assert.equal("7", created.headers["retry-after"])
+      control("PUT", "/_emulator/knobs", { lro_retry_after_s = 0 })
+      created = create_account("knobsacct0")
+      assert.equal(202, created.status)
+      assert.equal("0", created.headers["retry-after"])
+      -- reset brings back the seed's value
+      control("POST", "/_emulator/reset")
+      assert.equal(1, select(2, control("GET", "/_emulator/knobs")).lro_retry_after_s)
+    end)
+
+    it("rejects a bad value naming the field and leaves the knobs as they were", function()
+      local cases = {
+        { { lro_retry_after_s = -1 }, "knobs.lro_retry_after_s must be an integer number of seconds from 0 to 600" },
+        { { lro_retry_after_s = 601 }, "knobs.lro_retry_after_s must be an integer number of seconds from 0 to 600" },
+        { { lro_retry_after_s = 1.5 }, "knobs.lro_retry_after_s must be an integer number of seconds from 0 to 600" },
+        { { key_material = "shared" }, 'knobs.key_material must be "unique" or "pooled" (got shared)' },
+        { { delays = {} }, "knobs has an unknown field 'delays'" },
+      }
+      for _, c in ipairs(cases) do
+        local resp, doc = control("PUT", "/_emulator/knobs", c[1])
+        assert.equal(400, resp.status)
+        assert.equal(c[2], doc.error.message)
+      end
+      assert.same({ lro_retry_after_s = 1, key_material = "unique" }, select(2, control("GET", "/_emulator/knobs")))
+      assert.equal(405, control("POST", "/_emulator/knobs", {}).status)
+    end)
+  end)
+
   describe("snapshot, restore and reset", function()
     local function rg_status(name)
       return arm_get("/subscriptions/" .. ISV_SUB .. "/resourcegroups/" .. name .. RG_API).status
@@ -401,6 +450,22 @@ describe("emulator knobs from the seed", function()
     assert(ok, err)
   end)
 
+  it("applies lro_retry_after_s and key_material from the seed", function()
+    local seed = copy(demo_seed)
+    seed.knobs = { lro_retry_after_s = 0, key_material = "pooled" }
+    local emu = support.start { seed = seed }
+    local ok, err = pcall(function()
+      local doc = json.decode(emu:control("GET", "/_emulator/knobs").body)
+      assert.same({ lro_retry_after_s = 0, key_material = "pooled" }, doc)
+      emu:control("PUT", "/_emulator/knobs", { lro_retry_after_s = 3, key_material = "unique" })
+      emu:control("POST", "/_emulator/reset")
+      doc = json.decode(emu:control("GET", "/_emulator/knobs").body)
+      assert.same({ lro_retry_after_s = 0, key_material = "pooled" }, doc)
+    end)
+    emu:stop()
+    assert(ok, err)
+  end)
+
   it("refuses invalid knobs naming the field", function()
     local state = require "cmkflow.emulator.state"
     local seed = copy(demo_seed)
@@ -460,5 +525,68 @@ describe("emulator --state persistence", function()
     emulator.init({ seed = other, state_dir = dir })
     assert.is_nil(emulator.state():tenant("isv").applications[app.id])
     os.execute("rm -rf '" .. dir .. "'")
+  end)
+end)
+
+describe("emulator key_material knob", function()
+  -- in-process: a vault recorded the way the ARM provider records it, keys created on the data plane
+  local emulator = require "cmkflow.emulator"
+  local control = require "cmkflow.emulator.control"
+  local kv = require "cmkflow.emulator.keyvault"
+  local tokens = require "cmkflow.emulator.tokens"
+
+  local function world()
+    local st = emulator.new_state {}
+    control.init(st, {})
+    local cust = st:tenant("customer")
+    local sub = next(cust.subscriptions)
+    local id = "/subscriptions/" .. sub .. "/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kvpool"
+    st.resources[id:lower()] = { id = id, type = "Microsoft.KeyVault/vaults", tenant = cust.id, subscription = sub,
+      body = { id = id, name = "kvpool", type = "Microsoft.KeyVault/vaults", location = "westeurope", properties = {
+        tenantId = cust.id, vaultUri = "https://kvpool.vault.azure.net/", enableSoftDelete = true,
+        softDeleteRetentionInDays = 90, enablePurgeProtection = true, enableRbacAuthorization = true,
+        sku = { family = "A", name = "standard" } } } }
+    local admin = st:service_principal_by_appid(cust, "2b3c4d5e-0000-4000-8000-00000000c0d1")
+    local token = tokens.issue(st, cust, { aud = "https://vault.azure.net", oid = admin.id, appid = admin.appId })
+    local function call(method, path, body)
+      local p, q = path:match("^([^?]*)%??(.*)$")
+      local headers = { host = "kvpool.vault.azure.net", authorization = "Bearer " .. token }
+      local status, _, b = kv.handle(st, { method = method, path = p, service_path = p, query = q,
+        args = { ["api-version"] = "7.5" }, vault = "kvpool", host = "kvpool.vault.azure.net", port = 443,
+        headers = headers, body = body and json.encode(body) or "" })
+      return status, b ~= "" and json.decode(b) or nil
+    end
+    local function set(knobs)
+      local status, _, b = control.handle(st, { method = "PUT", path = "/_emulator/knobs", headers = {},
+        body = json.encode(knobs) })
+      assert.equal(200, status, b)
+      return json.decode(b)
+    end
+    return st, call, set
+  end
+
+  -- creates n keys; returns their JWK moduli and versions
+  local function create(call, prefix, n)
+    local moduli, versions = {}, {}
+    for i = 1, n do
+      local status, body = call("POST", "/keys/" .. prefix .. i .. "/create?api-version=7.5", { kty = "RSA", key_size = 2048 })
+      assert.equal(200, status, body and body.error and body.error.message)
+      moduli[i], versions[i] = body.key.n, body.key.kid:match("/(%x+)$")
+    end
+    return moduli, versions
+  end
+
+  it("pooled: keys reuse the pool round-robin (the key after the pool wraps shares n), unique: never", function()
+    local _, call, set = world()
+    assert.same({ lro_retry_after_s = 1, key_material = "pooled" }, set { key_material = "pooled" })
+    local P = kv.POOLED_KEYS
+    local moduli, versions = create(call, "pooled", P + 1)
+    assert.equal(moduli[1], moduli[P + 1])
+    assert.are_not.equal(moduli[1], moduli[2])
+    assert.are_not.equal(versions[1], versions[P + 1])
+    set { key_material = "unique" }
+    local fresh = create(call, "unique", 2)
+    assert.are_not.equal(fresh[1], fresh[2])
+    for i = 1, P + 1 do assert.are_not.equal(moduli[i], fresh[1]) end
   end)
 end)

@@ -25,6 +25,29 @@ function M.key_pool()
   return pool
 end
 
+-- knobs.key_material = "pooled" (benchmarks only, a documented deviation): key versions reuse
+-- POOLED_KEYS keys per size, round-robin, so 1,000 customers do not cost 1,000 RSA generations.
+-- Versions then share key material (the same JWK n); their version ids still differ.
+M.POOLED_KEYS = 4
+local pooled = {} -- [bits] = {keys = {...}, next = 1}
+
+local function key_material(st, bits)
+  if (st.knobs and st.knobs.key_material) ~= "pooled" then return M.key_pool():take(bits) end
+  local set = pooled[bits]
+  if not set then
+    set = { keys = {}, next = 1 }
+    pooled[bits] = set
+  end
+  if #set.keys < M.POOLED_KEYS then
+    local key = M.key_pool():take(bits)
+    set.keys[#set.keys + 1] = key
+    return key
+  end
+  local key = set.keys[set.next]
+  set.next = set.next % #set.keys + 1
+  return key
+end
+
 M.SERVICE_VERSION = "1.9.2005.1"
 M.RESOURCE = "https://vault.azure.net"
 local KEYS_PER_PAGE = 25
@@ -197,7 +220,7 @@ function M.add_version(st, vault, name, fields)
     exp = fields.exp, tags = fields.tags, created = now, updated = now,
   }
   if fields.material ~= false and (ver.kty == "RSA" or ver.kty == "RSA-HSM") then
-    ver.key = M.key_pool():take(ver.key_size)
+    ver.key = key_material(st, ver.key_size)
   end
   rec.versions[#rec.versions + 1] = ver
   return rec, ver

@@ -20,7 +20,8 @@
 --           (cmkflow.key), created, updated, enabled, ...}}, deleted = nil | {deletedDate, ...} } }
 --   st.identities[principal_id] = { clientId, principalId, tenant, resource_id }   (managed identities)
 --   st.knobs = { delays = {service_principal, federated_credential, role_assignment} (seconds),
---                faults = {...}, throttling = {...} }
+--                faults = {...}, throttling = {...}, lro_retry_after_s = 1 (storage create Retry-After),
+--                key_material = "unique" | "pooled" (keyvault.lua; pooled for benchmarks only) }
 -- Secrets (client secrets, private keys) are kept only as hashes or inside key userdata; `dump`
 -- never emits them.
 local core = require "cmkflow.core"
@@ -106,7 +107,7 @@ function M.validate_seed(seed)
       end
     end
   end
-  if seed.knobs ~= nil then -- test knobs: {delays, faults, throttling} (control.lua checks them)
+  if seed.knobs ~= nil then -- test knobs: {delays, faults, throttling, lro_retry_after_s, key_material} (control.lua checks them)
     local ok, err = pcall(require("cmkflow.emulator.control").validate_knobs, seed.knobs, "knobs")
     if not ok then error("seed: " .. tostring(err), 0) end
   end
@@ -141,7 +142,7 @@ function M.new(seed)
     tenants = {}, domains = {}, subscription_tenant = {}, apps_by_appid = {},
     resources = {}, vault_keys = {}, identities = {},
     knobs = { delays = { service_principal = 0, federated_credential = 0, role_assignment = 0 },
-              faults = {}, throttling = {} },
+              faults = {}, throttling = {}, lro_retry_after_s = 1, key_material = "unique" },
   }, State)
   st.namespace = crypto.uuid5(DNS_NAMESPACE, "cmkflow-emulator:" .. st.random_seed)
   for _, t in ipairs(seed.tenants) do new_tenant(st, t) end
