@@ -119,17 +119,14 @@ describe("cmkflow run bulk-onboard (embedded emulator)", function()
     assert.equals(before, #runs_in(state_dir))
   end)
 
-  it("refuses more customers than one application's 20 federated credentials allow under the policy", function()
-    local before = #runs_in(state_dir)
+  it("lets any number of customers share the default policy's one identity and federated credential", function()
     local lines = { "customer" }
     for i = 1, 21 do lines[#lines + 1] = "many-" .. i end
     local list = cli.write_temp(table.concat(lines, "\n") .. "\n", ".csv")
-    local r = cli.run({ "run", "bulk-onboard", "--param", "file=" .. list }, { CMKFLOW_STATE_DIR = state_dir })
+    local r = cli.run({ "plan", "bulk-onboard", "--param", "file=" .. list }, { CMKFLOW_STATE_DIR = state_dir })
     os.remove(list)
-    assert.equals(2, r.code, r.stderr)
-    assert.matches("21 federated credentials on application 'cmkflow%-cross%-tenant%-cmk' %(from line 22 on", r.stderr)
-    assert.matches("names.federated_credential", r.stderr, 1, true)
-    assert.equals(before, #runs_in(state_dir))
+    assert.equals(0, r.code, r.stderr)
+    assert.matches("federated credential cmkflow%-storage%-cmk", r.stdout)
   end)
 
   it("reads a JSON array and refuses unknown columns and unreadable files with exit 2", function()
@@ -172,6 +169,23 @@ describe("cmkflow run bulk-onboard (external emulator, configured)", function()
     return curl("-X " .. method .. " --cacert " .. q(emu.ready.ca_cert) .. (body and (" -H 'content-type: application/json' -d " .. q(body)) or "")
       .. " " .. q(emu.ready.url .. path))
   end
+
+  it("refuses more customers than one application's 20 federated credentials allow with a credential per customer", function()
+    local policy = files.write(dir .. "/own-identity.lua", "return { identity_per_customer = true }\n")
+    local text = files.read(config)
+    local own = files.write(dir .. "/own-config.lua", (text:gsub("}%s*$", ("  , policy = %q }\n"):format(policy))))
+    assert.matches("own%-identity%.lua", files.read(own))
+    local lines = { "customer" }
+    for i = 1, 21 do lines[#lines + 1] = "many-" .. i end
+    local list = cli.write_temp(table.concat(lines, "\n") .. "\n", ".csv")
+    control("DELETE", "/_emulator/journal")
+    local r = cli.run({ "run", "bulk-onboard", "--param", "file=" .. list }, { CMKFLOW_STATE_DIR = dir, CMKFLOW_CONFIG = own })
+    os.remove(list)
+    assert.equals(2, r.code, r.stderr)
+    assert.matches("21 federated credentials on application 'cmkflow%-cross%-tenant%-cmk' %(from line 22 on", r.stderr)
+    assert.matches("names.federated_credential", r.stderr, 1, true)
+    assert.equals(0, #json.decode(control("GET", "/_emulator/journal")).value)
+  end)
 
   it("makes no request at all for a list with a bad row", function()
     control("DELETE", "/_emulator/journal")

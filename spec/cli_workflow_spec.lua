@@ -67,7 +67,7 @@ describe("cmkflow run onboard (embedded emulator)", function()
     local text = {}
     for _, p in ipairs(plan.plan) do for _, m in ipairs(p.mutations) do text[#text + 1] = m end end
     text = table.concat(text, "\n")
-    assert.matches("user-assigned identity uami-cmk-fabrikam", text, 1, true)
+    assert.matches("user-assigned identity uami-cmkflow-cmk", text, 1, true)
     assert.matches("storage account stfabrikam", text, 1, true)
     assert.matches("approval gate 'handoff'", text, 1, true)
     -- nothing was created: no run recorded for fabrikam

@@ -1,8 +1,9 @@
 -- offboard: the ISV cleans up its side for a customer: the storage account stops using the
 -- customer's key (back to Microsoft-managed keys) or, with delete_account=true, is deleted; then
 -- the federated credential for the customer's identity and the user-assigned identity are
--- deleted. The multi-tenant application stays (other customers use it). Idempotent: what is
--- already gone (404) is skipped.
+-- deleted when the policy gives each customer its own (identity_per_customer); the shared ones of
+-- the default policy stay, as does the multi-tenant application (other customers use them).
+-- Idempotent: what is already gone (404) is skipped.
 local cmk = require "cmkflow.workflow.cmk"
 
 return {
@@ -45,9 +46,12 @@ return {
         return { keySource = res.properties.encryption.keySource, reverted = true }
       end },
     { name = "federated_credential", title = "delete the federated credential", needs = { "app", "identity" },
-      plan = function(ctx) return ("delete federated credential %s (ISV)"):format(cmk.names(ctx).federated_credential) end,
+      plan = function(ctx)
+        if not ctx.policy.identity_per_customer then return "keep the shared federated credential (ISV)" end
+        return ("delete federated credential %s (ISV)"):format(cmk.names(ctx).federated_credential) end,
       run = function(ctx)
         local app, identity = ctx.outputs.app, ctx.outputs.identity
+        if not ctx.policy.identity_per_customer then return { deleted = cmk.json.array(), kept = "shared by every customer" } end
         if app.absent then return { deleted = cmk.json.array() } end
         local isv = ctx.context("isv")
         local base = "/applications/" .. app.objectId .. "/federatedIdentityCredentials"
@@ -65,9 +69,12 @@ return {
         return { deleted = deleted }
       end },
     { name = "delete_identity", title = "delete the user-assigned identity", needs = { "identity", "storage_account", "federated_credential" },
-      plan = function(ctx) return "delete user-assigned identity " .. cmk.identity_id(ctx) .. " (ISV)" end,
+      plan = function(ctx)
+        if not ctx.policy.identity_per_customer then return "keep the shared user-assigned identity (ISV)" end
+        return "delete user-assigned identity " .. cmk.identity_id(ctx) .. " (ISV)" end,
       run = function(ctx)
         local identity = ctx.outputs.identity
+        if not ctx.policy.identity_per_customer then return { deleted = false, kept = "shared by every customer" } end
         if identity.absent then return { deleted = false } end
         local ok, err = ctx.context("isv").arm:delete(identity.id, { api_version = cmk.API.identities })
         if not ok then cmk.raise("delete identity " .. identity.id .. ": " .. tostring(err) .. " [ISV]", 0) end

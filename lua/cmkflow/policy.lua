@@ -14,6 +14,7 @@ M.location = "westeurope"
 M.key_size = 3072
 M.role_scope = "key"            -- "key" or "vault": where the ISV app gets its role
 M.soft_delete_retention_days = 90
+M.identity_per_customer = false  -- true: a user-assigned identity (and credential) per customer, at most 20
 M.key_rotation = nil            -- e.g. { expiry = "P1Y", rotate_before = "P30D" } (not enforced yet)
 
 -- Names derived from the customer's id (validated against Azure's rules by the workflows).
@@ -21,8 +22,12 @@ M.names = {
   isv_resource_group = function(c) return "rg-cmkflow-isv" end,
   app = function(c) return "cmkflow-cross-tenant-cmk" end,
   app_unique_name = function(c) return "cmkflow-cross-tenant-cmk" end,
-  identity = function(c) return "uami-cmk-" .. c.customer end,
-  federated_credential = function(c) return "cmk-" .. c.customer end,
+  -- one identity and one federated credential serve every customer by default: the credential
+  -- binds the identity to the app, not to a customer, and Entra allows only 20 per application
+  identity = function(c) return c.identity_per_customer and ("uami-cmk-" .. c.customer) or "uami-cmkflow-cmk" end,
+  federated_credential = function(c)
+    return c.identity_per_customer and ("cmk-" .. c.customer) or "cmkflow-storage-cmk"
+  end,
   customer_resource_group = function(c) return "rg-cmk-" .. c.customer end,
   key_vault = function(c) return ("kv-%s-%s"):format(slug(c.customer):sub(1, 13), suffix(c.customer .. c.customer_tenant, 6)) end,
   key = function(c) return "cmk-" .. c.customer end,

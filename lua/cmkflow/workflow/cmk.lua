@@ -45,7 +45,8 @@ end
 -- Names from the policy, given the run's facts.
 function M.names(ctx)
   local isv, customer = ctx.context_info("isv"), ctx.context_info("customer")
-  local c = { customer = ctx.params.customer, isv_tenant = isv.tenant or "", customer_tenant = customer.tenant or "" }
+  local c = { customer = ctx.params.customer, isv_tenant = isv.tenant or "", customer_tenant = customer.tenant or "",
+              identity_per_customer = ctx.policy.identity_per_customer == true }
   local out = {}
   for k, fn in pairs(ctx.policy.names) do out[k] = fn(c) end
   return out, c
