@@ -248,10 +248,10 @@ static const char *const statements[S_COUNT] = {
                    " WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2)"
                    " ORDER BY created_at DESC, rowid DESC LIMIT ?3",
     [S_RUN_UPDATE] = "UPDATE runs SET"
-                     " status = CASE WHEN ?2 THEN ?3 ELSE status END,"
-                     " error = CASE WHEN ?4 THEN ?5 ELSE error END,"
-                     " outputs = CASE WHEN ?6 THEN ?7 ELSE outputs END,"
-                     " updated_at = ?8 WHERE id = ?1",
+                     " status = CASE WHEN ?1 THEN ?2 ELSE status END,"
+                     " error = CASE WHEN ?3 THEN ?4 ELSE error END,"
+                     " outputs = CASE WHEN ?5 THEN ?6 ELSE outputs END,"
+                     " updated_at = ?7 WHERE id = ?8",
     [S_STEP_BEGIN] = "INSERT INTO steps (run_id, name, status, attempts, started_at)"
                      " VALUES (?1, ?2, 'running', 1, ?3)"
                      " ON CONFLICT (run_id, name) DO UPDATE SET status = 'running',"
@@ -354,7 +354,7 @@ static sqlite3_stmt *stmt(struct store *s, int which, int *rc)
     return st;
 }
 
-/* Bind a Lua string (or nil -> NULL) at Lua index idx without redaction. */
+/* Bind a Lua string at Lua index idx without redaction; nil, false or none bind NULL. */
 static int bind_lua_text(lua_State *L, sqlite3_stmt *st, int param, int idx)
 {
     size_t len;
@@ -364,8 +364,8 @@ static int bind_lua_text(lua_State *L, sqlite3_stmt *st, int param, int idx)
     return sqlite3_bind_text64(st, param, v, len, SQLITE_TRANSIENT, SQLITE_UTF8);
 }
 
-/* Bind the Lua string at idx with its secrets redacted (or NULL when nil). The redacted copy is
- * freed before returning; nothing in between can raise. */
+/* Bind the Lua string at idx with its secrets redacted (or NULL when nil or false). The redacted
+ * copy is freed before returning; nothing in between can raise. */
 static int bind_redacted(lua_State *L, sqlite3_stmt *st, int param, int idx)
 {
     size_t len, out_len = 0;
@@ -378,6 +378,56 @@ static int bind_redacted(lua_State *L, sqlite3_stmt *st, int param, int idx)
     int rc = sqlite3_bind_text64(st, param, clean, out_len, SQLITE_TRANSIENT, SQLITE_UTF8);
     free(clean);
     return rc;
+}
+
+/* Bind ?1, ?2, ... of st in turn, one letter of fmt a parameter, from the Lua values at first,
+ * first + 1, ...: 's' text (nil -> NULL), 'r' text with its secrets redacted, 'j' redacted JSON
+ * text ('{}' when nil), 'i' an integer; 'f' 1 when the value is not nil, and 't' the time now,
+ * take no value of their own. SQLITE_OK or the first failure. Nothing here raises. */
+static int bind_args(lua_State *L, sqlite3_stmt *st, int first, const char *fmt)
+{
+    int rc = SQLITE_OK, idx = first;
+    for (int param = 1; rc == SQLITE_OK && fmt[param - 1]; param++) {
+        switch (fmt[param - 1]) {
+        case 'f':
+            rc = sqlite3_bind_int(st, param, !lua_isnoneornil(L, idx));
+            continue;
+        case 't':
+            rc = sqlite3_bind_int64(st, param, (sqlite3_int64)time(NULL));
+            continue;
+        case 's':
+            rc = bind_lua_text(L, st, param, idx);
+            break;
+        case 'r':
+            rc = bind_redacted(L, st, param, idx);
+            break;
+        case 'j':
+            rc = lua_isnoneornil(L, idx) ? sqlite3_bind_text(st, param, "{}", 2, SQLITE_STATIC)
+                                         : bind_redacted(L, st, param, idx);
+            break;
+        case 'i':
+            rc = sqlite3_bind_int64(st, param, (sqlite3_int64)lua_tointeger(L, idx));
+            break;
+        }
+        idx++;
+    }
+    return rc;
+}
+
+/* The cached statement `which` bound by bind_args from Lua index first; NULL when it cannot be
+ * prepared or bound (*rc set, message in db; a half-bound statement is reset). */
+static sqlite3_stmt *bound_stmt(lua_State *L, struct store *s, int which, int first,
+                                const char *fmt, int *rc)
+{
+    sqlite3_stmt *st = stmt(s, which, rc);
+    if (!st)
+        return NULL;
+    *rc = bind_args(L, st, first, fmt);
+    if (*rc != SQLITE_OK) {
+        sqlite3_reset(st);
+        return NULL;
+    }
+    return st;
 }
 
 /* [-0, +0, v] Raise unless the string at idx is JSON text (any value) or nil when optional. */
@@ -430,31 +480,43 @@ static int check_enum(lua_State *L, int arg, const char *what, const char *const
     return luaL_argerror(L, arg, msg);
 }
 
+/* [-0, +1, m] Column i of the current row: an integer, a string, or nil for NULL. */
+static void push_column(lua_State *L, sqlite3_stmt *st, int i)
+{
+    switch (sqlite3_column_type(st, i)) {
+    case SQLITE_INTEGER:
+        lua_pushinteger(L, (lua_Integer)sqlite3_column_int64(st, i));
+        break;
+    case SQLITE_NULL:
+        lua_pushnil(L);
+        break;
+    default:
+        lua_pushlstring(L, (const char *)sqlite3_column_text(st, i),
+                        (size_t)sqlite3_column_bytes(st, i));
+        break;
+    }
+}
+
 /* [-0, +1, m] The current row as a table keyed by column name; NULL columns are left out. */
 static void push_row(lua_State *L, sqlite3_stmt *st)
 {
     int n = sqlite3_column_count(st);
     lua_createtable(L, 0, n);
     for (int i = 0; i < n; i++) {
-        switch (sqlite3_column_type(st, i)) {
-        case SQLITE_INTEGER:
-            lua_pushinteger(L, (lua_Integer)sqlite3_column_int64(st, i));
-            break;
-        case SQLITE_NULL:
-            continue;
-        default:
-            lua_pushlstring(L, (const char *)sqlite3_column_text(st, i),
-                            (size_t)sqlite3_column_bytes(st, i));
-            break;
-        }
-        lua_setfield(L, -2, sqlite3_column_name(st, i));
+        push_column(L, st, i);
+        lua_setfield(L, -2, sqlite3_column_name(st, i)); /* a nil leaves the field out */
     }
 }
 
-/* [-0, +1|2, m] Run a bound query: one row -> table, none -> nil; array when many. */
-static int run_query(lua_State *L, struct store *s, sqlite3_stmt *st, int many, const char *what)
+/* [-0, +1|2, m] Run the query `which`, bound by bind_args from Lua index first: one row -> table,
+ * none -> nil; an array when many. */
+static int run_query(lua_State *L, struct store *s, int which, int first, const char *fmt,
+                     int many, const char *what)
 {
     int rc, n = 0;
+    sqlite3_stmt *st = bound_stmt(L, s, which, first, fmt, &rc);
+    if (!st)
+        return store_fail_rc(L, s, rc, what);
     if (many)
         lua_newtable(L);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -478,20 +540,21 @@ static int run_query(lua_State *L, struct store *s, sqlite3_stmt *st, int many, 
     return 1;
 }
 
-/* 1 when the run exists, 0 when not, -1 on an SQLite failure (*rc set). */
-static int run_exists(struct store *s, const char *id, int *rc)
+/* [-0, +0, m] Run the write `which`, bound by bind_args from Lua index first, to its end and
+ * reset it. Each row it returns (RETURNING) replaces the value on top of the stack with its
+ * column 0. SQLITE_DONE, or the failure code. */
+static int run_write(lua_State *L, struct store *s, int which, int first, const char *fmt)
 {
-    sqlite3_stmt *st = stmt(s, S_RUN_EXISTS, rc);
+    int rc;
+    sqlite3_stmt *st = bound_stmt(L, s, which, first, fmt, &rc);
     if (!st)
-        return -1;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-    *rc = sqlite3_step(st);
+        return rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        push_column(L, st, 0);
+        lua_replace(L, -2);
+    }
     sqlite3_reset(st);
-    if (*rc == SQLITE_ROW)
-        return 1;
-    if (*rc == SQLITE_DONE)
-        return 0;
-    return -1;
+    return rc;
 }
 
 /* [-0, +2, m] nil, err "unknown run" when a foreign key failed, else the SQLite failure. */
@@ -577,27 +640,12 @@ static int store_create_run(lua_State *L)
         lua_replace(L, 3);
     }
     /* params and config describe the run, never hold secrets: redaction is the safety net */
-    int rc;
-    sqlite3_stmt *st = stmt(s, S_RUN_INSERT, &rc);
-    if (!st)
+    int rc = run_write(L, s, S_RUN_INSERT, 3, "ssjtj");
+    if (rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+        return store_fail_msg(L, s, "RunExists",
+                              lua_pushfstring(L, "run %s already exists", lua_tostring(L, 3)));
+    if (rc != SQLITE_DONE)
         return store_fail_rc(L, s, rc, "create_run");
-    bind_lua_text(L, st, 1, 3);
-    bind_lua_text(L, st, 2, 4);
-    sqlite3_bind_int64(st, 4, (sqlite3_int64)time(NULL));
-    rc = lua_isnil(L, 5) ? sqlite3_bind_text(st, 3, "{}", 2, SQLITE_STATIC)
-                         : bind_redacted(L, st, 3, 5);
-    if (rc == SQLITE_OK)
-        rc = lua_isnil(L, 6) ? sqlite3_bind_text(st, 5, "{}", 2, SQLITE_STATIC)
-                             : bind_redacted(L, st, 5, 6);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        if (rc == SQLITE_CONSTRAINT_PRIMARYKEY)
-            return store_fail_msg(L, s, "RunExists",
-                                  lua_pushfstring(L, "run %s already exists", lua_tostring(L, 3)));
-        return store_fail_rc(L, s, rc, "create_run");
-    }
     lua_pushvalue(L, 3);
     return 1;
 }
@@ -607,12 +655,7 @@ static int store_run(lua_State *L)
 {
     struct store *s = check_store(L, 1);
     luaL_checkstring(L, 2);
-    int rc;
-    sqlite3_stmt *st = stmt(s, S_RUN_GET, &rc);
-    if (!st)
-        return store_fail_rc(L, s, rc, "run");
-    bind_lua_text(L, st, 1, 2);
-    return run_query(L, s, st, 0, "run");
+    return run_query(L, s, S_RUN_GET, 2, "s", 0, "run");
 }
 
 /* [-2, +1|2, e] db:runs{status?, workflow?, limit? = 50} -> array, newest first */
@@ -639,14 +682,9 @@ static int store_runs(lua_State *L)
         if (!isint || limit < 1)
             luaL_error(L, "runs: limit must be a positive integer");
     }
-    int rc;
-    sqlite3_stmt *st = stmt(s, S_RUN_LIST, &rc);
-    if (!st)
-        return store_fail_rc(L, s, rc, "runs");
-    bind_lua_text(L, st, 1, 3);
-    bind_lua_text(L, st, 2, 4);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)limit);
-    return run_query(L, s, st, 1, "runs");
+    lua_pushinteger(L, limit);
+    lua_replace(L, 5);
+    return run_query(L, s, S_RUN_LIST, 3, "ssi", 1, "runs");
 }
 
 /* [-3, +1|2, e] db:set_run(id, {status?, error? (false clears), outputs? (false clears)})
@@ -662,36 +700,13 @@ static int store_set_run(lua_State *L)
     lua_getfield(L, 3, "outputs"); /* 6 */
     if (!lua_isnil(L, 4))
         check_enum(L, 4, "run status", run_statuses, 1);
-    int set_error = !lua_isnil(L, 5), set_outputs = !lua_isnil(L, 6);
-    if (set_error && !lua_isstring(L, 5) && !(lua_isboolean(L, 5) && !lua_toboolean(L, 5)))
+    if (!lua_isnil(L, 5) && !lua_isstring(L, 5) && !(lua_isboolean(L, 5) && !lua_toboolean(L, 5)))
         luaL_error(L, "set_run: error must be a string, or false to clear it");
-    if (set_outputs && !(lua_isboolean(L, 6) && !lua_toboolean(L, 6)))
+    if (!lua_isnil(L, 6) && !(lua_isboolean(L, 6) && !lua_toboolean(L, 6)))
         check_json(L, 6, "set_run: outputs", 0);
-    if (set_error && lua_isboolean(L, 5)) {
-        lua_pushnil(L);
-        lua_replace(L, 5);
-    }
-    if (set_outputs && lua_isboolean(L, 6)) {
-        lua_pushnil(L);
-        lua_replace(L, 6);
-    }
-    int rc;
-    sqlite3_stmt *st = stmt(s, S_RUN_UPDATE, &rc);
-    if (!st)
-        return store_fail_rc(L, s, rc, "set_run");
-    bind_lua_text(L, st, 1, 2);
-    sqlite3_bind_int(st, 2, !lua_isnil(L, 4));
-    bind_lua_text(L, st, 3, 4);
-    sqlite3_bind_int(st, 4, set_error);
-    if ((rc = bind_redacted(L, st, 5, 5)) != SQLITE_OK) {
-        sqlite3_reset(st);
-        return store_fail_rc(L, s, rc, "set_run");
-    }
-    sqlite3_bind_int(st, 6, set_outputs);
-    bind_lua_text(L, st, 7, 6);
-    sqlite3_bind_int64(st, 8, (sqlite3_int64)time(NULL));
-    rc = sqlite3_step(st);
-    sqlite3_reset(st);
+    lua_pushvalue(L, 2); /* 7 */
+    /* each field: whether it is set, then its value (false binds NULL, which clears it) */
+    int rc = run_write(L, s, S_RUN_UPDATE, 4, "fsfrfsts");
     if (rc != SQLITE_DONE)
         return store_fail_rc(L, s, rc, "set_run");
     if (sqlite3_changes(s->db) == 0)
@@ -706,13 +721,7 @@ static int store_step(lua_State *L)
     struct store *s = check_store(L, 1);
     luaL_checkstring(L, 2);
     luaL_checkstring(L, 3);
-    int rc;
-    sqlite3_stmt *st = stmt(s, S_STEP_GET, &rc);
-    if (!st)
-        return store_fail_rc(L, s, rc, "step");
-    bind_lua_text(L, st, 1, 2);
-    bind_lua_text(L, st, 2, 3);
-    return run_query(L, s, st, 0, "step");
+    return run_query(L, s, S_STEP_GET, 2, "ss", 0, "step");
 }
 
 /* [-2, +1|2, e] db:steps(run_id) -> array in start order */
@@ -720,12 +729,7 @@ static int store_steps(lua_State *L)
 {
     struct store *s = check_store(L, 1);
     luaL_checkstring(L, 2);
-    int rc;
-    sqlite3_stmt *st = stmt(s, S_STEP_LIST, &rc);
-    if (!st)
-        return store_fail_rc(L, s, rc, "steps");
-    bind_lua_text(L, st, 1, 2);
-    return run_query(L, s, st, 1, "steps");
+    return run_query(L, s, S_STEP_LIST, 2, "s", 1, "steps");
 }
 
 /* [-3, +1|2, e] db:step_begin(run_id, name) -> attempts | nil, err (unknown run) */
@@ -734,20 +738,11 @@ static int store_step_begin(lua_State *L)
     struct store *s = check_store(L, 1);
     const char *run_id = luaL_checkstring(L, 2);
     check_name(L, 3, "step name");
-    int rc;
-    sqlite3_stmt *st = stmt(s, S_STEP_BEGIN, &rc);
-    if (!st)
-        return store_fail_rc(L, s, rc, "step_begin");
-    bind_lua_text(L, st, 1, 2);
-    bind_lua_text(L, st, 2, 3);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)time(NULL));
-    lua_Integer attempts = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        attempts = (lua_Integer)sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
+    lua_settop(L, 3);
+    lua_pushinteger(L, 0); /* replaced by RETURNING attempts */
+    int rc = run_write(L, s, S_STEP_BEGIN, 2, "sst");
     if (rc != SQLITE_DONE)
         return write_failed(L, s, rc, run_id, "step_begin");
-    lua_pushinteger(L, attempts);
     return 1;
 }
 
@@ -763,18 +758,7 @@ static int store_step_finish(lua_State *L)
     if (!lua_isnoneornil(L, 6))
         luaL_checkstring(L, 6);
     lua_settop(L, 6);
-    int rc;
-    sqlite3_stmt *st = stmt(s, S_STEP_FINISH, &rc);
-    if (!st)
-        return store_fail_rc(L, s, rc, "step_finish");
-    bind_lua_text(L, st, 1, 2);
-    bind_lua_text(L, st, 2, 3);
-    bind_lua_text(L, st, 3, 4);
-    sqlite3_bind_int64(st, 4, (sqlite3_int64)time(NULL));
-    bind_lua_text(L, st, 5, 5);
-    if ((rc = bind_redacted(L, st, 6, 6)) == SQLITE_OK)
-        rc = sqlite3_step(st);
-    sqlite3_reset(st);
+    int rc = run_write(L, s, S_STEP_FINISH, 2, "ssstsr");
     if (rc != SQLITE_DONE)
         return write_failed(L, s, rc, run_id, "step_finish");
     lua_pushboolean(L, 1);
@@ -788,23 +772,11 @@ static int store_request_approval(lua_State *L)
     struct store *s = check_store(L, 1);
     const char *run_id = luaL_checkstring(L, 2);
     check_name(L, 3, "gate");
-    int rc;
-    sqlite3_stmt *st = stmt(s, S_APPROVAL_REQUEST, &rc);
-    if (!st)
-        return store_fail_rc(L, s, rc, "request_approval");
-    bind_lua_text(L, st, 1, 2);
-    bind_lua_text(L, st, 2, 3);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)time(NULL));
-    char status[16] = "waiting";
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *v = (const char *)sqlite3_column_text(st, 0);
-        if (v)
-            snprintf(status, sizeof status, "%s", v);
-    }
-    sqlite3_reset(st);
+    lua_settop(L, 3);
+    lua_pushliteral(L, "waiting"); /* replaced by RETURNING status */
+    int rc = run_write(L, s, S_APPROVAL_REQUEST, 2, "sst");
     if (rc != SQLITE_DONE)
         return write_failed(L, s, rc, run_id, "request_approval");
-    lua_pushstring(L, status);
     return 1;
 }
 
@@ -821,18 +793,7 @@ static int store_decide(lua_State *L)
     if (!lua_isnoneornil(L, 6))
         luaL_checkstring(L, 6);
     lua_settop(L, 6);
-    int rc;
-    sqlite3_stmt *st = stmt(s, S_APPROVAL_DECIDE, &rc);
-    if (!st)
-        return store_fail_rc(L, s, rc, "decide");
-    bind_lua_text(L, st, 1, 2);
-    bind_lua_text(L, st, 2, 3);
-    bind_lua_text(L, st, 3, 4);
-    sqlite3_bind_int64(st, 4, (sqlite3_int64)time(NULL));
-    bind_lua_text(L, st, 5, 5);
-    if ((rc = bind_redacted(L, st, 6, 6)) == SQLITE_OK)
-        rc = sqlite3_step(st);
-    sqlite3_reset(st);
+    int rc = run_write(L, s, S_APPROVAL_DECIDE, 2, "ssstsr");
     if (rc != SQLITE_DONE)
         return store_fail_rc(L, s, rc, "decide");
     if (sqlite3_changes(s->db) > 0) {
@@ -840,32 +801,20 @@ static int store_decide(lua_State *L)
         return 1;
     }
     /* nothing waiting: say which of run, gate or decision is the reason */
-    int exists = run_exists(s, run_id, &rc);
-    if (exists < 0)
-        return store_fail_rc(L, s, rc, "decide");
-    if (!exists)
+    if (run_query(L, s, S_RUN_EXISTS, 2, "s", 0, "decide") == 2)
+        return 2;
+    if (lua_isnil(L, -1))
         return store_fail_msg(L, s, "UnknownRun", lua_pushfstring(L, "unknown run %s", run_id));
-    st = stmt(s, S_APPROVAL_GET, &rc);
-    if (!st)
-        return store_fail_rc(L, s, rc, "decide");
-    bind_lua_text(L, st, 1, 2);
-    bind_lua_text(L, st, 2, 3);
-    char status[16] = "";
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        const char *v = (const char *)sqlite3_column_text(st, 2);
-        snprintf(status, sizeof status, "%s", v ? v : "");
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return store_fail_rc(L, s, rc, "decide");
-    if (rc == SQLITE_DONE)
+    if (run_query(L, s, S_APPROVAL_GET, 2, "ss", 0, "decide") == 2)
+        return 2;
+    if (lua_isnil(L, -1))
         return store_fail_msg(L, s, "UnknownGate",
                               lua_pushfstring(L, "run %s has no approval gate %s waiting", run_id,
                                               gate));
+    lua_getfield(L, -1, "status");
     return store_fail_msg(L, s, "AlreadyDecided",
                           lua_pushfstring(L, "approval gate %s of run %s was already %s", gate,
-                                          run_id, status));
+                                          run_id, lua_tostring(L, -1)));
 }
 
 /* [-3, +1|2, e] db:approval(run_id, gate) -> approval | nil */
@@ -874,13 +823,7 @@ static int store_approval(lua_State *L)
     struct store *s = check_store(L, 1);
     luaL_checkstring(L, 2);
     luaL_checkstring(L, 3);
-    int rc;
-    sqlite3_stmt *st = stmt(s, S_APPROVAL_GET, &rc);
-    if (!st)
-        return store_fail_rc(L, s, rc, "approval");
-    bind_lua_text(L, st, 1, 2);
-    bind_lua_text(L, st, 2, 3);
-    return run_query(L, s, st, 0, "approval");
+    return run_query(L, s, S_APPROVAL_GET, 2, "ss", 0, "approval");
 }
 
 /* [-2, +1|2, e] db:approvals(run_id) -> array in request order */
@@ -888,12 +831,7 @@ static int store_approvals(lua_State *L)
 {
     struct store *s = check_store(L, 1);
     luaL_checkstring(L, 2);
-    int rc;
-    sqlite3_stmt *st = stmt(s, S_APPROVAL_LIST, &rc);
-    if (!st)
-        return store_fail_rc(L, s, rc, "approvals");
-    bind_lua_text(L, st, 1, 2);
-    return run_query(L, s, st, 1, "approvals");
+    return run_query(L, s, S_APPROVAL_LIST, 2, "s", 1, "approvals");
 }
 
 /* [-4, +1|2, e] db:event(run_id, kind, message) -> seq | nil, err (unknown run) */
@@ -904,21 +842,10 @@ static int store_event(lua_State *L)
     check_name(L, 3, "event kind");
     luaL_checkstring(L, 4);
     lua_settop(L, 4);
-    int rc;
-    sqlite3_stmt *st = stmt(s, S_EVENT_INSERT, &rc);
-    if (!st)
-        return store_fail_rc(L, s, rc, "event");
-    bind_lua_text(L, st, 1, 2);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)time(NULL));
-    bind_lua_text(L, st, 3, 3);
-    lua_Integer seq = 0;
-    if ((rc = bind_redacted(L, st, 4, 4)) == SQLITE_OK)
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-            seq = (lua_Integer)sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
+    lua_pushinteger(L, 0); /* replaced by RETURNING seq */
+    int rc = run_write(L, s, S_EVENT_INSERT, 2, "stsr");
     if (rc != SQLITE_DONE)
         return write_failed(L, s, rc, run_id, "event");
-    lua_pushinteger(L, seq);
     return 1;
 }
 
@@ -928,13 +855,9 @@ static int store_events(lua_State *L)
     struct store *s = check_store(L, 1);
     luaL_checkstring(L, 2);
     lua_Integer after = luaL_optinteger(L, 3, 0);
-    int rc;
-    sqlite3_stmt *st = stmt(s, S_EVENT_LIST, &rc);
-    if (!st)
-        return store_fail_rc(L, s, rc, "events");
-    bind_lua_text(L, st, 1, 2);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)after);
-    return run_query(L, s, st, 1, "events");
+    lua_settop(L, 2);
+    lua_pushinteger(L, after); /* 3 */
+    return run_query(L, s, S_EVENT_LIST, 2, "si", 1, "events");
 }
 
 /* End the transaction level s->depth (1: the outer BEGIN IMMEDIATE, else a savepoint). */
