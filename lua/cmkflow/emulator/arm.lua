@@ -151,6 +151,56 @@ function M.records(st, rtype, prefix)
   return out
 end
 
+-- The 200 page listing the records of rtype under scope, after the api-version and the read
+-- permission check (guard_type: the type both are checked for, rtype when nil). view(ctx, rec)
+-- gives a record's item, or nil to leave it out; the stored body when view is nil.
+function M.list(ctx, rtype, scope, view, guard_type, read_action)
+  guard_type = guard_type or rtype
+  local s, h, b = ctx:guard(guard_type, scope, read_action or guard_type .. "/read")
+  if s then return s, h, b end
+  local items = {}
+  for _, r in ipairs(M.records(ctx.st, rtype, scope)) do
+    local item
+    if view then item = view(ctx, r) else item = r.body end
+    if item ~= nil then items[#items + 1] = item end
+  end
+  return ctx:json(200, M.page(items))
+end
+
+-- The scope a collection GET lists: the request's resource group, or its subscription when the
+-- path names none. nil and the 404 response when the resource group does not exist.
+function M.list_scope(ctx)
+  if not ctx.rg then return "/subscriptions/" .. ctx.sub end
+  local rgrec = ctx:resource_group()
+  if not rgrec then return nil, ctx:rg_not_found(ctx.rg) end
+  return rgrec.id
+end
+
+-- ARM's action verb per method on one resource.
+M.RESOURCE_ACTIONS = { PUT = "write", PATCH = "write", GET = "read", DELETE = "delete" }
+
+-- The checks before acting on the resource id of type rtype: a method with an action, the JSON
+-- body of a PUT or PATCH, the api-version, RBAC and (unless opts.group_optional) the resource
+-- group. Returns true and the body (nil for other methods); or false and the status, headers and
+-- body to answer with (false alone: a method this resource does not have, for ARM's 404).
+-- opts: actions (method -> verb, RESOURCE_ACTIONS when nil), action_type (the permission's
+-- type prefix, rtype when nil), group_optional.
+function M.resource_request(ctx, rtype, id, opts)
+  opts = opts or {}
+  local method = ctx.req.method
+  local action = (opts.actions or M.RESOURCE_ACTIONS)[method]
+  if not action then return false end
+  local body, s, h, b
+  if method == "PUT" or method == "PATCH" then
+    body, s, h, b = ctx:body()
+    if not body then return false, s, h, b end
+  end
+  s, h, b = ctx:guard(rtype, id, (opts.action_type or rtype) .. "/" .. action, body and body.location)
+  if s then return false, s, h, b end
+  if not opts.group_optional and not ctx:resource_group() then return false, ctx:rg_not_found(ctx.rg) end
+  return true, body
+end
+
 -- {value = [...]} (paging-ready: one page, no nextLink).
 function M.page(items)
   local value = json.array()

@@ -30,38 +30,20 @@ local function view(ctx, rec)
            properties = props }
 end
 
-local function list(ctx, scope)
-  local s, h, b = ctx:guard(TYPE, scope, TYPE .. "/read")
-  if s then return s, h, b end
-  local items = {}
-  for _, r in ipairs(arm().records(ctx.st, TYPE, scope)) do items[#items + 1] = view(ctx, r) end
-  return ctx:json(200, arm().page(items))
-end
-
 function M.handle(ctx, rest)
   if not rest[1] or rest[1]:lower() ~= "userassignedidentities" or #rest > 2 then return nil end
   local st, method = ctx.st, ctx.req.method
   if #rest == 1 then
     if method ~= "GET" then return nil end
-    if ctx.rg then
-      if not ctx:resource_group() then return ctx:rg_not_found(ctx.rg) end
-      return list(ctx, ctx:resource_group().id)
-    end
-    return list(ctx, "/subscriptions/" .. ctx.sub)
+    local scope, s, h, b = arm().list_scope(ctx)
+    if not scope then return s, h, b end
+    return arm().list(ctx, TYPE, scope, view)
   end
   if not ctx.rg then return nil end
   local name = rest[2]
-  local action = ({ PUT = "write", PATCH = "write", GET = "read", DELETE = "delete" })[method]
-  if not action then return nil end
-  local body, bs, bh, bb
-  if method == "PUT" or method == "PATCH" then
-    body, bs, bh, bb = ctx:body()
-    if not body then return bs, bh, bb end
-  end
   local id = arm().resource_id(ctx, TYPE, name)
-  local s, h, b = ctx:guard(TYPE, id, TYPE .. "/" .. action, body and body.location)
-  if s then return s, h, b end
-  if not ctx:resource_group() then return ctx:rg_not_found(ctx.rg) end
+  local ok, body, h, b = arm().resource_request(ctx, TYPE, id)
+  if not ok then return body, h, b end -- body: the status of the answer
   local rec = arm().find(st, id)
   if method == "GET" then
     if not rec then return ctx:not_found(TYPE, name, ctx.rg) end

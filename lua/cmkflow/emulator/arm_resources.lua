@@ -94,28 +94,19 @@ end
 
 function M.list_groups(ctx)
   if ctx.req.method ~= "GET" then return nil end
-  local scope = "/subscriptions/" .. ctx.sub
-  local s, h, b = ctx:guard(RG_API, scope, "Microsoft.Resources/subscriptions/resourceGroups/read")
-  if s then return s, h, b end
-  local items = {}
-  for _, r in ipairs(arm().records(ctx.st, RG_TYPE, scope)) do items[#items + 1] = r.body end
-  return ctx:json(200, arm().page(items))
+  return arm().list(ctx, RG_TYPE, "/subscriptions/" .. ctx.sub, nil, RG_API,
+                    "Microsoft.Resources/subscriptions/resourceGroups/read")
 end
+
+local GROUP_ACTIONS = { PUT = "write", PATCH = "write", GET = "read", HEAD = "read", DELETE = "delete" }
 
 function M.group(ctx)
   local st, req, method = ctx.st, ctx.req, ctx.req.method
   local rec = ctx:resource_group()
   local id = rec and rec.id or ("/subscriptions/" .. ctx.sub .. "/resourceGroups/" .. ctx.rg)
-  local action = ({ PUT = "write", PATCH = "write", GET = "read", HEAD = "read", DELETE = "delete" })[method]
-  if not action then return nil end
-  local body, bs, bh, bb
-  if method == "PUT" or method == "PATCH" then
-    body, bs, bh, bb = ctx:body()
-    if not body then return bs, bh, bb end
-  end
-  local s, h, b = ctx:guard(RG_API, id, "Microsoft.Resources/subscriptions/resourceGroups/" .. action,
-                            body and body.location)
-  if s then return s, h, b end
+  local ok, body, h, b = arm().resource_request(ctx, RG_API, id, { actions = GROUP_ACTIONS,
+    action_type = "Microsoft.Resources/subscriptions/resourceGroups", group_optional = true })
+  if not ok then return body, h, b end -- body: the status of the answer
   if method == "GET" then
     if not rec then return ctx:rg_not_found(ctx.rg) end
     return ctx:json(200, rec.body)

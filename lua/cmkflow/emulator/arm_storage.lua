@@ -198,40 +198,25 @@ local function build(ctx, name, req, old, creating)
   return body
 end
 
-local function list(ctx, scope)
-  local s, h, b = ctx:guard(TYPE, scope, TYPE .. "/read")
-  if s then return s, h, b end
-  local items = {}
-  for _, r in ipairs(arm().records(ctx.st, TYPE, scope)) do
-    if not r.internal.pending then items[#items + 1] = r.body end
-  end
-  return ctx:json(200, arm().page(items))
+-- A listed account: pending creates are not listed yet.
+local function list_view(_, rec)
+  if not rec.internal.pending then return rec.body end
 end
 
 local function accounts(ctx, rest)
   local st, method = ctx.st, ctx.req.method
   if #rest == 1 then
     if method ~= "GET" then return nil end
-    if ctx.rg then
-      if not ctx:resource_group() then return ctx:rg_not_found(ctx.rg) end
-      return list(ctx, ctx:resource_group().id)
-    end
-    return list(ctx, "/subscriptions/" .. ctx.sub)
+    local scope, s, h, b = arm().list_scope(ctx)
+    if not scope then return s, h, b end
+    return arm().list(ctx, TYPE, scope, list_view)
   end
   if not ctx.rg or #rest > 2 then return nil end
   local name = rest[2]
-  local action = ({ PUT = "write", PATCH = "write", GET = "read", DELETE = "delete" })[method]
-  if not action then return nil end
-  local req_body, bs, bh, bb
-  if method == "PUT" or method == "PATCH" then
-    req_body, bs, bh, bb = ctx:body()
-    if not req_body then return bs, bh, bb end
-  end
   local id = arm().resource_id(ctx, TYPE, name)
   ctx.account_id = id
-  local s, h, b = ctx:guard(TYPE, id, TYPE .. "/" .. action, req_body and req_body.location)
-  if s then return s, h, b end
-  if not ctx:resource_group() then return ctx:rg_not_found(ctx.rg) end
+  local ok, req_body, h, b = arm().resource_request(ctx, TYPE, id)
+  if not ok then return req_body, h, b end -- req_body: the status of the answer
   local rec = arm().find(st, id)
   -- Azure finishes a create whether or not anyone polls it: a pending one is done once its
   -- Retry-After has passed (a client killed before its first poll can resume with a PUT)
