@@ -49,7 +49,8 @@ M.USAGE = [[
                               (latency only); keys: count, after, probability, latency_ms, path, host (repeatable)
   --throttle arm.reads=N | arm.writes=N
                               ARM token buckets, N requests per minute (repeatable)
-  --knobs FILE.json           knobs as in the seed's "knobs" field ({delays, faults, throttling})]]
+  --knobs FILE.json           knobs as in the seed's "knobs" field ({delays, faults, throttling,
+                              lro_retry_after_s, key_material})]]
 
 local FAULT_KEYS = { count = "integer", after = "integer", probability = "number", latency_ms = "number", path = "string", host = "string" }
 
