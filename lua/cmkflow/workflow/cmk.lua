@@ -92,15 +92,22 @@ local function put(ctx, arm, path, body, api, what, tenant_role)
   return res
 end
 
+-- The policy's tags for this run's customer.
+local function customer_tags(ctx) return ctx.policy.tags({ customer = ctx.params.customer }) end
+
+-- Creates or updates resource group `name` in the subscription of the tenant context `context`
+-- ("isv" or "customer"), in the policy's location.
+local function resource_group(ctx, context, name, tenant_role)
+  local tenant = ctx.context(context)
+  local rg = put(ctx, tenant.arm, ("/subscriptions/%s/resourcegroups/%s"):format(tenant.subscription, name),
+    { location = ctx.policy.location, tags = customer_tags(ctx) }, M.API.groups, "resource group " .. name, tenant_role)
+  return { id = rg.id, name = rg.name }
+end
+
 -- ---- ISV tenant ----------------------------------------------------------------------------
 
 function M.isv_resource_group(ctx)
-  local isv = ctx.context("isv")
-  local names = M.names(ctx)
-  local rg = put(ctx, isv.arm, ("/subscriptions/%s/resourcegroups/%s"):format(isv.subscription, names.isv_resource_group),
-    { location = ctx.policy.location, tags = ctx.policy.tags({ customer = ctx.params.customer }) },
-    M.API.groups, "resource group " .. names.isv_resource_group, "ISV")
-  return { id = rg.id, name = rg.name }
+  return resource_group(ctx, "isv", M.names(ctx).isv_resource_group, "ISV")
 end
 
 function M.app(ctx)
@@ -121,7 +128,7 @@ function M.identity(ctx)
   local names = M.names(ctx)
   local path = ("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.ManagedIdentity/userAssignedIdentities/%s")
     :format(isv.subscription, names.isv_resource_group, names.identity)
-  local id = put(ctx, isv.arm, path, { location = ctx.policy.location, tags = ctx.policy.tags({ customer = ctx.params.customer }) },
+  local id = put(ctx, isv.arm, path, { location = ctx.policy.location, tags = customer_tags(ctx) },
     M.API.identities, "user-assigned identity " .. names.identity, "ISV")
   return { id = id.id, principalId = id.properties.principalId, clientId = id.properties.clientId }
 end
@@ -166,12 +173,7 @@ function M.service_principal(ctx)
 end
 
 function M.customer_resource_group(ctx)
-  local customer = ctx.context("customer")
-  local names = M.names(ctx)
-  local rg = put(ctx, customer.arm, ("/subscriptions/%s/resourcegroups/%s"):format(customer.subscription, names.customer_resource_group),
-    { location = ctx.policy.location, tags = ctx.policy.tags({ customer = ctx.params.customer }) },
-    M.API.groups, "resource group " .. names.customer_resource_group, "customer")
-  return { id = rg.id, name = rg.name }
+  return resource_group(ctx, "customer", M.names(ctx).customer_resource_group, "customer")
 end
 
 function M.key_vault(ctx)
@@ -180,7 +182,7 @@ function M.key_vault(ctx)
   local path = ("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.KeyVault/vaults/%s")
     :format(customer.subscription, names.customer_resource_group, names.key_vault)
   local vault = put(ctx, customer.arm, path, {
-    location = ctx.policy.location, tags = ctx.policy.tags({ customer = ctx.params.customer }),
+    location = ctx.policy.location, tags = customer_tags(ctx),
     properties = { tenantId = customer.tenant, sku = { family = "A", name = "standard" },
       enableSoftDelete = true, enablePurgeProtection = true, enableRbacAuthorization = true,
       softDeleteRetentionInDays = ctx.policy.soft_delete_retention_days, accessPolicies = json.array() },
@@ -222,12 +224,7 @@ end
 -- ---- ISV tenant: the storage account ------------------------------------------------------------
 
 function M.storage_resource_group(ctx)
-  local isv = ctx.context("isv")
-  local name = ctx.params.resource_group or M.names(ctx).storage_account_resource_group
-  local rg = put(ctx, isv.arm, ("/subscriptions/%s/resourcegroups/%s"):format(isv.subscription, name),
-    { location = ctx.policy.location, tags = ctx.policy.tags({ customer = ctx.params.customer }) },
-    M.API.groups, "resource group " .. name, "ISV")
-  return { id = rg.id, name = rg.name }
+  return resource_group(ctx, "isv", ctx.params.resource_group or M.names(ctx).storage_account_resource_group, "ISV")
 end
 
 function M.encryption(ctx)
@@ -249,7 +246,7 @@ function M.storage_account(ctx)
   local path = M.account_id(ctx)
   local body = {
     location = ctx.policy.location, kind = "StorageV2", sku = { name = "Standard_LRS" },
-    tags = ctx.policy.tags({ customer = ctx.params.customer }),
+    tags = customer_tags(ctx),
     identity = { type = "UserAssigned", userAssignedIdentities = { [identity_id] = json.object() } },
     properties = { minimumTlsVersion = "TLS1_2", allowBlobPublicAccess = false, encryption = M.encryption(ctx) },
   }
