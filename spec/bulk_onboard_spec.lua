@@ -6,35 +6,10 @@ local json = require("cmkflow.core").json
 local cli = require "support.cli"
 local files = require "support.files"
 local seed = require "cmkflow.emulator.demo_seed"
+local ext = require "support.external_emulator"
 local q = files.quote
 
-local function curl(args)
-  local p = io.popen("curl -sS --max-time 20 " .. args .. " 2>&1")
-  local out = p:read("a")
-  p:close()
-  return out
-end
-
--- `cmkflow emulator` in the background (bounded by timeout); returns {ready, stop()}.
-local function start_emulator()
-  local err = os.tmpname()
-  local cmd = "env -u CMKFLOW_LUA_PATH sh -c " .. q("echo $$; exec timeout -s INT 300 " .. q(cli.bin)
-    .. " emulator --listen 127.0.0.1:0") .. " 2>" .. err .. " </dev/null"
-  local p = assert(io.popen(cmd, "r"))
-  local h = { pid = tonumber(p:read("l")) }
-  local line = p:read("l")
-  h.ready = line and json.decode(line)
-  function h.stop()
-    if h.pid then
-      os.execute("kill -INT " .. h.pid .. " 2>/dev/null")
-      p:read("a")
-      p:close()
-      h.pid = nil
-      os.remove(err)
-    end
-  end
-  return h
-end
+local curl = ext.curl
 
 local function runs_in(state_dir)
   local r = cli.run({ "runs", "list", "--output", "json" }, { CMKFLOW_STATE_DIR = state_dir })
@@ -151,7 +126,7 @@ describe("cmkflow run bulk-onboard (external emulator, configured)", function()
   local emu, dir, config, env
 
   setup(function()
-    emu = start_emulator()
+    emu = ext.start { state = false, lifetime = 300 }
     assert(emu.ready and emu.ready.url, "the emulator did not start")
     dir = files.tmpdir()
     local function ctx(t)
@@ -163,7 +138,7 @@ describe("cmkflow run bulk-onboard (external emulator, configured)", function()
     env = { CMKFLOW_STATE_DIR = dir, CMKFLOW_CONFIG = config }
   end)
 
-  teardown(function() if emu then emu.stop() end end)
+  teardown(function() if emu then emu:stop() end end)
 
   local function control(method, path, body)
     return curl("-X " .. method .. " --cacert " .. q(emu.ready.ca_cert) .. (body and (" -H 'content-type: application/json' -d " .. q(body)) or "")

@@ -11,33 +11,13 @@ local http = require "cmkflow.http"
 local cli = require "support.cli"
 local files = require "support.files"
 local seed = require "cmkflow.emulator.demo_seed"
+local ext = require "support.external_emulator"
 local q = files.quote
 
 local SRC = os.getenv("CMKFLOW_SOURCE_DIR") or "."
 local ENCRYPTION_USER = "e147488a-f6f5-4113-8e2d-b22465e65bf6"
 local ISV, CUSTOMER = seed.tenants[1], seed.tenants[2]
 local SECRETS = { ISV_SECRET = ISV.principals[1].secret, CUSTOMER_SECRET = CUSTOMER.principals[1].secret }
-
--- `cmkflow emulator` in the background (bounded by timeout); returns {ready, stop()}.
-local function start_emulator(dir)
-  local err = dir .. "/emulator.err"
-  local cmd = "env -u CMKFLOW_LUA_PATH sh -c " .. q("echo $$; exec timeout -s INT 240 " .. q(cli.bin)
-    .. " emulator --listen 127.0.0.1:0 --ca-cert " .. q(dir .. "/ca.pem")) .. " 2>" .. q(err) .. " </dev/null"
-  local p = assert(io.popen(cmd, "r"))
-  local h = { pid = tonumber(p:read("l")) }
-  local line = p:read("l")
-  h.ready = line and json.decode(line)
-  assert(type(h.ready) == "table" and h.ready.ready, "emulator did not start: " .. tostring(line) .. " " .. files.read(err, ""))
-  function h.stop()
-    if h.pid then
-      os.execute("kill -INT " .. h.pid .. " 2>/dev/null")
-      p:read("a")
-      p:close()
-      h.pid = nil
-    end
-  end
-  return h
-end
 
 -- The example policy evaluated here, for the names it must produce.
 local function example_policy()
@@ -79,7 +59,7 @@ describe("the customizing example (examples/policy.lua)", function()
 
   setup(function()
     dir = files.tmpdir()
-    emu = start_emulator(dir)
+    emu = ext.start { dir = dir, state = false, lifetime = 240, args = { "--ca-cert", dir .. "/ca.pem" } }
     client = http.new { ca_file = emu.ready.ca_cert, retry = { max_attempts = 2, base_delay_ms = 50 } }
     -- the example, byte for byte, next to a configuration that names it relatively
     files.write(dir .. "/policy.lua", files.read(SRC .. "/examples/policy.lua"))
@@ -98,7 +78,7 @@ return {
   end)
 
   teardown(function()
-    if emu then emu.stop() end
+    if emu then emu:stop() end
     if dir then os.execute("rm -rf " .. q(dir)) end
   end)
 

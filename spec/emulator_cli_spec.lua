@@ -5,43 +5,17 @@ local core = require "cmkflow.core"
 local json = core.json
 local cli = require "support.cli"
 local files = require "support.files"
+local ext = require "support.external_emulator"
 local q = files.quote
 
-local function curl(args)
-  local p = io.popen("curl -sS --max-time 20 " .. args .. " 2>&1")
-  local out = p:read("a")
-  p:close()
-  return out
-end
+local curl = ext.curl
 
--- Starts the emulator in the background; returns {pid, ready (decoded), stop()}.
-local function start(args)
-  local err = os.tmpname()
-  local parts = {}
-  for _, a in ipairs(args) do parts[#parts + 1] = q(a) end
-  -- `timeout` bounds the child's life and forwards our SIGINT to it
-  local cmd = "env -u CMKFLOW_LUA_PATH sh -c " .. q("echo $$; exec timeout -s INT 120 " .. q(cli.bin) .. " emulator "
-    .. table.concat(parts, " ")) .. " 2>" .. err .. " </dev/null"
-  local p = assert(io.popen(cmd, "r"))
-  local pid = tonumber(p:read("l"))
-  local line = p:read("l")
-  local h = { pid = pid, line = line, err_file = err }
-  h.ready = line and json.decode(line)
-  function h.stop()
-    if h.pid then
-      os.execute("kill -INT " .. h.pid .. " 2>/dev/null")
-      h.rest = p:read("a") -- until the child exits (bounded by timeout)
-      p:close()
-      h.pid = nil
-      os.remove(err)
-    end
-  end
-  return h
-end
+-- `cmkflow emulator --listen 127.0.0.1:0 ARGS` in the background (no --state unless given).
+local function start(args) return ext.start { state = false, lifetime = 120, args = args } end
 
 describe("cmkflow emulator", function()
   it("prints exactly one ready line and serves HTTPS that its CA verifies, on the single origin and real hostnames", function()
-    local h = start { "--listen", "127.0.0.1:0" }
+    local h = start {}
     local ok, e = pcall(function()
       assert.is_table(h.ready, "ready line: " .. tostring(h.line))
       assert.is_true(h.ready.ready)
@@ -56,7 +30,7 @@ describe("cmkflow emulator", function()
       -- without the CA, verification fails
       assert.matches("certificate", curl(q(h.ready.url .. "/_emulator/health")))
     end)
-    h.stop()
+    h:stop()
     assert(ok, e)
     assert.equal("", h.rest) -- nothing more on stdout than the ready line
   end)
@@ -77,18 +51,18 @@ describe("cmkflow emulator", function()
 
   it("keeps the same CA across two starts with --state", function()
     local dir = files.tmpdir()
-    local h1 = start { "--listen", "127.0.0.1:0", "--state", dir }
-    h1.stop()
+    local h1 = ext.start { dir = dir, lifetime = 120 }
+    h1:stop()
     assert.is_table(h1.ready)
     local ca1 = files.read(h1.ready.ca_cert)
-    local h2 = start { "--listen", "127.0.0.1:0", "--state", dir }
+    local h2 = ext.start { dir = dir, lifetime = 120 }
     local ok, e = pcall(function()
       assert.is_table(h2.ready)
       assert.equal(ca1, files.read(h2.ready.ca_cert))
       local health = json.decode(curl("--cacert " .. q(dir .. "/ca.pem") .. " " .. q(h2.ready.url .. "/_emulator/health")))
       assert.equal("ok", health.status)
     end)
-    h2.stop()
+    h2:stop()
     os.execute("rm -rf " .. q(dir))
     assert(ok, e)
   end)
@@ -135,7 +109,7 @@ describe("cmkflow emulator", function()
       local probe = cli.run { "emulator", "--throttle", "arm.reads=1", "--listen", "0.0.0.0:1" }
       assert.is_nil(probe.stderr:match("unknown option"), probe.stderr)
       assert.equals(2, probe.code) -- the non-loopback --listen, not the knob, is refused
-      local h = start { "--listen", "127.0.0.1:0", "--delay", "service_principal=30", "--fault", "arm:PUT:503:count=2",
+      local h = start { "--delay", "service_principal=30", "--fault", "arm:PUT:503:count=2",
                         "--throttle", "arm.writes=10" }
       local ok, e = pcall(function()
         assert.is_table(h.ready)
@@ -147,7 +121,7 @@ describe("cmkflow emulator", function()
         assert.same({ "arm", "PUT", 503, 2 }, { f.match.operation, f.match.method, f.status, f.count })
         assert.equal(10, get("/_emulator/throttling").arm.writes_per_minute)
       end)
-      h.stop()
+      h:stop()
       assert(ok, e)
       local r = cli.run { "emulator", "--listen", "127.0.0.1:0", "--fault", "arm:PUT:fast" }
       assert.equal(2, r.code)

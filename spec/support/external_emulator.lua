@@ -2,12 +2,14 @@
 -- file (as a user with a long-running emulator would), and `cmkflow` clients in the background.
 --   local ext = require "support.external_emulator"
 --   local emu = ext.start { args = { "--delay", "service_principal=3" } }  -- state dir: a scratch dir
---   emu.url, emu.ca_cert, emu.pid, emu.dir
+--   emu.url, emu.ca_cert, emu.pid, emu.dir, emu.ready (the decoded ready line), emu.line (as printed)
+--   ext.start { state = false, args = ... }  -- no --state: an in-memory emulator, as without one
 --   emu:config { policy = "/path/policy.lua" } -> path of a config file for the demo seed's principals
 --   emu:request(method, path, body) -> status, decoded body   (the /_emulator/ API, no retries)
 --   emu:reset(), emu:state(), emu:journal(since) -> entries, next_seq, emu:mark() -> next_seq,
 --   emu:add_fault(rule) -> id, emu:clear_faults(), emu:delays(t)
 --   emu:stop()
+--   ext.curl(args) -> curl's output (stdout and stderr), bounded
 --   ext.onboard_census(state) -> counts of what onboard creates; ext.ONBOARD_ONCE: one of each
 --   local p = ext.spawn(args, env)   -- cmkflow in the background: p.pid, p:done(), p:kill(sig), p:wait()
 -- Every wait is bounded; the emulator's life is bounded by `timeout`.
@@ -39,13 +41,26 @@ end
 
 function M.sleep(seconds) os.execute("sleep " .. tostring(seconds)) end
 
+-- curl ARGS (bounded to 20 s): its stdout and stderr.
+function M.curl(args)
+  local p = io.popen("curl -sS --max-time 20 " .. args .. " 2>&1")
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
 -- Starts `cmkflow emulator --listen 127.0.0.1:0 --state DIR [args]`; returns the handle once its
--- ready line arrived (raises with its stderr otherwise). opts: {args = {...}, dir = state dir, lifetime = s}
+-- ready line arrived (raises with its stderr otherwise). opts: {args = {...}, dir = state dir (and
+-- its stderr file), lifetime = s, state = false: leave out --state}
 function M.start(opts)
   opts = opts or {}
   local dir = opts.dir or files.tmpdir()
   local err = dir .. "/emulator.stderr"
-  local args = { "--listen", "127.0.0.1:0", "--state", dir }
+  local args = { "--listen", "127.0.0.1:0" }
+  if opts.state ~= false then
+    args[#args + 1] = "--state"
+    args[#args + 1] = dir
+  end
   for _, a in ipairs(opts.args or {}) do args[#args + 1] = a end
   local quoted = {}
   for _, a in ipairs(args) do quoted[#quoted + 1] = q(a) end
@@ -61,7 +76,7 @@ function M.start(opts)
     error("cmkflow emulator did not start: " .. tostring(line) .. " " .. files.read(err, ""), 2)
   end
   local emu = setmetatable({ pipe = p, pid = pid, dir = dir, owns_dir = opts.dir == nil, url = ready.url,
-                             ca_cert = ready.ca_cert, err_file = err }, Emu)
+                             ca_cert = ready.ca_cert, err_file = err, ready = ready, line = line }, Emu)
   emu.http = http.new { ca_file = ready.ca_cert, retry = { max_attempts = 1 } }
   return emu
 end
