@@ -2,25 +2,11 @@
 -- (kept in --state DIR when given) and one JSON "ready" line on stdout.
 local core = require "cmkflow.core"
 local json = core.json
+local file = require "cmkflow.util.file"
 
 local M = {}
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write_file(path, content, private)
-  if private then os.execute("umask 077; : > '" .. path:gsub("'", "'\\''") .. "'") end
-  local f, err = io.open(path, "wb")
-  if not f then return nil, err end
-  f:write(content)
-  f:close()
-  return true
-end
+local read_file, write_file = file.read, file.write
 
 -- The emulator's CA: loaded from state_dir when present there, else generated (and kept there).
 function M.certificate_authority(state_dir)
@@ -135,7 +121,7 @@ function M.main(opts, EXIT)
     return EXIT.usage
   end
   local state_dir = opts.state
-  if state_dir and not os.execute("mkdir -p '" .. state_dir:gsub("'", "'\\''") .. "'") then
+  if state_dir and not os.execute("mkdir -p " .. file.quote(state_dir)) then
     io.stderr:write("cmkflow: --state: cannot create directory '", state_dir, "'\n")
     return EXIT.usage
   end

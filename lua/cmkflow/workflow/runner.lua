@@ -7,21 +7,14 @@ local host = require "cmkflow.host"
 local sandbox = require "cmkflow.sandbox"
 local engine = require "cmkflow.workflow.engine"
 local policy_mod = require "cmkflow.policy"
+local file = require "cmkflow.util.file"
 
 local M = {}
 
 local EXIT = { ok = 0, failed = 1, usage = 2, auth = 4, waiting = 6, interrupted = 130 }
 M.EXIT = EXIT
 
-local function shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local shell_quote, read_file = file.quote, file.read
 
 -- Where runs (and the embedded emulator's state) live: $CMKFLOW_STATE_DIR, else
 -- $XDG_STATE_HOME/cmkflow, else ~/.local/state/cmkflow.
@@ -111,6 +104,20 @@ function M.finish()
   client:request { method = "POST", url = embedded.url .. "/_emulator/save" }
 end
 
+-- The Azure SDK environment variables (when set) give the "default" and "isv" contexts their
+-- credential and subscription. true | nil, message.
+local function use_environment_credential()
+  if os.getenv("AZURE_CLIENT_ID") or os.getenv("AZURE_TENANT_ID") then
+    local ok, cred = pcall(core.auth.credential, { kind = "environment", authority = host.current_cloud().authority })
+    if not ok then return nil, tostring(cred) end
+    for _, ctx in ipairs({ "default", "isv" }) do
+      host.set_credential(ctx, cred)
+      host.contexts[ctx].subscription = os.getenv("AZURE_SUBSCRIPTION_ID")
+    end
+  end
+  return true
+end
+
 -- Resolves where a run talks to. opts: {config, cloud}. Returns a description stored with the run
 -- (never a secret): {config = path | nil, cloud = name, emulator = url | nil}, or nil, message.
 function M.configure(opts)
@@ -135,14 +142,8 @@ function M.configure(opts)
   end
   if opts.cloud and opts.cloud ~= "emulator" then
     host.set_cloud(opts.cloud)
-    if os.getenv("AZURE_CLIENT_ID") or os.getenv("AZURE_TENANT_ID") then
-      local ok, cred = pcall(core.auth.credential, { kind = "environment", authority = host.current_cloud().authority })
-      if not ok then return nil, tostring(cred) end
-      for _, ctx in ipairs({ "default", "isv" }) do
-        host.set_credential(ctx, cred)
-        host.contexts[ctx].subscription = os.getenv("AZURE_SUBSCRIPTION_ID")
-      end
-    end
+    local ok, err = use_environment_credential()
+    if not ok then return nil, err end
     return { cloud = opts.cloud }
   end
   local e = use_embedded_emulator()
@@ -182,15 +183,7 @@ end
 local function apply_environment(opts)
   if opts.config or os.getenv("CMKFLOW_CONFIG") then return true end
   if opts.cloud and opts.cloud ~= "emulator" then host.set_cloud(opts.cloud) end
-  if os.getenv("AZURE_CLIENT_ID") or os.getenv("AZURE_TENANT_ID") then
-    local ok, cred = pcall(core.auth.credential, { kind = "environment", authority = host.current_cloud().authority })
-    if not ok then return nil, tostring(cred) end
-    for _, ctx in ipairs({ "default", "isv" }) do
-      host.set_credential(ctx, cred)
-      host.contexts[ctx].subscription = os.getenv("AZURE_SUBSCRIPTION_ID")
-    end
-  end
-  return true
+  return use_environment_credential()
 end
 
 -- The context tables steps see: ctx.context("isv") -> {tenant, subscription, arm, graph, keyvault,

@@ -1,0 +1,28 @@
+-- Whole-file read and write, and quoting for /bin/sh, for the command-line modules
+-- (`cmkflow emulator`, `cmkflow run` and friends).
+local M = {}
+
+-- s in single quotes for /bin/sh (a quote inside becomes '\'').
+function M.quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- The whole file, or nil when it cannot be read.
+function M.read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- Writes content to path, replacing it; private: created with mode 0600 (umask 077) before
+-- anything is written. true | nil, err.
+function M.write(path, content, private)
+  if private then os.execute("umask 077; : > " .. M.quote(path)) end
+  local f, err = io.open(path, "wb")
+  if not f then return nil, err end
+  f:write(content)
+  f:close()
+  return true
+end
+
+return M
