@@ -143,9 +143,10 @@ function M.find(st, id) return st.resources[id:lower()] end
 -- Records of type rtype (case-insensitive) whose id lies under prefix (an ARM scope), sorted by id.
 function M.records(st, rtype, prefix)
   local out = {}
-  rtype = rtype:lower()
+  local lower = rbac.lower
+  rtype = lower(rtype)
   for _, r in pairs(st.resources) do
-    if r.type:lower() == rtype and (prefix == nil or rbac.scope_contains(prefix, r.id)) then out[#out + 1] = r end
+    if lower(r.type) == rtype and (prefix == nil or rbac.scope_contains(prefix, r.id)) then out[#out + 1] = r end
   end
   table.sort(out, function(a, b) return a.id:lower() < b.id:lower() end)
   return out

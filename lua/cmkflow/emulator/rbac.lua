@@ -88,10 +88,32 @@ function M.definition_body(def, sub)
   }
 end
 
+-- Memo of a string function over a bounded working set (role patterns, actions, scopes): every
+-- ARM, Graph and Key Vault request runs these checks, so they must not rebuild strings each time.
+local function memo(fn, limit)
+  local cache, size = {}, 0
+  return function(x)
+    local v = cache[x]
+    if v == nil then
+      if size >= limit then cache, size = {}, 0 end
+      v = fn(x)
+      cache[x], size = v, size + 1
+    end
+    return v
+  end
+end
+
+local lower = memo(string.lower, 4096)
+local compile = memo(function(pattern)
+  return "^" .. pattern:lower():gsub("[%.%-%+%?%(%)%[%]%^%$%%]", "%%%0"):gsub("%*", ".*") .. "$"
+end, 1024)
+-- a scope in canonical form: lower case, no trailing slash
+local scope_key = memo(function(s) return (s:lower():gsub("/+$", "")) end, 65536)
+M.lower = lower
+
 -- Case-insensitive Azure action pattern match ('*' matches any run of characters).
 local function matches(pattern, action)
-  local p = "^" .. pattern:lower():gsub("[%.%-%+%?%(%)%[%]%^%$%%]", "%%%0"):gsub("%*", ".*") .. "$"
-  return action:lower():match(p) ~= nil
+  return lower(action):match(compile(pattern)) ~= nil
 end
 
 local function any_match(list, action)
@@ -108,9 +130,9 @@ end
 
 -- true when assignment scope `outer` contains `inner` (same, or a parent on a segment boundary).
 function M.scope_contains(outer, inner)
-  outer, inner = outer:lower():gsub("/+$", ""), inner:lower():gsub("/+$", "")
-  if outer == "" then return true end
-  return inner == outer or inner:sub(1, #outer + 1) == outer .. "/"
+  outer, inner = scope_key(outer), scope_key(inner)
+  if outer == "" or inner == outer then return true end
+  return #inner > #outer and inner:byte(#outer + 1) == 47 and inner:sub(1, #outer) == outer   -- 47: '/'
 end
 
 -- Assignments (visible ones) for principal object id in tenant, as resource records.
