@@ -650,12 +650,28 @@ static int store_create_run(lua_State *L)
     return 1;
 }
 
-/* [-2, +1|2, e] db:run(id) -> run | nil (| nil, err on failure) */
-static int store_run(lua_State *L)
+/* The lookups that take only strings: db:run(id) -> run | nil, db:step(run_id, name) -> step | nil,
+ * db:steps(run_id) -> array in start order, db:approval(run_id, gate) -> approval | nil,
+ * db:approvals(run_id) -> array in request order (each | nil, err on an SQLite failure). */
+static const struct lookup {
+    const char *name;
+    int which;
+    const char *fmt; /* one 's' per string argument */
+    int many;
+} lookups[] = {
+    {"run", S_RUN_GET, "s", 0},           {"step", S_STEP_GET, "ss", 0},
+    {"steps", S_STEP_LIST, "s", 1},       {"approval", S_APPROVAL_GET, "ss", 0},
+    {"approvals", S_APPROVAL_LIST, "s", 1},
+};
+
+/* [-(n+1), +1|2, e] One of the lookups above: its entry is upvalue 1 (a light userdata). */
+static int store_lookup(lua_State *L)
 {
+    const struct lookup *q = lua_touserdata(L, lua_upvalueindex(1));
     struct store *s = check_store(L, 1);
-    luaL_checkstring(L, 2);
-    return run_query(L, s, S_RUN_GET, 2, "s", 0, "run");
+    for (int i = 0; q->fmt[i]; i++)
+        luaL_checkstring(L, 2 + i);
+    return run_query(L, s, q->which, 2, q->fmt, q->many, q->name);
 }
 
 /* [-2, +1|2, e] db:runs{status?, workflow?, limit? = 50} -> array, newest first */
@@ -713,23 +729,6 @@ static int store_set_run(lua_State *L)
         return store_fail_msg(L, s, "UnknownRun", lua_pushfstring(L, "unknown run %s", id));
     lua_pushboolean(L, 1);
     return 1;
-}
-
-/* [-3, +1|2, e] db:step(run_id, name) -> step | nil */
-static int store_step(lua_State *L)
-{
-    struct store *s = check_store(L, 1);
-    luaL_checkstring(L, 2);
-    luaL_checkstring(L, 3);
-    return run_query(L, s, S_STEP_GET, 2, "ss", 0, "step");
-}
-
-/* [-2, +1|2, e] db:steps(run_id) -> array in start order */
-static int store_steps(lua_State *L)
-{
-    struct store *s = check_store(L, 1);
-    luaL_checkstring(L, 2);
-    return run_query(L, s, S_STEP_LIST, 2, "s", 1, "steps");
 }
 
 /* [-3, +1|2, e] db:step_begin(run_id, name) -> attempts | nil, err (unknown run) */
@@ -817,23 +816,6 @@ static int store_decide(lua_State *L)
                                           run_id, lua_tostring(L, -1)));
 }
 
-/* [-3, +1|2, e] db:approval(run_id, gate) -> approval | nil */
-static int store_approval(lua_State *L)
-{
-    struct store *s = check_store(L, 1);
-    luaL_checkstring(L, 2);
-    luaL_checkstring(L, 3);
-    return run_query(L, s, S_APPROVAL_GET, 2, "ss", 0, "approval");
-}
-
-/* [-2, +1|2, e] db:approvals(run_id) -> array in request order */
-static int store_approvals(lua_State *L)
-{
-    struct store *s = check_store(L, 1);
-    luaL_checkstring(L, 2);
-    return run_query(L, s, S_APPROVAL_LIST, 2, "s", 1, "approvals");
-}
-
 /* [-4, +1|2, e] db:event(run_id, kind, message) -> seq | nil, err (unknown run) */
 static int store_event(lua_State *L)
 {
@@ -905,17 +887,12 @@ static void push_metatable(lua_State *L)
 {
     static const luaL_Reg methods[] = {
         {"create_run", store_create_run},
-        {"run", store_run},
         {"runs", store_runs},
         {"set_run", store_set_run},
-        {"step", store_step},
-        {"steps", store_steps},
         {"step_begin", store_step_begin},
         {"step_finish", store_step_finish},
         {"request_approval", store_request_approval},
         {"decide", store_decide},
-        {"approval", store_approval},
-        {"approvals", store_approvals},
         {"event", store_event},
         {"events", store_events},
         {"transaction", store_transaction},
@@ -927,6 +904,11 @@ static void push_metatable(lua_State *L)
     if (luaL_newmetatable(L, STORE_MT)) {
         luaL_setfuncs(L, meta, 0);
         luaL_newlib(L, methods);
+        for (size_t i = 0; i < sizeof lookups / sizeof lookups[0]; i++) {
+            lua_pushlightuserdata(L, (void *)&lookups[i]);
+            lua_pushcclosure(L, store_lookup, 1);
+            lua_setfield(L, -2, lookups[i].name);
+        }
         lua_setfield(L, -2, "__index");
     }
 }
