@@ -168,13 +168,18 @@ function M.list(ctx, rtype, scope, view, guard_type, read_action)
   return ctx:json(200, M.page(items))
 end
 
--- The scope a collection GET lists: the request's resource group, or its subscription when the
--- path names none. nil and the 404 response when the resource group does not exist.
-function M.list_scope(ctx)
-  if not ctx.rg then return "/subscriptions/" .. ctx.sub end
-  local rgrec = ctx:resource_group()
-  if not rgrec then return nil, ctx:rg_not_found(ctx.rg) end
-  return rgrec.id
+-- A request on a collection of rtype: for a GET, the page (M.list) of the request's resource
+-- group, or of its subscription when the path names none (404 for a resource group that does not
+-- exist); nil for other methods.
+function M.list_collection(ctx, rtype, view)
+  if ctx.req.method ~= "GET" then return nil end
+  local scope = "/subscriptions/" .. ctx.sub
+  if ctx.rg then
+    local rgrec = ctx:resource_group()
+    if not rgrec then return ctx:rg_not_found(ctx.rg) end
+    scope = rgrec.id
+  end
+  return M.list(ctx, rtype, scope, view)
 end
 
 -- ARM's action verb per method on one resource.

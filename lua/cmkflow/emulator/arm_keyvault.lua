@@ -135,12 +135,7 @@ end
 
 local function vaults(ctx, rest)
   local st, method = ctx.st, ctx.req.method
-  if #rest == 1 then
-    if method ~= "GET" then return nil end
-    local scope, s, h, b = arm().list_scope(ctx)
-    if not scope then return s, h, b end
-    return arm().list(ctx, TYPE, scope)
-  end
+  if #rest == 1 then return arm().list_collection(ctx, TYPE) end
   if not ctx.rg then return nil end
   local name = rest[2]
   if #rest >= 3 then

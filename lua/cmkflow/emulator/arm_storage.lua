@@ -205,12 +205,7 @@ end
 
 local function accounts(ctx, rest)
   local st, method = ctx.st, ctx.req.method
-  if #rest == 1 then
-    if method ~= "GET" then return nil end
-    local scope, s, h, b = arm().list_scope(ctx)
-    if not scope then return s, h, b end
-    return arm().list(ctx, TYPE, scope, list_view)
-  end
+  if #rest == 1 then return arm().list_collection(ctx, TYPE, list_view) end
   if not ctx.rg or #rest > 2 then return nil end
   local name = rest[2]
   local id = arm().resource_id(ctx, TYPE, name)
