@@ -77,7 +77,10 @@ function M.start(opts)
   end
   local emu = setmetatable({ pipe = p, pid = pid, dir = dir, owns_dir = opts.dir == nil, url = ready.url,
                              ca_cert = ready.ca_cert, err_file = err, ready = ready, line = line }, Emu)
-  emu.http = http.new { ca_file = ready.ca_cert, retry = { max_attempts = 1 } }
+  -- connection failures are retried (a handful of resets were seen right after a client was
+  -- SIGKILLed mid-request); the control API answers none of the retried statuses (408/429/5xx)
+  -- in normal operation
+  emu.http = http.new { ca_file = ready.ca_cert, retry = { max_attempts = 3, base_delay_ms = 100 } }
   return emu
 end
 
