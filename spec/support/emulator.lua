@@ -14,19 +14,7 @@ local M = {}
 local Emu = {}
 Emu.__index = Emu
 
-local pki
-local function make_pki()
-  if pki then return pki end
-  local ca, cakey = core.server.make_ca("cmkflow spec emulator CA")
-  local cert, key = core.server.make_cert(ca, cakey, core.server.default_names())
-  local ca_file = os.tmpname()
-  local f = assert(io.open(ca_file, "wb"))
-  f:write(ca)
-  f:close()
-  pki = setmetatable({ ca = ca, cert = cert, key = key, ca_file = ca_file },
-                     { __gc = function(p) os.remove(p.ca_file) end })
-  return pki
-end
+local make_pki = require("support.pki").get
 
 function M.start(opts)
   opts = opts or {}

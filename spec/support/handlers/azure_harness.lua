@@ -22,21 +22,7 @@ local async = require "cmkflow.async"
 local httpmod = require "cmkflow.http"
 H.mode = "https"
 
-local pki
-local function make_pki()
-  if pki then return pki end
-  local server = core.server
-  local ca, cakey = server.make_ca()
-  local cert, key = server.make_cert(ca, cakey, server.default_names())
-  local ca_file = os.tmpname()
-  local f = assert(io.open(ca_file, "wb"))
-  f:write(ca)
-  f:close()
-  -- the CA file lives as long as the process: removed when the Lua state closes
-  pki = setmetatable({ ca = ca, cert = cert, key = key, ca_file = ca_file },
-                     { __gc = function(p) os.remove(p.ca_file) end })
-  return pki
-end
+local make_pki = require("support.pki").get
 
 function H.start(routes, opts)
   opts = opts or {}
