@@ -1,4 +1,5 @@
 /* cmkflow.core: the C primitives as one Lua module, for the host and for stock lua5.4. */
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <curl/curl.h>
@@ -68,6 +69,17 @@ static const struct {
 /* [-0, +1, e] require "cmkflow.core" */
 int luaopen_cmkflow_core(lua_State *L)
 {
+#ifdef CMKFLOW_SANITIZE_PRELOAD
+    /* Sanitizer builds only: the specs preload the sanitizer runtime into the uninstrumented
+     * lua5.4 that loads this module. Its children (curl, sleep, the instrumented cmkflow) must not
+     * inherit it: under a preloaded libasan, glibc's setlocale() deadlocks in curl and friends. */
+    const char *preload = getenv("LD_PRELOAD");
+    if (preload && *preload) {
+        /* kept for the specs' own child lua5.4 processes (spec/support/files.lua: files.lua5_4) */
+        setenv("CMKFLOW_SANITIZER_PRELOAD", preload, 1);
+        unsetenv("LD_PRELOAD");
+    }
+#endif
     lua_newtable(L);
     for (size_t i = 0; i < sizeof submodules / sizeof submodules[0]; i++) {
         luaL_requiref(L, lua_pushfstring(L, "cmkflow.core.%s", submodules[i].name), submodules[i].open, 0);

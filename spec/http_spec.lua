@@ -323,7 +323,7 @@ describe("cmkflow.http", function()
       files.write(script, source)
       local args = {}
       for i, a in ipairs { ... } do args[i] = ("'%s'"):format(a) end
-      local cmd = ("env -u https_proxy -u http_proxy -u no_proxy -u HTTPS_PROXY -u HTTP_PROXY -u NO_PROXY %s LUA_PATH='%s' LUA_CPATH='%s' lua5.4 %s %s 2>%s")
+      local cmd = ("env -u https_proxy -u http_proxy -u no_proxy -u HTTPS_PROXY -u HTTP_PROXY -u NO_PROXY %s LUA_PATH='%s' LUA_CPATH='%s' " .. files.lua5_4() .. " %s %s 2>%s")
         :format(env, package.path, package.cpath, script, table.concat(args, " "), errfile)
       local p = assert(io.popen(cmd))
       local out = p:read("a")

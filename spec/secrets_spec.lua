@@ -85,7 +85,7 @@ describe("secrets", function()
     local parts = { "cd", cli.quote(work), "&&", "env", "TMPDIR=" .. cli.quote(work), "HOME=" .. cli.quote(work) }
     for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. cli.quote(v) end
     local src = os.getenv("CMKFLOW_SOURCE_DIR")
-    parts[#parts + 1] = ("LUA_PATH=%s lua5.4 %s/spec/support/secret_scenarios.lua %s %s %s/strings.txt >%s/stdout 2>%s/stderr")
+    parts[#parts + 1] = ("LUA_PATH=%s " .. files.lua5_4() .. " %s/spec/support/secret_scenarios.lua %s %s %s/strings.txt >%s/stdout 2>%s/stderr")
       :format(cli.quote(src .. "/lua/?.lua;" .. src .. "/lua/?/init.lua;;"), cli.quote(src), mode, cli.quote(input),
               cli.quote(work), cli.quote(work), cli.quote(work))
     -- the handler files are relative to the source tree

@@ -158,7 +158,7 @@ function M.child(env, code)
   for k, v in pairs(env) do
     if v == false then unset[#unset + 1] = "-u " .. k else vars[#vars + 1] = k .. "=" .. quote(v) end
   end
-  local p = io.popen(("env %s %s lua5.4 %s 2>&1"):format(table.concat(unset, " "), table.concat(vars, " "), quote(script)))
+  local p = io.popen(("env %s %s " .. files.lua5_4() .. " %s 2>&1"):format(table.concat(unset, " "), table.concat(vars, " "), quote(script)))
   local out = p:read("a")
   p:close()
   local decoded = json.decode(out)

@@ -40,4 +40,12 @@ function M.tmpdir()
   return path
 end
 
+-- The command that starts a child lua5.4 loading our core module: in sanitizer builds the runtime
+-- must be preloaded into that (uninstrumented) interpreter again (core/lmod.c moved it aside).
+function M.lua5_4()
+  local preload = os.getenv("CMKFLOW_SANITIZER_PRELOAD")
+  if preload and preload ~= "" then return "env LD_PRELOAD=" .. M.quote(preload) .. " lua5.4" end
+  return "lua5.4"
+end
+
 return M
