@@ -38,8 +38,12 @@ void cmk_push_error(lua_State *L, const struct cmk_error *e);
 /* [-0, +2, m] Push nil and an error table; returns 2 for `return cmk_fail(L, &e)`. */
 int cmk_fail(lua_State *L, const struct cmk_error *e);
 
-/* [-1, +1, -] Message handler for lua_pcall: the error value (or its __tostring) plus a
- * traceback, as lua.c's msghandler. Every entry into Lua goes through it. */
+/* [-0, +1, m] Push the interruption sentinel (one error table per state, code "Interrupted"). */
+void cmk_push_interrupt(lua_State *L);
+/* [-0, +0, -] Is the value at idx the interruption sentinel? */
+int cmk_is_interrupt(lua_State *L, int idx);
+/* [-1, +1, -] Message handler for lua_pcall: error tables pass unchanged; any other value becomes
+ * its message (or __tostring) plus a traceback, as lua.c's msghandler. Every entry into Lua goes through it. */
 int cmk_msghandler(lua_State *L);
 
 /* ---- submodules: each builds one table; lmod.c assembles cmkflow.core ----- */

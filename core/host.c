@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <jansson.h>
 #include <lualib.h>
 #include <openssl/crypto.h>
 #include "cmkflow.h"
@@ -14,6 +15,7 @@ struct cmkflow_host {
     lua_State *L;
     char *result_json;
     char *last_error;
+    char *last_error_json;
     volatile sig_atomic_t interrupted;
 };
 
@@ -81,7 +83,8 @@ static cmkflow_host *signalled_host; /* only for the signal handler, as lua.c's 
 static void stop_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
-    luaL_error(L, "interrupted");
+    cmk_push_interrupt(L);
+    lua_error(L);
 }
 
 static void on_sigint(int sig)
@@ -121,6 +124,53 @@ static void set_string(char **slot, const char *s)
     *slot = s ? strdup(s) : NULL;
 }
 
+/* [-0, +1, e] the error value at index 1 as JSON {code, message, tenant, hint, status, ...}:
+ * error tables field by field (scalars only), anything else as {code = "Error", message}. */
+static int error_to_json(lua_State *L)
+{
+    json_t *o = json_object();
+    if (lua_type(L, 1) == LUA_TTABLE) {
+        lua_pushnil(L);
+        while (lua_next(L, 1)) {
+            if (lua_type(L, -2) == LUA_TSTRING) {
+                const char *k = lua_tostring(L, -2);
+                int t = lua_type(L, -1);
+                if (t == LUA_TSTRING)
+                    json_object_set_new(o, k, json_string(lua_tostring(L, -1)));
+                else if (t == LUA_TBOOLEAN)
+                    json_object_set_new(o, k, json_boolean(lua_toboolean(L, -1)));
+                else if (t == LUA_TNUMBER && lua_isinteger(L, -1))
+                    json_object_set_new(o, k, json_integer(lua_tointeger(L, -1)));
+                else if (t == LUA_TNUMBER)
+                    json_object_set_new(o, k, json_real(lua_tonumber(L, -1)));
+            }
+            lua_pop(L, 1);
+        }
+    } else {
+        json_object_set_new(o, "code", json_string("Error"));
+        json_object_set_new(o, "message", json_string(luaL_tolstring(L, 1, NULL)));
+    }
+    char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(o);
+    lua_pushstring(L, text ? text : "{}");
+    free(text);
+    return 1;
+}
+
+/* Records the error value on top of the stack (popped) as last_error (text) and
+ * last_error_json (structure). */
+static void record_error(cmkflow_host *h)
+{
+    lua_State *L = h->L;
+    set_string(&h->last_error, luaL_tolstring(L, -1, NULL));
+    lua_pop(L, 1);
+    lua_pushcfunction(L, error_to_json);
+    lua_insert(L, -2);
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK)
+        set_string(&h->last_error_json, lua_tostring(L, -1));
+    lua_pop(L, 1);
+}
+
 /* [-0, +1, e] push the cmkflow.host Lua module */
 static int push_host_module(lua_State *L)
 {
@@ -136,16 +186,15 @@ static int call_host(cmkflow_host *h, const char *fn, int nargs, int nres)
     lua_State *L = h->L;
     lua_pushcfunction(L, push_host_module);
     if (docall(h, 0, 1) != LUA_OK) {
-        set_string(&h->last_error, lua_tostring(L, -1));
-        lua_pop(L, 1 + nargs);
+        record_error(h);
+        lua_pop(L, nargs);
         return CMKFLOW_FAILED;
     }
     lua_getfield(L, -1, fn);
     lua_remove(L, -2);
     lua_insert(L, -(nargs + 1));
     if (docall(h, nargs, nres) != LUA_OK) {
-        set_string(&h->last_error, lua_tostring(L, -1));
-        lua_pop(L, 1);
+        record_error(h);
         int interrupted = h->interrupted;
         h->interrupted = 0;
         return interrupted ? CMKFLOW_INTERRUPTED : CMKFLOW_FAILED;
@@ -179,6 +228,7 @@ void cmkflow_host_free(cmkflow_host *h)
     lua_close(h->L);
     free(h->result_json);
     free(h->last_error);
+    free(h->last_error_json);
     free(h);
 }
 
@@ -217,8 +267,7 @@ int cmkflow_host_set_credential(cmkflow_host *h, const char *context,
     lua_pushcfunction(h->L, push_cred);
     lua_pushlightuserdata(h->L, &a);
     if (docall(h, 1, 2) != LUA_OK) {
-        set_string(&h->last_error, lua_tostring(h->L, -1));
-        lua_pop(h->L, 1);
+        record_error(h);
         return CMKFLOW_USAGE;
     }
     return call_host(h, "set_credential", 2, 0) == CMKFLOW_OK ? CMKFLOW_OK : CMKFLOW_USAGE;
@@ -237,6 +286,7 @@ static int run(cmkflow_host *h, const char *kind, const char *what, const char *
     lua_State *L = h->L;
     set_string(&h->result_json, NULL);
     set_string(&h->last_error, NULL);
+    set_string(&h->last_error_json, NULL);
     lua_pushstring(L, kind);
     lua_pushstring(L, what);
     lua_pushstring(L, chunkname);
@@ -249,11 +299,16 @@ static int run(cmkflow_host *h, const char *kind, const char *what, const char *
         /* the workflow's own pcall caught the hook's error: report the interruption */
         h->interrupted = 0;
         rc = CMKFLOW_INTERRUPTED;
-        set_string(&h->last_error, "interrupted");
+        cmk_push_interrupt(L);
+        record_error(h);
+        lua_pop(L, 2);
+    } else if (rc == CMKFLOW_OK) {
+        set_string(&h->result_json, lua_tostring(L, -1));
+        lua_pop(L, 2);
     } else {
-        set_string(rc == CMKFLOW_OK ? &h->result_json : &h->last_error, lua_tostring(L, -1));
+        record_error(h); /* the error value (table or message) */
+        lua_pop(L, 1);
     }
-    lua_pop(L, 2);
     return rc;
 }
 
@@ -270,6 +325,7 @@ int cmkflow_host_run_string(cmkflow_host *h, const char *chunk, const char *chun
 
 const char *cmkflow_host_result_json(cmkflow_host *h) { return h->result_json; }
 const char *cmkflow_host_last_error(cmkflow_host *h) { return h->last_error; }
+const char *cmkflow_host_last_error_json(cmkflow_host *h) { return h->last_error_json; }
 
 /* For the CLI: the host's Lua state (not part of the public header). */
 lua_State *host_state(cmkflow_host *h) { return h->L; }
@@ -308,7 +364,7 @@ int cmkflow_main(int argc, char **argv)
         if (rc == CMKFLOW_INTERRUPTED)
             fputs("cmkflow: interrupted\n", stderr);
         else
-            fprintf(stderr, "cmkflow: %s\n", lua_tostring(h->L, -1));
+            fprintf(stderr, "cmkflow: %s\n", luaL_tolstring(h->L, -1, NULL));
     } else {
         rc = lua_isinteger(h->L, -1) ? (int)lua_tointeger(h->L, -1) : CMKFLOW_OK;
     }

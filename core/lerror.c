@@ -102,8 +102,66 @@ static int error_is(lua_State *L)
     return 1;
 }
 
+/* The interruption sentinel: one error table per Lua state, kept in the registry. Code compares
+ * it by identity (error.is_interrupt), never by its text: a remote message that says
+ * "interrupted" is an ordinary failure. */
+static const char interrupt_key = 'i';
+
+void cmk_push_interrupt(lua_State *L)
+{
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &interrupt_key) == LUA_TTABLE)
+        return;
+    lua_pop(L, 1);
+    struct cmk_error e = {.code = "Interrupted", .message = "interrupted by a signal (Ctrl-C or SIGTERM)"};
+    cmk_push_error(L, &e);
+    lua_pushliteral(L, "interrupt");
+    lua_setfield(L, -2, "kind");
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &interrupt_key);
+}
+
+int cmk_is_interrupt(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    if (lua_type(L, idx) != LUA_TTABLE)
+        return 0;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &interrupt_key);
+    int is = lua_rawequal(L, idx, -1);
+    lua_pop(L, 1);
+    return is;
+}
+
+/* [-0, +1, m] error.interrupt(): the sentinel the signal hook raises. */
+static int error_interrupt(lua_State *L)
+{
+    cmk_push_interrupt(L);
+    return 1;
+}
+
+/* [-1, +1, -] error.is_interrupt(v) */
+static int error_is_interrupt(lua_State *L)
+{
+    lua_pushboolean(L, cmk_is_interrupt(L, 1));
+    return 1;
+}
+
+static int is_error_table(lua_State *L, int idx)
+{
+    int is = 0;
+    if (lua_getmetatable(L, idx)) {
+        luaL_getmetatable(L, ERROR_MT);
+        is = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+    }
+    return is;
+}
+
+/* Error tables pass through unchanged (they are data: the host reads their fields); anything
+ * else becomes its message with a traceback. */
 int cmk_msghandler(lua_State *L)
 {
+    if (is_error_table(L, 1))
+        return 1;
     const char *msg = lua_tostring(L, 1);
     if (msg == NULL) {
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
@@ -117,7 +175,11 @@ int cmk_msghandler(lua_State *L)
 
 int luaopen_cmkflow_core_error(lua_State *L)
 {
-    static const luaL_Reg fns[] = {{"new", error_new}, {"is", error_is}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"new", error_new},
+                                   {"is", error_is},
+                                   {"interrupt", error_interrupt},
+                                   {"is_interrupt", error_is_interrupt},
+                                   {NULL, NULL}};
     push_metatable(L);
     lua_pop(L, 1);
     luaL_newlib(L, fns);

@@ -1,12 +1,14 @@
 /* cmkflow.core: the C primitives as one Lua module, for the host and for stock lua5.4. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <curl/curl.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <openssl/crypto.h>
 #include <sqlite3.h>
+#include "cmkflow.h"
 #include "cmk.h"
 #include "embedded.h"
 
@@ -53,6 +55,32 @@ static int core_versions(lua_State *L)
     return 1;
 }
 
+/* [-0, +1, -] monotonic_ms(): milliseconds of a clock that never goes back (the engine's). */
+static int core_monotonic_ms(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    return 1;
+}
+
+/* [-0, +1, m] the exit codes of cmkflow.h as a table: exit.ok, exit.failed, ... */
+static void push_exit_codes(lua_State *L)
+{
+    static const struct {
+        const char *name;
+        int code;
+    } codes[] = {{"ok", CMKFLOW_OK},          {"failed", CMKFLOW_FAILED},
+                 {"usage", CMKFLOW_USAGE},    {"auth", CMKFLOW_AUTH},
+                 {"waiting", CMKFLOW_WAITING}, {"interrupted", CMKFLOW_INTERRUPTED},
+                 {"terminated", CMKFLOW_TERMINATED}};
+    lua_createtable(L, 0, sizeof codes / sizeof codes[0]);
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+        lua_pushinteger(L, codes[i].code);
+        lua_setfield(L, -2, codes[i].name);
+    }
+}
+
 static const struct {
     const char *name;
     lua_CFunction open;
@@ -94,5 +122,9 @@ int luaopen_cmkflow_core(lua_State *L)
     lua_setfield(L, -2, "isatty");
     lua_pushcfunction(L, core_versions);
     lua_setfield(L, -2, "versions");
+    lua_pushcfunction(L, core_monotonic_ms);
+    lua_setfield(L, -2, "monotonic_ms");
+    push_exit_codes(L);
+    lua_setfield(L, -2, "exit");
     return 1;
 }

@@ -2,6 +2,7 @@
 local validate = require "cmkflow.azure.validate"
 local cloud = require "cmkflow.azure.cloud"
 local errors = require "cmkflow.azure.errors"
+local json = require("cmkflow.core").json
 
 -- {check, good values, {bad value, message fragment}...}
 local TABLE = {
@@ -177,9 +178,11 @@ describe("errors.explain", function()
       { "the token is for another tenant", "request the ARM token from tenant t2", "issued by tenant t1" } },
     { e("PrincipalNotFound"), { "not yet visible in tenant T2", "principalType" } },
     { e("Request_ResourceNotFound"), { "replicated", "tenant T2" } },
-    { e("Request_BadRequest", "The appId 'a' of the service principal does not reference a valid application object."),
+    { e("Request_BadRequest", "The appId 'a' of the service principal does not reference a valid application object.",
+        { detail_code = "NoBackingApplicationObject" }),
       { "multi-tenant", "tenant T2" } },
-    { e("Unauthorized", "AKV10032: Invalid issuer. Expected one of https://sts.windows.net/t2/, found https://sts.windows.net/t1/."),
+    { e("Unauthorized", "AKV10032: Invalid issuer. Expected one of https://sts.windows.net/t2/, found https://sts.windows.net/t1/.",
+        { akv_code = "AKV10032" }),
       { "another tenant (t1)", "vault's tenant t2" } },
     { e("Forbidden", "Caller is not authorized", { inner_code = "ForbiddenByRbac" }), { "Key Vault Crypto Service Encryption User", "tenant T2" } },
     { e("KeyVaultAccessDenied"), { "tenant T2", "federated credential" } },
@@ -196,5 +199,25 @@ describe("errors.explain", function()
 
   it("has no hint for an unknown code", function()
     assert.is_nil(errors.explain(e("SomethingElse")))
+  end)
+
+  -- the one place each service's envelope is decoded: codes hidden in messages become fields, and
+  -- the hint and the kind (which decides the exit code) are set there
+  it("decodes codes carried in messages into fields, with the hint and kind", function()
+    local function resp(status, doc) return { status = status, headers = {}, body = json.encode(doc) } end
+    local kv = errors.from_response(resp(401, { error = { code = "Unauthorized", message =
+      "AKV10032: Invalid issuer. Expected one of https://sts.windows.net/t2/, found https://sts.windows.net/t1/." } }),
+      { tenant = "t2" })
+    assert.equal("AKV10032", kv.akv_code)
+    assert.equal("auth", kv.kind)
+    assert.truthy(kv.hint:find("vault's tenant t2", 1, true))
+    local graph = errors.from_response(resp(400, { error = { code = "Request_BadRequest", message =
+      "The appId 'a' of the service principal does not reference a valid application object." } }), { tenant = "T2" })
+    assert.equal("NoBackingApplicationObject", graph.detail_code)
+    assert.equal("remote", graph.kind)
+    local entra = errors.from_response(resp(401, { error = "invalid_client", error_codes = { 7000215 },
+      error_description = "AADSTS7000215: Invalid client secret provided." }), { tenant = "T1" })
+    assert.equal("AADSTS7000215", entra.code)
+    assert.equal("auth", entra.kind)
   end)
 end)

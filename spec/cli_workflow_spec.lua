@@ -96,3 +96,35 @@ describe("cmkflow run onboard (embedded emulator)", function()
     assert.matches("unknown run", r.stderr, 1, true)
   end)
 end)
+
+-- Errors are data through the binary: the journal keeps a step's error as its fields, `runs show`
+-- prints them as structure, and a message that says "interrupted" is an ordinary failure (exit 1).
+describe("cmkflow run: a failing step's error as data", function()
+  it("journals code, message, tenant and hint; runs show prints them; text output names the party once", function()
+    local state_dir = files.tmpdir()
+    local wf = files.write(state_dir .. "/fails.lua", [[
+return { name = "fails", description = "a step that fails with an error table",
+  steps = { { name = "boom", run = function()
+    error({ code = "KeyDisabled", tenant = "customer", hint = "enable the key",
+            message = "the key was interrupted and is disabled" })
+  end } } }
+]])
+    local r = cli.run({ "run", wf, "--output", "json" }, { CMKFLOW_STATE_DIR = state_dir })
+    assert.equals(1, r.code, r.stderr)
+    local doc = assert(json.decode(r.stdout))
+    assert.equals("failed", doc.status)
+    assert.same({ code = "KeyDisabled", tenant = "customer", hint = "enable the key", step = "boom",
+                  message = "the key was interrupted and is disabled" }, doc.error)
+    local show = cli.run({ "runs", "show", doc.run_id, "--output", "json" }, { CMKFLOW_STATE_DIR = state_dir })
+    assert.equals(0, show.code, show.stderr)
+    local run = assert(json.decode(show.stdout))
+    assert.equals("KeyDisabled", run.error.code)
+    assert.equals("customer", run.steps[1].error.tenant)
+    assert.equals("enable the key", run.steps[1].error.hint)
+    local text = cli.run({ "resume", doc.run_id }, { CMKFLOW_STATE_DIR = state_dir })
+    assert.equals(1, text.code)
+    assert.matches("error: step 'boom' failed: KeyDisabled: the key was interrupted and is disabled " ..
+                   "[customer tenant must fix this]", text.stdout, 1, true)
+    assert.matches("hint: enable the key", text.stdout, 1, true)
+  end)
+end)

@@ -6,6 +6,9 @@ local engine = require "cmkflow.workflow.engine"
 local async = require "cmkflow.async"
 local files = require "support.files"
 
+-- the engine knows no Azure types; as the application layer does, register the Azure layer's
+require("cmkflow.workflow.params").register_types(require("cmkflow.azure.validate").PARAM_TYPES)
+
 local function new_store()
   return assert(core.store.open(files.tmpdir() .. "/runs.db"))
 end
@@ -121,7 +124,8 @@ describe("workflow engine", function()
       local id, ctx = start(db, def)
       local r = engine.execute { def = def, ctx = ctx, store = db, run_id = id }
       assert.equals("failed", r.status)
-      assert.matches("step 'b' failed", r.error, 1, true)
+      assert.equals("b", r.error.step)
+      assert.equals("Conflict", r.error.code)
       assert.equals("failed", db:run(id).status)
       assert.equals("failed", db:step(id, "b").status)
       assert.is_nil(db:step(id, "c"))
@@ -193,6 +197,56 @@ describe("workflow engine", function()
                     after = function(step, _, out) seen[#seen + 1] = "after:" .. step .. ":" .. out.v end }
       assert.equals("succeeded", engine.execute { def = def, ctx = ctx, store = db, run_id = id }.status)
       assert.same({ "before:a", "run", "after:a:1" }, seen)
+    end)
+  end)
+
+  describe("errors are data", function()
+    it("fails (exit 1) on a remote error whose message says 'interrupted'; only the sentinel interrupts", function()
+      local db = new_store()
+      local def = { name = "e", steps = { { name = "a", run = function()
+        error(core.error.new { code = "OperationCanceled", kind = "remote", status = 409,
+                               message = "The operation was interrupted by the service" })
+      end } } }
+      local id, ctx = start(db, def)
+      local r = engine.execute { def = def, ctx = ctx, store = db, run_id = id }
+      assert.equals("failed", r.status)
+      assert.equals(1, engine.exit_code(r))
+      assert.equals("failed", db:step(id, "a").status)
+
+      local def2 = { name = "i", steps = { { name = "a", run = function() error(core.error.interrupt()) end } } }
+      local id2, ctx2 = start(db, def2)
+      local r2 = engine.execute { def = def2, ctx = ctx2, store = db, run_id = id2 }
+      assert.equals("interrupted", r2.status)
+      assert.equals(130, engine.exit_code(r2))
+      assert.equals("interrupted", db:run(id2).status)
+    end)
+
+    it("journals a plain table error with its fields, as JSON", function()
+      local db = new_store()
+      local def = { name = "t", steps = { { name = "a", run = function()
+        error({ code = "KeyDisabled", message = "the key is disabled", tenant = "customer", hint = "enable it" })
+      end } } }
+      local id, ctx = start(db, def)
+      local r = engine.execute { def = def, ctx = ctx, store = db, run_id = id }
+      assert.equals("failed", r.status)
+      local journaled = core.json.decode(db:step(id, "a").error)
+      assert.same({ code = "KeyDisabled", message = "the key is disabled", tenant = "customer", hint = "enable it",
+                    step = "a" }, journaled)
+      local run_error = core.json.decode(db:run(id).error)
+      assert.equals("KeyDisabled", run_error.code)
+      assert.equals("a", run_error.step)
+    end)
+
+    it("journals a Lua error in a step as an internal error with its message", function()
+      local db = new_store()
+      local def = { name = "l", steps = { { name = "a", run = function() local t = nil return t.x end } } }
+      local id, ctx = start(db, def)
+      local r = engine.execute { def = def, ctx = ctx, store = db, run_id = id }
+      local journaled = core.json.decode(db:step(id, "a").error)
+      assert.equals("InternalError", journaled.code)
+      assert.equals("internal", journaled.kind)
+      assert.matches("attempt to index", journaled.message)
+      assert.equals(1, engine.exit_code(r))
     end)
   end)
 end)

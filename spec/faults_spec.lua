@@ -45,10 +45,13 @@ describe("onboard under Azure's delays and faults", function()
     local r = onboard(cfg)
     assert.equal(1, r.code, r.stdout)
     assert.equal("failed", r.doc.status)
-    assert.matches("is still not visible after 2 s of waiting", r.doc.error)
+    -- the error is data: the step, a code and a message naming what is still not visible
+    assert.equal("storage_account", r.doc.error.step)
+    assert.is_string(r.doc.error.code)
+    assert.matches("is still not visible after 2 s of waiting", r.doc.error.message)
     -- it names the object: the ISV app's service principal (by id) or the customer's grant
-    assert.matches("service principal", r.doc.error)
-    assert.not_matches("stack traceback", r.doc.error)
+    assert.matches("service principal", r.doc.error.message)
+    assert.not_matches("stack traceback", r.doc.error.message)
   end)
 
   it("succeeds with 429, 500, 503 and dropped connections on a third of the requests, with no duplicate", function()

@@ -185,7 +185,7 @@ describe("stock workflows", function()
     local missing = run("existing-account", { customer = CUSTOMER, app_id = r.app_id, storage_account = "stnosuchaccount",
       resource_group = "rg-cmk-data-contoso", key_vault_uri = r.auth.outputs.key_vault_uri, key_name = "cmk-contoso" })
     assert.equals("failed", missing.status)
-    assert.matches("stnosuchaccount does not exist", missing.error, 1, true)
+    assert.matches("stnosuchaccount does not exist", missing.error.message, 1, true)
     assert.same(want, summary())
   end)
 
@@ -208,8 +208,8 @@ describe("stock workflows", function()
     assert.equals("role_assignment", broken.outputs.broken.link)
     assert.equals("customer", broken.outputs.broken.tenant)
     assert.matches("customer-authorize", broken.outputs.broken.fix, 1, true)
-    assert.matches("broken link: role_assignment", broken.error, 1, true)
-    assert.is_nil(broken.error:find("traceback", 1, true)) -- a message for people, not a Lua trace
+    assert.matches("broken link: role_assignment", broken.error.message, 1, true)
+    assert.is_nil(broken.error.message:find("traceback", 1, true)) -- a message for people, not a Lua trace
 
     -- the customer authorizes again: whole again
     ok_run("customer-authorize", { customer = CUSTOMER, app_id = app_id })

@@ -20,14 +20,17 @@
 extern "C" {
 #endif
 
-/* Exit codes shared by the CLI and the API (docs/exit-codes.md). */
+/* Exit codes shared by the CLI and the API (docs/exit-codes.md). The one definition: Lua code
+ * reads them as require("cmkflow.core").exit (ok, failed, usage, auth, waiting, interrupted,
+ * terminated). */
 enum cmkflow_status {
     CMKFLOW_OK = 0,
     CMKFLOW_FAILED = 1,
     CMKFLOW_USAGE = 2,
     CMKFLOW_AUTH = 4,
     CMKFLOW_WAITING = 6,
-    CMKFLOW_INTERRUPTED = 130
+    CMKFLOW_INTERRUPTED = 130, /* SIGINT (Ctrl-C): 128 + 2, as shells report it */
+    CMKFLOW_TERMINATED = 143   /* SIGTERM: 128 + 15 */
 };
 
 typedef struct cmkflow_host cmkflow_host;
@@ -70,6 +73,11 @@ int cmkflow_host_run_string(cmkflow_host *h, const char *chunk, const char *chun
 const char *cmkflow_host_result_json(cmkflow_host *h);
 /* The last failure's message (never holds a secret), or NULL. */
 const char *cmkflow_host_last_error(cmkflow_host *h);
+/* The last failure as a JSON object (never holds a secret), or NULL: {"code", "message",
+ * "tenant" (the party that must act: "isv" | "customer", when one must), "hint", "status",
+ * "request_id", "retryable", "kind" (auth | config | usage | network | tls | remote | timeout |
+ * interrupt | internal)}; fields that do not apply are absent. */
+const char *cmkflow_host_last_error_json(cmkflow_host *h);
 
 /* Ask a running workflow to stop; async-signal-safe. The run returns CMKFLOW_INTERRUPTED. */
 void cmkflow_host_interrupt(cmkflow_host *h);

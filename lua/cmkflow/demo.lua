@@ -52,7 +52,7 @@ function M.main(args, cli)
   local status, out = host.run("module", "workflows.smoke", nil, "{}")
   os.remove(ca_file)
   if status ~= cli.EXIT.ok then
-    io.stderr:write("cmkflow demo: ", out, "\n")
+    io.stderr:write("cmkflow demo: ", tostring(out), "\n")
     return status
   end
   if output == "json" then

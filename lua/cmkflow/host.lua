@@ -6,7 +6,9 @@ local json = core.json
 
 local M = { cloud = { name = "azure" }, contexts = {}, debug = false }
 
-local EXIT = { ok = 0, failed = 1, usage = 2, auth = 4 }
+local errors = require "cmkflow.errors"
+
+local EXIT = core.exit
 
 function M.set_cloud(name, endpoint, ca_file)
   M.cloud = { name = name, endpoint = endpoint, ca_file = ca_file }
@@ -40,7 +42,7 @@ end
 local function context(name)
   local c = M.contexts[name]
   if not c or not c.credential then
-    error(core.error.new { code = "NoCredential", retryable = false, message =
+    error(core.error.new { code = "NoCredential", kind = "auth", retryable = false, message =
       ("no credential is configured for context '%s': set AZURE_TENANT_ID, AZURE_CLIENT_ID and "
        .. "AZURE_CLIENT_SECRET (or a certificate / federated token), or configure it through the "
        .. "C API"):format(tostring(name)) }, 2)
@@ -80,53 +82,54 @@ local function read_file(path)
   return s
 end
 
--- Error tables (remote failures) stay tables; anything else gets a traceback.
+-- Error tables (remote failures, the interrupt sentinel) stay tables; anything else becomes an
+-- internal error with a traceback.
 local function failure(e)
   if core.error.is(e) then return e end
-  return debug.traceback(tostring(e), 2)
+  if type(e) == "table" then return errors.from(e) end
+  return errors.from(debug.traceback(tostring(e), 2))
 end
 
--- Authentication failures exit 4 (docs/exit-codes.md), every other failure 1.
-local AUTH_CODES = { NoCredential = true, AuthenticationFailed = true, InvalidAuthenticationToken = true,
-                     InvalidAuthenticationTokenTenant = true, AssertionCallbackFailed = true }
-local function exit_status(e)
-  if core.error.is(e) and (AUTH_CODES[e.code] or tostring(e.code):match("^AADSTS")) then return EXIT.auth end
-  return EXIT.failed
+local function usage(message)
+  return EXIT.usage, errors.new { code = "InvalidInput", kind = "usage", message = message }
 end
 
--- Runs a workflow chunk; returns exit status and (result JSON | error message). With
+-- Runs a workflow chunk; returns exit status and (result JSON | error table). With
 -- allow_definition, a chunk that returns a workflow definition (a table with `steps`) returns
 -- "definition" and the table instead, for the engine.
 function M.run(kind, what, chunkname, params_json, allow_definition)
   local source = what
   if kind == "module" then
     source, chunkname = require("cmkflow.core").embedded_source(what)
-    if not source then return EXIT.usage, "no such built-in workflow: " .. what end
+    if not source then return usage("no such built-in workflow: " .. what) end
   elseif kind == "file" then
     local err
     source, err = read_file(what)
-    if not source then return EXIT.usage, "cannot read workflow: " .. err end
+    if not source then return usage("cannot read workflow: " .. err) end
     chunkname = "@" .. what
   end
   local params = {}
   if params_json then
     local p, err = json.decode(params_json)
-    if p == nil then return EXIT.usage, "parameters are not valid JSON: " .. tostring(err) end
+    if p == nil then return usage("parameters are not valid JSON: " .. tostring(err)) end
     params = p
   end
   local api = { params = params, context = context, cloud = M.cloud, json = json, log = log,
                 async = setmetatable({}, { __index = function(_, k) return require("cmkflow.async")[k] end }) }
   local fn, err = sandbox.load(source, chunkname, api)
-  if not fn then return EXIT.usage, err end
+  if not fn then return usage(err) end
   local ok, result = xpcall(fn, failure)
-  if not ok then return exit_status(result), tostring(result) end
+  if not ok then return errors.exit_code(result), result end
   if allow_definition and type(result) == "table" and result.steps ~= nil then return "definition", result end
   if type(result) == "function" then
     ok, result = xpcall(result, failure, params)
-    if not ok then return exit_status(result), tostring(result) end
+    if not ok then return errors.exit_code(result), result end
   end
   local encoded, eerr = json.encode(result == nil and json.null or result)
-  if not encoded then return EXIT.failed, "result is not JSON-encodable: " .. tostring(eerr) end
+  if not encoded then
+    return EXIT.failed, errors.new { code = "InvalidResult", kind = "internal",
+                                     message = "result is not JSON-encodable: " .. tostring(eerr) }
+  end
   return EXIT.ok, encoded
 end
 

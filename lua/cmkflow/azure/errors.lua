@@ -66,6 +66,11 @@ local function first_line(s)
   return line
 end
 
+-- Failures of the caller's own credential (exit 4, docs/exit-codes.md).
+local AUTH_CODES = { NoCredential = true, AuthenticationFailed = true, InvalidAuthenticationToken = true,
+                     InvalidAuthenticationTokenTenant = true, AssertionCallbackFailed = true }
+M.AUTH_CODES = AUTH_CODES
+
 function M.from_response(resp, ctx)
   ctx = ctx or {}
   local status = type(resp) == "table" and tonumber(resp.status) or 0
@@ -122,6 +127,15 @@ function M.from_response(resp, ctx)
     end
   end
   e.message = e.message or ("HTTP " .. tostring(status))
+  -- the codes services put in their messages, decoded here once so nothing above matches text:
+  -- Key Vault's AKVnnnnn (https://learn.microsoft.com/azure/key-vault/general/rest-error-codes)
+  -- and Graph's "does not reference a valid application object" on a service principal create
+  e.akv_code = e.message:match("(AKV%d+)")
+  if not e.detail_code and e.message:find("does not reference a valid application object", 1, true) then
+    e.detail_code = "NoBackingApplicationObject"
+  end
+  e.kind = (e.oauth_error or AUTH_CODES[e.code] or status == 401) and "auth" or "remote"
+  e.hint = M.explain(e)
   return new_error(e)
 end
 
@@ -298,17 +312,13 @@ HINTS.AADSTS700229 = function()
   return "only app-only tokens (a managed identity or service principal) can be used as federated assertions"
 end
 
--- Picks the most specific code an error carries: AKV in the message, Graph's detail code, Key Vault's
+-- Picks the most specific code an error carries: Key Vault's AKV code, Graph's detail code, the
 -- inner code, then the code itself.
 function M.explain(err)
   if type(err) ~= "table" then return nil end
   local candidates = {}
-  local akv = type(err.message) == "string" and err.message:match("(AKV%d+)")
-  if akv then candidates[#candidates + 1] = akv end
+  if err.akv_code then candidates[#candidates + 1] = err.akv_code end
   if err.detail_code then candidates[#candidates + 1] = err.detail_code end
-  if type(err.message) == "string" and err.message:find("does not reference a valid application object", 1, true) then
-    candidates[#candidates + 1] = "NoBackingApplicationObject"
-  end
   if err.inner_code then candidates[#candidates + 1] = err.inner_code end
   if err.code then candidates[#candidates + 1] = err.code end
   for _, code in ipairs(candidates) do

@@ -202,4 +202,12 @@ function M.key_vault_uri(v, suffix)
   return true, name
 end
 
+-- The workflow parameter types these validators back (cmkflow.workflow.params.register_types).
+M.PARAM_TYPES = {
+  guid = M.guid, tenant = M.tenant, subscription = M.subscription, location = M.location,
+  resource_group = M.resource_group, storage_account = M.storage_account, key_vault = M.key_vault,
+  user_assigned_identity = M.user_assigned_identity, key_name = M.key_name, https_url = M.https_url,
+  key_vault_uri = M.key_vault_uri,
+}
+
 return M

@@ -6,7 +6,12 @@
 local core = require "cmkflow.core"
 local async = require "cmkflow.async"
 local errors = require "cmkflow.azure.errors"
+local validate = require "cmkflow.azure.validate"
+local param_types = require "cmkflow.workflow.params"
 local json = core.json
+
+-- the Azure parameter types (guid, key_vault_uri, ...) the stock workflows declare
+param_types.register_types(validate.PARAM_TYPES)
 
 local M = {}
 

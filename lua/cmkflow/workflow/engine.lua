@@ -15,13 +15,26 @@
 -- }
 -- ctx: params, policy, outputs (by step name), context(name) -> tenant clients, log(fmt, ...),
 --      run_id, step (current step name), plan (true in plan mode).
-local json = require("cmkflow.core").json
+--
+-- Failures are error tables (cmkflow.errors): a step's failure is journaled as JSON with its fields
+-- and the step's name; interruption is the core's sentinel, compared by identity.
+local core = require "cmkflow.core"
 local async = require "cmkflow.async"
+local errors = require "cmkflow.errors"
 local params_mod = require "cmkflow.workflow.params"
+
+local json, EXIT = core.json, core.exit
 
 local M = {}
 
-M.STATUS_EXIT = { succeeded = 0, failed = 1, waiting = 6, interrupted = 130 }
+-- A run's status -> the process exit code (docs/exit-codes.md); a failed run's error may name a
+-- more precise one (authentication: 4), see M.exit_code.
+M.STATUS_EXIT = { succeeded = EXIT.ok, failed = EXIT.failed, waiting = EXIT.waiting, interrupted = EXIT.interrupted }
+
+function M.exit_code(result)
+  if result.status == "failed" and result.error then return errors.exit_code(result.error) end
+  return M.STATUS_EXIT[result.status] or EXIT.failed
+end
 
 local function definition_error(msg) error("workflow definition: " .. msg, 0) end
 
@@ -99,16 +112,25 @@ function M.plan(def, ctx)
   return out
 end
 
+-- A step's failure as an error table naming the step (the journal keeps it as JSON).
+local function step_error(step, value)
+  local err = errors.from(value)
+  local data = errors.data(err)
+  data.step = step
+  return errors.new(data), err
+end
+
 -- Runs (or resumes) a run. opts = { def, ctx (params, policy, context, log), store, run_id,
--- progress = function(event) }. Returns { run_id, status, outputs, error, gate }.
+-- progress = function(event), now = function() -> ms (default: the core's monotonic clock) }.
+-- Returns { run_id, status, outputs, error (an error table), gate }.
 function M.execute(opts)
   local def, ctx, store, run_id = opts.def, opts.ctx, opts.store, opts.run_id
   local progress = opts.progress or function() end
+  local now = opts.now or core.monotonic_ms
   ctx.run_id = run_id
   ctx.outputs = {}
   local results = {}       -- step name -> "succeeded" | "failed" | "waiting" | "blocked"
   local failure, waiting_gate
-  local clock = require("cmkflow.core").http.session()
 
   -- finished work from an earlier attempt of this run
   for _, rec in ipairs(store:steps(run_id)) do
@@ -148,7 +170,8 @@ function M.execute(opts)
       end
       if a and a.status == "rejected" then
         results[s.name] = "failed"
-        failure = failure or ("approval gate '" .. s.name .. "' was rejected" .. (a.note and (": " .. a.note) or ""))
+        failure = failure or errors.new { code = "GateRejected", kind = "remote", step = s.name, retryable = false,
+          message = "approval gate '" .. s.name .. "' was rejected" .. (a.note and (": " .. a.note) or "") }
         return
       end
       if not a then store:request_approval(run_id, s.name) end
@@ -157,7 +180,7 @@ function M.execute(opts)
       progress { kind = "wait", step = s.name, title = s.title }
       return
     end
-    local started = clock:now()
+    local started = now()
     progress { kind = "start", step = s.name, title = s.title }
     store:step_begin(run_id, s.name)
     local step_ctx = setmetatable({ step = s.name }, { __index = ctx })
@@ -168,12 +191,12 @@ function M.execute(opts)
     end, step_ctx)
     if ok and ctx.hooks and ctx.hooks.after then ctx.hooks.after(s.name, step_ctx, out) end
     if not ok then
-      if tostring(out):match("interrupted") then error(out, 0) end
+      if errors.is_interrupt(out) then error(out, 0) end
       results[s.name] = "failed"
-      local msg = tostring(out)
-      store:step_finish(run_id, s.name, "failed", nil, msg)
-      failure = failure or ("step '" .. s.name .. "' failed: " .. msg)
-      progress { kind = "fail", step = s.name, title = s.title, error = msg, elapsed_ms = clock:now() - started }
+      local err = step_error(s.name, out)
+      store:step_finish(run_id, s.name, "failed", nil, json.encode(errors.data(err)))
+      failure = failure or err
+      progress { kind = "fail", step = s.name, title = s.title, error = err, elapsed_ms = now() - started }
       return
     end
     out = out or {}
@@ -182,7 +205,7 @@ function M.execute(opts)
     store:step_finish(run_id, s.name, "succeeded", encoded)
     ctx.outputs[s.name] = out
     results[s.name] = "succeeded"
-    progress { kind = "done", step = s.name, title = s.title, elapsed_ms = clock:now() - started }
+    progress { kind = "done", step = s.name, title = s.title, elapsed_ms = now() - started }
   end
 
   local ok, err = pcall(async.run, function()
@@ -190,16 +213,17 @@ function M.execute(opts)
     for _, s in ipairs(def.steps) do async.await(tasks[s.name]) end
   end)
   if not ok then
-    local msg = tostring(err)
-    local status = msg:match("interrupted") and "interrupted" or "failed"
-    store:set_run(run_id, { status = status, error = msg })
-    return { run_id = run_id, status = status, error = msg }
+    local status = errors.is_interrupt(err) and "interrupted" or "failed"
+    local e = errors.from(err)
+    store:set_run(run_id, { status = status, error = json.encode(errors.data(e)) })
+    return { run_id = run_id, status = status, error = e }
   end
 
   if failure then
     -- a definition with outputs_on_failure (verify: which link is broken) reports outputs anyway
     local outputs = def.outputs_on_failure and def.outputs and def.outputs(ctx) or nil
-    store:set_run(run_id, { status = "failed", error = failure, outputs = outputs and json.encode(outputs) or nil })
+    store:set_run(run_id, { status = "failed", error = json.encode(errors.data(failure)),
+                            outputs = outputs and json.encode(outputs) or nil })
     return { run_id = run_id, status = "failed", error = failure, outputs = outputs }
   end
   if waiting_gate then

@@ -3,12 +3,25 @@
 --                           description = "..." },
 --              key_size = { type = "integer", enum = { 2048, 3072, 4096 }, default = 3072 }, ... }
 -- and every value (from --param k=v, all strings, or from JSON) is checked and converted before
--- any call is made. Types: string, integer, number, boolean, guid, tenant, subscription, location,
--- resource_group, storage_account, key_vault, user_assigned_identity, key_name, https_url,
--- key_vault_uri, enum (via `enum = {...}` on any type).
-local validate = require "cmkflow.azure.validate"
-
+-- any call is made. Built-in types: string, integer, number, boolean; `enum = {...}` on any type.
+-- Domain types (guid, tenant, storage_account, key_vault_uri, ...) come from a registry the layer
+-- that knows them fills (the Azure layer's cmkflow.azure.validate.PARAM_TYPES, registered by the
+-- application layer): this engine knows nothing of Azure (docs/architecture.md).
 local M = {}
+
+-- type name -> function(value) -> true | nil, message
+local registered = {}
+
+-- Adds domain types: types = { name = validator }. A built-in type cannot be replaced.
+function M.register_types(types)
+  for name, fn in pairs(types) do
+    if type(fn) ~= "function" then error("parameter type '" .. tostring(name) .. "' needs a validator function", 2) end
+    if M.BUILTIN[name] then error("parameter type '" .. name .. "' is built in", 2) end
+    registered[name] = fn
+  end
+end
+
+function M.known_type(name) return M.BUILTIN[name] ~= nil or registered[name] ~= nil end
 
 local function convert_integer(v)
   if math.type(v) == "integer" then return v end
@@ -28,16 +41,9 @@ local CONVERT = {
   end,
 }
 
-local TYPE_HINT = { integer = "a whole number", number = "a number", boolean = "true or false", string = "text" }
+M.BUILTIN = CONVERT
 
--- Validators from cmkflow.azure.validate by type name.
-local AZURE = {
-  guid = validate.guid, tenant = validate.tenant, subscription = validate.subscription,
-  location = validate.location, resource_group = validate.resource_group,
-  storage_account = validate.storage_account, key_vault = validate.key_vault,
-  user_assigned_identity = validate.user_assigned_identity, key_name = validate.key_name,
-  https_url = validate.https_url, key_vault_uri = validate.key_vault_uri,
-}
+local TYPE_HINT = { integer = "a whole number", number = "a number", boolean = "true or false", string = "text" }
 
 local function check_one(name, spec, value)
   local t = spec.type or "string"
@@ -47,11 +53,11 @@ local function check_one(name, spec, value)
     if v == nil then
       return nil, ("parameter '%s' must be %s, got '%s'"):format(name, TYPE_HINT[t], tostring(value))
     end
-  elseif AZURE[t] then
+  elseif registered[t] then
     if type(value) ~= "string" then
       return nil, ("parameter '%s' must be text, got %s"):format(name, type(value))
     end
-    local ok, err = AZURE[t](value)
+    local ok, err = registered[t](value)
     if not ok then return nil, ("parameter '%s': %s"):format(name, err) end
   else
     error(("workflow declares parameter '%s' with unknown type '%s'"):format(name, tostring(t)), 0)

@@ -7,13 +7,17 @@
 --   { name = "bulk-onboard", bulk = { workflow = "onboard" },
 --     params = { file = {...}, concurrency = {...} }, steps = { ... } }
 local core = require "cmkflow.core"
-local json = core.json
 local async = require "cmkflow.async"
+local errors = require "cmkflow.errors"
 local engine = require "cmkflow.workflow.engine"
+local cmk = require "cmkflow.workflow.cmk"
+local pipeline = require "cmkflow.app.pipeline"
+local state = require "cmkflow.app.state"
+local app_config = require "cmkflow.app.config"
+
+local json, EXIT = core.json, core.exit
 
 local M = {}
-
-local EXIT = { ok = 0, failed = 1, usage = 2, waiting = 6 }
 
 -- ---- input ------------------------------------------------------------------------------------
 
@@ -178,14 +182,13 @@ end
 -- more distinct federated credentials on one application than that, the runs past the 20th would
 -- fail half-way (after their identities and vaults exist): refuse the list up front instead.
 M.MAX_FEDERATED_CREDENTIALS = 20
-function M.check_limits(inner, checked, policy, runner, where)
-  local ok, cmk = pcall(require, "cmkflow.workflow.cmk")
-  if not ok or not (policy.names and policy.names.federated_credential and policy.names.app_unique_name) then
+function M.check_limits(inner, checked, policy, where)
+  if not (policy.names and policy.names.federated_credential and policy.names.app_unique_name) then
     return true
   end
   local per_app = {}
   for i, p in ipairs(checked) do
-    local okn, names = pcall(cmk.names, runner.make_ctx(inner, p, policy))
+    local okn, names = pcall(cmk.names, pipeline.make_ctx(inner, p, policy))
     if okn and names.app_unique_name and names.federated_credential then
       local app = per_app[names.app_unique_name] or { n = 0, seen = {} }
       per_app[names.app_unique_name] = app
@@ -214,15 +217,16 @@ local function summary_table(runs, key)
   local out = { ("%-24s %-36s %-10s %s"):format(key, "run id", "status", "storage account") }
   for _, r in ipairs(runs) do
     out[#out + 1] = ("%-24s %-36s %-10s %s"):format(r[key], r.run_id, r.status,
-      r.storage_account or (r.error and ("error: " .. r.error:gsub("\n.*", "")) or (r.gate and ("waiting at gate " .. r.gate)) or "-"))
+      r.storage_account or (r.error and ("error: " .. errors.text(r.error)))
+        or (r.gate and ("waiting at gate " .. r.gate)) or "-")
   end
   return table.concat(out, "\n") .. "\n"
 end
 
 -- ---- the command ------------------------------------------------------------------------------
 
--- def: the bulk definition; opts: the runner's options; runner: cmkflow.workflow.runner.
-function M.run(def, opts, runner)
+-- def: the bulk definition; opts: the run command's options.
+function M.run(def, opts)
   local function usage(lines)
     io.stderr:write("cmkflow: ", def.name, ": the input needs fixing (nothing was run):\n")
     for _, l in ipairs(lines) do io.stderr:write("  - ", l, "\n") end
@@ -239,9 +243,9 @@ function M.run(def, opts, runner)
     text = f:read("a")
     f:close()
   end
-  local kind, what, ref = runner.resolve_workflow(spec.workflow)
-  if not kind then return usage { what } end
-  local loaded, inner = runner.load(kind, what, {})
+  local kind, what, ref = pipeline.resolve_workflow(spec.workflow)
+  if not kind then return usage { what.message } end
+  local loaded, inner = pipeline.load(kind, what, {})
   if loaded ~= "definition" then return usage { ("'%s' is not a workflow definition"):format(spec.workflow) } end
   local rows, where, shape = M.parse_rows(text, params.file)
   if not rows then return usage(where) end
@@ -255,18 +259,19 @@ function M.run(def, opts, runner)
     return usage(shape)
   end
 
-  local target, err = runner.configure(opts)
-  if not target then io.stderr:write("cmkflow: ", err, "\n") return EXIT.usage end
-  local ok, policy = pcall(runner.load_policy, runner.policy_path)
-  if not ok then io.stderr:write("cmkflow: ", tostring(policy), "\n") return EXIT.usage end
+  local target, policy = pipeline.connect(opts)
+  if not target then
+    io.stderr:write("cmkflow: ", errors.text(policy), "\n")
+    return errors.exit_code(policy)
+  end
   local fits
-  fits, problems = M.check_limits(inner, checked, policy, runner, where)
+  fits, problems = M.check_limits(inner, checked, policy, where)
   if not fits then return usage(problems) end
 
   if opts.plan then
     local doc = json.array()
     for i, p in ipairs(checked) do
-      doc[i] = { [key] = p[key], plan = engine.plan(inner, runner.make_ctx(inner, p, policy)) }
+      doc[i] = { [key] = p[key], plan = engine.plan(inner, pipeline.make_ctx(inner, p, policy)) }
     end
     if opts.output == "json" then
       io.stdout:write(json.encode({ workflow = def.name, runs = doc }), "\n")
@@ -281,9 +286,8 @@ function M.run(def, opts, runner)
     return EXIT.ok
   end
 
-  local db = runner.open_store()
+  local db = state.open_store()
   target.workflow = ref
-  target.policy = runner.policy_path
   target.bulk = def.name
   local config = json.encode(target)
   -- every run exists before the first starts: an interrupted bulk run leaves resumable runs
@@ -296,8 +300,8 @@ function M.run(def, opts, runner)
   if opts.progress then
     io.stderr:write(("cmkflow: %s: %d run(s) of %s, %d at a time\n"):format(def.name, total, inner.name, params.concurrency))
   end
-  local clock = core.http.session()
-  local started = clock:now()
+  local now = core.monotonic_ms
+  local started = now()
   local next_index = 0
   local function worker()
     while true do
@@ -305,8 +309,8 @@ function M.run(def, opts, runner)
       local i = next_index
       if i > total then return end
       local r = runs[i]
-      local t0 = clock:now()
-      local result = engine.execute { def = inner, ctx = runner.make_ctx(inner, checked[i], policy), store = db,
+      local t0 = now()
+      local result = engine.execute { def = inner, ctx = pipeline.make_ctx(inner, checked[i], policy), store = db,
                                       run_id = r.run_id }
       r.status, r.error, r.gate = result.status, result.error, result.gate
       local acct = result.outputs and result.outputs.storage_account
@@ -314,7 +318,7 @@ function M.run(def, opts, runner)
       done = done + 1
       if opts.progress then
         io.stderr:write(("  [%d/%d] %-9s %s  %s  %.2f s\n"):format(done, total, r.status, r[key], r.run_id,
-          (clock:now() - t0) / 1000))
+          (now() - t0) / 1000))
       end
     end
   end
@@ -323,10 +327,10 @@ function M.run(def, opts, runner)
     for w = 1, math.min(params.concurrency, total) do workers[w] = async.spawn(worker) end
     for _, w in ipairs(workers) do async.await(w) end
   end)
-  runner.finish()
+  app_config.finish()
   if not aok then
-    io.stderr:write("cmkflow: ", def.name, ": ", tostring(aerr), "\n")
-    return tostring(aerr):match("interrupted") and 130 or EXIT.failed
+    io.stderr:write("cmkflow: ", def.name, ": ", errors.text(aerr), "\n")
+    return errors.exit_code(errors.from(aerr))
   end
   local succeeded, failed, waiting = 0, 0, 0
   local list = json.array()
@@ -335,11 +339,11 @@ function M.run(def, opts, runner)
     elseif r.status == "waiting" then waiting = waiting + 1
     else failed = failed + 1 end
     list[i] = { [key] = r[key], run_id = r.run_id, status = r.status, storage_account = r.storage_account,
-                error = r.error, gate = r.gate }
+                error = r.error and errors.data(r.error), gate = r.gate }
   end
   if opts.output == "json" then
     io.stdout:write(json.encode({ workflow = def.name, runs = list, succeeded = succeeded, failed = failed,
-                                  waiting = waiting, elapsed_ms = clock:now() - started }), "\n")
+                                  waiting = waiting, elapsed_ms = now() - started }), "\n")
   else
     io.stdout:write(summary_table(runs, key))
     io.stdout:write(("%d succeeded, %d failed%s\n"):format(succeeded, failed,

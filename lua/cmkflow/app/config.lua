@@ -1,0 +1,96 @@
+-- Where a run talks to: a config file (core/config.c reads it; secrets stay in C), the Azure SDK
+-- environment variables, or the embedded emulator when nothing is configured.
+local core = require "cmkflow.core"
+local host = require "cmkflow.host"
+local embedded = require "cmkflow.app.embedded"
+
+local M = {}
+
+local function dir_of(path) return path:match("^(.*)/[^/]*$") or "." end
+
+-- A path from the config file: relative paths are relative to the file.
+local function relative_to(base_dir, path)
+  if not path or path:match("^/") then return path end
+  return base_dir .. "/" .. path
+end
+
+local function config_error(message, field)
+  return core.error.new { code = "InvalidConfig", kind = "config", field = field, message = message }
+end
+
+-- The Azure SDK environment variables (when set) give the "default" and "isv" contexts their
+-- credential and subscription. true | nil, error.
+local function use_environment_credential()
+  if os.getenv("AZURE_CLIENT_ID") or os.getenv("AZURE_TENANT_ID") then
+    local ok, cred = pcall(core.auth.credential, { kind = "environment", authority = host.current_cloud().authority })
+    if not ok then return nil, config_error(tostring(cred)) end
+    for _, ctx in ipairs({ "default", "isv" }) do
+      host.set_credential(ctx, cred)
+      host.contexts[ctx].subscription = os.getenv("AZURE_SUBSCRIPTION_ID")
+    end
+  end
+  return true
+end
+
+-- Is a configuration named (--config or $CMKFLOW_CONFIG)?
+function M.named(opts)
+  local path = opts.config or os.getenv("CMKFLOW_CONFIG")
+  return path ~= nil and path ~= "" and path or nil
+end
+
+-- Does this invocation go to the embedded emulator (no configuration, no real cloud named)?
+function M.embedded_target(opts)
+  return not M.named(opts) and (not opts.cloud or opts.cloud == "emulator")
+end
+
+-- For script workflows without a config file: the Azure SDK environment gives "default" and "isv".
+function M.apply_environment(opts)
+  if M.named(opts) then return true end
+  if opts.cloud and opts.cloud ~= "emulator" then host.set_cloud(opts.cloud) end
+  return use_environment_credential()
+end
+
+-- Resolves where a run talks to. opts: {config, cloud}. Returns a target stored with the run
+-- (never a secret): {config = path | nil, cloud = name, emulator = url | nil, policy = path | nil},
+-- or nil, error (kind "config").
+function M.configure(opts)
+  local config_path = M.named(opts)
+  if config_path then
+    local base = dir_of(config_path)
+    local function resolve_cloud(desc)
+      if type(desc) == "table" then
+        if not desc.emulator then
+          error("field 'cloud' must name \"azure\", \"usgov\", \"china\" or { emulator = url }", 0)
+        end
+        host.set_cloud("emulator", desc.emulator, relative_to(base, desc.ca_cert))
+      else
+        host.set_cloud(desc)
+      end
+      local c = host.current_cloud()
+      return { authority = c.authority, ca_file = c.ca_file, connect_to = c.connect_to }
+    end
+    local ok, cfg = pcall(core.config.load, config_path, resolve_cloud)
+    if not ok then return nil, config_error(tostring(cfg)) end
+    local cloud = type(cfg.cloud) == "table" and "emulator" or cfg.cloud
+    if opts.cloud and opts.cloud ~= cloud then
+      return nil, config_error(("--cloud %s contradicts the cloud of %s"):format(opts.cloud, config_path), "cloud")
+    end
+    for name, ctx in pairs(cfg.contexts) do
+      host.contexts[name] = host.contexts[name] or {}
+      for k, v in pairs(ctx) do host.contexts[name][k] = v end
+    end
+    return { config = config_path, cloud = cloud, policy = relative_to(base, cfg.policy) }
+  end
+  if opts.cloud and opts.cloud ~= "emulator" then
+    host.set_cloud(opts.cloud)
+    local ok, err = use_environment_credential()
+    if not ok then return nil, err end
+    return { cloud = opts.cloud }
+  end
+  local e = embedded.start()
+  return { cloud = "emulator", emulator = e.url, embedded = true }
+end
+
+M.finish = embedded.finish
+
+return M

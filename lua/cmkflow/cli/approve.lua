@@ -1,0 +1,34 @@
+-- cmkflow approve RUN_ID GATE [--reject] [--note TEXT] [--param k=v]...: decide an approval gate;
+-- --param values (the customer's key_vault_uri and key_name) are handed to the steps after it.
+local core = require "cmkflow.core"
+local args = require "cmkflow.cli.args"
+local output = require "cmkflow.cli.output"
+local state = require "cmkflow.app.state"
+
+local json, EXIT = core.json, core.exit
+
+local M = {}
+
+function M.approve(argv)
+  local opts, err = args.parse(argv, { reject = "flag", note = "value", param = "list" })
+  if not opts then return args.usage_error(err) end
+  local run_id, gate = opts[1], opts[2]
+  if not run_id or not gate then return args.usage_error("approve needs RUN_ID GATE") end
+  local values, verr = args.key_values(opts.param)
+  if not values then return args.usage_error(verr) end
+  local db = state.open_store()
+  -- values handed over at the gate travel in the approval's note
+  local note = opts.note
+  if next(values) then note = json.encode({ note = opts.note, values = values }) end
+  local decision = opts.reject and "rejected" or "approved"
+  local ok, derr = db:decide(run_id, gate, decision, os.getenv("USER"), note)
+  if not ok then
+    derr.kind = derr.kind or "usage" -- an unknown run or gate, a gate already decided: the input is wrong
+    return output.fail(derr)
+  end
+  io.stderr:write(("cmkflow: gate '%s' of run %s %s; continue with: cmkflow resume %s\n")
+    :format(gate, run_id, decision, run_id))
+  return EXIT.ok
+end
+
+return M

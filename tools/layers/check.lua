@@ -1,0 +1,153 @@
+-- The layers of cmkflow and the imports each may make (docs/architecture.md), as data, and a
+-- check that every `require` in lua/ and workflows/ and every `#include "..."` in core/ goes the
+-- allowed way. Run: lua5.4 tools/layers/check.lua [SOURCE_DIR]  (exit 1 listing each violation).
+-- spec/layers_spec.lua runs it on the tree and on planted violations.
+local M = {}
+
+-- ---- Lua: groups by module name, lowest first; a group may require itself and what it lists ----
+M.LUA_GROUPS = {
+  -- pattern (anchored module name) -> group; the first match wins
+  { "^cmkflow%.core$", "core" },
+  { "^cmkflow%.core%.", "core" },
+  { "^cmkflow%.emulator$", "emulator" },
+  { "^cmkflow%.emulator%.", "emulator" },
+  { "^cmkflow%.azure$", "azure" },
+  { "^cmkflow%.azure%.", "azure" },
+  { "^cmkflow%.workflow%.engine$", "engine" },
+  { "^cmkflow%.workflow%.params$", "engine" },
+  { "^cmkflow%.workflow%.", "steps" },
+  { "^cmkflow%.app%.", "app" },
+  { "^cmkflow%.cli$", "cli" },
+  { "^cmkflow%.cli%.", "cli" },
+  { "^cmkflow%.host$", "host" },
+  { "^cmkflow%.sandbox$", "host" },
+  { "^cmkflow%.policy$", "host" },
+  { "^workflows%.", "workflows" },
+  { "^cmkflow%.", "base" },           -- errors, json, async, http, form, util.*
+}
+
+M.LUA_ALLOWED = {
+  core = {},
+  base = { "core" },
+  azure = { "base", "core" },                         -- the Azure clients: ARM, Graph, Key Vault
+  engine = { "base", "core" },                        -- knows nothing of Azure or the emulator
+  emulator = { "base", "core" },                      -- a wing of its own: no client, no engine
+  steps = { "azure", "engine", "base", "core" },      -- the step library the workflows use
+  host = { "azure", "base", "core" },                 -- what the C host calls; the sandbox
+  workflows = { "steps", "azure", "base", "core" },   -- through the sandbox's allow-list
+  app = { "host", "steps", "engine", "emulator", "azure", "base", "core" },
+  cli = { "app", "host", "engine", "emulator", "base", "core" },
+}
+
+-- ---- C: modules (file stems under core/) in layers; a file may include its own layer or lower ----
+-- Filled from the C split (docs/architecture.md, "C core"); a header not listed is an error.
+M.C_LAYERS = {
+  -- lowest first; each entry: layer name, list of module stems (x.c / x.h)
+}
+
+local function group_of(module)
+  for _, g in ipairs(M.LUA_GROUPS) do
+    if module:match(g[1]) then return g[2] end
+  end
+  return nil
+end
+M.group_of = group_of
+
+local function allowed(from, to)
+  if from == to then return true end
+  for _, g in ipairs(M.LUA_ALLOWED[from] or {}) do if g == to then return true end end
+  return false
+end
+
+-- The module name of a file under lua/ or workflows/.
+function M.module_of(path)
+  local m = path:match("lua/(cmkflow/.-)%.lua$")
+  if m then return (m:gsub("/init$", ""):gsub("/", ".")) end
+  m = path:match("workflows/([^/]+)%.lua$")
+  if m then return "workflows." .. m end
+  return nil
+end
+
+-- Every required module name in a Lua source (require "x", require("x"), require 'x').
+function M.requires(source)
+  local out = {}
+  for name in source:gmatch("require%s*%(?%s*[\"']([%w_%.%-]+)[\"']") do out[#out + 1] = name end
+  return out
+end
+
+-- files: { {path = ..., source = ...} }. Returns a list of violation messages.
+function M.check_lua(files)
+  local problems = {}
+  for _, f in ipairs(files) do
+    local module = M.module_of(f.path)
+    local from = module and group_of(module)
+    if module and not from then problems[#problems + 1] = f.path .. ": module " .. module .. " is in no layer" end
+    for _, req in ipairs(from and M.requires(f.source) or {}) do
+      local to = group_of(req)
+      if to and not allowed(from, to) then
+        problems[#problems + 1] = ("%s: %s (%s) requires %s (%s): not allowed by docs/architecture.md")
+          :format(f.path, module, from, req, to)
+      end
+    end
+  end
+  return problems
+end
+
+-- files: { {path = "core/x.c", source = ...} }. Returns a list of violation messages.
+function M.check_c(files)
+  local problems, rank = {}, {}
+  for i, layer in ipairs(M.C_LAYERS) do
+    for _, stem in ipairs(layer[2]) do rank[stem] = i end
+  end
+  if #M.C_LAYERS == 0 then return problems end
+  for _, f in ipairs(files) do
+    local stem = f.path:match("([%w_]+)%.[ch]$")
+    local mine = rank[stem]
+    if not mine then problems[#problems + 1] = f.path .. ": " .. tostring(stem) .. " is in no C layer" end
+    for inc in f.source:gmatch('#%s*include%s*"([%w_/]+)%.h"') do
+      local other = rank[inc:match("([%w_]+)$")]
+      if mine and not other then
+        problems[#problems + 1] = ("%s: includes %s.h, which is in no C layer"):format(f.path, inc)
+      elseif mine and other > mine then
+        problems[#problems + 1] = ("%s (%s) includes %s.h (%s): a lower layer may not include a higher one")
+          :format(f.path, M.C_LAYERS[mine][1], inc, M.C_LAYERS[other][1])
+      end
+    end
+  end
+  return problems
+end
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- Reads the named files (paths relative to root) into { {path, source} }.
+function M.load(root, paths)
+  local files = {}
+  for _, p in ipairs(paths) do
+    local s = read(root .. "/" .. p)
+    if s then files[#files + 1] = { path = p, source = s } end
+  end
+  return files
+end
+
+if arg and arg[0] and arg[0]:match("check%.lua$") and not package.loaded["tools.layers.check"] then
+  local root = arg[1] or "."
+  local lua_files, c_files = {}, {}
+  -- the file list comes on stdin (one path relative to root per line), e.g. from git ls-files
+  for line in io.lines() do
+    if line:match("^lua/.*%.lua$") or line:match("^workflows/.*%.lua$") then lua_files[#lua_files + 1] = line
+    elseif line:match("^core/.*%.[ch]$") then c_files[#c_files + 1] = line end
+  end
+  local problems = M.check_lua(M.load(root, lua_files))
+  for _, p in ipairs(M.check_c(M.load(root, c_files))) do problems[#problems + 1] = p end
+  for _, p in ipairs(problems) do io.stderr:write(p, "\n") end
+  io.stdout:write(("layers: %d Lua and %d C files checked, %d violation(s)\n"):format(#lua_files, #c_files, #problems))
+  os.exit(#problems == 0 and 0 or 1)
+end
+
+return M
