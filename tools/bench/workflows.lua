@@ -130,7 +130,7 @@ end
 local function inside()
   assert(os.execute("ip link set lo up"))
   local work = tmpdir()
-  -- the az script's vault name must resolve (reference/real-clients.md): a private /etc/hosts
+  -- the az script's vault name must resolve (docs/realclients.md, "The namespace"): a private /etc/hosts
   write(work .. "/hosts", "127.0.0.1 localhost\n::1 localhost\n127.0.0.1 vault.localhost rc-az-kv.vault.localhost\n")
   assert(os.execute("mount --bind " .. q(work .. "/hosts") .. " /etc/hosts"))
   local e = start_emulator(work)

@@ -38,7 +38,7 @@ expect_id() { [ "${3,,}" = "${4,,}" ] || fail "$1" "$2 is '$3', expected '$4'"; 
 nonempty() { [ -n "$3" ] && [ "$3" != None ] && [ "$3" != null ] || fail "$1" "$2 is empty"; }
 
 # A fresh profile per tenant: no update probe (versionCheck.json), the single-origin cloud with an
-# ADFS-style authority (reference/real-clients.md section 2.2), then a service-principal login.
+# ADFS-style authority (docs/realclients.md: MSAL skips instance discovery for it), then a service-principal login.
 profile() {
     local name=$1 tenant=$2 app=$3 secret=$4 sub=$5 dir="$WORK/az-$1"
     mkdir -p "$dir"
@@ -118,7 +118,7 @@ expect "customer keyvault create" enablePurgeProtection "$KV_PP" True
 expect "customer keyvault create" enableRbacAuthorization "$KV_RBAC" True
 pass "customer keyvault create"
 
-# `az keyvault key create` is broken in Debian's package set (reference 5.1): the data plane via az rest.
+# `az keyvault key create` is broken in Debian's package set (docs/realclients.md, "Known deviations"): the data plane via az rest.
 az_in customer "customer key create (az rest)" rest --method post --url "${VAULT_URI}keys/$KEY/create?api-version=7.4" \
     --resource "https://vault.localhost:$PORT" --body '{"kty":"RSA","key_size":2048}' --query "{a:key.kid, b:key.kty}" -o tsv
 IFS=$'\t' read -r KID KTY <<<"$OUT"
@@ -126,7 +126,7 @@ case "$KID" in "${VAULT_URI}keys/$KEY/"?*) ;; *) fail "customer key create (az r
 expect "customer key create (az rest)" kty "$KTY" RSA
 pass "customer key create (az rest)"
 
-# `az role assignment create` is broken likewise (reference 5.1): the ARM PUT via az rest.
+# `az role assignment create` is broken likewise (docs/realclients.md): the ARM PUT via az rest.
 RA_NAME=$(cat /proc/sys/kernel/random/uuid)
 ROLE_DEF="/subscriptions/$CUSTOMER_SUB/providers/Microsoft.Authorization/roleDefinitions/$KV_ROLE"
 az_in customer "customer role assignment (az rest)" rest --method put \
