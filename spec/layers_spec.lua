@@ -43,4 +43,20 @@ describe("layers", function()
     assert.equal("base", layers.group_of("cmkflow.errors"))
     assert.equal("app", layers.group_of("cmkflow.app.pipeline"))
   end)
+
+  -- the repository stands alone: comments and docs cite Microsoft's docs, REST specs or docs/,
+  -- never files a reader of the project cannot open
+  it("cites no file outside the repository", function()
+    local paths = tree("lua workflows core docs tools spec examples README.md", "*")
+    local outside = {}
+    for _, f in ipairs(layers.load(root, paths)) do
+      if not f.path:match("^spec/layers_spec%.lua$") then
+        for _, pattern in ipairs({ "reference section", "reference sections", "reference/[%w%-]+%.md",
+                                   "%.%./shared/", "reference %d+%.%d" }) do
+          if f.source:find(pattern) then outside[#outside + 1] = f.path .. ": " .. pattern end
+        end
+      end
+    end
+    assert.same({}, outside)
+  end)
 end)
