@@ -533,6 +533,7 @@ describe("emulator key_material knob", function()
   local emulator = require "cmkflow.emulator"
   local control = require "cmkflow.emulator.control"
   local kv = require "cmkflow.emulator.keyvault"
+  local key_store = require "cmkflow.emulator.keyvault_store"
   local tokens = require "cmkflow.emulator.tokens"
 
   local function world()
@@ -579,7 +580,7 @@ describe("emulator key_material knob", function()
   it("pooled: keys reuse the pool round-robin (the key after the pool wraps shares n), unique: never", function()
     local _, call, set = world()
     assert.same({ lro_retry_after_s = 1, key_material = "pooled" }, set { key_material = "pooled" })
-    local P = kv.POOLED_KEYS
+    local P = key_store.POOLED_KEYS
     local moduli, versions = create(call, "pooled", P + 1)
     assert.equal(moduli[1], moduli[P + 1])
     assert.are_not.equal(moduli[1], moduli[2])
