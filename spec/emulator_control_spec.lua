@@ -532,6 +532,7 @@ describe("emulator key_material knob", function()
   -- in-process: a vault recorded the way the ARM provider records it, keys created on the data plane
   local emulator = require "cmkflow.emulator"
   local control = require "cmkflow.emulator.control"
+  local control_api = require "cmkflow.emulator.control_api"
   local kv = require "cmkflow.emulator.keyvault"
   local key_store = require "cmkflow.emulator.keyvault_store"
   local tokens = require "cmkflow.emulator.tokens"
@@ -558,7 +559,7 @@ describe("emulator key_material knob", function()
       return status, b ~= "" and json.decode(b) or nil
     end
     local function set(knobs)
-      local status, _, b = control.handle(st, { method = "PUT", path = "/_emulator/knobs", headers = {},
+      local status, _, b = control_api.handle(st, { method = "PUT", path = "/_emulator/knobs", headers = {},
         body = json.encode(knobs) })
       assert.equal(200, status, b)
       return json.decode(b)
