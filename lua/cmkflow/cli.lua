@@ -28,7 +28,8 @@ commands:
 ]] .. require("cmkflow.emulator.cli").USAGE .. [[
 
   demo [--output text|json] [--debug]
-                      run the smoke workflow against a local HTTPS test server
+                      run the smoke workflow (one token, one ARM call) against the embedded
+                      emulator
   version             print the versions of cmkflow and its libraries
   help                this text
 
@@ -184,9 +185,34 @@ function M.emulator(args)
   return require("cmkflow.emulator.cli").main(opts, EXIT)
 end
 
+-- The smoke workflow (one token, one ARM call through the production code path) against the
+-- embedded emulator with its demo seed, whatever configuration is around: the quickest check that
+-- a build works. Emulator state lives under the state dir, as for `cmkflow run` without a config.
 function M.demo(args)
-  local demo = require "cmkflow.demo"
-  return demo.main(args, M)
+  local opts, err = parse(args, { output = "value", debug = "flag" })
+  if not opts then return usage_error(err) end
+  if opts[1] then return usage_error("demo takes no positional arguments ('" .. opts[1] .. "')") end
+  local output = opts.output or "text"
+  if output ~= "text" and output ~= "json" then
+    return usage_error("--output must be text or json, not '" .. output .. "'")
+  end
+  local host = require "cmkflow.host"
+  if opts.debug then host.set_debug(true) end
+  local runner = require "cmkflow.workflow.runner"
+  runner.start_embedded_emulator()
+  local status, out = host.run("module", "workflows.smoke", nil, "{}")
+  runner.finish()
+  if status ~= EXIT.ok then
+    io.stderr:write("cmkflow demo: ", out, "\n")
+    return status
+  end
+  if output == "json" then
+    io.stdout:write(out, "\n")
+  else
+    local result = core.json.decode(out)
+    io.stdout:write(("demo: authenticated to tenant %s\ndemo: %s\n"):format(result.tenant, result.summary))
+  end
+  return EXIT.ok
 end
 
 function M.help()

@@ -21,7 +21,7 @@
 --   st.identities[principal_id] = { clientId, principalId, tenant, resource_id }   (managed identities)
 --   st.knobs = { delays = {service_principal, federated_credential, role_assignment} (seconds),
 --                faults = {...}, throttling = {...}, lro_retry_after_s = 1 (storage create Retry-After),
---                key_material = "unique" | "pooled" (keyvault.lua; pooled for benchmarks only) }
+--                key_material = "unique" | "pooled" (keyvault_store.lua; pooled for benchmarks only) }
 -- Secrets (client secrets, private keys) are kept only as hashes or inside key userdata; `dump`
 -- never emits them.
 local core = require "cmkflow.core"

@@ -95,6 +95,8 @@ local function use_embedded_emulator()
   return embedded
 end
 
+M.start_embedded_emulator = use_embedded_emulator -- `cmkflow demo`
+
 -- Before the process exits: the embedded emulator writes its state now (resume finds it).
 function M.finish()
   if not embedded then return end
