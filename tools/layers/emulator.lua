@@ -37,25 +37,26 @@ return {
   -- the emulated world (the one state every service reads and writes)
   [E .. "state"] = may(E .. "knobs", E .. "rbac"),
   -- what the modules of one service share: ARM's request context, Graph's OData layer, Key Vault's
-  -- authentication and envelope; Entra (tokens) is itself used by Storage's key check
+  -- authentication and envelope, Entra's token issuance (also used by Storage's key check)
   [E .. "arm_context"] = may(E .. "rbac", E .. "respond"),
   [E .. "graph_odata"] = may(E .. "respond"),
   [E .. "keyvault_auth"] = may(E .. "keyvault_store", E .. "rbac", E .. "respond", E .. "tokens"),
-  [E .. "entra"] = may(E .. "respond", E .. "tokens"),
+  [E .. "entra_grant"] = may(E .. "tokens"),
   -- one module per resource type or job
   [E .. "graph_applications"] = may(E .. "graph_odata", E .. "respond"),
   [E .. "graph_service_principals"] = may(E .. "graph_applications", E .. "graph_odata", E .. "respond"),
   [E .. "graph_federated_credentials"] = may(E .. "graph_applications", E .. "graph_odata", E .. "respond"),
   [E .. "keyvault_keys"] = may(E .. "keyvault_auth", E .. "keyvault_store", E .. "respond"),
   [E .. "keyvault_arm_keys"] = may(E .. "keyvault_keys", E .. "keyvault_store", E .. "rbac", E .. "respond"),
-  [E .. "storage_cmk"] = may(E .. "entra", E .. "keyvault_auth", E .. "keyvault_store"),
+  [E .. "storage_cmk"] = may(E .. "entra_grant", E .. "keyvault_auth", E .. "keyvault_store"),
   [E .. "arm_resources"] = may(E .. "arm_context", E .. "rbac"),
   [E .. "arm_authorization"] = may(E .. "arm_context", E .. "rbac"),
   [E .. "arm_identity"] = may(E .. "arm_context"),
   [E .. "arm_keyvault"] = may(E .. "arm_context", E .. "keyvault_arm_keys"),
   [E .. "arm_storage"] = may(E .. "arm_context", E .. "storage_cmk"),
-  -- service routers: each holds its resource modules as data (arm.PROVIDERS, graph's merged routes,
-  -- keyvault's route table)
+  -- services: each router holds its resource modules as data (arm.PROVIDERS, graph's merged routes,
+  -- keyvault's route table); entra serves the token endpoints, discovery and IMDS
+  [E .. "entra"] = may(E .. "entra_grant", E .. "respond", E .. "tokens"),
   [E .. "graph"] = may(E .. "graph_applications", E .. "graph_federated_credentials", E .. "graph_odata",
     E .. "graph_service_principals", E .. "tokens"),
   [E .. "keyvault"] = may(E .. "keyvault_auth", E .. "keyvault_keys", E .. "respond"),

@@ -19,7 +19,7 @@
 local core = require "cmkflow.core"
 local keyvault = require "cmkflow.emulator.keyvault_store"
 local keyvault_auth = require "cmkflow.emulator.keyvault_auth"
-local entra = require "cmkflow.emulator.entra"
+local entra = require "cmkflow.emulator.entra_grant"
 
 local crypto = core.crypto
 
