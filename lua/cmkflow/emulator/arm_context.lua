@@ -12,8 +12,9 @@ local concat, ipairs, pairs, type, tostring = table.concat, ipairs, pairs, type,
 
 local M = {}
 
--- Supported api-versions per resource type (lower case): reference section 0.4, plus the older
--- versions az CLI 2.45 and the Debian Python SDK send (real-clients.md section 4).
+-- Supported api-versions per resource type (lower case): those of the providers' REST specs
+-- (Azure/azure-rest-api-specs, specification/<provider>/resource-manager), plus the older versions
+-- az CLI 2.45 and the Debian Python SDK send (docs/realclients.md).
 M.API_VERSIONS = {
   ["microsoft.resources/subscriptions"] = { "2016-06-01", "2019-06-01", "2019-11-01", "2020-01-01", "2021-01-01",
     "2022-12-01" },

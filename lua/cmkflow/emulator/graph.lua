@@ -81,7 +81,8 @@ function M.handle(st, req)
       return odata.err(req, 400, "BadRequest", "Resource not found for the segment '" .. name .. "'.")
     end
     local last = route.segs[#route.segs]
-    return odata.err(req, 400, "BadRequest", "Resource not found for the segment '" .. (odata.parse_segment(last)) .. "'.")
+    return odata.err(req, 400, "BadRequest",
+      "Resource not found for the segment '" .. (odata.parse_segment(last)) .. "'.")
   end
   local method = req.method == "HEAD" and "GET" or req.method
   local fn = entry[method]

@@ -417,7 +417,8 @@ M.err, M.not_found, M.bad_request, M.unauthorized, M.denied = err, not_found, ba
 M.body_error, M.unknown_property, M.invalid_value = body_error, unknown_property, invalid_value
 M.base_url, M.split_path, M.parse_segment, M.parse_route = base_url, split_path, parse_segment, parse_route
 M.read_body, M.str_array, M.copy_array, M.or_null, M.lower = read_body, str_array, copy_array, or_null, lower
-M.list_response, M.apply_select, M.entity_response, M.is_upsert = list_response, apply_select, entity_response, is_upsert
+M.list_response, M.apply_select = list_response, apply_select
+M.entity_response, M.is_upsert = entity_response, is_upsert
 M.lookup = lookup
 
 return M
