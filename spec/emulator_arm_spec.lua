@@ -7,6 +7,7 @@ local json = core.json
 local state_mod = require "cmkflow.emulator.state"
 local tokens = require "cmkflow.emulator.tokens"
 local arm = require "cmkflow.emulator.arm"
+local storage_cmk = require "cmkflow.emulator.storage_cmk"
 local seed = require "cmkflow.emulator.demo_seed"
 
 local ISV_T, CUS_T = seed.tenants[1].id, seed.tenants[2].id
@@ -578,18 +579,19 @@ describe("emulated ARM: storage accounts", function()
 
   -- The cross-tenant key check (storage_cmk.lua) has its own spec; here a stand-in records what
   -- ARM hands it and answers as told.
-  local real_cmk, seen, answer
+  local real_check, real_refresh, seen, answer
   before_each(function()
-    real_cmk = package.loaded["cmkflow.emulator.storage_cmk"]
+    real_check, real_refresh = storage_cmk.check, storage_cmk.refresh
     seen, answer = {}, { currentVersionedKeyIdentifier = "https://cmk-vault1.vault.azure.net/keys/cmkkey/abc",
                          lastKeyRotationTimestamp = "2024-01-01T00:00:00Z" }
-    package.loaded["cmkflow.emulator.storage_cmk"] = { check = function(_, c)
+    storage_cmk.check = function(_, c)
       seen[#seen + 1] = c
       if answer.fail then return nil, answer.fail end
       return answer
-    end }
+    end
+    storage_cmk.refresh = function() return false end
   end)
-  after_each(function() package.loaded["cmkflow.emulator.storage_cmk"] = real_cmk end)
+  after_each(function() storage_cmk.check, storage_cmk.refresh = real_check, real_refresh end)
 
   local function setup()
     local st, isv = world()
@@ -698,16 +700,17 @@ describe("emulated ARM: storage accounts and the key check", function()
   local RG = "/subscriptions/" .. ISV_S .. "/resourceGroups/rg1"
   local SA = RG .. "/providers/Microsoft.Storage/storageAccounts/"
   local MI = RG .. "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/uami"
-  local real_cmk
-  before_each(function() real_cmk = package.loaded["cmkflow.emulator.storage_cmk"] end)
-  after_each(function() package.loaded["cmkflow.emulator.storage_cmk"] = real_cmk end)
+  local real_check, real_refresh
+  before_each(function() real_check, real_refresh = storage_cmk.check, storage_cmk.refresh end)
+  after_each(function() storage_cmk.check, storage_cmk.refresh = real_check, real_refresh end)
 
   it("passes the ISV tenant, account body and id to storage_cmk.check and surfaces its error", function()
     local seen
-    package.loaded["cmkflow.emulator.storage_cmk"] = { check = function(_, c)
+    storage_cmk.check = function(_, c)
       seen = c
       return nil, { status = 400, code = "KeyVaultPolicyError", message = "Keyvault policy recoverable is not set" }
-    end }
+    end
+    storage_cmk.refresh = function() return false end
     local st, isv = world()
     isv("PUT", RG, RG_API, { location = "westeurope" })
     isv("PUT", MI, MI_API, { location = "westeurope" })

@@ -532,7 +532,9 @@ describe("emulator key_material knob", function()
   -- in-process: a vault recorded the way the ARM provider records it, keys created on the data plane
   local emulator = require "cmkflow.emulator"
   local control = require "cmkflow.emulator.control"
+  local control_api = require "cmkflow.emulator.control_api"
   local kv = require "cmkflow.emulator.keyvault"
+  local key_store = require "cmkflow.emulator.keyvault_store"
   local tokens = require "cmkflow.emulator.tokens"
 
   local function world()
@@ -557,7 +559,7 @@ describe("emulator key_material knob", function()
       return status, b ~= "" and json.decode(b) or nil
     end
     local function set(knobs)
-      local status, _, b = control.handle(st, { method = "PUT", path = "/_emulator/knobs", headers = {},
+      local status, _, b = control_api.handle(st, { method = "PUT", path = "/_emulator/knobs", headers = {},
         body = json.encode(knobs) })
       assert.equal(200, status, b)
       return json.decode(b)
@@ -579,7 +581,7 @@ describe("emulator key_material knob", function()
   it("pooled: keys reuse the pool round-robin (the key after the pool wraps shares n), unique: never", function()
     local _, call, set = world()
     assert.same({ lro_retry_after_s = 1, key_material = "pooled" }, set { key_material = "pooled" })
-    local P = kv.POOLED_KEYS
+    local P = key_store.POOLED_KEYS
     local moduli, versions = create(call, "pooled", P + 1)
     assert.equal(moduli[1], moduli[P + 1])
     assert.are_not.equal(moduli[1], moduli[2])

@@ -379,6 +379,7 @@ end)
 describe("emulator Entra ID functions (federated exchange, managed identity)", function()
   local emulator = require "cmkflow.emulator"
   local entra = require "cmkflow.emulator.entra"
+  local grant = require "cmkflow.emulator.entra_grant"
   local tokens = require "cmkflow.emulator.tokens"
   local st, t1, t2, app, sp2, ident, mi
 
@@ -402,7 +403,7 @@ describe("emulator Entra ID functions (federated exchange, managed identity)", f
     st.identities[pid] = ident
     st:add_federated_credential(app, { name = "uami", issuer = tokens.issuer_v2(ISV), subject = pid,
       audiences = { "api://AzureADTokenExchange" }, visible_at = st:now() })
-    mi = assert(entra.managed_identity_token(st, ident, "api://AzureADTokenExchange"))
+    mi = assert(grant.managed_identity_token(st, ident, "api://AzureADTokenExchange"))
   end)
 
   local function expect(code, token, e)
@@ -413,7 +414,7 @@ describe("emulator Entra ID functions (federated exchange, managed identity)", f
   end
 
   it("issues the managed identity's exchange token as Entra does", function()
-    local token, c = entra.managed_identity_token(st, ident, "api://AzureADTokenExchange")
+    local token, c = grant.managed_identity_token(st, ident, "api://AzureADTokenExchange")
     local decoded = claims_of(token)
     assert.same(c.aud, decoded.aud)
     assert.equal(EXCHANGE_GUID, decoded.aud)
@@ -425,14 +426,14 @@ describe("emulator Entra ID functions (federated exchange, managed identity)", f
     assert.equal("2.0", decoded.ver)
     assert.equal(ident.resource_id, decoded.xms_mirid)
     assert.is_table(jose.verify(token, t1.key))
-    local arm = claims_of((entra.managed_identity_token(st, ident, "https://management.azure.com/")))
+    local arm = claims_of((grant.managed_identity_token(st, ident, "https://management.azure.com/")))
     assert.equal("https://management.azure.com/", arm.aud)
     assert.equal(ident.clientId, arm.appid)
     assert.equal("https://sts.windows.net/" .. ISV .. "/", arm.iss)
   end)
 
   it("exchanges the MI token for a customer-tenant Key Vault token", function()
-    local token, c = entra.exchange(st, CUSTOMER, app.appId, mi, VAULT)
+    local token, c = grant.exchange(st, CUSTOMER, app.appId, mi, VAULT)
     assert.is_string(token)
     local decoded = claims_of(token)
     assert.equal(c.oid, decoded.oid)
@@ -443,62 +444,62 @@ describe("emulator Entra ID functions (federated exchange, managed identity)", f
     assert.equal(app.appId, decoded.appid)
     assert.equal("2", decoded.appidacr)
     assert.is_table(jose.verify(token, t2.key))
-    assert.is_string((entra.exchange(st, "customer.example", app.appId, mi, VAULT)))
+    assert.is_string((grant.exchange(st, "customer.example", app.appId, mi, VAULT)))
   end)
 
   it("matches the issuer exactly (AADSTS700211)", function()
     for _, fic in pairs(app.federatedIdentityCredentials) do fic.issuer = fic.issuer .. " " end
-    expect(700211, entra.exchange(st, CUSTOMER, app.appId, mi, VAULT))
+    expect(700211, grant.exchange(st, CUSTOMER, app.appId, mi, VAULT))
   end)
 
   it("matches the subject case-sensitively (AADSTS700213, AADSTS7002138)", function()
     for _, fic in pairs(app.federatedIdentityCredentials) do fic.subject = st:id("other") end
-    expect(700213, entra.exchange(st, CUSTOMER, app.appId, mi, VAULT))
+    expect(700213, grant.exchange(st, CUSTOMER, app.appId, mi, VAULT))
     for _, fic in pairs(app.federatedIdentityCredentials) do fic.subject = ident.principalId:upper() end
-    expect(7002138, entra.exchange(st, CUSTOMER, app.appId, mi, VAULT))
+    expect(7002138, grant.exchange(st, CUSTOMER, app.appId, mi, VAULT))
   end)
 
   it("matches the audience (AADSTS700212)", function()
     local arm_token = tokens.issue(st, t1, { aud = "https://management.azure.com/", sub = ident.principalId,
       oid = ident.principalId, azp = ident.clientId, idtyp = "app" }, "2.0")
-    expect(700212, entra.exchange(st, CUSTOMER, app.appId, arm_token, VAULT))
+    expect(700212, grant.exchange(st, CUSTOMER, app.appId, arm_token, VAULT))
     for _, fic in pairs(app.federatedIdentityCredentials) do fic.audiences = { EXCHANGE_GUID } end
-    expect(700212, entra.exchange(st, CUSTOMER, app.appId, mi, VAULT))
+    expect(700212, grant.exchange(st, CUSTOMER, app.appId, mi, VAULT))
   end)
 
   it("treats a FIC that has not replicated yet as absent (AADSTS70021), then accepts it", function()
     for _, fic in pairs(app.federatedIdentityCredentials) do fic.visible_at = st:now() + 60 end
-    local token, e = entra.exchange(st, CUSTOMER, app.appId, mi, VAULT)
+    local token, e = grant.exchange(st, CUSTOMER, app.appId, mi, VAULT)
     expect(70021, token, e)
     assert.equal("invalid_request", e.error)
     st:advance(61)
-    assert.is_string((entra.exchange(st, CUSTOMER, app.appId, mi, VAULT)))
+    assert.is_string((grant.exchange(st, CUSTOMER, app.appId, mi, VAULT)))
   end)
 
   it("requires the service principal in the target tenant (AADSTS700016) and an enabled one (AADSTS7000112)", function()
     t2.service_principals[sp2.id] = nil
-    local token, e = entra.exchange(st, CUSTOMER, app.appId, mi, VAULT)
+    local token, e = grant.exchange(st, CUSTOMER, app.appId, mi, VAULT)
     expect(700016, token, e)
     assert.equal("unauthorized_client", e.error)
     assert.truthy(e.text:find("'" .. app.appId .. "' was not found in the directory '" .. CUSTOMER .. "'", 1, true))
     local hidden = st:add_service_principal(t2, { appId = app.appId, visible_at = st:now() + 30 })
-    expect(700016, entra.exchange(st, CUSTOMER, app.appId, mi, VAULT))
+    expect(700016, grant.exchange(st, CUSTOMER, app.appId, mi, VAULT))
     hidden.visible_at = st:now()
     hidden.accountEnabled = false
-    expect(7000112, entra.exchange(st, CUSTOMER, app.appId, mi, VAULT))
+    expect(7000112, grant.exchange(st, CUSTOMER, app.appId, mi, VAULT))
   end)
 
   it("verifies an emulator issuer's signature (AADSTS700027) and token type (AADSTS700229)", function()
     local forged = jose.sign(claims_of(mi), crypto.rsa_generate(2048), { alg = "RS256" })
-    expect(700027, entra.exchange(st, CUSTOMER, app.appId, forged, VAULT))
+    expect(700027, grant.exchange(st, CUSTOMER, app.appId, forged, VAULT))
     local user = tokens.issue(st, t1, { aud = EXCHANGE_GUID, sub = ident.principalId, oid = ident.principalId,
       idtyp = "user" }, "2.0")
-    expect(700229, entra.exchange(st, CUSTOMER, app.appId, user, VAULT))
+    expect(700229, grant.exchange(st, CUSTOMER, app.appId, user, VAULT))
   end)
 
   it("refuses an expired assertion (AADSTS700024)", function()
     st:advance(3600)
-    expect(700024, entra.exchange(st, CUSTOMER, app.appId, mi, VAULT))
+    expect(700024, grant.exchange(st, CUSTOMER, app.appId, mi, VAULT))
   end)
 
   it("accepts an external issuer configured in a FIC", function()
@@ -507,21 +508,21 @@ describe("emulator Entra ID functions (federated exchange, managed identity)", f
       audiences = { "api://AzureADTokenExchange" }, visible_at = st:now() })
     local gh = jose.sign({ iss = iss, sub = "repo:o/r:ref:refs/heads/main", aud = "api://AzureADTokenExchange",
       exp = st:now() + 300, nbf = st:now() }, crypto.rsa_generate(2048), { alg = "RS256" })
-    local token = entra.exchange(st, CUSTOMER, app.appId, gh, VAULT)
+    local token = grant.exchange(st, CUSTOMER, app.appId, gh, VAULT)
     assert.equal(sp2.id, claims_of(token).oid)
   end)
 
   it("checks tenant, scope and resource", function()
-    expect(90002, entra.exchange(st, "nowhere.example", app.appId, mi, VAULT))
-    expect(1002012, entra.exchange(st, CUSTOMER, app.appId, mi, "https://vault.azure.net/keys.read"))
-    expect(500011, entra.exchange(st, CUSTOMER, app.appId, mi, "https://storage.example/.default"))
-    expect(900144, entra.exchange(st, CUSTOMER, app.appId, mi, nil))
+    expect(90002, grant.exchange(st, "nowhere.example", app.appId, mi, VAULT))
+    expect(1002012, grant.exchange(st, CUSTOMER, app.appId, mi, "https://vault.azure.net/keys.read"))
+    expect(500011, grant.exchange(st, CUSTOMER, app.appId, mi, "https://storage.example/.default"))
+    expect(900144, grant.exchange(st, CUSTOMER, app.appId, mi, nil))
   end)
 
   it("refuses an expired client secret (AADSTS7000222)", function()
     local seed_app = st:application_by_appid(ISV_APP)
     seed_app.passwordCredentials[1].endDateTime = "2000-01-01T00:00:00Z"
-    local r, e = entra.client_credentials(st, ISV, secret_form_for(ISV_APP, ISV_SECRET))
+    local r, e = grant.client_credentials(st, ISV, secret_form_for(ISV_APP, ISV_SECRET))
     expect(7000222, r, e)
   end)
 
@@ -540,7 +541,7 @@ describe("emulator Entra ID functions (federated exchange, managed identity)", f
     local a = jose.sign({ aud = "https://login.microsoftonline.com/" .. CUSTOMER .. "/oauth2/v2.0/token", iss = app.appId,
       sub = app.appId, nbf = now, exp = now + 300, jti = crypto.uuid4() }, key,
       { alg = "PS256", header = { ["x5t#S256"] = info.x5t_s256 } })
-    local r = assert(entra.client_credentials(st, CUSTOMER, { grant_type = "client_credentials", client_id = app.appId,
+    local r = assert(grant.client_credentials(st, CUSTOMER, { grant_type = "client_credentials", client_id = app.appId,
       scope = VAULT, client_assertion = a,
       client_assertion_type = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" }))
     assert.equal(sp2.id, r.claims.oid)

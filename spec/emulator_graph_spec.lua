@@ -1,4 +1,4 @@
--- The emulated Microsoft Graph v1.0 (lua/cmkflow/emulator/graph.lua): applications, federated identity
+-- The emulated Microsoft Graph v1.0 (lua/cmkflow/emulator/graph.lua, graph_*.lua): applications, federated identity
 -- credentials and service principals through our own Graph client and raw requests over HTTPS, plus
 -- directory replication delays on an in-process state.
 local core = require "cmkflow.core"

@@ -6,6 +6,7 @@ local core = require "cmkflow.core"
 local json = core.json
 local emulator = require "cmkflow.emulator"
 local kv = require "cmkflow.emulator.keyvault"
+local arm_keys = require "cmkflow.emulator.keyvault_arm_keys"
 local tokens = require "cmkflow.emulator.tokens"
 local rbac = require "cmkflow.emulator.rbac"
 
@@ -327,7 +328,7 @@ describe("emulated Key Vault: ARM keys API", function()
     local claims = { oid = w.admin.id, tid = w.cust.id }
     local function arm(method, suffix, body)
       local path = vault.id .. "/keys" .. suffix
-      local s, _, b = kv.arm_keys(w.st, { method = method, path = path, service_path = path, headers = {},
+      local s, _, b = arm_keys.handle(w.st, { method = method, path = path, service_path = path, headers = {},
         args = { ["api-version"] = "2024-11-01" }, body = body and json.encode(body) or "" }, { claims = claims })
       return s, json.decode(b)
     end

@@ -4,7 +4,7 @@
 -- its own error; a versionless key follows new versions (refresh).
 local core = require "cmkflow.core"
 local emulator = require "cmkflow.emulator"
-local kv = require "cmkflow.emulator.keyvault"
+local kv = require "cmkflow.emulator.keyvault_store"
 local rbac = require "cmkflow.emulator.rbac"
 local cmk = require "cmkflow.emulator.storage_cmk"
 

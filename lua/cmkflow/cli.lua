@@ -14,7 +14,7 @@ local COMMANDS = {
   run = { "cmkflow.cli.run", "run" }, plan = { "cmkflow.cli.run", "plan" },
   resume = { "cmkflow.cli.resume", "resume" }, runs = { "cmkflow.cli.runs", "runs" },
   approve = { "cmkflow.cli.approve", "approve" }, emulator = { "cmkflow.cli.emulator", "emulator" },
-  version = { "cmkflow.cli.version", "version" },
+  version = { "cmkflow.cli.version", "version" }, demo = { "cmkflow.cli.demo", "demo" },
 }
 
 local USAGE = [[
@@ -39,18 +39,14 @@ commands:
 ]] .. require("cmkflow.emulator.cli").USAGE .. [[
 
   demo [--output text|json] [--debug]
-                      run the smoke workflow against a local HTTPS test server
+                      run the smoke workflow (one token, one ARM call) against the embedded
+                      emulator
   version             print the versions of cmkflow and its libraries
   help                this text
 
 Exit codes: 0 done, 1 failed, 2 usage, 4 authentication, 6 waiting at an approval gate,
 130 interrupted.
 ]]
-
-function M.demo(args)
-  local demo = require "cmkflow.demo"
-  return demo.main(args, M)
-end
 
 function M.help()
   io.stdout:write(USAGE)

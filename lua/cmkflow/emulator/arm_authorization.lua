@@ -3,13 +3,13 @@
 -- directory check (PrincipalNotFound), RoleAssignmentExists and the visibility delay.
 local core = require "cmkflow.core"
 local rbac = require "cmkflow.emulator.rbac"
+local arm = require "cmkflow.emulator.arm_context"
 
 local M = {}
 
 local RA = "Microsoft.Authorization/roleAssignments"
 local RD = "Microsoft.Authorization/roleDefinitions"
 
-local function arm() return require "cmkflow.emulator.arm" end
 
 local function filter_arg(ctx) return ctx.req.args and ctx.req.args["$filter"] or nil end
 
@@ -36,7 +36,7 @@ local function definitions(ctx, rest)
     local def = rbac.role(row[2])
     if not want or def.name:lower() == want:lower() then items[#items + 1] = rbac.definition_body(def, ctx.sub) end
   end
-  return ctx:json(200, arm().page(items))
+  return ctx:json(200, arm.page(items))
 end
 
 -- ---- role assignments -----------------------------------------------------------------------
@@ -70,7 +70,7 @@ local function list(ctx)
     end
   end
   local items = {}
-  for _, r in ipairs(arm().records(ctx.st, RA)) do
+  for _, r in ipairs(arm.records(ctx.st, RA)) do
     local p = r.body.properties
     if r.tenant == ctx.tid and (not principal or p.principalId:lower() == principal:lower()) then
       local above = rbac.scope_contains(p.scope, scope)
@@ -78,7 +78,7 @@ local function list(ctx)
       if above or (below and not at_scope) then items[#items + 1] = view(ctx, r) end
     end
   end
-  return ctx:json(200, arm().page(items))
+  return ctx:json(200, arm.page(items))
 end
 
 local function put(ctx, name, id)
@@ -115,14 +115,14 @@ local function put(ctx, name, id)
       principal:gsub("%-", ""), tenant.id))
   end
   local scope = ctx.scope
-  local existing = arm().find(st, id)
-  for _, r in ipairs(arm().records(st, RA)) do
+  local existing = arm.find(st, id)
+  for _, r in ipairs(arm.records(st, RA)) do
     if r ~= existing and r.tenant == tenant.id and same_tuple(r.body.properties, def.id, principal, scope) then
       return ctx:error(409, "RoleAssignmentExists", "The role assignment already exists. The ID of the existing role "
         .. "assignment is " .. r.body.name:gsub("%-", "") .. ".")
     end
   end
-  local legacy = not arm().api_at_least(ctx.api_version, "2022-04-01")
+  local legacy = not arm.api_at_least(ctx.api_version, "2022-04-01")
   if existing then
     if not same_tuple(existing.body.properties, def.id, principal, scope) then
       return ctx:error(409, "RoleAssignmentUpdateNotPermitted",
@@ -152,7 +152,7 @@ local function assignments(ctx, rest)
   if not action then return nil end
   local s, h, b = ctx:guard(RA, ctx.scope, RA .. "/" .. action)
   if s then return s, h, b end
-  local rec = arm().find(ctx.st, id)
+  local rec = arm.find(ctx.st, id)
   if method == "GET" then
     if not rec then
       return ctx:error(404, "RoleAssignmentNotFound", "The role assignment '" .. name .. "' is not found.")

@@ -2,13 +2,13 @@
 -- registers it as a managed identity (st.identities) and as a ManagedIdentity service principal in
 -- the subscription's tenant directory (visible after the service_principal delay).
 local json = require("cmkflow.core").json
+local arm = require "cmkflow.emulator.arm_context"
 
 local M = {}
 
 local TYPE = "Microsoft.ManagedIdentity/userAssignedIdentities"
 M.TYPE = TYPE
 
-local function arm() return require "cmkflow.emulator.arm" end
 
 local function valid_name(name) return #name >= 3 and #name <= 128 and name:match("^[%w][%w%-_]*$") ~= nil end
 
@@ -25,7 +25,7 @@ local function view(ctx, rec)
   local b = rec.body
   local props = { tenantId = b.properties.tenantId, principalId = b.properties.principalId,
                   clientId = b.properties.clientId }
-  if arm().api_at_least(ctx.api_version, "2024-11-30") then props.isolationScope = b.properties.isolationScope end
+  if arm.api_at_least(ctx.api_version, "2024-11-30") then props.isolationScope = b.properties.isolationScope end
   return { id = b.id, name = b.name, type = TYPE, location = b.location, tags = b.tags or json.object(),
            properties = props }
 end
@@ -33,13 +33,13 @@ end
 function M.handle(ctx, rest)
   if not rest[1] or rest[1]:lower() ~= "userassignedidentities" or #rest > 2 then return nil end
   local st, method = ctx.st, ctx.req.method
-  if #rest == 1 then return arm().list_collection(ctx, TYPE, view) end
+  if #rest == 1 then return arm.list_collection(ctx, TYPE, view) end
   if not ctx.rg then return nil end
   local name = rest[2]
-  local id = arm().resource_id(ctx, TYPE, name)
-  local ok, body, h, b = arm().resource_request(ctx, TYPE, id)
+  local id = arm.resource_id(ctx, TYPE, name)
+  local ok, body, h, b = arm.resource_request(ctx, TYPE, id)
   if not ok then return body, h, b end -- body: the status of the answer
-  local rec = arm().find(st, id)
+  local rec = arm.find(st, id)
   if method == "GET" then
     if not rec then return ctx:not_found(TYPE, name, ctx.rg) end
     return ctx:json(200, view(ctx, rec))
@@ -59,7 +59,7 @@ function M.handle(ctx, rest)
       .. "characters long, must start with a letter or number, and may contain only letters, numbers, hyphens and "
       .. "underscores."):format(name))
   end
-  local loc = arm().location(body.location)
+  local loc = arm.location(body.location)
   if not loc or loc == "" then
     return ctx:error(400, "LocationRequired", "The location property is required for this definition.")
   end

@@ -1,10 +1,12 @@
 -- Microsoft.KeyVault for the emulated ARM (control plane): vaults (PUT, PATCH, GET, DELETE as a
 -- soft delete, list), deletedVaults (list, get, purge), checkNameAvailability. The ARM keys API
--- (vaults/{v}/keys) is answered by keyvault.arm_keys(st, req, ctx) when that function exists.
+-- (vaults/{v}/keys) is answered by keyvault_arm_keys.handle(st, req, ctx).
 -- The vault record lives in st.resources (body.properties: tenantId, enableRbacAuthorization,
 -- accessPolicies, enablePurgeProtection, softDeleteRetentionInDays, vaultUri, ...);
 -- soft-deleted vaults in st.deleted_vaults[lower name] = { record, deletionDate, scheduledPurgeDate, location }.
 local core = require "cmkflow.core"
+local arm = require "cmkflow.emulator.arm_context"
+local arm_keys = require "cmkflow.emulator.keyvault_arm_keys"
 local json = core.json
 
 local M = {}
@@ -12,7 +14,6 @@ local M = {}
 local TYPE = "Microsoft.KeyVault/vaults"
 M.TYPE = TYPE
 
-local function arm() return require "cmkflow.emulator.arm" end
 
 local VAULT_SUFFIX_BY_ARM = { ["management.azure.com"] = "vault.azure.net",
   ["management.usgovcloudapi.net"] = "vault.usgovcloudapi.net", ["management.chinacloudapi.cn"] = "vault.azure.cn" }
@@ -135,24 +136,20 @@ end
 
 local function vaults(ctx, rest)
   local st, method = ctx.st, ctx.req.method
-  if #rest == 1 then return arm().list_collection(ctx, TYPE) end
+  if #rest == 1 then return arm.list_collection(ctx, TYPE) end
   if not ctx.rg then return nil end
   local name = rest[2]
   if #rest >= 3 then
     if rest[3]:lower() == "keys" then
-      local ok, kv = pcall(require, "cmkflow.emulator.keyvault")
-      if ok and type(kv) == "table" and type(kv.arm_keys) == "function" then
-        ctx.vault_name, ctx.key_path = name, { table.unpack(rest, 4) }
-        return kv.arm_keys(st, ctx.req, ctx)
-      end
-      return ctx:error(404, "NotFound", "The ARM keys API is not available in this emulator build.")
+      ctx.vault_name, ctx.key_path = name, { table.unpack(rest, 4) }
+      return arm_keys.handle(st, ctx.req, ctx)
     end
     return nil
   end
-  local id = arm().resource_id(ctx, TYPE, name)
-  local ok, body, h, b = arm().resource_request(ctx, TYPE, id)
+  local id = arm.resource_id(ctx, TYPE, name)
+  local ok, body, h, b = arm.resource_request(ctx, TYPE, id)
   if not ok then return body, h, b end -- body: the status of the answer
-  local rec = arm().find(st, id)
+  local rec = arm.find(st, id)
   if method == "GET" then
     if not rec then return ctx:not_found(TYPE, name, ctx.rg) end
     return ctx:json(200, rec.body)
@@ -175,7 +172,7 @@ local function vaults(ctx, rest)
   end
   -- PUT
   if not valid_name(name) then return name_invalid(ctx, name) end
-  local loc = arm().location(body.location)
+  local loc = arm.location(body.location)
   if not loc or loc == "" then
     return ctx:error(400, "LocationRequired", "The location property is required for this definition.")
   end
@@ -209,7 +206,7 @@ local function vaults(ctx, rest)
   if props.enableSoftDelete == nil then props.enableSoftDelete = true end
   if props.softDeleteRetentionInDays == nil then props.softDeleteRetentionInDays = 90 end
   if props.enableRbacAuthorization == nil then
-    props.enableRbacAuthorization = arm().api_at_least(ctx.api_version, "2026-02-01")
+    props.enableRbacAuthorization = arm.api_at_least(ctx.api_version, "2026-02-01")
   end
   props.accessPolicies = props.accessPolicies or json.array()
   props.vaultUri = props.vaultUri or M.vault_uri(ctx.req, name)
@@ -261,7 +258,7 @@ local function subscription_level(ctx, rest)
       if d.record.subscription == ctx.sub then items[#items + 1] = deleted_view(ctx, d) end
     end
     table.sort(items, function(a, b) return a.name:lower() < b.name:lower() end)
-    return ctx:json(200, arm().page(items))
+    return ctx:json(200, arm.page(items))
   end
   if lower[1] == "locations" and lower[3] == "deletedvaults" and (#rest == 4 or (#rest == 5 and lower[5] == "purge")) then
     local name, purge = rest[4], #rest == 5
@@ -270,7 +267,7 @@ local function subscription_level(ctx, rest)
       .. (purge and "purge/action" or "read"))
     if s then return s, h, b end
     local d = deleted(st)[name:lower()]
-    if not d or d.record.subscription ~= ctx.sub or d.location ~= arm().location(rest[2]) then
+    if not d or d.record.subscription ~= ctx.sub or d.location ~= arm.location(rest[2]) then
       return ctx:error(404, "ResourceNotFound", "The Resource 'Microsoft.KeyVault/deletedVaults/" .. name
         .. "' under resource group '' was not found.")
     end

@@ -3,6 +3,7 @@
 local core = require "cmkflow.core"
 local json = core.json
 local rbac = require "cmkflow.emulator.rbac"
+local arm = require "cmkflow.emulator.arm_context"
 
 local M = {}
 
@@ -11,7 +12,6 @@ local RG_API = "Microsoft.Resources/resourceGroups"
 local SUB_API = "Microsoft.Resources/subscriptions"
 M.RG_TYPE = RG_TYPE
 
-local function arm() return require "cmkflow.emulator.arm" end
 
 -- Has the principal any (visible) role assignment at, above or below the subscription?
 local function has_any_role(st, tid, oid, sub)
@@ -41,7 +41,7 @@ function M.subscriptions(ctx)
     if has_any_role(ctx.st, ctx.tid, ctx.oid, id) then items[#items + 1] = subscription_body(tenant, sub) end
   end
   table.sort(items, function(a, b) return a.subscriptionId < b.subscriptionId end)
-  local page = arm().page(items)
+  local page = arm.page(items)
   page.count = { type = "Total", value = #items }
   return ctx:json(200, page)
 end
@@ -62,7 +62,7 @@ function M.tenants(ctx)
   local s, h, b = ctx:check_api("Microsoft.Resources/tenants")
   if s then return s, h, b end
   local t = ctx.st.tenants[ctx.tid]
-  return ctx:json(200, arm().page { { id = "/tenants/" .. t.id, tenantId = t.id, tenantCategory = "Home",
+  return ctx:json(200, arm.page { { id = "/tenants/" .. t.id, tenantId = t.id, tenantCategory = "Home",
     displayName = t.name, defaultDomain = t.domain, domains = json.array { t.domain }, tenantType = "AAD",
     countryCode = "US" } })
 end
@@ -74,7 +74,8 @@ local function valid_rg_name(name)
 end
 
 -- Removes every resource under scope (groups' contents), letting providers clean up their side.
-function M.delete_under(st, scope)
+-- providers: the router's table, lower-case namespace -> provider module (ctx.providers).
+function M.delete_under(st, scope, providers)
   local doomed = {}
   for key, r in pairs(st.resources) do
     if r.type ~= RG_TYPE and rbac.scope_contains(scope, r.id) then doomed[#doomed + 1] = key end
@@ -84,8 +85,7 @@ function M.delete_under(st, scope)
     local r = st.resources[key]
     if r then
       local ns = r.type:match("^([^/]+)/"):lower()
-      local modname = arm().PROVIDERS[ns]
-      local mod = modname and require(modname)
+      local mod = providers[ns]
       st.resources[key] = nil
       if mod and mod.on_delete then mod.on_delete(st, r) end
     end
@@ -94,7 +94,7 @@ end
 
 function M.list_groups(ctx)
   if ctx.req.method ~= "GET" then return nil end
-  return arm().list(ctx, RG_TYPE, "/subscriptions/" .. ctx.sub, nil, RG_API,
+  return arm.list(ctx, RG_TYPE, "/subscriptions/" .. ctx.sub, nil, RG_API,
                     "Microsoft.Resources/subscriptions/resourceGroups/read")
 end
 
@@ -104,7 +104,7 @@ function M.group(ctx)
   local st, req, method = ctx.st, ctx.req, ctx.req.method
   local rec = ctx:resource_group()
   local id = rec and rec.id or ("/subscriptions/" .. ctx.sub .. "/resourceGroups/" .. ctx.rg)
-  local ok, body, h, b = arm().resource_request(ctx, RG_API, id, { actions = GROUP_ACTIONS,
+  local ok, body, h, b = arm.resource_request(ctx, RG_API, id, { actions = GROUP_ACTIONS,
     action_type = "Microsoft.Resources/subscriptions/resourceGroups", group_optional = true })
   if not ok then return body, h, b end -- body: the status of the answer
   if method == "GET" then
@@ -114,7 +114,7 @@ function M.group(ctx)
     return ctx:empty(rec and 204 or 404)
   elseif method == "DELETE" then
     if not rec then return ctx:rg_not_found(ctx.rg) end
-    M.delete_under(st, rec.id)
+    M.delete_under(st, rec.id, ctx.providers)
     st.resources[rec.id:lower()] = nil
     local op = st:id("operation")
     return ctx:empty(202, {
@@ -132,7 +132,7 @@ function M.group(ctx)
       .. "only alphanumeric characters, underscores, parentheses, hyphens and periods (not at the end), and be "
       .. "1 to 90 characters long."):format(ctx.rg))
   end
-  local loc = arm().location(body.location)
+  local loc = arm.location(body.location)
   if not loc or loc == "" then
     return ctx:error(400, "LocationRequired", "The location property is required for this definition.")
   end

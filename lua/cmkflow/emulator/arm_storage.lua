@@ -4,6 +4,8 @@
 -- request-local CMK validations of reference 2.8. The cross-tenant key check itself is
 -- storage_cmk.check(st, ctx) -> true | nil, status, code, message (when that module exists).
 local core = require "cmkflow.core"
+local arm = require "cmkflow.emulator.arm_context"
+local storage_cmk = require "cmkflow.emulator.storage_cmk"
 local json = core.json
 
 local M = {}
@@ -14,7 +16,6 @@ M.TYPE = TYPE
 -- stay fast. The knob st.knobs.lro_retry_after_s (seed knobs / PUT /_emulator/...) sets it.
 M.RETRY_AFTER = "1"
 
-local function arm() return require "cmkflow.emulator.arm" end
 
 local function valid_name(name) return #name >= 3 and #name <= 24 and name:match("^[a-z0-9]+$") ~= nil end
 
@@ -35,15 +36,9 @@ local function lower_key_map(t)
   return out
 end
 
--- The check of the cross-tenant key (another helper's module); absent module = success for now.
-local function cmk_check(st, cctx)
-  local ok, mod = pcall(require, "cmkflow.emulator.storage_cmk")
-  if not ok then
-    if tostring(mod):find("module 'cmkflow.emulator.storage_cmk' not found", 1, true) then return true end
-    error(mod, 0)
-  end
-  return mod.check(st, cctx)
-end
+-- The check of the cross-tenant key (storage_cmk.lua), looked up at call time so that a spec can
+-- stand in for it.
+local function cmk_check(st, cctx) return storage_cmk.check(st, cctx) end
 
 -- Builds the identity block of the response from the request's, with principalId/clientId from
 -- st.identities. Returns identity | nil, status, headers, body.
@@ -71,7 +66,7 @@ local function build_identity(ctx, req_identity, old)
     end
     out.userAssignedIdentities = {}
     for _, uid in ipairs(ids) do
-      local rec = arm().find(ctx.st, uid)
+      local rec = arm.find(ctx.st, uid)
       if not rec or rec.type ~= "Microsoft.ManagedIdentity/userAssignedIdentities" then
         return nil, ctx:error(400, "FailedIdentityOperation", ("Identity operation for resource '%s' failed with error "
           .. "'Failed to perform resource identity operation. Status: 'NotFound'. Response: 'Resource '%s' was not "
@@ -167,12 +162,12 @@ local function build(ctx, name, req, old, creating)
   enc, s, h, b = build_encryption(ctx, props.encryption, oldp.encryption, identity, creating)
   if s then return nil, s, h, b end
   local sku = req.sku or ob.sku
-  local body = { id = ctx.account_id, name = name, type = TYPE, location = ob.location or arm().location(req.location),
+  local body = { id = ctx.account_id, name = name, type = TYPE, location = ob.location or arm.location(req.location),
     kind = req.kind or ob.kind, sku = { name = sku.name, tier = (tostring(sku.name):match("^Premium") and "Premium" or "Standard") },
     tags = req.tags or ob.tags or json.object(), identity = identity,
     properties = {
       provisioningState = "Succeeded", creationTime = oldp.creationTime or st:iso(),
-      primaryLocation = ob.location or arm().location(req.location), statusOfPrimary = "available",
+      primaryLocation = ob.location or arm.location(req.location), statusOfPrimary = "available",
       primaryEndpoints = endpoints(name), encryption = enc,
       accessTier = props.accessTier or oldp.accessTier or "Hot",
       allowBlobPublicAccess = props.allowBlobPublicAccess ~= nil and props.allowBlobPublicAccess
@@ -205,14 +200,14 @@ end
 
 local function accounts(ctx, rest)
   local st, method = ctx.st, ctx.req.method
-  if #rest == 1 then return arm().list_collection(ctx, TYPE, list_view) end
+  if #rest == 1 then return arm.list_collection(ctx, TYPE, list_view) end
   if not ctx.rg or #rest > 2 then return nil end
   local name = rest[2]
-  local id = arm().resource_id(ctx, TYPE, name)
+  local id = arm.resource_id(ctx, TYPE, name)
   ctx.account_id = id
-  local ok, req_body, h, b = arm().resource_request(ctx, TYPE, id)
+  local ok, req_body, h, b = arm.resource_request(ctx, TYPE, id)
   if not ok then return req_body, h, b end -- req_body: the status of the answer
-  local rec = arm().find(st, id)
+  local rec = arm.find(st, id)
   -- Azure finishes a create whether or not anyone polls it: a pending one is done once its
   -- Retry-After has passed (a client killed before its first poll can resume with a PUT)
   if rec and rec.internal.pending
@@ -230,8 +225,7 @@ local function accounts(ctx, rest)
   if method == "GET" then
     if not rec then return ctx:not_found(TYPE, name, ctx.rg) end
     -- a versionless key follows the key's newest version, as Storage's periodic check does
-    local ok, cmk = pcall(require, "cmkflow.emulator.storage_cmk")
-    if ok and cmk.refresh then cmk.refresh(st, rec.body) end
+    storage_cmk.refresh(st, rec.body)
     return ctx:json(200, rec.body)
   elseif method == "DELETE" then
     if not rec then return ctx:empty(204) end
@@ -239,7 +233,7 @@ local function accounts(ctx, rest)
     return ctx:empty(200)
   elseif method == "PATCH" then
     if not rec then return ctx:not_found(TYPE, name, ctx.rg) end
-    if req_body.location and arm().location(req_body.location) ~= rec.body.location then
+    if req_body.location and arm.location(req_body.location) ~= rec.body.location then
       return ctx:error(400, "InvalidValuesForRequestParameters", "Values for request parameters are invalid: location.")
     end
     local body, es, eh, eb = build(ctx, name, req_body, rec, false)
@@ -262,10 +256,10 @@ local function accounts(ctx, rest)
   if type(req_body.sku) ~= "table" or type(req_body.sku.name) ~= "string" then
     return ctx:error(400, "InvalidRequestContent", "The request content was invalid: 'sku.name' is required.")
   end
-  if rec and arm().location(req_body.location) ~= rec.body.location then
+  if rec and arm.location(req_body.location) ~= rec.body.location then
     return ctx:error(409, "InvalidResourceLocation", ("The resource '%s' already exists in location '%s' in resource "
       .. "group '%s'. A resource with the same name cannot be created in location '%s'. Please select a new resource "
-      .. "name."):format(name, rec.body.location, ctx.rg, arm().location(req_body.location)))
+      .. "name."):format(name, rec.body.location, ctx.rg, arm.location(req_body.location)))
   end
   local body, es, eh, eb = build(ctx, name, req_body, rec, rec == nil)
   if not body then return es, eh, eb end

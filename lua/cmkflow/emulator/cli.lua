@@ -3,6 +3,8 @@
 local core = require "cmkflow.core"
 local json = core.json
 local file = require "cmkflow.util.file"
+local knob_rules = require "cmkflow.emulator.knobs"
+local state = require "cmkflow.emulator.state"
 
 local M = {}
 
@@ -109,7 +111,7 @@ function M.parse_knobs(opts)
   end
   if not any then return nil end
   if type(knobs.faults) == "table" and next(knobs.faults) == nil then knobs.faults = nil end
-  local ok, err = pcall(require("cmkflow.emulator.control").validate_knobs, knobs, "knobs")
+  local ok, err = pcall(knob_rules.validate_knobs, knobs, "knobs")
   if not ok then return nil, (opts.knobs and "--knobs " .. opts.knobs .. ": " or "") .. tostring(err) end
   return knobs
 end
@@ -143,7 +145,7 @@ function M.main(opts, EXIT)
       io.stderr:write("cmkflow: --seed: ", opts.seed, " is not valid JSON: ", tostring(err), "\n")
       return EXIT.usage
     end
-    local ok, verr = pcall(require("cmkflow.emulator.state").validate_seed, seed)
+    local ok, verr = pcall(state.validate_seed, seed)
     if not ok then
       io.stderr:write("cmkflow: --seed ", opts.seed, ": ", tostring(verr), "\n")
       return EXIT.usage

@@ -1,196 +1,25 @@
--- The emulator's test knobs under /_emulator/ (no authentication: the emulator only listens on
--- loopback) and the hooks that wrap every other request:
+-- The hooks that wrap every emulated request (init.lua calls them), and the state they keep:
 --   control.before(st, req, service) -> intercepted, status, headers, body, delay_ms
 --       fault rules (status, body, dropped connection, latency; `after = N` lets the first N matching
 --       requests through) and ARM throttling buckets;
 --       not intercepted: false, nil, nil, nil, extra_latency_ms?
 --   control.after(st, req, service, status, headers, delay_ms)
 --       appends to the request journal (bounded ring) and adds the x-ms-ratelimit-remaining-* header
---   control.handle(st, req) -> status, headers, body            the /_emulator/ API (docs/emulator.md)
---   control.init(st, config)        knobs from seed.knobs, then config.knobs (CLI)
---   control.check_scalars(t, path)  lro_retry_after_s (integer 0..600), key_material ("unique"|"pooled")
---   control.validate_knobs(knobs, path)   raises "<path>.<field> <problem>"
+--   control.init(st, config)        knobs (knobs.lua) from seed.knobs, then config.knobs (CLI)
 --   control.reset(st)               back to the seed (tenant signing keys kept)
--- Ephemeral bookkeeping lives in st.control = {journal, snapshots, buckets, prng, next ids}; it is
--- never part of a snapshot, of /_emulator/state or of the persisted state.
+--   control.journal(st, since, service), control.add_fault(st, rule), control.ctl(st)
+-- The /_emulator/ API over them is control_api.lua. Ephemeral bookkeeping lives in
+-- st.control = {journal, snapshots, buckets, prng, next ids}; it is never part of a snapshot, of
+-- /_emulator/state or of the persisted state.
 local core = require "cmkflow.core"
 local json = core.json
 local respond = require "cmkflow.emulator.respond"
+local knobs = require "cmkflow.emulator.knobs"
+local state = require "cmkflow.emulator.state"
 
 local M = {}
 
 M.JOURNAL_MAX = 10000
-M.SERVICES = { entra = true, graph = true, arm = true, keyvault = true, imds = true }
-M.DELAY_KINDS = { service_principal = true, federated_credential = true, role_assignment = true }
-local MAX_LATENCY_MS = 600000
-
--- ---- validation -------------------------------------------------------------------------------
-
-local function bad(path, msg) error(path .. " " .. msg, 0) end
-
-local function is_object(v) return type(v) == "table" and (next(v) == nil or v[1] == nil) end
-
-local function only_fields(t, allowed, path)
-  for k in pairs(t) do
-    if type(k) ~= "string" or not allowed[k] then bad(path, "has an unknown field '" .. tostring(k) .. "'") end
-  end
-end
-
-local function set_of(...)
-  local s = {}
-  for _, v in ipairs({ ... }) do s[v] = true end
-  return s
-end
-
-local function join_keys(t)
-  local out = {}
-  for k in pairs(t) do out[#out + 1] = k end
-  table.sort(out)
-  return table.concat(out, ", ")
-end
-
--- Validates and normalises {service_principal?, federated_credential?, role_assignment?} (seconds).
-function M.check_delays(d, path)
-  if not is_object(d) then bad(path, "must be an object") end
-  local out = {}
-  for k, v in pairs(d) do
-    if not M.DELAY_KINDS[k] then bad(path, "has an unknown field '" .. tostring(k) .. "' (known: " .. join_keys(M.DELAY_KINDS) .. ")") end
-    if type(v) ~= "number" or v < 0 or v ~= v or v == math.huge then
-      bad(path .. "." .. k, "must be a number of seconds >= 0")
-    end
-    out[k] = v
-  end
-  return out
-end
-
-local MATCH_FIELDS = set_of("method", "host", "path", "operation")
-local FAULT_FIELDS = set_of("match", "status", "body", "headers", "count", "probability", "latency_ms", "drop", "after")
-
--- Validates one fault rule; returns a normalised copy (without id and counters).
-function M.check_fault(f, path)
-  if not is_object(f) then bad(path, "must be an object") end
-  only_fields(f, FAULT_FIELDS, path)
-  local rule = { match = {} }
-  if f.match ~= nil then
-    if not is_object(f.match) then bad(path .. ".match", "must be an object") end
-    only_fields(f.match, MATCH_FIELDS, path .. ".match")
-    for k, v in pairs(f.match) do
-      if type(v) ~= "string" or v == "" then bad(path .. ".match." .. k, "must be a non-empty string") end
-    end
-    local m = f.match
-    if m.operation and not M.SERVICES[m.operation] then
-      bad(path .. ".match.operation", "must be one of " .. join_keys(M.SERVICES) .. " (got '" .. m.operation .. "')")
-    end
-    if m.method and not m.method:match("^%a+$") then bad(path .. ".match.method", "must be an HTTP method") end
-    for _, k in ipairs({ "path", "host" }) do
-      if m[k] and not pcall(string.find, "", m[k]) then bad(path .. ".match." .. k, "is not a valid Lua pattern") end
-    end
-    rule.match = { method = m.method and m.method:upper(), host = m.host and m.host:lower(), path = m.path,
-                   operation = m.operation }
-  end
-  if f.status ~= nil and (math.type(f.status) ~= "integer" or f.status < 100 or f.status > 599) then
-    bad(path .. ".status", "must be an HTTP status (100-599)")
-  end
-  if f.body ~= nil and type(f.body) ~= "string" and type(f.body) ~= "table" then
-    bad(path .. ".body", "must be a string or a JSON value")
-  end
-  if f.headers ~= nil then
-    if not is_object(f.headers) then bad(path .. ".headers", "must be an object of strings") end
-    for k, v in pairs(f.headers) do
-      if type(v) ~= "string" or not tostring(k):match("^[%w%-]+$") then
-        bad(path .. ".headers", "must map header names to strings")
-      end
-    end
-  end
-  if f.count ~= nil and (math.type(f.count) ~= "integer" or f.count < 1) then bad(path .. ".count", "must be an integer >= 1") end
-  if f.after ~= nil and (math.type(f.after) ~= "integer" or f.after < 0) then bad(path .. ".after", "must be an integer >= 0") end
-  if f.probability ~= nil and (type(f.probability) ~= "number" or not (f.probability >= 0 and f.probability <= 1)) then
-    bad(path .. ".probability", "must be a number from 0 to 1")
-  end
-  if f.latency_ms ~= nil and (type(f.latency_ms) ~= "number" or not (f.latency_ms >= 0 and f.latency_ms <= MAX_LATENCY_MS)) then
-    bad(path .. ".latency_ms", "must be a number of milliseconds from 0 to " .. MAX_LATENCY_MS)
-  end
-  if f.drop ~= nil and type(f.drop) ~= "boolean" then bad(path .. ".drop", "must be true or false") end
-  if f.status == nil and not f.drop and f.latency_ms == nil then
-    bad(path, "must set at least one of status, drop or latency_ms")
-  end
-  if f.drop and f.status ~= nil then bad(path .. ".drop", "cannot be combined with status") end
-  rule.status, rule.body, rule.count, rule.probability = f.status, f.body, f.count, f.probability
-  if f.after and f.after > 0 then rule.after = f.after end
-  rule.latency_ms, rule.drop = f.latency_ms, f.drop or nil
-  if f.headers then
-    rule.headers = {}
-    for k, v in pairs(f.headers) do rule.headers[k:lower()] = v end
-  end
-  return rule
-end
-
--- Validates {arm = {reads_per_minute?, writes_per_minute?}}; returns a normalised copy.
-function M.check_throttling(t, path)
-  if not is_object(t) then bad(path, "must be an object") end
-  only_fields(t, set_of("arm"), path)
-  local out = {}
-  if t.arm ~= nil then
-    if not is_object(t.arm) then bad(path .. ".arm", "must be an object") end
-    only_fields(t.arm, set_of("reads_per_minute", "writes_per_minute"), path .. ".arm")
-    out.arm = {}
-    for k, v in pairs(t.arm) do
-      if math.type(v) ~= "integer" or v < 1 then bad(path .. ".arm." .. k, "must be an integer >= 1") end
-      out.arm[k] = v
-    end
-    if next(out.arm) == nil then out.arm = nil end
-  end
-  return out
-end
-
--- The scalar knobs (GET/PUT /_emulator/knobs, seed `knobs`, --knobs FILE.json):
---   lro_retry_after_s  Retry-After of a storage account create, and when it completes (default 1)
---   key_material       "unique": every Key Vault key version gets its own RSA key (default);
---                      "pooled": versions reuse a small fixed set of keys per size, round-robin
---                      (benchmarks only: 1,000 customers without 1,000 RSA generations)
-M.SCALAR_KNOBS = { "lro_retry_after_s", "key_material" }
-M.KEY_MATERIAL = { unique = true, pooled = true }
-local MAX_RETRY_AFTER_S = 600
-
--- Validates the scalar knobs present in t (other fields are left to the caller); returns a copy.
-function M.check_scalars(t, path)
-  local out = {}
-  local r = t.lro_retry_after_s
-  if r ~= nil then
-    local i = type(r) == "number" and math.tointeger(r)
-    if not i or i < 0 or i > MAX_RETRY_AFTER_S then
-      bad(path .. ".lro_retry_after_s", "must be an integer number of seconds from 0 to " .. MAX_RETRY_AFTER_S)
-    end
-    out.lro_retry_after_s = i
-  end
-  local m = t.key_material
-  if m ~= nil then
-    if type(m) ~= "string" or not M.KEY_MATERIAL[m] then
-      bad(path .. ".key_material", "must be \"unique\" or \"pooled\" (got " .. tostring(m) .. ")")
-    end
-    out.key_material = m
-  end
-  return out
-end
-
--- Validates {delays?, faults?, throttling?, lro_retry_after_s?, key_material?};
--- raises "<path>.<field> <problem>".
-function M.validate_knobs(knobs, path)
-  path = path or "knobs"
-  if not is_object(knobs) then bad(path, "must be an object") end
-  only_fields(knobs, set_of("delays", "faults", "throttling", "lro_retry_after_s", "key_material"), path)
-  local out = M.check_scalars(knobs, path)
-  out.faults = {}
-  if knobs.delays ~= nil then out.delays = M.check_delays(knobs.delays, path .. ".delays") end
-  if knobs.faults ~= nil then
-    if type(knobs.faults) ~= "table" or (next(knobs.faults) ~= nil and knobs.faults[1] == nil) then
-      bad(path .. ".faults", "must be an array")
-    end
-    for i, f in ipairs(knobs.faults) do out.faults[i] = M.check_fault(f, ("%s.faults[%d]"):format(path, i)) end
-  end
-  if knobs.throttling ~= nil then out.throttling = M.check_throttling(knobs.throttling, path .. ".throttling") end
-  return out
-end
 
 -- ---- bookkeeping ------------------------------------------------------------------------------
 
@@ -221,7 +50,7 @@ local function draw(st)
   return (z >> 11) / 9007199254740992.0
 end
 
-local function add_fault(st, rule)
+function M.add_fault(st, rule)
   local c = ctl(st)
   c.fault_n = c.fault_n + 1
   rule.id = "fault-" .. c.fault_n
@@ -233,11 +62,11 @@ end
 
 -- Applies validated knobs on top of the current ones: delays merged, faults appended, throttling merged.
 local function apply_knobs(st, k)
-  for _, name in ipairs(M.SCALAR_KNOBS) do
+  for _, name in ipairs(knobs.SCALAR_KNOBS) do
     if k[name] ~= nil then st.knobs[name] = k[name] end
   end
   for name, v in pairs(k.delays or {}) do st.knobs.delays[name] = v end
-  for _, rule in ipairs(k.faults or {}) do add_fault(st, rule) end
+  for _, rule in ipairs(k.faults or {}) do M.add_fault(st, rule) end
   if k.throttling then
     for name, v in pairs(k.throttling) do st.knobs.throttling[name] = v end
   end
@@ -246,15 +75,15 @@ end
 -- Knobs from the seed, then from config.knobs (the CLI's --delay/--fault/--throttle/--knobs).
 function M.init(st, config)
   ctl(st)
-  if st.seed and st.seed.knobs then apply_knobs(st, M.validate_knobs(st.seed.knobs, "seed: knobs")) end
-  if config and config.knobs then apply_knobs(st, M.validate_knobs(config.knobs, "knobs")) end
+  if st.seed and st.seed.knobs then apply_knobs(st, knobs.validate_knobs(st.seed.knobs, "seed: knobs")) end
+  if config and config.knobs then apply_knobs(st, knobs.validate_knobs(config.knobs, "knobs")) end
 end
 
 -- Back to the seed: a fresh state from st.seed (tenant signing keys kept, so tokens already issued
 -- keep verifying, as they would in Azure), knobs from the seed and the command line again, the
 -- clock at real time. The journal and snapshots are kept.
 function M.reset(st)
-  local fresh = require("cmkflow.emulator.state").new(st.seed)
+  local fresh = state.new(st.seed)
   for tid, t in pairs(fresh.tenants) do
     local old = st.tenants[tid]
     if old then t.key, t.kid = old.key, old.kid end
@@ -451,188 +280,5 @@ function M.journal(st, since, service)
   end
   return out
 end
-
--- ---- the /_emulator/ API --------------------------------------------------------------------------
-
-local function ok(req, value, status) return respond.json(req, status or 200, value) end
-local function err(req, status, code, message) return respond.json(req, status, { error = { code = code, message = message } }) end
-
-local function body_of(req)
-  if req.body == nil or req.body == "" then return {} end
-  local v, e = json.decode(req.body)
-  if type(v) ~= "table" then return nil, "the body is not a JSON object: " .. tostring(e) end
-  return v
-end
-
-local function public_fault(rule)
-  local m = rule.match
-  return { id = rule.id, match = { method = m.method, host = m.host, path = m.path, operation = m.operation },
-    status = rule.status, body = rule.body, headers = rule.headers, count = rule.count or json.null,
-    probability = rule.probability, latency_ms = rule.latency_ms, drop = rule.drop or false, fired = rule.fired,
-    after = rule.after or 0 }
-end
-
-local function clock_view(st)
-  return { now = st:iso(), epoch = st:now(), offset_seconds = st.clock_offset }
-end
-
-local function find_fault(st, id)
-  for i, r in ipairs(st.knobs.faults) do
-    if r.id == id then return r, i end
-  end
-end
-
-local routes = {}
-
-routes["GET /_emulator/health"] = function(st, req)
-  local n = 0
-  for _ in pairs(st.tenants) do n = n + 1 end
-  return ok(req, { status = "ok", tenants = n, clock = st:iso() })
-end
-
-routes["POST /_emulator/reset"] = function(st, req)
-  M.reset(st)
-  return ok(req, { reset = true, clock = st:iso() })
-end
-
-routes["GET /_emulator/state"] = function(st, req) return ok(req, st:dump()) end
-
-routes["POST /_emulator/snapshot"] = function(st, req)
-  local c = ctl(st)
-  c.snapshot_n = c.snapshot_n + 1
-  local id = "snapshot-" .. c.snapshot_n
-  c.snapshots[id] = st:snapshot()
-  return ok(req, { id = id })
-end
-
-routes["POST /_emulator/restore"] = function(st, req)
-  local b, e = body_of(req)
-  if not b then return err(req, 400, "BadRequest", e) end
-  if type(b.id) ~= "string" then return err(req, 400, "BadRequest", "id must be the string a snapshot returned") end
-  local snap = ctl(st).snapshots[b.id]
-  if not snap then return err(req, 404, "SnapshotNotFound", "no snapshot '" .. b.id .. "'") end
-  st:restore(snap)
-  return ok(req, { restored = b.id, clock = st:iso() })
-end
-
-routes["GET /_emulator/clock"] = function(st, req) return ok(req, clock_view(st)) end
-
-routes["POST /_emulator/clock"] = function(st, req)
-  local b, e = body_of(req)
-  if not b then return err(req, 400, "BadRequest", e) end
-  local s = b.advance_seconds
-  if type(s) ~= "number" or s < 0 or s ~= s or s == math.huge then
-    return err(req, 400, "BadRequest", "advance_seconds must be a number of seconds >= 0")
-  end
-  st:advance(math.floor(s))
-  return ok(req, clock_view(st))
-end
-
-routes["GET /_emulator/delays"] = function(st, req) return ok(req, st.knobs.delays) end
-
-routes["PUT /_emulator/delays"] = function(st, req)
-  local b, e = body_of(req)
-  if not b then return err(req, 400, "BadRequest", e) end
-  local good, d = pcall(M.check_delays, b, "delays")
-  if not good then return err(req, 400, "BadRequest", d) end
-  for k, v in pairs(d) do st.knobs.delays[k] = v end
-  return ok(req, st.knobs.delays)
-end
-
-local function scalars_view(st)
-  return { lro_retry_after_s = st.knobs.lro_retry_after_s or 1, key_material = st.knobs.key_material or "unique" }
-end
-
-routes["GET /_emulator/knobs"] = function(st, req) return ok(req, scalars_view(st)) end
-
-routes["PUT /_emulator/knobs"] = function(st, req)
-  local b, e = body_of(req)
-  if not b then return err(req, 400, "BadRequest", e) end
-  local good, k = pcall(function()
-    if not is_object(b) then bad("knobs", "must be an object") end
-    only_fields(b, set_of(table.unpack(M.SCALAR_KNOBS)), "knobs")
-    return M.check_scalars(b, "knobs")
-  end)
-  if not good then return err(req, 400, "BadRequest", k) end
-  for name, v in pairs(k) do st.knobs[name] = v end
-  return ok(req, scalars_view(st))
-end
-
-routes["GET /_emulator/faults"] = function(st, req)
-  local out = json.array()
-  for i, r in ipairs(st.knobs.faults) do out[i] = public_fault(r) end
-  return ok(req, { value = out })
-end
-
-routes["POST /_emulator/faults"] = function(st, req)
-  local b, e = body_of(req)
-  if not b then return err(req, 400, "BadRequest", e) end
-  local good, rule = pcall(M.check_fault, b, "fault")
-  if not good then return err(req, 400, "BadRequest", rule) end
-  add_fault(st, rule)
-  return ok(req, { id = rule.id }, 201)
-end
-
-routes["DELETE /_emulator/faults"] = function(st, req)
-  st.knobs.faults = {}
-  return respond.empty(req, 204)
-end
-
-routes["GET /_emulator/throttling"] = function(st, req) return ok(req, json.object(st.knobs.throttling)) end
-
-routes["PUT /_emulator/throttling"] = function(st, req)
-  local b, e = body_of(req)
-  if not b then return err(req, 400, "BadRequest", e) end
-  local good, t = pcall(M.check_throttling, b, "throttling")
-  if not good then return err(req, 400, "BadRequest", t) end
-  st.knobs.throttling = t
-  ctl(st).buckets = {}
-  return ok(req, json.object(t))
-end
-
-routes["GET /_emulator/journal"] = function(st, req)
-  local since = tonumber(req.args and req.args.since)
-  local service = req.args and req.args.service
-  return ok(req, { value = M.journal(st, since, service), next_seq = ctl(st).seq + 1 })
-end
-
-routes["DELETE /_emulator/journal"] = function(st, req)
-  local c = ctl(st)
-  c.cleared = c.seq
-  c.journal = {}
-  return respond.empty(req, 204)
-end
-
-local KNOWN_PATHS = {}
-for k in pairs(routes) do KNOWN_PATHS[k:match(" (.*)$")] = true end
-
-function M.handle(st, req)
-  local path = req.path:gsub("/+$", "")
-  local route = routes[req.method .. " " .. path]
-  if route then return route(st, req) end
-  local id = path:match("^/_emulator/faults/([^/]+)$")
-  if id then
-    local rule, i = find_fault(st, id)
-    if not rule then return err(req, 404, "FaultNotFound", "no fault rule '" .. id .. "'") end
-    if req.method == "GET" then return ok(req, public_fault(rule)) end
-    if req.method == "DELETE" then
-      table.remove(st.knobs.faults, i)
-      return respond.empty(req, 204)
-    end
-    return err(req, 405, "MethodNotAllowed", req.method .. " is not allowed on " .. path)
-  end
-  id = path:match("^/_emulator/snapshots?/([^/]+)$")
-  if id and req.method == "DELETE" then
-    local c = ctl(st)
-    if not c.snapshots[id] then return err(req, 404, "SnapshotNotFound", "no snapshot '" .. id .. "'") end
-    c.snapshots[id] = nil
-    return respond.empty(req, 204)
-  end
-  if KNOWN_PATHS[path] then return err(req, 405, "MethodNotAllowed", req.method .. " is not allowed on " .. path) end
-  return err(req, 404, "NotFound", "no emulator control endpoint " .. req.method .. " " .. req.path)
-end
-
--- Control requests that change the state (for persistence).
-function M.mutates(req) return req.method ~= "GET" and req.method ~= "HEAD" end
 
 return M

@@ -7,12 +7,16 @@ local json = core.json
 local state_mod = require "cmkflow.emulator.state"
 local router = require "cmkflow.emulator.router"
 local respond = require "cmkflow.emulator.respond"
+local control = require "cmkflow.emulator.control"
+local control_api = require "cmkflow.emulator.control_api"
+local demo_seed = require "cmkflow.emulator.demo_seed"
+local entra = require "cmkflow.emulator.entra"
 
 local M = {}
 
-local SERVICES = { entra = "cmkflow.emulator.entra", imds = "cmkflow.emulator.entra", graph = "cmkflow.emulator.graph",
-                   arm = "cmkflow.emulator.arm", keyvault = "cmkflow.emulator.keyvault", control = "cmkflow.emulator.control" }
-local handlers = {}
+-- The service modules by the name router.route gives a request; each has handle(st, req, service).
+local SERVICES = { entra = entra, imds = entra, graph = require "cmkflow.emulator.graph",
+                   arm = require "cmkflow.emulator.arm", keyvault = require "cmkflow.emulator.keyvault" }
 local st
 
 local function read_file(path)
@@ -37,13 +41,12 @@ function M.new_state(config)
     if decoded == nil then error("seed: " .. cfg.seed_file .. " is not valid JSON: " .. tostring(err), 0) end
     seed = decoded
   end
-  seed = seed or require "cmkflow.emulator.demo_seed"
+  seed = seed or demo_seed
   local s = state_mod.new(seed)
   s.config = cfg
   return s
 end
 
-local control = require "cmkflow.emulator.control"
 local persist = { path = nil, dirty = false, last = 0 }
 
 local function persist_path(cfg)
@@ -89,12 +92,7 @@ end
 function M.state() return st end
 
 local function run_service(service, req)
-  local h = handlers[service]
-  if not h then
-    h = require(SERVICES[service])
-    handlers[service] = h
-  end
-  return h.handle(st, req, service)
+  return SERVICES[service].handle(st, req, service)
 end
 
 function M.handle(req)
@@ -109,8 +107,8 @@ function M.handle(req)
     return respond.json(req, 200, { saved = persist.path })
   end
   if service == "control" then
-    local status, headers, body = control.handle(st, req)
-    maybe_save(control.mutates(req) and status < 400)
+    local status, headers, body = control_api.handle(st, req)
+    maybe_save(control_api.mutates(req) and status < 400)
     return status, headers, body
   end
   local intercepted, status, headers, body, delay = control.before(st, req, service)

@@ -21,10 +21,12 @@
 --   st.identities[principal_id] = { clientId, principalId, tenant, resource_id }   (managed identities)
 --   st.knobs = { delays = {service_principal, federated_credential, role_assignment} (seconds),
 --                faults = {...}, throttling = {...}, lro_retry_after_s = 1 (storage create Retry-After),
---                key_material = "unique" | "pooled" (keyvault.lua; pooled for benchmarks only) }
+--                key_material = "unique" | "pooled" (keyvault_store.lua; pooled for benchmarks only) }
 -- Secrets (client secrets, private keys) are kept only as hashes or inside key userdata; `dump`
 -- never emits them.
 local core = require "cmkflow.core"
+local rbac = require "cmkflow.emulator.rbac"
+local knobs = require "cmkflow.emulator.knobs"
 local crypto = core.crypto
 local json = core.json
 
@@ -55,7 +57,7 @@ local function check_array(v, path)
   return v
 end
 
-local KNOWN_ROLES -- filled lazily from rbac.lua to avoid a cycle at load time
+local KNOWN_ROLES -- rbac.role_names(), on the first seed checked
 
 -- Validates the seed table; raises "seed: <field path> <problem>" naming the field.
 function M.validate_seed(seed)
@@ -65,7 +67,7 @@ function M.validate_seed(seed)
   end
   local tenants = check_array(seed.tenants, "tenants")
   if #tenants == 0 then fail("tenants", "must list at least one tenant") end
-  KNOWN_ROLES = KNOWN_ROLES or require("cmkflow.emulator.rbac").role_names()
+  KNOWN_ROLES = KNOWN_ROLES or rbac.role_names()
   local seen_t, seen_app, seen_domain = {}, {}, {}
   for i, t in ipairs(tenants) do
     local p = ("tenants[%d]"):format(i)
@@ -107,8 +109,8 @@ function M.validate_seed(seed)
       end
     end
   end
-  if seed.knobs ~= nil then -- test knobs: {delays, faults, throttling, lro_retry_after_s, key_material} (control.lua checks them)
-    local ok, err = pcall(require("cmkflow.emulator.control").validate_knobs, seed.knobs, "knobs")
+  if seed.knobs ~= nil then -- test knobs: {delays, faults, throttling, lro_retry_after_s, key_material} (knobs.lua)
+    local ok, err = pcall(knobs.validate_knobs, seed.knobs, "knobs")
     if not ok then error("seed: " .. tostring(err), 0) end
   end
   return seed
@@ -238,7 +240,7 @@ function State:add_seed_principal(tenant, pr)
   local sp = self:add_service_principal(tenant, { appId = app.appId, displayName = pr.name,
     appOwnerOrganizationId = tenant.id, app_roles = pr.graph_roles })
   for _, r in ipairs(pr.roles or {}) do
-    require("cmkflow.emulator.rbac").seed_assignment(self, tenant, sp.id, r.role, r.scope)
+    rbac.seed_assignment(self, tenant, sp.id, r.role, r.scope)
   end
   return app, sp
 end
@@ -370,7 +372,7 @@ function State:dump()
   return { tenants = tenants, vault_keys = self:vault_keys_view(), clock = self:iso(), random_seed = self.random_seed }
 end
 
--- ---- snapshots and persistence (control.lua) ---------------------------------------------------
+-- ---- snapshots and persistence (control_api.lua) ---------------------------------------------------
 
 -- Fields of a state that are not the world: test bookkeeping, configuration and the seed.
 local NOT_WORLD = { control = true, config = true, seed = true, knobs = true }

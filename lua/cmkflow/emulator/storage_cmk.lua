@@ -17,7 +17,9 @@
 --     err = { status = 400, code, message } (an ARM error for the PUT/PATCH)
 --   refresh(st, account_body) -> changed (bool): a versionless key follows the key's newest version.
 local core = require "cmkflow.core"
-local keyvault = require "cmkflow.emulator.keyvault"
+local keyvault = require "cmkflow.emulator.keyvault_store"
+local keyvault_auth = require "cmkflow.emulator.keyvault_auth"
+local entra = require "cmkflow.emulator.entra_grant"
 
 local crypto = core.crypto
 
@@ -70,7 +72,6 @@ end
 
 -- Obtains the Key Vault token claims Storage would use. Returns claims or nil, err.
 local function vault_claims(st, identity, uami, fic, vault_tenant)
-  local entra = require "cmkflow.emulator.entra"
   if fic then
     local mi, e = entra.managed_identity_token(st, identity, M.EXCHANGE_RESOURCE)
     if not mi then
@@ -145,7 +146,7 @@ function M.check(st, ctx)
   local name, version = kvp.keyname, kvp.keyversion
   if version == "" then version = nil end
   local key_uri = base .. "/keys/" .. name .. (version and ("/" .. version) or "")
-  local ok, _, _, message, inner = keyvault.authorize(st, vault, claims, "get", name)
+  local ok, _, _, message, inner = keyvault_auth.authorize(st, vault, claims, "get", name)
   if not ok then return access_forbidden(key_uri, uami, fic, claims, inner .. ": " .. message) end
   local rec, ver = keyvault.lookup(st, vault, name, version)
   if not rec then
@@ -170,7 +171,7 @@ function M.check(st, ctx)
   end
   -- wrap and unwrap a fresh account key, as Storage does with the root key
   for _, op in ipairs { "wrapKey", "unwrapKey" } do
-    local allowed, _, _, msg, code = keyvault.authorize(st, vault, claims, op, name)
+    local allowed, _, _, msg, code = keyvault_auth.authorize(st, vault, claims, op, name)
     if not allowed then return access_forbidden(kid, uami, fic, claims, code .. ": " .. msg) end
     local permitted = false
     for _, o in ipairs(ver.key_ops or {}) do if o == op then permitted = true end end

@@ -1,0 +1,189 @@
+-- The emulator's test knobs as data, validated: the seed's `knobs`, the CLI's --delay/--fault/
+-- --throttle/--knobs, and the /_emulator/ API's bodies all pass through here (docs/emulator.md).
+--   knobs.validate_knobs(knobs, path) -> a checked copy; raises "<path>.<field> <problem>"
+--   knobs.check_delays / check_fault / check_throttling (t, path) -> a checked copy
+--   knobs.check_scalars(t, path)  lro_retry_after_s (integer 0..600), key_material ("unique"|"pooled")
+--   knobs.check_scalar_knobs(t, path)  an object of scalar knobs only
+local M = {}
+
+M.SERVICES = { entra = true, graph = true, arm = true, keyvault = true, imds = true }
+M.DELAY_KINDS = { service_principal = true, federated_credential = true, role_assignment = true }
+local MAX_LATENCY_MS = 600000
+
+-- ---- validation -------------------------------------------------------------------------------
+
+local function bad(path, msg) error(path .. " " .. msg, 0) end
+
+local function is_object(v) return type(v) == "table" and (next(v) == nil or v[1] == nil) end
+
+local function only_fields(t, allowed, path)
+  for k in pairs(t) do
+    if type(k) ~= "string" or not allowed[k] then bad(path, "has an unknown field '" .. tostring(k) .. "'") end
+  end
+end
+
+local function set_of(...)
+  local s = {}
+  for _, v in ipairs({ ... }) do s[v] = true end
+  return s
+end
+
+local function join_keys(t)
+  local out = {}
+  for k in pairs(t) do out[#out + 1] = k end
+  table.sort(out)
+  return table.concat(out, ", ")
+end
+
+-- Validates and normalises {service_principal?, federated_credential?, role_assignment?} (seconds).
+function M.check_delays(d, path)
+  if not is_object(d) then bad(path, "must be an object") end
+  local out = {}
+  for k, v in pairs(d) do
+    if not M.DELAY_KINDS[k] then bad(path, "has an unknown field '" .. tostring(k) .. "' (known: " .. join_keys(M.DELAY_KINDS) .. ")") end
+    if type(v) ~= "number" or v < 0 or v ~= v or v == math.huge then
+      bad(path .. "." .. k, "must be a number of seconds >= 0")
+    end
+    out[k] = v
+  end
+  return out
+end
+
+local MATCH_FIELDS = set_of("method", "host", "path", "operation")
+local FAULT_FIELDS = set_of("match", "status", "body", "headers", "count", "probability", "latency_ms", "drop", "after")
+
+-- Validates one fault rule; returns a normalised copy (without id and counters).
+function M.check_fault(f, path)
+  if not is_object(f) then bad(path, "must be an object") end
+  only_fields(f, FAULT_FIELDS, path)
+  local rule = { match = {} }
+  if f.match ~= nil then
+    if not is_object(f.match) then bad(path .. ".match", "must be an object") end
+    only_fields(f.match, MATCH_FIELDS, path .. ".match")
+    for k, v in pairs(f.match) do
+      if type(v) ~= "string" or v == "" then bad(path .. ".match." .. k, "must be a non-empty string") end
+    end
+    local m = f.match
+    if m.operation and not M.SERVICES[m.operation] then
+      bad(path .. ".match.operation", "must be one of " .. join_keys(M.SERVICES) .. " (got '" .. m.operation .. "')")
+    end
+    if m.method and not m.method:match("^%a+$") then bad(path .. ".match.method", "must be an HTTP method") end
+    for _, k in ipairs({ "path", "host" }) do
+      if m[k] and not pcall(string.find, "", m[k]) then bad(path .. ".match." .. k, "is not a valid Lua pattern") end
+    end
+    rule.match = { method = m.method and m.method:upper(), host = m.host and m.host:lower(), path = m.path,
+                   operation = m.operation }
+  end
+  if f.status ~= nil and (math.type(f.status) ~= "integer" or f.status < 100 or f.status > 599) then
+    bad(path .. ".status", "must be an HTTP status (100-599)")
+  end
+  if f.body ~= nil and type(f.body) ~= "string" and type(f.body) ~= "table" then
+    bad(path .. ".body", "must be a string or a JSON value")
+  end
+  if f.headers ~= nil then
+    if not is_object(f.headers) then bad(path .. ".headers", "must be an object of strings") end
+    for k, v in pairs(f.headers) do
+      if type(v) ~= "string" or not tostring(k):match("^[%w%-]+$") then
+        bad(path .. ".headers", "must map header names to strings")
+      end
+    end
+  end
+  if f.count ~= nil and (math.type(f.count) ~= "integer" or f.count < 1) then bad(path .. ".count", "must be an integer >= 1") end
+  if f.after ~= nil and (math.type(f.after) ~= "integer" or f.after < 0) then bad(path .. ".after", "must be an integer >= 0") end
+  if f.probability ~= nil and (type(f.probability) ~= "number" or not (f.probability >= 0 and f.probability <= 1)) then
+    bad(path .. ".probability", "must be a number from 0 to 1")
+  end
+  if f.latency_ms ~= nil and (type(f.latency_ms) ~= "number" or not (f.latency_ms >= 0 and f.latency_ms <= MAX_LATENCY_MS)) then
+    bad(path .. ".latency_ms", "must be a number of milliseconds from 0 to " .. MAX_LATENCY_MS)
+  end
+  if f.drop ~= nil and type(f.drop) ~= "boolean" then bad(path .. ".drop", "must be true or false") end
+  if f.status == nil and not f.drop and f.latency_ms == nil then
+    bad(path, "must set at least one of status, drop or latency_ms")
+  end
+  if f.drop and f.status ~= nil then bad(path .. ".drop", "cannot be combined with status") end
+  rule.status, rule.body, rule.count, rule.probability = f.status, f.body, f.count, f.probability
+  if f.after and f.after > 0 then rule.after = f.after end
+  rule.latency_ms, rule.drop = f.latency_ms, f.drop or nil
+  if f.headers then
+    rule.headers = {}
+    for k, v in pairs(f.headers) do rule.headers[k:lower()] = v end
+  end
+  return rule
+end
+
+-- Validates {arm = {reads_per_minute?, writes_per_minute?}}; returns a normalised copy.
+function M.check_throttling(t, path)
+  if not is_object(t) then bad(path, "must be an object") end
+  only_fields(t, set_of("arm"), path)
+  local out = {}
+  if t.arm ~= nil then
+    if not is_object(t.arm) then bad(path .. ".arm", "must be an object") end
+    only_fields(t.arm, set_of("reads_per_minute", "writes_per_minute"), path .. ".arm")
+    out.arm = {}
+    for k, v in pairs(t.arm) do
+      if math.type(v) ~= "integer" or v < 1 then bad(path .. ".arm." .. k, "must be an integer >= 1") end
+      out.arm[k] = v
+    end
+    if next(out.arm) == nil then out.arm = nil end
+  end
+  return out
+end
+
+-- The scalar knobs (GET/PUT /_emulator/knobs, seed `knobs`, --knobs FILE.json):
+--   lro_retry_after_s  Retry-After of a storage account create, and when it completes (default 1)
+--   key_material       "unique": every Key Vault key version gets its own RSA key (default);
+--                      "pooled": versions reuse a small fixed set of keys per size, round-robin
+--                      (benchmarks only: 1,000 customers without 1,000 RSA generations)
+M.SCALAR_KNOBS = { "lro_retry_after_s", "key_material" }
+M.KEY_MATERIAL = { unique = true, pooled = true }
+local MAX_RETRY_AFTER_S = 600
+
+-- Validates the scalar knobs present in t (other fields are left to the caller); returns a copy.
+function M.check_scalars(t, path)
+  local out = {}
+  local r = t.lro_retry_after_s
+  if r ~= nil then
+    local i = type(r) == "number" and math.tointeger(r)
+    if not i or i < 0 or i > MAX_RETRY_AFTER_S then
+      bad(path .. ".lro_retry_after_s", "must be an integer number of seconds from 0 to " .. MAX_RETRY_AFTER_S)
+    end
+    out.lro_retry_after_s = i
+  end
+  local m = t.key_material
+  if m ~= nil then
+    if type(m) ~= "string" or not M.KEY_MATERIAL[m] then
+      bad(path .. ".key_material", "must be \"unique\" or \"pooled\" (got " .. tostring(m) .. ")")
+    end
+    out.key_material = m
+  end
+  return out
+end
+
+-- Validates {delays?, faults?, throttling?, lro_retry_after_s?, key_material?};
+-- raises "<path>.<field> <problem>".
+function M.validate_knobs(knobs, path)
+  path = path or "knobs"
+  if not is_object(knobs) then bad(path, "must be an object") end
+  only_fields(knobs, set_of("delays", "faults", "throttling", "lro_retry_after_s", "key_material"), path)
+  local out = M.check_scalars(knobs, path)
+  out.faults = {}
+  if knobs.delays ~= nil then out.delays = M.check_delays(knobs.delays, path .. ".delays") end
+  if knobs.faults ~= nil then
+    if type(knobs.faults) ~= "table" or (next(knobs.faults) ~= nil and knobs.faults[1] == nil) then
+      bad(path .. ".faults", "must be an array")
+    end
+    for i, f in ipairs(knobs.faults) do out.faults[i] = M.check_fault(f, ("%s.faults[%d]"):format(path, i)) end
+  end
+  if knobs.throttling ~= nil then out.throttling = M.check_throttling(knobs.throttling, path .. ".throttling") end
+  return out
+end
+
+
+-- An object holding scalar knobs only (PUT /_emulator/knobs); raises like validate_knobs.
+function M.check_scalar_knobs(t, path)
+  if not is_object(t) then bad(path, "must be an object") end
+  only_fields(t, set_of(table.unpack(M.SCALAR_KNOBS)), path)
+  return M.check_scalars(t, path)
+end
+
+return M
