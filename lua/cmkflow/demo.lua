@@ -1,6 +1,6 @@
 -- `cmkflow demo`: start a local HTTPS server (in-process, its own CA) that plays Entra ID and
 -- ARM, configure a client-secret credential against it through the real Azure hostnames
--- (CONNECT_TO), and run the smoke workflow. No Azure, no network beyond 127.0.0.1.
+-- (CONNECT_TO), and run the smoke workflow's step. No Azure, no network beyond 127.0.0.1.
 local core = require "cmkflow.core"
 local host = require "cmkflow.host"
 local json = core.json
@@ -49,16 +49,17 @@ function M.main(args, cli)
   })
   secret = nil
 
-  local status, out = host.run("module", "workflows.smoke", nil, "{}")
+  -- the smoke workflow's step (workflows/smoke.lua), on the isv context alone
+  local ok, result = pcall(require("cmkflow.workflow.cmk").list_subscriptions,
+    { context = host.context, log = function(fmt, ...) io.stderr:write(fmt:format(...), "\n") end })
   os.remove(ca_file)
-  if status ~= cli.EXIT.ok then
-    io.stderr:write("cmkflow demo: ", out, "\n")
-    return status
+  if not ok then
+    io.stderr:write("cmkflow demo: ", tostring(result), "\n")
+    return cli.EXIT.failed
   end
   if output == "json" then
-    io.stdout:write(out, "\n")
+    io.stdout:write(json.encode(result), "\n")
   else
-    local result = json.decode(out)
     io.stdout:write(("demo: authenticated to tenant %s\ndemo: %s\n"):format(result.tenant, result.summary))
   end
   return cli.EXIT.ok
