@@ -93,6 +93,12 @@ describe("the example workflow (examples/stamp-key-version.lua)", function()
     assert.equal(resumed.doc.outputs.version, account_in_state().tags["reviewed-key"])
   end)
 
+  it("docs/lua-api.md shows this exact file", function()
+    local doc = files.read(SRC .. "/docs/lua-api.md")
+    assert.truthy(doc:find("```lua\n" .. files.read(EXAMPLE) .. "```", 1, true),
+      "docs/lua-api.md no longer shows examples/stamp-key-version.lua verbatim")
+  end)
+
   it("fails with an error naming the code and the tenant that must act", function()
     local missing = account_id:gsub("[^/]+$", "stnosuchaccount")
     local r = run({ "run", EXAMPLE, "--config", config, "--param", "storage_account_id=" .. missing,
