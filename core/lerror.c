@@ -3,39 +3,44 @@
 
 #define ERROR_MT "cmkflow.error"
 
-/* [-0, +1, m] __tostring: "code: message (HTTP status; tenant T; request id R)". */
+/* [-0, +1, m] __tostring: "code: message (HTTP status; tenant T; request id R)". The pieces are
+   joined with lua_concat: a luaL_Buffer with other values pushed above it corrupts the stack as
+   soon as it outgrows LUAL_BUFFERSIZE (a long remote message). */
 static int error_tostring(lua_State *L)
 {
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
+    int n = 0;
     lua_getfield(L, 1, "code");
     lua_getfield(L, 1, "message");
-    if (lua_isstring(L, -2)) {
-        lua_pushvalue(L, -2);
-        luaL_addvalue(&b);
-        luaL_addstring(&b, ": ");
+    int has_code = lua_isstring(L, -2), has_message = lua_isstring(L, -1);
+    lua_settop(L, 1);
+    if (has_code) {
+        lua_getfield(L, 1, "code");
+        lua_pushliteral(L, ": ");
+        n += 2;
     }
-    if (lua_isstring(L, -1)) {
-        lua_pushvalue(L, -1);
-        luaL_addvalue(&b);
+    if (has_message) {
+        lua_getfield(L, 1, "message");
+        n++;
     }
-    lua_pop(L, 2);
     int detail = 0;
     static const char *const fields[] = {"status", "tenant", "request_id"};
     static const char *const labels[] = {"HTTP ", "tenant ", "request id "};
     for (int i = 0; i < 3; i++) {
         lua_getfield(L, 1, fields[i]);
         if (lua_isstring(L, -1) && !(i == 0 && lua_tointeger(L, -1) == 0)) {
-            luaL_addstring(&b, detail++ ? "; " : " (");
-            luaL_addstring(&b, labels[i]);
-            luaL_addvalue(&b);
+            lua_pushstring(L, detail++ ? "; " : " (");
+            lua_pushstring(L, labels[i]);
+            lua_rotate(L, -3, -1); /* separator, label, value */
+            n += 3;
         } else {
             lua_pop(L, 1);
         }
     }
-    if (detail)
-        luaL_addchar(&b, ')');
-    luaL_pushresult(&b);
+    if (detail) {
+        lua_pushliteral(L, ")");
+        n++;
+    }
+    lua_concat(L, n);
     return 1;
 }
 

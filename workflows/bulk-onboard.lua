@@ -4,6 +4,8 @@
 -- array of objects ({"customer": "contoso", "key_size": 4096}) or of customer ids. Every row is
 -- checked before any call; a bad row stops everything with exit 2 naming the line to fix. The
 -- runner reads the file (workflow code cannot) and drives the runs: lua/cmkflow/workflow/bulk.lua.
+local cmk = require "cmkflow.workflow.cmk"
+
 return {
   name = "bulk-onboard",
   description = "Cross-tenant customer-managed keys for a list of customers (one onboard run each)",
@@ -17,7 +19,6 @@ return {
   -- The runner runs bulk definitions itself; this step only explains that when the definition is
   -- driven by the engine directly.
   steps = {
-    { name = "runs", title = "one onboard run per customer", mutates = false,
-      run = function() error("bulk-onboard runs through the cmkflow CLI: cmkflow run bulk-onboard --param file=FILE", 0) end },
+    { name = "runs", title = "one onboard run per customer", mutates = false, run = cmk.only_through_cli },
   },
 }

@@ -1,4 +1,6 @@
--- customer-authorize: the customer's side (reference section 1, phase 2), run with the customer
+-- customer-authorize: the customer's side
+-- (https://learn.microsoft.com/azure/storage/common/customer-managed-keys-configure-cross-tenant-new-account,
+-- "the customer grants the service provider's app access to the key"), run with the customer
 -- tenant's credentials: the ISV application's service principal, a key vault with soft delete,
 -- purge protection and RBAC, an RSA key, and the role Key Vault Crypto Service Encryption User for
 -- the application at the policy's scope (key or vault). Outputs the vault URI and key name and
@@ -17,12 +19,11 @@ return {
     cmk.step("role_assignment"),
   },
   outputs = function(ctx)
-    local vault_uri, key = ctx.outputs.key_vault.vaultUri, ctx.outputs.key.name
+    local o = ctx.outputs
     return {
-      key_vault_uri = vault_uri, key_name = key, key_vault_id = ctx.outputs.key_vault.id,
-      service_principal = ctx.outputs.service_principal, role_assignment = ctx.outputs.role_assignment,
-      isvCommand = ("cmkflow run new-account --param customer=%s --param app_id=%s --param key_vault_uri=%s --param key_name=%s")
-        :format(ctx.params.customer, ctx.params.app_id, vault_uri, key),
+      key_vault_uri = o.key_vault.vaultUri, key_name = o.key.name, key_vault_id = o.key_vault.id,
+      service_principal = o.service_principal, role_assignment = o.role_assignment,
+      isvCommand = cmk.isv_command(ctx),
     }
   end,
 }

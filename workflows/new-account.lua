@@ -1,5 +1,7 @@
--- new-account: the scenario itself (reference section 1, phase 3): a new storage account in the
--- ISV tenant encrypted with the customer's key, reached through the ISV's identity and app.
+-- new-account: the scenario itself
+-- (https://learn.microsoft.com/azure/storage/common/customer-managed-keys-configure-cross-tenant-new-account):
+-- a new storage account in the ISV tenant encrypted with the customer's key, reached through the
+-- ISV's identity and app.
 local cmk = require "cmkflow.workflow.cmk"
 
 return {

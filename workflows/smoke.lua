@@ -1,15 +1,12 @@
--- Smoke workflow: one authenticated ARM call through the production code path
--- (token from the Entra v2 endpoint, bearer-authenticated HTTPS GET, paging).
-local isv = context("isv")
-local subscriptions, err = isv.arm:list("/subscriptions", { api_version = "2022-12-01" })
-if not subscriptions then error(err, 0) end
-
-local names = {}
-for _, s in ipairs(subscriptions) do names[#names + 1] = s.displayName end
-log("found %d subscription(s) in tenant %s", #subscriptions, isv.tenant)
+-- smoke: one authenticated ARM call through the production code path (token from the Entra v2
+-- endpoint, bearer-authenticated HTTPS GET, paging): the subscriptions the ISV context sees
+-- (Subscriptions - List, https://learn.microsoft.com/rest/api/resources/subscriptions/list).
+local cmk = require "cmkflow.workflow.cmk"
 
 return {
-  tenant = isv.tenant,
-  subscriptions = subscriptions,
-  summary = ("%d subscription(s): %s"):format(#subscriptions, table.concat(names, ", ")),
+  name = "smoke",
+  description = "List the subscriptions the ISV context can see (one authenticated ARM call)",
+  steps = {
+    { name = "subscriptions", title = "list subscriptions", mutates = false, run = cmk.list_subscriptions },
+  },
 }

@@ -32,8 +32,10 @@ local function use_environment_credential()
   return true
 end
 
--- Is a configuration named (--config or $CMKFLOW_CONFIG)?
+-- Is a configuration named (--config or $CMKFLOW_CONFIG)? opts.embedded forces the embedded
+-- emulator whatever is configured (cmkflow demo).
 function M.named(opts)
+  if opts.embedded then return nil end
   local path = opts.config or os.getenv("CMKFLOW_CONFIG")
   return path ~= nil and path ~= "" and path or nil
 end

@@ -5,8 +5,9 @@
 local core = require "cmkflow.core"
 local args = require "cmkflow.cli.args"
 local output = require "cmkflow.cli.output"
-local embedded = require "cmkflow.app.embedded"
+local pipeline = require "cmkflow.app.pipeline"
 local host = require "cmkflow.host"
+local engine = require "cmkflow.workflow.engine"
 
 local EXIT = core.exit
 
@@ -19,18 +20,20 @@ function M.demo(argv)
   local ok, oerr = args.check_output(opts.output)
   if not ok then return args.usage_error(oerr) end
   if opts.debug then host.set_debug(true) end
-  embedded.start()
-  local status, out = host.run("module", "workflows.smoke", nil, "{}")
-  embedded.finish()
-  if status ~= EXIT.ok then
-    io.stderr:write("cmkflow demo: ", output.error_text(out), "\n")
-    return status
+  local run = { workflow = "smoke", params = {}, embedded = true }
+  local prepared, perr = pipeline.prepare(run)
+  if not prepared then return output.fail(perr) end
+  local result, rerr = pipeline.start(prepared, run)
+  if not result then return output.fail(rerr) end
+  if result.status ~= "succeeded" then
+    io.stderr:write("cmkflow demo: ", output.error_text(result.error), "\n")
+    return engine.exit_code(result)
   end
+  local found = result.outputs.subscriptions
   if opts.output == "json" then
-    io.stdout:write(out, "\n")
+    io.stdout:write(core.json.encode(found), "\n")
   else
-    local result = core.json.decode(out)
-    io.stdout:write(("demo: authenticated to tenant %s\ndemo: %s\n"):format(result.tenant, result.summary))
+    io.stdout:write(("demo: authenticated to tenant %s\ndemo: %s\n"):format(found.tenant, found.summary))
   end
   return EXIT.ok
 end

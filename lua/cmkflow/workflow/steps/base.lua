@@ -1,0 +1,211 @@
+-- What every step of the step library (lua/cmkflow/workflow/cmk.lua) shares: API versions, the
+-- built-in role ids, failures as error tables, the run's facts and names, the propagation wait,
+-- and the ARM ids the steps derive from parameters or the policy's names.
+local core = require "cmkflow.core"
+local async = require "cmkflow.async"
+local errors = require "cmkflow.azure.errors"
+
+local M = {}
+
+-- The api-version of each ARM resource type the steps touch (Azure/azure-rest-api-specs,
+-- specification/<provider>/resource-manager/.../stable/<version>).
+M.API = { groups = "2021-04-01", identities = "2023-01-31", vaults = "2023-07-01", keys = "2023-07-01",
+          roles = "2022-04-01", storage = "2023-01-01" }
+
+-- Built-in Azure roles by id (https://learn.microsoft.com/azure/role-based-access-control/built-in-roles):
+-- "Key Vault Crypto Service Encryption User" reads keys and wraps/unwraps with them, all Azure
+-- Storage needs of the customer's key; "Key Vault Crypto Officer" manages keys, and also lets its
+-- holder wrap and unwrap, so revoke and verify count it as access too.
+M.ROLE = {
+  crypto_service_encryption_user = "e147488a-f6f5-4113-8e2d-b22465e65bf6",
+  crypto_officer = "14b46e9e-c2b7-41b4-b07b-48a6ebf60603",
+}
+-- The roles that give the ISV application the use of the customer's key.
+M.KEY_ACCESS_ROLES = { [M.ROLE.crypto_service_encryption_user] = true, [M.ROLE.crypto_officer] = true }
+
+-- The audience of a managed identity's token exchanged through a federated credential
+-- (https://learn.microsoft.com/entra/workload-id/workload-identity-federation-create-trust).
+M.TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
+
+-- ---- failures --------------------------------------------------------------------------------
+
+-- Raises a failure as an error table: t = {code, message, tenant = "isv" | "customer" (the party
+-- that must act; nil when neither), hint}. The engine journals it; no traceback (that stays for bugs).
+function M.fail(t) error(errors.new(t), 0) end
+
+-- Which party acts on a remote error when a step cannot tell by itself (a storage account that cannot
+-- reach the customer's key): by its code, as docs/workflows.md's table of failures says.
+local PARTY_BY_CODE = {
+  AADSTS700016 = "customer", AADSTS7000112 = "customer", ForbiddenByRbac = "customer",
+  KeyVaultAccessForbidden = "customer", KeyVaultPolicyError = "customer", KeyVaultKeyDisabled = "customer",
+  KeyDisabled = "customer", KeyNotFound = "customer", KeyVaultEncryptionKeyNotFound = "customer",
+  KeyVaultKeyTypeNotSupported = "customer", PrincipalNotFound = "customer",
+  AADSTS70021 = "isv", AADSTS700211 = "isv", AADSTS700212 = "isv", AADSTS700213 = "isv",
+  KeyVaultAccessTokenCannotBeAcquired = "isv",
+}
+function M.party_of(err, default)
+  if type(err) ~= "table" then return default end
+  return PARTY_BY_CODE[err.detail_code] or PARTY_BY_CODE[err.inner_code] or PARTY_BY_CODE[err.code] or default
+end
+
+-- Raises the remote failure `err` of the call `what`: its code, status and request id, the hint
+-- cmkflow.azure.errors knows for it, and `party`, who must act.
+function M.remote_fail(what, err, party, hint)
+  local e = type(err) == "table" and err or { message = tostring(err) }
+  M.fail { code = e.code or "Error", message = ("%s: %s"):format(what, tostring(e.message or e)), tenant = party,
+           hint = hint or errors.explain(e), status = e.status, request_id = e.request_id, retryable = e.retryable,
+           target = e.target, detail_code = e.detail_code, inner_code = e.inner_code, azure_tenant = e.tenant }
+end
+
+-- bulk-onboard's only step: the CLI runs bulk definitions itself (lua/cmkflow/workflow/bulk.lua).
+function M.only_through_cli()
+  M.fail { code = "BulkThroughCLI",
+    message = "bulk-onboard runs through the cmkflow CLI: cmkflow run bulk-onboard --param file=FILE" }
+end
+
+-- ---- the run's facts ---------------------------------------------------------------------------
+
+-- A value an earlier step produced, or the workflow parameter that stands in for it (a workflow
+-- that starts half-way: the customer's or the ISV's part alone).
+function M.fact(ctx, step, field, param)
+  local out = rawget(ctx.outputs, step)
+  if out and out[field] ~= nil then return out[field] end
+  if param and ctx.params[param] ~= nil then return ctx.params[param] end
+  if ctx.plan then return ("<%s.%s>"):format(step, field) end
+  M.fail { code = "MissingInput", message = ("step '%s' needs %s.%s (or --param %s)")
+    :format(ctx.step or "?", step, field, param or field) }
+end
+
+-- Names from the policy, given the run's facts.
+function M.names(ctx)
+  local isv, customer = ctx.context_info("isv"), ctx.context_info("customer")
+  local c = { customer = ctx.params.customer, isv_tenant = isv.tenant or "", customer_tenant = customer.tenant or "",
+              identity_per_customer = ctx.policy.identity_per_customer == true }
+  local out = {}
+  for k, fn in pairs(ctx.policy.names) do out[k] = fn(c) end
+  return out, c
+end
+
+-- The policy's tags for this run's customer.
+function M.tags(ctx) return ctx.policy.tags({ customer = ctx.params.customer }) end
+
+-- ---- propagation -------------------------------------------------------------------------------
+
+-- Codes that mean "created moments ago, not replicated yet" (Entra ID and Azure RBAC replicate
+-- within minutes: https://learn.microsoft.com/azure/role-based-access-control/troubleshooting).
+local PROPAGATION = {
+  PrincipalNotFound = true, KeyVaultAccessForbidden = true, KeyVaultAuthenticationFailure = true,
+  Request_ResourceNotFound = true, ForbiddenByRbac = true, AADSTS70021 = true, AADSTS700016 = true,
+  AADSTS700211 = true, AADSTS700213 = true, NoBackingApplicationObject = true,
+}
+local function propagating(err)
+  return type(err) == "table" and (PROPAGATION[err.code] or PROPAGATION[err.detail_code] or PROPAGATION[err.inner_code])
+end
+
+-- Runs fn() until it succeeds or fails with something other than a propagation delay; waits
+-- 1, 2, 4, 8, 16, 30, 30 ... s up to the policy's bound (default 300 s). `what` names what is not
+-- yet visible, `party` who must act when it never becomes visible. Returns fn's result | nil, err.
+function M.until_visible(ctx, what, fn, party)
+  local bound = ctx.policy.propagation_timeout_s or 300
+  local waited, delay = 0, 1
+  while true do
+    local res, err = fn()
+    if res ~= nil then return res end
+    if not propagating(err) then return nil, err end
+    if waited >= bound then
+      M.fail { code = "PropagationTimeout", tenant = M.party_of(err, party), hint = errors.explain(err),
+        message = ("%s is still not visible after %d s of waiting: %s"):format(what, waited, tostring(err)),
+        cause_code = err.code, status = err.status, request_id = err.request_id }
+    end
+    local d = math.min(delay, bound - waited)
+    ctx.log("  waiting %d s for %s to propagate (%s)", d, what, err.code or "not visible yet")
+    async.sleep(d * 1000)
+    waited = waited + d
+    delay = math.min(delay * 2, 30)
+  end
+end
+
+-- ---- reads ----------------------------------------------------------------------------------------
+
+-- GET that tells "absent" (404) apart: returns doc | false (absent); raises on other failures.
+function M.get_or_absent(client, path, opts, what, party)
+  local doc, err = client:get(path, opts)
+  if doc ~= nil then return doc end
+  if err and err.status == 404 then return false end
+  M.remote_fail(what, err, party)
+end
+
+-- PUT of a whole ARM resource (idempotent), raising on failure.
+function M.put(arm, path, body, api, what, party)
+  local res, err = arm:put(path, body, { api_version = api })
+  if res == nil then M.remote_fail(what, err, party) end
+  return res
+end
+
+-- DELETE of an ARM resource; an absent one (404) counts as deleted.
+function M.delete(arm, id, api, what, party)
+  local ok, err = arm:delete(id, { api_version = api })
+  if not ok and not (err and err.status == 404) then M.remote_fail("delete " .. what, err, party) end
+end
+
+function M.same_id(a, b)
+  return type(a) == "string" and type(b) == "string" and a:lower():gsub("/+$", "") == b:lower():gsub("/+$", "")
+end
+
+-- The version of a key identifier https://NAME.vault.azure.net/keys/KEY/VERSION (nil without one).
+function M.key_version_of(kid) return type(kid) == "string" and kid:match("/keys/[^/]+/([^/?]+)") or nil end
+
+-- The role definition id of a role assignment's properties, lower-case GUID.
+function M.role_of(assignment)
+  return tostring((assignment.properties or {}).roleDefinitionId):lower():match("([^/]+)$")
+end
+
+-- ---- ARM ids (a parameter wins; else the policy's names) --------------------------------------------
+
+-- /subscriptions/SUB/resourceGroups/RG/providers/PROVIDER/NAME
+local function arm_path(sub, rg, provider, name)
+  return ("/subscriptions/%s/resourceGroups/%s/providers/%s/%s"):format(sub, rg, provider, name)
+end
+M.arm_id = arm_path
+
+-- The ARM id of the ISV's user-assigned identity for this customer.
+function M.identity_id(ctx)
+  local out = rawget(ctx.outputs, "identity")
+  if out and out.id then return out.id end
+  if ctx.params.identity_id then return ctx.params.identity_id end
+  return arm_path(ctx.context_info("isv").subscription, M.names(ctx).isv_resource_group,
+    "Microsoft.ManagedIdentity/userAssignedIdentities", M.names(ctx).identity)
+end
+
+-- The ARM id of the customer's storage account: storage_account_id, or storage_account (+
+-- resource_group), or the policy's names.
+function M.account_id(ctx)
+  local p = ctx.params
+  if p.storage_account_id then return p.storage_account_id end
+  local names = M.names(ctx)
+  return arm_path(ctx.context_info("isv").subscription, p.resource_group or names.storage_account_resource_group,
+    "Microsoft.Storage/storageAccounts", p.storage_account or names.storage_account)
+end
+
+-- The ARM id of the customer's key vault (key_vault_id or the policy's names).
+function M.vault_id(ctx)
+  local out = rawget(ctx.outputs, "key_vault")
+  if out and out.id then return out.id end
+  if ctx.params.key_vault_id then return ctx.params.key_vault_id end
+  local names = M.names(ctx)
+  return arm_path(ctx.context_info("customer").subscription, names.customer_resource_group,
+    "Microsoft.KeyVault/vaults", names.key_vault)
+end
+
+function M.key_name(ctx)
+  local out = rawget(ctx.outputs, "key")
+  if out and out.name then return out.name end
+  return ctx.params.key_name or M.names(ctx).key
+end
+
+-- A role assignment's name: UUIDv5 of (scope, role, principal), so a rerun PUTs the same one.
+function M.role_assignment_name(scope, role, principal)
+  return core.crypto.uuid5("6ba7b811-9dad-11d1-80b4-00c04fd430c8", (scope .. "|" .. role .. "|" .. principal):lower())
+end
+
+return M

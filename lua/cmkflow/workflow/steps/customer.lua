@@ -1,0 +1,223 @@
+-- Steps in the customer tenant: the ISV application's service principal, the key vault and key,
+-- the role that lets the application use the key
+-- (https://learn.microsoft.com/azure/storage/common/customer-managed-keys-configure-cross-tenant-new-account),
+-- and what rotate-key and revoke do there.
+local json = require("cmkflow.core").json
+local escape = require("cmkflow.form").escape
+local base = require "cmkflow.workflow.steps.base"
+local isv_steps = require "cmkflow.workflow.steps.isv"
+
+local M = {}
+
+local fail, remote_fail, fact, names = base.fail, base.remote_fail, base.fact, base.names
+
+-- Installs the ISV application in the customer tenant: its service principal (Graph Create
+-- servicePrincipal, https://learn.microsoft.com/graph/api/serviceprincipal-post-serviceprincipals),
+-- waiting for an application created moments ago to replicate.
+function M.service_principal(ctx)
+  local customer = ctx.context("customer")
+  local app_id = fact(ctx, "app", "appId", "app_id")
+  local sp, err = customer.graph:create_service_principal(app_id, nil,
+    { replication_timeout_s = ctx.policy.propagation_timeout_s })
+  if not sp then remote_fail("service principal for the ISV application " .. app_id, err, "customer") end
+  return { id = sp.id, appId = sp.appId }
+end
+
+function M.customer_resource_group(ctx)
+  return isv_steps.resource_group(ctx, "customer", names(ctx).customer_resource_group)
+end
+
+-- The vault: soft delete and purge protection (Azure Storage refuses a key without them) and RBAC
+-- authorization (Vaults - Create Or Update,
+-- https://learn.microsoft.com/rest/api/keyvault/keyvault/vaults/create-or-update).
+function M.key_vault(ctx)
+  local customer = ctx.context("customer")
+  local n = names(ctx)
+  local path = base.arm_id(customer.subscription, n.customer_resource_group, "Microsoft.KeyVault/vaults", n.key_vault)
+  local vault = base.put(customer.arm, path, {
+    location = ctx.policy.location, tags = base.tags(ctx),
+    properties = { tenantId = customer.tenant, sku = { family = "A", name = "standard" },
+      enableSoftDelete = true, enablePurgeProtection = true, enableRbacAuthorization = true,
+      softDeleteRetentionInDays = ctx.policy.soft_delete_retention_days, accessPolicies = json.array() },
+  }, base.API.vaults, "key vault " .. n.key_vault, "customer")
+  return { id = vault.id, name = vault.name, vaultUri = vault.properties.vaultUri }
+end
+
+-- The RSA key through ARM (Keys - Create If Not Exist: a PUT never makes a second version,
+-- https://learn.microsoft.com/rest/api/keyvault/keyvault/keys/create-if-not-exist).
+function M.key(ctx)
+  local customer = ctx.context("customer")
+  local n = names(ctx)
+  local vault_id = fact(ctx, "key_vault", "id")
+  local key = base.put(customer.arm, vault_id .. "/keys/" .. n.key,
+    { properties = { kty = "RSA", keySize = ctx.params.key_size or ctx.policy.key_size,
+      keyOps = json.array { "wrapKey", "unwrapKey" } } },
+    base.API.keys, "key " .. n.key, "customer")
+  local p = key.properties
+  return { id = key.id, name = key.name, keyUri = p.keyUri, keyUriWithVersion = p.keyUriWithVersion }
+end
+
+-- Key Vault Crypto Service Encryption User for the application's service principal at the key (or
+-- the vault: the policy's role_scope), named by UUIDv5 so a rerun PUTs the same assignment (Role
+-- Assignments - Create, https://learn.microsoft.com/rest/api/authorization/role-assignments/create).
+-- principalType lets ARM accept a principal that has not replicated yet; PrincipalNotFound is waited out.
+function M.role_assignment(ctx)
+  local customer = ctx.context("customer")
+  local role = base.ROLE.crypto_service_encryption_user
+  local scope = ctx.policy.role_scope == "vault" and fact(ctx, "key_vault", "id") or fact(ctx, "key", "id")
+  local principal = fact(ctx, "service_principal", "id")
+  local id = scope .. "/providers/Microsoft.Authorization/roleAssignments/"
+    .. base.role_assignment_name(scope, role, principal)
+  local body = { properties = {
+    roleDefinitionId = ("/subscriptions/%s/providers/Microsoft.Authorization/roleDefinitions/%s")
+      :format(customer.subscription, role),
+    principalId = principal, principalType = "ServicePrincipal" } }
+  local ra, err = base.until_visible(ctx, "the ISV app's service principal " .. principal, function()
+    local res, e = customer.arm:put(id, body, { api_version = base.API.roles })
+    -- the same role for the same principal at the same scope under another name: already done
+    if res == nil and e and e.code == "RoleAssignmentExists" then return { id = id, existing = true } end
+    return res, e
+  end, "customer")
+  if not ra then remote_fail("role Key Vault Crypto Service Encryption User for the ISV app", err, "customer") end
+  return { id = ra.id, scope = scope, principalId = principal }
+end
+
+-- customer-authorize's output: the command the ISV runs next with the customer's vault and key.
+function M.isv_command(ctx)
+  return ("cmkflow run new-account --param customer=%s --param app_id=%s --param key_vault_uri=%s --param key_name=%s")
+    :format(ctx.params.customer, ctx.params.app_id, ctx.outputs.key_vault.vaultUri, ctx.outputs.key.name)
+end
+
+-- What the customer hands over at onboard's "handoff" gate when the ISV has no credentials for the
+-- customer tenant (`cmkflow approve RUN handoff --param key_vault_uri=URI --param key_name=NAME`):
+-- the outputs of the customer steps that the ISV's later steps read.
+local HANDED_OVER = {
+  key_vault = function(h) return { vaultUri = h.key_vault_uri } end,
+  key = function(h) return { name = h.key_name } end,
+}
+
+-- A customer step of onboard that, without customer credentials, takes its outputs from the values
+-- approved at the handoff gate instead of calling the customer tenant (customer-authorize did that).
+function M.customer_side(step)
+  local run = step.run
+  step.run = function(ctx)
+    if ctx.has_context("customer") then return run(ctx) end
+    local h = ctx.outputs.handoff or {}
+    if not (h.key_vault_uri and h.key_name) then
+      fail { code = "NothingHandedOver", tenant = "isv",
+        message = "no credentials for the customer tenant and no key handed over: approve the handoff with "
+          .. "--param key_vault_uri=URI --param key_name=NAME (what customer-authorize printed), "
+          .. "or configure the customer context" }
+    end
+    local take = HANDED_OVER[step.name]
+    return take and take(h) or { done_by = "customer" }
+  end
+  return step
+end
+
+-- ---- reads --------------------------------------------------------------------------------------
+
+-- The ISV application's service principal in the customer tenant | false (absent)
+-- (GET /servicePrincipals(appId='...'), https://learn.microsoft.com/graph/api/serviceprincipal-get).
+function M.get_service_principal(customer, app_id)
+  return base.get_or_absent(customer.graph, "/servicePrincipals(appId='" .. app_id .. "')", nil,
+    "service principal for " .. app_id, "customer")
+end
+
+-- The role assignments of `principal` at `scope` and above, or nil when the scope is gone (Role
+-- Assignments - List For Scope with $filter=principalId eq '...',
+-- https://learn.microsoft.com/rest/api/authorization/role-assignments/list-for-scope).
+function M.role_assignments_of(customer, scope, principal)
+  local list, err = customer.arm:list(scope .. "/providers/Microsoft.Authorization/roleAssignments?$filter="
+    .. escape("principalId eq '" .. principal .. "'"), { api_version = base.API.roles })
+  if list == nil then
+    if err and err.status == 404 then return nil end
+    remote_fail("role assignments on " .. scope, err, "customer")
+  end
+  return list
+end
+
+-- ---- revoke -------------------------------------------------------------------------------------
+
+-- revoke: the ISV app's service principal, if any.
+function M.find_service_principal(ctx)
+  local sp = M.get_service_principal(ctx.context("customer"), ctx.params.app_id)
+  return sp and { id = sp.id } or { absent = true }
+end
+
+-- revoke: deletes every assignment that gives the service principal the use of the key
+-- (base.KEY_ACCESS_ROLES) at the vault, the key or above (Role Assignments - Delete,
+-- https://learn.microsoft.com/rest/api/authorization/role-assignments/delete).
+function M.revoke_role_assignments(ctx)
+  local sp = ctx.outputs.service_principal
+  if sp.absent then return { deleted = json.array() } end
+  local customer = ctx.context("customer")
+  local deleted = json.array()
+  for _, ra in ipairs(M.role_assignments_of(customer, base.vault_id(ctx), sp.id) or {}) do
+    if base.KEY_ACCESS_ROLES[base.role_of(ra)] then
+      base.delete(customer.arm, ra.id, base.API.roles, "role assignment " .. ra.id, "customer")
+      deleted[#deleted + 1] = ra.id
+    end
+  end
+  return { deleted = deleted }
+end
+
+function M.plan_revoke_role_assignments(ctx)
+  return ("delete Key Vault Crypto Service Encryption User assignments of app %s on %s (customer)")
+    :format(ctx.params.app_id, base.vault_id(ctx))
+end
+
+-- revoke with disable_key=true: disables the key's current version through the data plane (Update
+-- Key with attributes.enabled = false, https://learn.microsoft.com/rest/api/keyvault/keys/update-key;
+-- needs Key Vault Crypto Officer). Storage then cannot unwrap the account's key.
+function M.disable_key(ctx)
+  if not ctx.params.disable_key then return { disabled = false } end
+  local customer = ctx.context("customer")
+  local name = base.key_name(ctx)
+  local vault = base.get_or_absent(customer.arm, base.vault_id(ctx), { api_version = base.API.vaults },
+    "key vault", "customer")
+  if not vault then return { disabled = false, absent = "vault" } end
+  local key = base.get_or_absent(customer.arm, vault.id .. "/keys/" .. name, { api_version = base.API.keys },
+    "key " .. name, "customer")
+  if not key then return { disabled = false, absent = "key" } end
+  local version = base.key_version_of(key.properties.keyUriWithVersion)
+  if key.properties.attributes and key.properties.attributes.enabled == false then
+    return { disabled = true, version = version }
+  end
+  local ok, err = customer.keyvault:update_key(vault.properties.vaultUri, name, version, { enabled = false })
+  if not ok then remote_fail("disable key " .. name, err, "customer", "the caller needs Key Vault Crypto Officer") end
+  return { disabled = true, version = version }
+end
+
+function M.plan_disable_key(ctx)
+  if not ctx.params.disable_key then return "none (disable_key=false)" end
+  return ("disable the current version of key %s (customer)"):format(base.key_name(ctx))
+end
+
+-- ---- rotate-key -----------------------------------------------------------------------------------
+
+-- rotate-key: a new version of the customer's key (data plane Rotate Key,
+-- https://learn.microsoft.com/rest/api/keyvault/keys/rotate-key; needs Key Vault Crypto Officer).
+-- The vault and key default to what the account uses (the `before` step).
+function M.rotate_key(ctx)
+  local customer = ctx.context("customer")
+  local vault_uri = ctx.params.key_vault_uri or ctx.outputs.before.keyvaulturi
+  local name = ctx.params.key_name or ctx.outputs.before.keyname
+  local key, err = customer.keyvault:rotate_key(vault_uri, name)
+  if not key then
+    remote_fail(("rotate key %s in %s"):format(name, vault_uri), err, "customer",
+      "the caller needs Key Vault Crypto Officer")
+  end
+  local kid = key.key and key.key.kid
+  if not kid then
+    fail { code = "UnexpectedResponse", message = "rotate key " .. name .. ": no key id in the answer" }
+  end
+  return { kid = kid, version = base.key_version_of(kid) }
+end
+
+function M.plan_rotate_key(ctx)
+  return ("rotate key %s in %s: a new version (customer)")
+    :format(ctx.params.key_name or names(ctx).key, ctx.params.key_vault_uri or "the account's vault")
+end
+
+return M

@@ -1,0 +1,194 @@
+-- Steps in the ISV tenant: its resource group, the multi-tenant application, the user-assigned
+-- identity and the federated credential that lets the identity act as the application
+-- (https://learn.microsoft.com/azure/storage/common/customer-managed-keys-configure-cross-tenant-new-account),
+-- the handoff to the customer, and offboard's lookups and deletions.
+local json = require("cmkflow.core").json
+local base = require "cmkflow.workflow.steps.base"
+
+local M = {}
+
+local fail, remote_fail, fact, names = base.fail, base.remote_fail, base.fact, base.names
+
+-- Creates or updates resource group `name` in the subscription of the tenant context `context`
+-- ("isv" or "customer"), in the policy's location (ARM Resource Groups - Create Or Update,
+-- https://learn.microsoft.com/rest/api/resources/resource-groups/create-or-update).
+function M.resource_group(ctx, context, name)
+  local tenant = ctx.context(context)
+  local rg = base.put(tenant.arm, ("/subscriptions/%s/resourcegroups/%s"):format(tenant.subscription, name),
+    { location = ctx.policy.location, tags = base.tags(ctx) }, base.API.groups, "resource group " .. name, context)
+  return { id = rg.id, name = rg.name }
+end
+
+function M.isv_resource_group(ctx)
+  return M.resource_group(ctx, "isv", names(ctx).isv_resource_group)
+end
+
+local MULTI_TENANT = { AzureADMultipleOrgs = true, AzureADandPersonalMicrosoftAccount = true }
+
+-- The multi-tenant application, found again by its uniqueName: Graph's upsert
+-- PATCH /applications(uniqueName='...') with Prefer: create-if-missing
+-- (https://learn.microsoft.com/graph/api/application-upsert). A single-tenant application of that
+-- name cannot be installed in the customer tenant: refused.
+function M.app(ctx)
+  local isv = ctx.context("isv")
+  local n = names(ctx)
+  local app, err = isv.graph:find_or_create_application(n.app_unique_name,
+    { displayName = n.app, signInAudience = "AzureADMultipleOrgs" })
+  if not app then remote_fail("multi-tenant application " .. n.app, err, "isv") end
+  if app.signInAudience and not MULTI_TENANT[app.signInAudience] then
+    fail { code = "SingleTenantApplication", tenant = "isv",
+      message = ("application %s is single-tenant (%s): the customer cannot install it")
+        :format(n.app, app.signInAudience),
+      hint = "set signInAudience to AzureADMultipleOrgs" }
+  end
+  return { appId = app.appId, objectId = app.id, displayName = app.displayName }
+end
+
+-- The user-assigned identity the storage account presents (Managed Identity - User Assigned
+-- Identities - Create Or Update, https://learn.microsoft.com/rest/api/managedidentity/user-assigned-identities).
+function M.identity(ctx)
+  local isv = ctx.context("isv")
+  local path = base.identity_id(ctx)
+  local id = base.put(isv.arm, path, { location = ctx.policy.location, tags = base.tags(ctx) },
+    base.API.identities, "user-assigned identity " .. names(ctx).identity, "isv")
+  return { id = id.id, principalId = id.properties.principalId, clientId = id.properties.clientId }
+end
+
+-- The issuer of the ISV tenant's managed identity tokens, as the federated credential names it.
+function M.fic_issuer(tenant) return ("https://login.microsoftonline.com/%s/v2.0"):format(tenant) end
+
+-- The federated credential on the application whose subject is the identity's principalId: the
+-- identity's token, exchanged, becomes the application's token in the customer tenant (Graph
+-- federatedIdentityCredential, https://learn.microsoft.com/graph/api/resources/federatedidentitycredentials-overview).
+function M.federated_credential(ctx)
+  local isv = ctx.context("isv")
+  local n = names(ctx)
+  local subject = fact(ctx, "identity", "principalId", "identity_principal_id")
+  local body = { name = n.federated_credential, issuer = M.fic_issuer(isv.tenant),
+    subject = subject, audiences = json.array { base.TOKEN_EXCHANGE_AUDIENCE },
+    description = "cmkflow: lets Azure Storage use the customer's key as this app" }
+  local fic, err = isv.graph:upsert_federated_credential(fact(ctx, "app", "objectId"), n.federated_credential, body)
+  if not fic then remote_fail("federated credential " .. n.federated_credential, err, "isv") end
+  return { name = n.federated_credential, issuer = body.issuer, subject = subject }
+end
+
+-- What the ISV gives the customer (no API call): the app id, the admin-consent link
+-- (https://learn.microsoft.com/entra/identity/enterprise-apps/grant-admin-consent) and the command.
+function M.handoff_details(ctx)
+  local isv = ctx.context_info("isv")
+  local app_id = fact(ctx, "app", "appId", "app_id")
+  return {
+    appId = app_id,
+    isvTenant = isv.tenant,
+    consentUrl = ("https://login.microsoftonline.com/{customer-tenant}/adminconsent?client_id=%s"):format(app_id),
+    customerCommand = ("cmkflow run customer-authorize --param customer=%s --param app_id=%s --config customer.lua")
+      :format(ctx.params.customer, app_id),
+  }
+end
+
+-- isv-setup's last step: the handoff, with the consent link for customer_tenant when given; logged.
+function M.handoff(ctx)
+  local h = M.handoff_details(ctx)
+  if ctx.params.customer_tenant then
+    h.consentUrl = h.consentUrl:gsub("{customer%-tenant}", ctx.params.customer_tenant)
+  end
+  ctx.log("handoff for %s: app id %s\n  consent: %s\n  the customer runs: %s",
+    ctx.params.customer, h.appId, h.consentUrl, h.customerCommand)
+  return h
+end
+
+-- ---- lookups (read-only) ------------------------------------------------------------------------
+
+-- smoke: the subscriptions the ISV context sees, one authenticated ARM call with paging
+-- (Subscriptions - List, https://learn.microsoft.com/rest/api/resources/subscriptions/list).
+function M.list_subscriptions(ctx)
+  local isv = ctx.context("isv")
+  local subscriptions, err = isv.arm:list("/subscriptions", { api_version = "2022-12-01" })
+  if not subscriptions then remote_fail("subscriptions of the ISV context", err, "isv") end
+  local names = {}
+  for _, s in ipairs(subscriptions) do names[#names + 1] = s.displayName end
+  ctx.log("found %d subscription(s) in tenant %s", #subscriptions, isv.tenant)
+  return { tenant = isv.tenant, subscriptions = subscriptions,
+           summary = ("%d subscription(s): %s"):format(#subscriptions, table.concat(names, ", ")) }
+end
+
+-- The ISV application: by app_id (GET /applications(appId='...')) or the policy's uniqueName
+-- (GET /applications(uniqueName='...')), https://learn.microsoft.com/graph/api/application-get.
+-- Returns app | false (absent).
+function M.get_app(ctx)
+  local isv = ctx.context("isv")
+  local app_id = rawget(ctx.outputs, "app") and ctx.outputs.app.appId or ctx.params.app_id
+  local key = app_id and ("appId='" .. app_id .. "'") or ("uniqueName='" .. names(ctx).app_unique_name .. "'")
+  return base.get_or_absent(isv.graph, "/applications(" .. key .. ")", nil, "application " .. key, "isv")
+end
+
+-- The user-assigned identity for this customer | false (absent).
+function M.get_identity(ctx)
+  local id = base.identity_id(ctx)
+  local arm = ctx.context("isv").arm
+  return base.get_or_absent(arm, id, { api_version = base.API.identities }, "identity " .. id, "isv"), id
+end
+
+-- The application's federated credentials (Graph List federatedIdentityCredentials,
+-- https://learn.microsoft.com/graph/api/application-list-federatedidentitycredentials).
+function M.federated_credentials_of(isv, app)
+  local list, err = isv.graph:list("/applications/" .. app.objectId .. "/federatedIdentityCredentials")
+  if list == nil then remote_fail("federated credentials of " .. app.appId, err, "isv") end
+  return list
+end
+
+-- offboard: the application, if any.
+function M.find_app(ctx)
+  local app = M.get_app(ctx)
+  return app and { appId = app.appId, objectId = app.id } or { absent = true }
+end
+
+-- offboard: the identity, if any.
+function M.find_identity(ctx)
+  local uami, id = M.get_identity(ctx)
+  return uami and { id = uami.id, principalId = uami.properties.principalId } or { id = id, absent = true }
+end
+
+-- ---- offboard: deletions (only what the policy gave this customer alone) ------------------------
+
+local SHARED = "shared by every customer"
+
+-- Deletes this customer's federated credentials (by the policy's name, or whose subject is this
+-- customer's identity) when the policy gives each customer its own; a shared one stays.
+function M.delete_federated_credential(ctx)
+  local app, identity = ctx.outputs.app, ctx.outputs.identity
+  if not ctx.policy.identity_per_customer then return { deleted = json.array(), kept = SHARED } end
+  if app.absent then return { deleted = json.array() } end
+  local isv = ctx.context("isv")
+  local name = names(ctx).federated_credential
+  local deleted = json.array()
+  for _, f in ipairs(M.federated_credentials_of(isv, app)) do
+    if f.name == name or (not identity.absent and f.subject == identity.principalId) then
+      local ok, err = isv.graph:delete("/applications/" .. app.objectId .. "/federatedIdentityCredentials/" .. f.id)
+      if not ok then remote_fail("delete federated credential " .. f.name, err, "isv") end
+      deleted[#deleted + 1] = f.name
+    end
+  end
+  return { deleted = deleted }
+end
+
+function M.plan_delete_federated_credential(ctx)
+  if not ctx.policy.identity_per_customer then return "keep the shared federated credential (ISV)" end
+  return ("delete federated credential %s (ISV)"):format(names(ctx).federated_credential)
+end
+
+-- Deletes this customer's user-assigned identity when the policy gives each customer its own.
+function M.delete_identity(ctx)
+  local identity = ctx.outputs.identity
+  if not ctx.policy.identity_per_customer then return { deleted = false, kept = SHARED } end
+  if identity.absent then return { deleted = false } end
+  base.delete(ctx.context("isv").arm, identity.id, base.API.identities, "identity " .. identity.id, "isv")
+  return { deleted = true, id = identity.id }
+end
+
+function M.plan_delete_identity(ctx)
+  if not ctx.policy.identity_per_customer then return "keep the shared user-assigned identity (ISV)" end
+  return "delete user-assigned identity " .. base.identity_id(ctx) .. " (ISV)"
+end
+
+return M
