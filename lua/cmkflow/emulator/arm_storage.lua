@@ -1,7 +1,8 @@
 -- Microsoft.Storage/storageAccounts for the emulated ARM: create as a long-running operation
 -- (202 + Location + Retry-After; the account is invisible until the operation is polled), PUT of
 -- an existing account and PATCH synchronous 200, GET, DELETE, list, checkNameAvailability, and the
--- request-local CMK validations of reference 2.8. The cross-tenant key check itself is
+-- request-local CMK validations Storage applies to keySource = Microsoft.Keyvault
+-- (specification/storage/resource-manager/Microsoft.Storage/stable/*/storage.json, Encryption). The cross-tenant key check itself is
 -- storage_cmk.check(st, ctx) -> true | nil, status, code, message (when that module exists).
 local core = require "cmkflow.core"
 local arm = require "cmkflow.emulator.arm_context"

@@ -1,6 +1,6 @@
 -- Which emulated service answers a request: by Host header (real Azure hostnames reached through
 -- CONNECT_TO) and, for third-party clients on 127.0.0.1/localhost, by path (the single-origin
--- layout of reference/real-clients.md: ARM at "/", Entra at "/{tenant}/…" and "/adfs/…", Graph
+-- layout of docs/realclients.md ("Token audiences in the single-origin layout"): ARM at "/", Entra at "/{tenant}/…" and "/adfs/…", Graph
 -- at "/graph/v1.0/…", vaults at "{vault}.vault.localhost").
 local M = {}
 

@@ -1,5 +1,6 @@
 -- The Storage resource provider's customer-managed-key check, done server-side as Azure Storage
--- does it (reference sections 1 step 3.1, 2.8, 3.4-3.6, 6.2) when a storage account is created or
+-- does it (https://learn.microsoft.com/azure/storage/common/customer-managed-keys-configure-cross-tenant-new-account,
+-- https://learn.microsoft.com/azure/storage/common/customer-managed-keys-overview) when a storage account is created or
 -- updated with keySource = Microsoft.Keyvault:
 --   1. the encryption identity (a user-assigned identity) must be attached to the account;
 --   2. a managed-identity token of that identity for api://AzureADTokenExchange (ISV tenant);

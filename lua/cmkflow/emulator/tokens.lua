@@ -17,7 +17,7 @@ M.AUDIENCES = {
          ["cfa8b339-82a2-471a-a3c9-0fc0be7a4093"] = true },
 }
 
--- Single-origin layout (reference/real-clients.md section 2.2): third-party clients configured with
+-- Single-origin layout (docs/realclients.md, "Token audiences in the single-origin layout"): third-party clients configured with
 -- BASE = https://127.0.0.1:PORT ask for the resources BASE + "/" (az: ARM, scope BASE .. "//.default"),
 -- BASE (Python SDK: ARM, scope BASE .. "/.default"), BASE .. "/graph" (Graph) and
 -- https://vault.localhost:PORT (Key Vault: az rest --resource, the data-plane challenge). Entra puts the
