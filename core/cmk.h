@@ -58,7 +58,8 @@ int luaopen_cmkflow_core_store(lua_State *L);
 int luaopen_cmkflow_core_error(lua_State *L);
 int luaopen_cmkflow_core_config(lua_State *L);
 int luaopen_cmkflow_core_keypool(lua_State *L);
-int luaopen_cmkflow_core(lua_State *L);
+/* exported from core.so for the stock lua5.4 (hidden in libcmkflow by its version script) */
+__attribute__((visibility("default"))) int luaopen_cmkflow_core(lua_State *L);
 
 /* [-0, +0, -] Register the embedded-source searcher (used by the host and by cmkflow.core). */
 void host_install_searcher(lua_State *L);

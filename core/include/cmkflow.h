@@ -33,6 +33,14 @@ enum cmkflow_status {
     CMKFLOW_TERMINATED = 143   /* SIGTERM: 128 + 15 */
 };
 
+/* Only the functions of this header are exported from libcmkflow (-fvisibility=hidden and the
+ * version script cmake/libcmkflow.map); spec/exports_spec.lua holds the two together. */
+#if defined(__GNUC__)
+#define CMKFLOW_API __attribute__((visibility("default")))
+#else
+#define CMKFLOW_API
+#endif
+
 typedef struct cmkflow_host cmkflow_host;
 
 /* Credential of any kind the core supports. Unused fields stay NULL. Secrets are copied into
@@ -49,38 +57,38 @@ struct cmkflow_credential_spec {
     const char *identity_client_id;   /* managed identity selection */
 };
 
-const char *cmkflow_version(void);
+CMKFLOW_API const char *cmkflow_version(void);
 
 /* Returns NULL only when out of memory. */
-cmkflow_host *cmkflow_host_new(void);
-void cmkflow_host_free(cmkflow_host *h);
+CMKFLOW_API cmkflow_host *cmkflow_host_new(void);
+CMKFLOW_API void cmkflow_host_free(cmkflow_host *h);
 
 /* cloud: "azure", "usgov", "china" or "emulator" (endpoint = "https://127.0.0.1:PORT").
  * ca_file: extra CA bundle to trust (the emulator's), or NULL. */
-int cmkflow_host_set_cloud(cmkflow_host *h, const char *cloud, const char *endpoint, const char *ca_file);
+CMKFLOW_API int cmkflow_host_set_cloud(cmkflow_host *h, const char *cloud, const char *endpoint, const char *ca_file);
 /* context: "isv", "customer" or "default". */
-int cmkflow_host_set_credential(cmkflow_host *h, const char *context,
+CMKFLOW_API int cmkflow_host_set_credential(cmkflow_host *h, const char *context,
                                 const struct cmkflow_credential_spec *spec);
 /* Trace HTTP to stderr with secrets redacted. */
-void cmkflow_host_set_debug(cmkflow_host *h, int on);
+CMKFLOW_API void cmkflow_host_set_debug(cmkflow_host *h, int on);
 
 /* Run a workflow (sandboxed) with parameters as a JSON object (or NULL). Returns a status. */
-int cmkflow_host_run_file(cmkflow_host *h, const char *path, const char *params_json);
-int cmkflow_host_run_string(cmkflow_host *h, const char *chunk, const char *chunkname,
+CMKFLOW_API int cmkflow_host_run_file(cmkflow_host *h, const char *path, const char *params_json);
+CMKFLOW_API int cmkflow_host_run_string(cmkflow_host *h, const char *chunk, const char *chunkname,
                             const char *params_json);
 
 /* The last run's result as JSON, or NULL. */
-const char *cmkflow_host_result_json(cmkflow_host *h);
+CMKFLOW_API const char *cmkflow_host_result_json(cmkflow_host *h);
 /* The last failure's message (never holds a secret), or NULL. */
-const char *cmkflow_host_last_error(cmkflow_host *h);
+CMKFLOW_API const char *cmkflow_host_last_error(cmkflow_host *h);
 /* The last failure as a JSON object (never holds a secret), or NULL: {"code", "message",
  * "tenant" (the party that must act: "isv" | "customer", when one must), "hint", "status",
  * "request_id", "retryable", "kind" (auth | config | usage | network | tls | remote | timeout |
  * interrupt | internal)}; fields that do not apply are absent. */
-const char *cmkflow_host_last_error_json(cmkflow_host *h);
+CMKFLOW_API const char *cmkflow_host_last_error_json(cmkflow_host *h);
 
 /* Ask a running workflow to stop; async-signal-safe. The run returns CMKFLOW_INTERRUPTED. */
-void cmkflow_host_interrupt(cmkflow_host *h);
+CMKFLOW_API void cmkflow_host_interrupt(cmkflow_host *h);
 
 #ifdef __cplusplus
 }
