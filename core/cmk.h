@@ -2,7 +2,7 @@
  * Internal declarations shared by the core's modules.
  *
  * Module map (each file one job; symbols prefixed by module):
- *   lerror.c  error tables {code,message,status,target,request_id,retryable,tenant}
+ *   lerror.c  error tables {code,message,status,target,request_id,retryable,tenant,kind}
  *   json.c    JSON <-> Lua over jansson, keeping [] vs {} and null
  *   crypto.c  random, SHA-256, base64url, UUID v4/v5, RSA keys, certificates
  *   jose.c    JWT/JWS: sign RS256/PS256, parse, verify
@@ -31,6 +31,8 @@ struct cmk_error {
     const char *request_id; /* x-ms-request-id or similar, may be NULL */
     int retryable;
     const char *tenant;     /* tenant that must act, may be NULL */
+    const char *kind;       /* a local failure's class: "network", "tls", "config"; NULL for a
+                               remote answer (static text) */
 };
 
 /* [-0, +1, m] Push an error table with the "cmkflow.error" metatable (__tostring). */
