@@ -78,6 +78,16 @@ int buf_adds(struct buf *b, const char *s)
     return buf_add(b, s, strlen(s));
 }
 
+void buf_reset(struct buf *b)
+{
+    if (b->data) {
+        OPENSSL_cleanse(b->data, b->len);
+        b->data[0] = '\0';
+    }
+    b->len = 0;
+    b->oom = 0;
+}
+
 void buf_wipe(struct buf *b)
 {
     release(b->data, b->cap);

@@ -29,6 +29,8 @@ int buf_reserve(struct buf *b, size_t extra);
 int buf_add(struct buf *b, const void *p, size_t n);
 /* Append a NUL-terminated string. */
 int buf_adds(struct buf *b, const char *s);
+/* Empty the buffer but keep its memory for reuse (the bytes held are wiped). */
+void buf_reset(struct buf *b);
 /* Wipe the whole allocation, free it and reset b to empty. */
 void buf_wipe(struct buf *b);
 /* Hand the bytes over: a malloc'd NUL-terminated string (the caller frees it, wiping it first

@@ -84,6 +84,8 @@ unsigned server_port(const struct cmk_server *s);
 /* "https://127.0.0.1:PORT"; owned by the server. */
 const char *server_url(const struct cmk_server *s);
 unsigned long server_requests(const struct cmk_server *s);
+/* Request records allocated (pooled ones included). */
+unsigned server_contexts(const struct cmk_server *s);
 /* Stop the thread, close all connections, lua_close the handler state, free s. NULL is a no-op. */
 void server_stop(struct cmk_server *s);
 
