@@ -14,25 +14,6 @@
 #include <openssl/x509v3.h>
 #include "certgen.h"
 
-const char *const certgen_default_dns[] = {
-    "localhost",
-    "*.vault.localhost",
-    "management.azure.com",
-    "graph.microsoft.com",
-    "login.microsoftonline.com",
-    "*.vault.azure.net",
-    "*.vault.usgovcloudapi.net",
-    "*.vault.azure.cn",
-    "management.usgovcloudapi.net",
-    "management.chinacloudapi.cn",
-    "login.microsoftonline.us",
-    "login.chinacloudapi.cn",
-    "graph.microsoft.us",
-    "microsoftgraph.chinacloudapi.cn",
-    NULL,
-};
-const char *const certgen_default_ip[] = {"127.0.0.1", "::1", NULL};
-
 #define HOUR 3600L
 #define YEAR (365L * 24 * HOUR)
 

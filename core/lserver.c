@@ -210,40 +210,63 @@ static const char *const *names_array(lua_State *L, int t, const char *field)
     return arr;
 }
 
+static int l_default_names(lua_State *L);
+
 /* [-2|3, +2, e] server.make_cert(ca_cert_pem, ca_key_pem [, {dns, ip}]) -> cert_pem, key_pem | nil, err */
 static int l_make_cert(lua_State *L)
 {
     const char *ca_cert = luaL_checkstring(L, 1);
     const char *ca_key = luaL_checkstring(L, 2);
-    const char *const *dns = certgen_default_dns, *const *ip = certgen_default_ip;
-    if (!lua_isnoneornil(L, 3)) {
-        luaL_checktype(L, 3, LUA_TTABLE);
-        dns = names_array(L, 3, "dns");
-        ip = names_array(L, 3, "ip");
-        if (!dns && !ip)
-            return luaL_argerror(L, 3, "needs dns and/or ip names");
+    if (lua_isnoneornil(L, 3)) {
+        lua_settop(L, 2);
+        l_default_names(L); /* index 3 */
     }
+    luaL_checktype(L, 3, LUA_TTABLE);
+    const char *const *dns = names_array(L, 3, "dns");
+    const char *const *ip = names_array(L, 3, "ip");
+    if (!dns && !ip)
+        return luaL_argerror(L, 3, "needs dns and/or ip names");
     struct pem_box *b = push_pem_box(L);
     int rc = certgen_make_server(ca_cert, ca_key, dns, ip, &b->cert, &b->key);
     return push_pems(L, rc, b);
 }
 
-static void push_list(lua_State *L, const char *const *list)
-{
-    lua_newtable(L);
-    for (int i = 0; list[i]; i++) {
-        lua_pushstring(L, list[i]);
-        lua_rawseti(L, -2, i + 1);
-    }
-}
+/* The emulator's own names, besides the clouds' hosts. */
+static const char *const LOCAL_DNS[] = {"localhost", "*.vault.localhost"};
+static const char *const LOCAL_IP[] = {"127.0.0.1", "::1"};
 
-/* [-0, +1, m] server.default_names() -> {dns = {...}, ip = {...}} */
+/* [-0, +1, e] server.default_names() -> {dns = {...}, ip = {...}}: localhost names, then every
+ * public cloud's login, ARM, Graph, Key Vault and Storage hosts from the cloud table
+ * (cmkflow.clouds, a data module that requires nothing). */
 static int l_default_names(lua_State *L)
 {
     lua_createtable(L, 0, 2);
-    push_list(L, certgen_default_dns);
+    lua_createtable(L, 16, 0); /* dns */
+    lua_Integer n = 0;
+    for (size_t i = 0; i < sizeof LOCAL_DNS / sizeof LOCAL_DNS[0]; i++) {
+        lua_pushstring(L, LOCAL_DNS[i]);
+        lua_rawseti(L, -2, ++n);
+    }
+    if (lua_getglobal(L, "require") != LUA_TFUNCTION)
+        return luaL_error(L, "server.default_names: require is not available");
+    lua_pushliteral(L, "cmkflow.clouds");
+    lua_call(L, 1, 1);
+    if (lua_getfield(L, -1, "host_names") != LUA_TFUNCTION)
+        return luaL_error(L, "server.default_names: cmkflow.clouds has no host_names()");
+    lua_call(L, 0, 1);
+    luaL_checktype(L, -1, LUA_TTABLE);
+    lua_Integer count = luaL_len(L, -1);
+    for (lua_Integer i = 1; i <= count; i++) {
+        lua_rawgeti(L, -1, i);
+        lua_rawseti(L, -4, ++n);
+    }
+    lua_pop(L, 2); /* the list, the module */
     lua_setfield(L, -2, "dns");
-    push_list(L, certgen_default_ip);
+    lua_createtable(L, 2, 0);
+    for (size_t i = 0; i < sizeof LOCAL_IP / sizeof LOCAL_IP[0]; i++) {
+        lua_pushstring(L, LOCAL_IP[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
     lua_setfield(L, -2, "ip");
     return 1;
 }
