@@ -56,6 +56,7 @@ int luaopen_cmkflow_core_store(lua_State *L);
 int luaopen_cmkflow_core_error(lua_State *L);
 int luaopen_cmkflow_core_config(lua_State *L);
 int luaopen_cmkflow_core_keypool(lua_State *L);
+int luaopen_cmkflow_core_exit(lua_State *L);
 int luaopen_cmkflow_core(lua_State *L);
 
 /* [-0, +0, -] Register the embedded-source searcher (used by the host and by cmkflow.core). */

@@ -64,6 +64,7 @@ static const struct {
     {"store", luaopen_cmkflow_core_store},
     {"config", luaopen_cmkflow_core_config},
     {"keypool", luaopen_cmkflow_core_keypool},
+    {"exit", luaopen_cmkflow_core_exit},
 };
 
 /* [-0, +1, e] require "cmkflow.core" */

@@ -74,7 +74,7 @@ static int l_start(lua_State *L)
     if (!u->s) {
         if (kind == SERVER_EUSAGE)
             return luaL_error(L, "server.start: %s", err);
-        struct cmk_error e = {.code = "ServerStartFailed", .message = err};
+        struct cmk_error e = {.code = "ServerStartFailed", .message = err, .kind = "network"};
         return cmk_fail(L, &e);
     }
     return 1;

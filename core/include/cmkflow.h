@@ -20,14 +20,16 @@
 extern "C" {
 #endif
 
-/* Exit codes shared by the CLI and the API (docs/exit-codes.md). */
+/* Exit codes shared by the CLI and the API (docs/exit-codes.md); Lua sees them as the read-only
+ * table require("cmkflow.core").exit = {ok = 0, failed = 1, ..., terminated = 143}. */
 enum cmkflow_status {
     CMKFLOW_OK = 0,
     CMKFLOW_FAILED = 1,
     CMKFLOW_USAGE = 2,
     CMKFLOW_AUTH = 4,
     CMKFLOW_WAITING = 6,
-    CMKFLOW_INTERRUPTED = 130
+    CMKFLOW_INTERRUPTED = 130, /* SIGINT (Ctrl-C): 128 + 2 */
+    CMKFLOW_TERMINATED = 143   /* SIGTERM: 128 + 15 */
 };
 
 typedef struct cmkflow_host cmkflow_host;
