@@ -31,7 +31,7 @@ local LAYERS = {
       { auth = { "auth.h", "auth_int.h", "auth_*.c" }, lcrypto = { "lcrypto.h", "lcrypto*.c" } },
       -- 5: Lua bindings and C-API configuration
       { lhttp = { "lhttp.c" }, lauth = { "lauth.c" }, ljose = { "ljose.c" },
-        lserver = { "lserver.c" }, keypool = { "keypool.c" }, config = { "config.c" },
+        lserver = { "lserver.c" }, lstore = { "lstore.c" }, keypool = { "keypool.c" }, config = { "config.c" },
         lexit = { "lexit.c" } },
       -- 6: cmkflow.core and the host
       { lmod = { "lmod.c" }, host = { "host.c" }, main = { "main.c" } },
