@@ -283,8 +283,8 @@ static void fetch_workload(struct fetch *f)
     char *assertion = trim(data);
     if (!*assertion) {
         free(data);
-        auth_fetch_fail(f, "FederatedTokenUnavailable", 0, "config", "workload identity token file '%s' is empty",
-                   c->token_file);
+        auth_fetch_fail(f, "FederatedTokenUnavailable", 0, "config",
+                        "workload identity token file '%s' is empty", c->token_file);
         return;
     }
     auth_post_client_credentials(f, assertion);

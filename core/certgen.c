@@ -12,6 +12,7 @@
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include "buf.h"
 #include "certgen.h"
 
 #define HOUR 3600L
@@ -106,11 +107,8 @@ static int to_pem(X509 *cert, EVP_PKEY *key, char **cert_pem, char **key_pem)
     *key_pem = bio_to_string(kb);
     if (!*cert_pem || !*key_pem) {
         free(*cert_pem);
-        if (*key_pem) {
-            OPENSSL_cleanse(*key_pem, strlen(*key_pem));
-            free(*key_pem);
-        }
-        *cert_pem = *key_pem = NULL;
+        *cert_pem = NULL;
+        buf_secret_free(key_pem);
         goto out;
     }
     rc = 0;

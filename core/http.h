@@ -48,7 +48,9 @@
  * exhausted retries without a response and token acquisition failures are errors
  * {code = "ConnectionFailed" | "Timeout" | "TLSVerificationFailed" | "TLSHandshakeFailed" |
  *  "NameResolutionFailed" | "InvalidURL" | "ResponseTooLarge" | "Cancelled" | "TransportError" |
- *  <the credential's error code>, message, target = URL without SAS sig, retryable}.
+ *  <the credential's error code>, message, target = URL without SAS sig, retryable,
+ *  kind = "network" | "tls" | "config" (local failures; nil for a token service's answer),
+ *  status (nil without an HTTP answer), tenant and request_id when known}.
  */
 #ifndef CMKFLOW_HTTP_H
 #define CMKFLOW_HTTP_H

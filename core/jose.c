@@ -9,6 +9,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/param_build.h>
+#include "buf.h"
 #include "crypto.h"
 #include "jose.h"
 
@@ -77,10 +78,7 @@ char *jose_sign(json_t *header, json_t *claims, EVP_PKEY *key, enum jose_alg alg
         }
     }
     free(sig);
-    if (cp) {
-        OPENSSL_cleanse(cp, strlen(cp));
-        free(cp);
-    }
+    buf_secret_free(&cp);
     free(hp);
     return token;
 }

@@ -18,25 +18,25 @@ local LAYERS = {
     list = "ls core/*.c core/*.h core/include/*.h",
     layers = {
       -- 1: no project includes
-      { api = { "include/cmkflow.h" }, buf = { "buf.h", "buf.c" }, cmk = { "cmk.h", "lerror.c" },
-        embedded = { "embedded.h" }, crypto = { "crypto.h", "crypto_*.c" },
-        certgen = { "certgen.h", "certgen.c" } },
-      -- 2: plain C services over the base
-      { redact = { "redact.h", "redact.c" }, json = { "json.h", "json.c" },
-        jose = { "jose.h", "jose.c" } },
-      -- 3: the HTTP session, the run store, the server loop
+      { api = { "include/cmkflow.h" }, buf = { "buf.h", "buf.c" }, embedded = { "embedded.h" } },
+      -- 2: the core's shared declarations and error tables; plain C services over OpenSSL
+      { cmk = { "cmk.h", "lerror.c" }, crypto = { "crypto.h", "crypto_*.c" },
+        certgen = { "certgen.h", "certgen.c" }, redact = { "redact.h", "redact.c" } },
+      -- 3: JSON over jansson, JOSE over crypto
+      { json = { "json.h", "json.c" }, jose = { "jose.h", "jose.c" } },
+      -- 4: the HTTP session, the run store, the server loop
       { http = { "http.h", "http_int.h", "http_*.c" }, store = { "store.h", "store.c" },
         server = { "server.h", "server_int.h", "server.c", "server_dispatch.c" } },
-      -- 4: credentials (over HTTP); the crypto module's Lua side (over jose)
+      -- 5: credentials (over HTTP); the crypto module's Lua side (over jose)
       { auth = { "auth.h", "auth_int.h", "auth_*.c" }, lcrypto = { "lcrypto.h", "lcrypto*.c" } },
-      -- 5: Lua bindings and C-API configuration
+      -- 6: Lua bindings and C-API configuration
       { lhttp = { "lhttp.c" }, lauth = { "lauth.c" }, ljose = { "ljose.c" },
         lserver = { "lserver.c" }, lstore = { "lstore.c" }, keypool = { "keypool.c" }, config = { "config.c" },
         lexit = { "lexit.c" } },
-      -- 6: cmkflow.core and the host
+      -- 7: cmkflow.core and the host
       { lmod = { "lmod.c" }, host = { "host.c" }, main = { "main.c" } },
     },
-    -- private headers: who may include them besides nobody else
+    -- private headers: the only modules that may include them
     private = {
       ["http_int.h"] = { http = true, lhttp = true },
       ["auth_int.h"] = { auth = true, lauth = true },
@@ -121,7 +121,7 @@ local function self_test()
   -- the checker itself must catch an upward include, a same-layer include and a private header
   local spec = LAYERS.c
   local bad = {
-    { from = "crypto_key.c", to = "jose.h" },   -- crypto (1) -> jose (2)
+    { from = "crypto_key.c", to = "jose.h" },   -- crypto (2) -> jose (3)
     { from = "http_session.c", to = "store.h" }, -- same layer
     { from = "config.c", to = "auth_int.h" },    -- private
     { from = "jose.c", to = "crypto.h" },        -- fine
