@@ -258,7 +258,7 @@ static void fetch_workload(struct fetch *f)
             char *clean = why ? redact_text(why, strlen(why)) : NULL;
             lua_settop(T, 0);
             auth_fetch_fail(f, "AssertionCallbackFailed", 0, "config", "the assertion callback %s%s",
-                       rc != LUA_OK ? "raised: " : "did not return a non-empty string",
+                            rc != LUA_OK ? "raised: " : "did not return a non-empty string",
                        clean ? clean : "");
             free(clean);
             return;
@@ -320,8 +320,8 @@ void auth_fetch_start(struct fetch *f)
         if (!jwt) {
             char why[256] = "";
             crypto_drain_errors(why, sizeof why);
-            auth_fetch_fail(f, "AssertionSigningFailed", 0, "config", "could not sign the client assertion%s%s",
-                       why[0] ? ": " : "", why);
+            auth_fetch_fail(f, "AssertionSigningFailed", 0, "config",
+                            "could not sign the client assertion%s%s", why[0] ? ": " : "", why);
             return;
         }
         auth_post_client_credentials(f, jwt);

@@ -1,6 +1,7 @@
 /*
- * server.c: an HTTPS (or HTTP) server on libmicrohttpd whose request handler is Lua code running in
- * a lua_State of its own on the server's thread. The test server (spec/support/testserver.lua) and
+ * The server module (server.c, server_dispatch.c; Lua bindings lserver.c): an HTTPS (or HTTP)
+ * server on libmicrohttpd whose request handler is Lua code running in a lua_State of its own on
+ * the server's thread. The test server (spec/support/testserver.lua) and
  * the Azure emulator are both handler scripts on top of it.
  *
  * ---- Lua view (cmkflow.core.server) -------------------------------------------------------------

@@ -1,5 +1,6 @@
-/* Unit tests for core/auth.c paths that need no network: spec validation, immediate errors from
- * auth_get_token, reference counting past the userdata's __gc. */
+/* Unit tests for the credential module (core/auth_*.c) paths that need no network: spec
+ * validation, immediate errors from auth_get_token (with their kind and tenant), reference
+ * counting past the userdata's __gc. */
 #include <stdlib.h>
 #include <lauxlib.h>
 #include <lualib.h>

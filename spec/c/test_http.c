@@ -1,5 +1,5 @@
-/* Unit tests for http.c's pure parts: the retry schedule (driven by a fake clock) and the
- * retryable status / curl code tables. */
+/* Unit tests for the HTTP module (core/http_*.c): the retry schedule (driven by a fake clock),
+ * the retryable status / curl code tables, internal transfers and transport error tables. */
 #include <stdint.h>
 #include <time.h>
 #include <curl/curl.h>
