@@ -1,5 +1,10 @@
 /*
- * auth.c: credential providers and the token cache. Secrets live only here.
+ * The credential module: credential providers and the token cache. Secrets live only here.
+ *   auth_spec.c   validating a spec and building the credential
+ *   auth_cache.c  reference counts, the token cache, auth_get_token
+ *   auth_fetch.c  token requests and answers; client secret, certificate, workload identity, chained
+ *   auth_imds.c   managed identity (IMDS, App Service)
+ *   lauth.c       the Lua bindings
  *
  * Lua view (cmkflow.core.auth):
  *   cred = auth.credential{ kind = "client_secret" | "client_certificate" | "workload_identity"
@@ -19,7 +24,11 @@
  * naming the field.
  *
  * There is deliberately no Lua function returning a token: tokens reach the wire through
- * http.c (req.credential + req.scope), which calls auth_get_token.
+ * the HTTP session (req.credential + req.scope), whose transfers call auth_get_token through
+ * auth_token_source.
+ * Token failures are error tables {code, message, status (nil without an HTTP answer),
+ * request_id, retryable, tenant (the tenant that must act), kind ("network", "tls", "config" for
+ * local failures; nil for Entra ID's own answers)}.
  *
  * Kinds:
  *   client_secret       tenant, client_id, client_secret
@@ -78,9 +87,12 @@ auth_credential *auth_test_credential(lua_State *L, int idx);
  * once: immediately when cached (and fresh for 5 more minutes), otherwise after one fetch
  * shared by every waiter for the same (authority, tenant, client, scope). token is valid only
  * during the call; err is set when token is NULL. */
-typedef void (*auth_token_cb)(void *ud, const char *token, const struct cmk_error *err);
+typedef http_token_cb auth_token_cb;
 void auth_get_token(auth_credential *c, http_session *s, const char *scope, const char *tenant,
                     auth_token_cb cb, void *ud);
+
+/* The token source HTTP transfers use: owner is an auth_credential (a reference). */
+extern const struct http_token_source auth_token_source;
 
 /* Token requests this credential has sent (every kind; a chained credential counts its own
  * exchange, its source counts the managed identity request). */

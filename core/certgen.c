@@ -12,26 +12,8 @@
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include "buf.h"
 #include "certgen.h"
-
-const char *const certgen_default_dns[] = {
-    "localhost",
-    "*.vault.localhost",
-    "management.azure.com",
-    "graph.microsoft.com",
-    "login.microsoftonline.com",
-    "*.vault.azure.net",
-    "*.vault.usgovcloudapi.net",
-    "*.vault.azure.cn",
-    "management.usgovcloudapi.net",
-    "management.chinacloudapi.cn",
-    "login.microsoftonline.us",
-    "login.chinacloudapi.cn",
-    "graph.microsoft.us",
-    "microsoftgraph.chinacloudapi.cn",
-    NULL,
-};
-const char *const certgen_default_ip[] = {"127.0.0.1", "::1", NULL};
 
 #define HOUR 3600L
 #define YEAR (365L * 24 * HOUR)
@@ -125,11 +107,8 @@ static int to_pem(X509 *cert, EVP_PKEY *key, char **cert_pem, char **key_pem)
     *key_pem = bio_to_string(kb);
     if (!*cert_pem || !*key_pem) {
         free(*cert_pem);
-        if (*key_pem) {
-            OPENSSL_cleanse(*key_pem, strlen(*key_pem));
-            free(*key_pem);
-        }
-        *cert_pem = *key_pem = NULL;
+        *cert_pem = NULL;
+        buf_secret_free(key_pem);
         goto out;
     }
     rc = 0;

@@ -20,8 +20,10 @@
  * queue for certgen_last_error. */
 int certgen_make_ca(const char *cn, char **cert_pem, char **key_pem);
 
-/* Make a server certificate signed by the CA. dns_names and ip_addrs are NULL-terminated arrays
- * (either may be NULL; together at least one name). IP addresses are IPv4 or IPv6 literals.
+/* Make a server certificate signed by the CA for the names the caller gives (certgen knows no
+ * host names: the emulator's come from the cloud table, see core.server.default_names).
+ * dns_names and ip_addrs are NULL-terminated arrays (either may be NULL; together at least one
+ * name). IP addresses are IPv4 or IPv6 literals.
  * Ownership and failure as for certgen_make_ca; -1 also for a bad IP literal or CA PEM. */
 int certgen_make_server(const char *ca_cert_pem, const char *ca_key_pem,
                         const char *const *dns_names, const char *const *ip_addrs,
@@ -31,8 +33,5 @@ int certgen_make_server(const char *ca_cert_pem, const char *ca_key_pem,
  * queue. Never contains key material. */
 void certgen_last_error(char *buf, size_t len);
 
-/* The names the emulator's certificate covers: NULL-terminated static arrays. */
-extern const char *const certgen_default_dns[];
-extern const char *const certgen_default_ip[];
 
 #endif

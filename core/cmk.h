@@ -1,16 +1,22 @@
 /*
  * Internal declarations shared by the core's modules.
  *
- * Module map (each file one job; symbols prefixed by module):
- *   lerror.c  error tables {code,message,status,target,request_id,retryable,tenant}
- *   json.c    JSON <-> Lua over jansson, keeping [] vs {} and null
- *   crypto.c  random, SHA-256, base64url, UUID v4/v5, RSA keys, certificates
- *   jose.c    JWT/JWS: sign RS256/PS256, parse, verify
- *   redact.c  scrubbing secrets out of traces and messages
- *   http.c    libcurl multi session: retries, CONNECT_TO, TLS, proxies, traces
- *   auth.c    credential providers and the token cache
- *   server.c  HTTPS server (libmicrohttpd) whose handler is Lua in its own state
- *   host.c    the Lua host: libraries, module loader, sandbox, protected calls
+ * Module map (each file one job; symbols prefixed by module). The layers, lowest first, and the
+ * check that no #include goes against them: tools/layers/check.lua (ctest c_layers).
+ *   buf.c            the growable secret-wiping buffer, buf_secret_free
+ *   lerror.c         error tables {code,message,status,target,request_id,retryable,tenant,kind}
+ *   crypto_*.c       encodings, hashes and UUIDs, RSA keys/certificates/signatures/OAEP (no Lua)
+ *   redact.c         scrubbing secrets out of traces and messages
+ *   certgen.c        throw-away X.509 material for the test server and the emulator
+ *   json.c           JSON <-> Lua over jansson, keeping [] vs {} and null
+ *   jose.c           JWT/JWS: sign RS256/PS256, parse, verify (no Lua)
+ *   http_*.c         libcurl multi session: transfers, requests, retries, traces
+ *   store.c          the run store's SQLite file and migrations
+ *   server*.c        HTTPS server (libmicrohttpd) whose handler is Lua in its own state
+ *   auth_*.c         credential providers and the token cache
+ *   lcrypto*.c       the key userdata and cmkflow.core.crypto
+ *   l<module>.c      the Lua bindings of http, auth, jose, server, store; lexit.c the exit codes
+ *   config.c, keypool.c, lmod.c (cmkflow.core), host.c (the Lua host)
  */
 #ifndef CMKFLOW_CMK_H
 #define CMKFLOW_CMK_H
@@ -31,6 +37,8 @@ struct cmk_error {
     const char *request_id; /* x-ms-request-id or similar, may be NULL */
     int retryable;
     const char *tenant;     /* tenant that must act, may be NULL */
+    const char *kind;       /* a local failure's class: "network", "tls", "config"; NULL for a
+                               remote answer (static text) */
 };
 
 /* [-0, +1, m] Push an error table with the "cmkflow.error" metatable (__tostring). */
@@ -58,6 +66,7 @@ int luaopen_cmkflow_core_store(lua_State *L);
 int luaopen_cmkflow_core_error(lua_State *L);
 int luaopen_cmkflow_core_config(lua_State *L);
 int luaopen_cmkflow_core_keypool(lua_State *L);
+int luaopen_cmkflow_core_exit(lua_State *L);
 /* exported from core.so for the stock lua5.4 (hidden in libcmkflow by its version script) */
 __attribute__((visibility("default"))) int luaopen_cmkflow_core(lua_State *L);
 

@@ -1,9 +1,12 @@
-/* crypto.c: randomness, digests, encodings, UUIDs, RSA keys and X.509 certificates (OpenSSL 3). */
+/* The crypto module: plain C over OpenSSL 3, no Lua.
+ *   crypto_encode.c  base64, base64url, hex
+ *   crypto_hash.c    randomness, SHA-256, UUIDs
+ *   crypto_key.c     RSA keys, certificates, signatures, RSA-OAEP, OpenSSL's error queue
+ * The key userdata and the Lua bindings are lcrypto.h (above jose, which uses this module). */
 #ifndef CMKFLOW_CRYPTO_H
 #define CMKFLOW_CRYPTO_H
 #include <stddef.h>
 #include <stdint.h>
-#include <lua.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
@@ -59,26 +62,32 @@ int crypto_verify(EVP_PKEY *key, int pss, const void *data, size_t len, const un
 /* Append OpenSSL's error queue to buf (bounded) and clear it. */
 void crypto_drain_errors(char *buf, size_t len);
 
-/* ---- the "cmkflow.key" userdata, for other modules' Lua bindings ---- */
-#define CRYPTO_KEY_MT "cmkflow.key"
-/* [-0, +1, m] Push a new empty key userdata; returns the slot to store the EVP_PKEY * in (the
- * userdata then owns it and frees it on __gc / __close). */
-EVP_PKEY **crypto_push_key(lua_State *L);
-/* [-0, +0, v] The key held by the "cmkflow.key" at idx; raises if it is not one or was closed. */
-EVP_PKEY *crypto_check_key(lua_State *L, int idx);
-/* [-0, +1, e] Resolve idx - a "cmkflow.key", PEM text (key, public key, certificate) or a JWK
- * table {kty="RSA", n, e} - to a key. Pushes the userdata owning it and returns the key; on a
- * malformed PEM/JWK pushes nil and returns NULL with a reason in err. Raises for other types. */
-EVP_PKEY *crypto_lua_key(lua_State *L, int idx, char *err, size_t errlen);
+/* Write "prefix (<OpenSSL reasons>)" (or just prefix when the queue is empty) into err and clear
+ * the queue. */
+void crypto_openssl_reason(char *err, size_t errlen, const char *prefix);
 
-/* Owns C memory while Lua calls that may raise are made (a raise would leak a local).
- * On __gc / __close: free_fn(p) when set, else OPENSSL_cleanse(p, len) and free(p). */
-struct crypto_guard {
-    void *p;
-    size_t len;
-    void (*free_fn)(void *);
-};
-/* [-0, +1, m] Push an empty guard userdata; fill it right after. */
-struct crypto_guard *crypto_push_guard(lua_State *L);
+/* 1 when the RSA key holds its private part. */
+int crypto_key_has_private(EVP_PKEY *key);
+/* Big-endian magnitude of an RSA parameter (OSSL_PKEY_PARAM_RSA_N, _E) into buf; its length or -1. */
+int crypto_rsa_param(EVP_PKEY *key, const char *name, unsigned char *buf, size_t cap);
+
+/* RSA-OAEP (RFC 8017 section 7.1). crypto_oaep_md: the digest of a JWA key-wrap algorithm name,
+ * "RSA-OAEP" (SHA-1) or "RSA-OAEP-256"; 0, or -1 for another name. crypto_rsa_oaep encrypts
+ * (decrypt = 0) or decrypts in[0..len) into out; *outlen holds out's capacity on entry and the
+ * length on return. 0 on success, -1 on failure (the error queue is left for the caller). */
+int crypto_oaep_md(const char *alg, const EVP_MD **md);
+int crypto_rsa_oaep(EVP_PKEY *key, int decrypt, const EVP_MD *md, const unsigned char *in,
+                    size_t len, unsigned char *out, size_t *outlen);
+
+/* Building blocks of the encoders, for callers that write into their own memory (Lua buffers):
+ * the encoded length; encode into out (no NUL; returns the length); the decoded length of a
+ * valid text or (size_t)-1; decode a text that passed crypto_b64_decoded_len into out. url
+ * selects the base64url alphabet. */
+size_t crypto_b64_encoded_len(size_t len, int pad);
+size_t crypto_b64_encode_to(const unsigned char *in, size_t len, char *out, int url, int pad);
+size_t crypto_b64_decoded_len(const char *text, size_t len, int url);
+void crypto_b64_decode_to(const char *text, size_t len, unsigned char *out, int url);
+/* Lower-case hex of data; out must hold 2 * len + 1 bytes (NUL-terminated). */
+void crypto_hex_encode(const unsigned char *data, size_t len, char *out);
 
 #endif

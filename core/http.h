@@ -1,5 +1,11 @@
 /*
- * http.c: one libcurl multi "session" per Lua state, shared by every client.
+ * The HTTP module: one libcurl multi "session" per Lua state, shared by every client.
+ *   http_session.c   the session: clock, in-flight list, timers, the loop that drives transfers
+ *   http_transfer.c  one transfer: attempts, response capture, retries, its final error
+ *   http_request.c   building transfers from a Lua request table or from C; URL rules
+ *   http_retry.c     the retry policy (pure)
+ *   http_trace.c     the redacted debug trace
+ *   lhttp.c          the Lua bindings (above auth: a request's credential is its token source)
  *
  * The session owns a CURLM (up to 16 connections per host, HTTP/2 multiplexing allowed) and a
  * CURLSH sharing DNS, TLS sessions and the connection cache, so sequential requests to one host
@@ -42,7 +48,9 @@
  * exhausted retries without a response and token acquisition failures are errors
  * {code = "ConnectionFailed" | "Timeout" | "TLSVerificationFailed" | "TLSHandshakeFailed" |
  *  "NameResolutionFailed" | "InvalidURL" | "ResponseTooLarge" | "Cancelled" | "TransportError" |
- *  <the credential's error code>, message, target = URL without SAS sig, retryable}.
+ *  <the credential's error code>, message, target = URL without SAS sig, retryable,
+ *  kind = "network" | "tls" | "config" (local failures; nil for a token service's answer),
+ *  status (nil without an HTTP answer), tenant and request_id when known}.
  */
 #ifndef CMKFLOW_HTTP_H
 #define CMKFLOW_HTTP_H
@@ -76,7 +84,7 @@ int64_t http_retry_delay_ms(const struct http_retry_policy *p, int attempt, int6
 /* Current time in ms since the epoch: real, or the session's fake clock. */
 int64_t http_now_ms(http_session *s);
 
-/* Used by auth.c for token endpoints and IMDS. Headers are "Name: value" strings,
+/* Used by the token module for token endpoints and IMDS. Headers are "Name: value" strings,
  * NULL-terminated. The body is copied and cleansed after sending. The callback runs once,
  * from inside session:run, with the response (status 0 and a filled err on transport
  * failure). body is valid only during the call and may hold secrets: never copy it to Lua. */
@@ -98,7 +106,18 @@ int http_submit_internal(http_session *s, const char *method, const char *url,
                          const char *ca_file, const char *const *connect_to,
                          http_internal_cb cb, void *ud);
 
-/* auth.c calls this once per token request it sends (reported as stats().token_fetches). */
+/* Where a transfer's bearer tokens come from. The HTTP module knows no credential: lhttp.c
+ * gives a transfer whose request names one the credential module's source (auth.h). get_token
+ * delivers a token (valid only during the callback) or an error, exactly once, possibly before it
+ * returns; release drops the reference the transfer holds on owner. */
+typedef void (*http_token_cb)(void *ud, const char *token, const struct cmk_error *err);
+struct http_token_source {
+    void (*get_token)(void *owner, http_session *s, const char *scope, const char *tenant,
+                      http_token_cb cb, void *ud);
+    void (*release)(void *owner);
+};
+
+/* The token module calls this once per token request it sends (stats().token_fetches). */
 void http_count_token_fetch(http_session *s);
 
 /* [-0, +0, m] The state's session, creating it on first use (kept in the registry; freed with

@@ -1,18 +1,17 @@
-/* cmkflow.core.jose: compact JWS (RS256, PS256) for client assertions, the emulator's tokens and
- * inspecting tokens in traces. Verification checks the signature only; claims are the caller's. */
+/* jose.c: compact JWS (RS256, PS256) for client assertions, the emulator's tokens and inspecting
+ * tokens in traces (jose.h); plain C, the Lua bindings are ljose.c. Verification checks the
+ * signature only; claims are the caller's. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <lauxlib.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/param_build.h>
-#include "cmk.h"
+#include "buf.h"
 #include "crypto.h"
 #include "jose.h"
-#include "json.h"
 
 static const char *const ALG_NAMES[] = {"RS256", "PS256", NULL};
 
@@ -79,10 +78,7 @@ char *jose_sign(json_t *header, json_t *claims, EVP_PKEY *key, enum jose_alg alg
         }
     }
     free(sig);
-    if (cp) {
-        OPENSSL_cleanse(cp, strlen(cp));
-        free(cp);
-    }
+    buf_secret_free(&cp);
     free(hp);
     return token;
 }
@@ -268,122 +264,4 @@ EVP_PKEY *jose_key_from_jwk(json_t *jwk)
     BN_free(e);
     ERR_clear_error();
     return key;
-}
-
-/* ---- the Lua module -------------------------------------------------------------------- */
-
-static void json_release(void *p) { json_decref((json_t *)p); }
-
-/* [-(2|3), +1, e] jose.sign(claims, key [, {alg="RS256"|"PS256", header={kid=, x5t=, ...}}])
- * -> compact JWS. Raises for misuse (claims that are not JSON, a public key, an unknown alg). */
-static int l_sign(lua_State *L)
-{
-    luaL_checktype(L, 1, LUA_TTABLE);
-    EVP_PKEY *key = crypto_check_key(L, 2);
-    lua_settop(L, 3);
-    int alg = JOSE_RS256;
-    if (!lua_isnil(L, 3)) {
-        luaL_checktype(L, 3, LUA_TTABLE);
-        lua_getfield(L, 3, "alg"); /* 4 */
-        if (!lua_isnil(L, 4)) {
-            alg = jose_alg_from_name(lua_tostring(L, 4));
-            luaL_argcheck(L, alg >= 0, 3, "alg must be \"RS256\" or \"PS256\"");
-        }
-        lua_getfield(L, 3, "header"); /* 5 */
-        if (!lua_isnil(L, 5))
-            luaL_argcheck(L, lua_istable(L, 5), 3, "header must be a table");
-    } else {
-        lua_pushnil(L);
-        lua_pushnil(L);
-    }
-    struct crypto_guard *gh = crypto_push_guard(L); /* 6 */
-    gh->free_fn = json_release;
-    struct crypto_guard *gc = crypto_push_guard(L); /* 7 */
-    gc->free_fn = json_release;
-    struct crypto_guard *gt = crypto_push_guard(L); /* 8: the token */
-    char err[256];
-    if (!lua_isnil(L, 5)) {
-        gh->p = json_from_lua(L, 5, err, sizeof err);
-        if (!gh->p)
-            return luaL_error(L, "jose.sign: header: %s", err);
-        if (!json_is_object((json_t *)gh->p))
-            return luaL_error(L, "jose.sign: header must be a JSON object");
-    }
-    gc->p = json_from_lua(L, 1, err, sizeof err);
-    if (!gc->p)
-        return luaL_error(L, "jose.sign: claims: %s", err);
-    gt->p = jose_sign(gh->p, gc->p, key, (enum jose_alg)alg);
-    if (!gt->p)
-        return luaL_error(L, "jose.sign: signing failed (is it a private RSA key?)");
-    gt->len = strlen(gt->p);
-    lua_pushlstring(L, gt->p, gt->len);
-    return 1;
-}
-
-/* [-1, +2, e] jose.decode(token) -> header, claims | nil, err (no verification) */
-static int l_decode(lua_State *L)
-{
-    const char *token = luaL_checkstring(L, 1);
-    struct crypto_guard *gh = crypto_push_guard(L);
-    gh->free_fn = json_release;
-    struct crypto_guard *gc = crypto_push_guard(L);
-    gc->free_fn = json_release;
-    char err[256];
-    json_t *h, *c;
-    if (jose_decode(token, &h, &c, err, sizeof err) != 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, err);
-        return 2;
-    }
-    gh->p = h;
-    gc->p = c;
-    json_to_lua(L, h);
-    json_to_lua(L, c);
-    return 2;
-}
-
-/* [-2, +1|2, e] jose.verify(token, key | jwk | pem) -> claims | nil, err (signature only) */
-static int l_verify(lua_State *L)
-{
-    const char *token = luaL_checkstring(L, 1);
-    luaL_checkany(L, 2);
-    char err[256];
-    EVP_PKEY *key = crypto_lua_key(L, 2, err, sizeof err); /* pushes its owner */
-    if (!key) {
-        lua_pushnil(L);
-        lua_pushstring(L, err);
-        return 2;
-    }
-    if (jose_verify(token, key, err, sizeof err) != 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, err);
-        return 2;
-    }
-    struct crypto_guard *gh = crypto_push_guard(L);
-    gh->free_fn = json_release;
-    struct crypto_guard *gc = crypto_push_guard(L);
-    gc->free_fn = json_release;
-    json_t *h, *c;
-    if (jose_decode(token, &h, &c, err, sizeof err) != 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, err);
-        return 2;
-    }
-    gh->p = h;
-    gc->p = c;
-    json_to_lua(L, c);
-    return 1;
-}
-
-/* [-0, +1, e] require "cmkflow.core.jose" */
-int luaopen_cmkflow_core_jose(lua_State *L)
-{
-    static const luaL_Reg fns[] = {
-        {"sign", l_sign},
-        {"decode", l_decode},
-        {"verify", l_verify},
-        {NULL, NULL},
-    };
-    luaL_newlib(L, fns);
-    return 1;
 }

@@ -17,6 +17,7 @@
 #include <openssl/rsa.h>
 #include "cmk.h"
 #include "crypto.h"
+#include "lcrypto.h"
 
 #define KEYPOOL_MT "cmkflow.keypool"
 #define KEYPOOL_SIZES 3
@@ -147,7 +148,7 @@ static int keypool_take(lua_State *L)
     int bits = (int)luaL_checkinteger(L, 2);
     int i = size_index(bits);
     luaL_argcheck(L, i >= 0, 2, "key size must be 2048, 3072 or 4096");
-    EVP_PKEY **slot = crypto_push_key(L); /* the userdata owns whatever we put here */
+    EVP_PKEY **slot = lcrypto_push_key(L); /* the userdata owns whatever we put here */
     pthread_mutex_lock(&p->mu);
     EVP_PKEY *key = p->ready[i] > 0 ? p->stock[i][--p->ready[i]] : NULL;
     if (key)

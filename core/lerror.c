@@ -1,4 +1,6 @@
-/* Error tables handed to Lua: {code, message, status, target, request_id, retryable, tenant}. */
+/* Error tables handed to Lua: {code, message, status, target, request_id, retryable, tenant, kind}.
+ * status is nil when there was no HTTP answer; kind says what kind of local failure it was
+ * ("network", "tls", "config") and is nil for a remote service's own answer. */
 #include "cmk.h"
 
 #define ERROR_MT "cmkflow.error"
@@ -64,16 +66,19 @@ static void set_string(lua_State *L, const char *k, const char *v)
 
 void cmk_push_error(lua_State *L, const struct cmk_error *e)
 {
-    lua_createtable(L, 0, 7);
+    lua_createtable(L, 0, 8);
     set_string(L, "code", e->code ? e->code : "Error");
     set_string(L, "message", e->message ? e->message : "unknown error");
-    lua_pushinteger(L, e->status);
-    lua_setfield(L, -2, "status");
+    if (e->status > 0) {
+        lua_pushinteger(L, e->status);
+        lua_setfield(L, -2, "status");
+    }
     set_string(L, "target", e->target);
     set_string(L, "request_id", e->request_id);
     lua_pushboolean(L, e->retryable);
     lua_setfield(L, -2, "retryable");
     set_string(L, "tenant", e->tenant);
+    set_string(L, "kind", e->kind);
     push_metatable(L);
     lua_setmetatable(L, -2);
 }

@@ -64,10 +64,7 @@ static int core_monotonic_ms(lua_State *L)
     return 1;
 }
 
-/* [-0, +1, m] the exit codes of cmkflow.h as a table: exit.ok, exit.failed, ... */
-static void push_exit_codes(lua_State *L)
-{
-    static const struct {
+static const struct {
         const char *name;
         int code;
     } codes[] = {{"ok", CMKFLOW_OK},          {"failed", CMKFLOW_FAILED},
@@ -92,6 +89,7 @@ static const struct {
     {"store", luaopen_cmkflow_core_store},
     {"config", luaopen_cmkflow_core_config},
     {"keypool", luaopen_cmkflow_core_keypool},
+    {"exit", luaopen_cmkflow_core_exit},
 };
 
 /* [-0, +1, e] require "cmkflow.core" */
@@ -124,7 +122,5 @@ int luaopen_cmkflow_core(lua_State *L)
     lua_setfield(L, -2, "versions");
     lua_pushcfunction(L, core_monotonic_ms);
     lua_setfield(L, -2, "monotonic_ms");
-    push_exit_codes(L);
-    lua_setfield(L, -2, "exit");
     return 1;
 }

@@ -6,40 +6,15 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
-#include <openssl/crypto.h>
+#include "buf.h"
 #include "redact.h"
 
 #define REDACTED "REDACTED"
 
-struct out {
-    char *buf;
-    size_t len, cap;
-    int failed;
-};
-
-static void put(struct out *o, const char *s, size_t n)
+/* The output: the core's wiping buffer (the input may hold secrets). */
+static void put(struct buf *o, const char *s, size_t n)
 {
-    if (o->failed)
-        return;
-    if (o->len + n + 1 > o->cap) {
-        size_t cap = o->cap ? o->cap : 64;
-        while (cap < o->len + n + 1)
-            cap *= 2;
-        char *nb = malloc(cap);
-        if (!nb) {
-            o->failed = 1;
-            return;
-        }
-        if (o->buf) {
-            memcpy(nb, o->buf, o->len);
-            OPENSSL_cleanse(o->buf, o->cap); /* the input may have held secrets */
-            free(o->buf);
-        }
-        o->buf = nb;
-        o->cap = cap;
-    }
-    memcpy(o->buf + o->len, s, n);
-    o->len += n;
+    buf_add(o, s, n);
 }
 
 static int is_word(unsigned char c) { return isalnum(c) || c == '_'; }
@@ -63,7 +38,7 @@ static const char *const HEADERS[] = {"proxy-authorization", "authorization", "x
                                       NULL};
 static const char *const SCHEMES[] = {"bearer ", "basic ", "pop ", "negotiate ", "ntlm ", NULL};
 
-static size_t match_header(const char *t, size_t i, size_t len, struct out *o)
+static size_t match_header(const char *t, size_t i, size_t len, struct buf *o)
 {
     if (i > 0 && is_word((unsigned char)t[i - 1]))
         return 0;
@@ -109,7 +84,7 @@ static int ends_value(unsigned char c)
     return c == '&' || c == '"' || c == '\'' || c == '<' || c == '>' || c == '\\' || isspace(c);
 }
 
-static size_t match_field(const char *t, size_t i, size_t len, struct out *o)
+static size_t match_field(const char *t, size_t i, size_t len, struct buf *o)
 {
     if (i > 0 && is_word((unsigned char)t[i - 1]))
         return 0;
@@ -146,7 +121,7 @@ static size_t quote_at(const char *t, size_t i, size_t len)
     return 0;
 }
 
-static size_t match_member(const char *t, size_t i, size_t len, struct out *o)
+static size_t match_member(const char *t, size_t i, size_t len, struct buf *o)
 {
     size_t q = quote_at(t, i, len);
     if (!q)
@@ -190,7 +165,7 @@ static size_t match_member(const char *t, size_t i, size_t len, struct out *o)
 
 /* ---- bare JWTs: eyJ<b64url>.<b64url>.<b64url> ------------------------------------------- */
 
-static size_t match_jwt(const char *t, size_t i, size_t len, struct out *o)
+static size_t match_jwt(const char *t, size_t i, size_t len, struct buf *o)
 {
     if ((i > 0 && is_b64url((unsigned char)t[i - 1])) || len - i < 3 || t[i] != 'e' ||
         t[i + 1] != 'y' || t[i + 2] != 'J')
@@ -221,10 +196,10 @@ char *redact_text(const char *text, size_t len) { return redact_text_n(text, len
 
 char *redact_text_n(const char *text, size_t len, size_t *out_len)
 {
-    struct out o = {0};
+    struct buf o = {0};
     put(&o, "", 0); /* allocate even for empty input */
     size_t i = 0;
-    while (i < len && !o.failed) {
+    while (i < len && !o.oom) {
         size_t used = match_header(text, i, len, &o);
         if (!used)
             used = match_member(text, i, len, &o);
@@ -238,15 +213,9 @@ char *redact_text_n(const char *text, size_t len, size_t *out_len)
         }
         i += used;
     }
-    if (o.failed) {
-        if (o.buf) {
-            OPENSSL_cleanse(o.buf, o.cap);
-            free(o.buf);
-        }
-        return NULL;
-    }
-    o.buf[o.len] = 0;
-    if (out_len)
-        *out_len = o.len;
-    return o.buf;
+    size_t n = o.len;
+    char *out = buf_take(&o); /* NULL when out of memory (the buffer is wiped then) */
+    if (out && out_len)
+        *out_len = n;
+    return out;
 }

@@ -1,6 +1,7 @@
 /*
- * server.c: an HTTPS (or HTTP) server on libmicrohttpd whose request handler is Lua code running in
- * a lua_State of its own on the server's thread. The test server (spec/support/testserver.lua) and
+ * The server module (server.c, server_dispatch.c; Lua bindings lserver.c): an HTTPS (or HTTP)
+ * server on libmicrohttpd whose request handler is Lua code running in a lua_State of its own on
+ * the server's thread. The test server (spec/support/testserver.lua) and
  * the Azure emulator are both handler scripts on top of it.
  *
  * ---- Lua view (cmkflow.core.server) -------------------------------------------------------------
@@ -84,6 +85,8 @@ unsigned server_port(const struct cmk_server *s);
 /* "https://127.0.0.1:PORT"; owned by the server. */
 const char *server_url(const struct cmk_server *s);
 unsigned long server_requests(const struct cmk_server *s);
+/* Request records allocated (pooled ones included). */
+unsigned server_contexts(const struct cmk_server *s);
 /* Stop the thread, close all connections, lua_close the handler state, free s. NULL is a no-op. */
 void server_stop(struct cmk_server *s);
 

@@ -140,6 +140,11 @@ describe("server.make_ca / make_cert", function()
     assert.matches("management.azure.com", dns, 1, true)
     assert.matches("*.vault.azure.cn", dns, 1, true)
     assert.matches("login.chinacloudapi.cn", dns, 1, true)
+    -- derived from the cloud table (cmkflow.clouds), not a list of its own
+    for _, name in ipairs(require("cmkflow.clouds").host_names()) do
+      assert.matches(name, dns, 1, true)
+    end
+    assert.matches("*.blob.core.windows.net", dns, 1, true)
     assert.equals("127.0.0.1", names.ip[1])
   end)
 end)

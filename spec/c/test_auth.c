@@ -1,5 +1,6 @@
-/* Unit tests for core/auth.c paths that need no network: spec validation, immediate errors from
- * auth_get_token, reference counting past the userdata's __gc. */
+/* Unit tests for the credential module (core/auth_*.c) paths that need no network: spec
+ * validation, immediate errors from auth_get_token (with their kind and tenant), reference
+ * counting past the userdata's __gc. */
 #include <stdlib.h>
 #include <lauxlib.h>
 #include <lualib.h>
@@ -32,7 +33,7 @@ static int build(lua_State *L, const struct auth_spec *spec, char *msg, size_t l
 
 struct got {
     int calls;
-    char code[64];
+    char code[64], kind[16], tenant[64];
     int had_token;
 };
 
@@ -42,6 +43,8 @@ static void on_token(void *ud, const char *token, const struct cmk_error *err)
     g->calls++;
     g->had_token = token != NULL;
     snprintf(g->code, sizeof g->code, "%s", err && err->code ? err->code : "");
+    snprintf(g->kind, sizeof g->kind, "%s", err && err->kind ? err->kind : "");
+    snprintf(g->tenant, sizeof g->tenant, "%s", err && err->tenant ? err->tenant : "");
 }
 
 static void test_validation(void)
@@ -96,12 +99,16 @@ static void test_immediate_errors_and_refs(void)
     auth_get_token(c, sess, "https://vault.azure.net/.default", "common", on_token, &g);
     CHECK_INT(g.calls, 1);
     CHECK_STR(g.code, "InvalidTenant");
+    CHECK_STR(g.kind, "config");
+    CHECK_STR(g.tenant, "common");
     memset(&g, 0, sizeof g);
     /* the token file is read when the token is needed: the failure arrives synchronously and
      * no request is sent */
     auth_get_token(c, sess, "https://vault.azure.net/.default", NULL, on_token, &g);
     CHECK_INT(g.calls, 1);
     CHECK_STR(g.code, "FederatedTokenUnavailable");
+    CHECK_STR(g.kind, "config");   /* a missing file: fix the configuration, do not retry */
+    CHECK_STR(g.tenant, TENANT);   /* the credential's tenant */
     CHECK(!g.had_token);
     CHECK_INT(auth_token_fetches(c), 0);
     /* a reference keeps the credential alive after the userdata is collected */

@@ -1,4 +1,4 @@
-/* crypto.c: base64/base64url (RFC 4648 vectors), UUIDs (RFC 4122 v5 vectors), SHA-256 and
+/* core/crypto_*.c: base64/base64url (RFC 4648 vectors), UUIDs (RFC 4122 v5 vectors), SHA-256 and
  * certificate credential loading from PEM and PKCS#12 with the error an operator would see. */
 #include <stdlib.h>
 #include <string.h>

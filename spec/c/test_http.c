@@ -1,10 +1,14 @@
-/* Unit tests for http.c's pure parts: the retry schedule (driven by a fake clock) and the
- * retryable status / curl code tables. */
+/* Unit tests for the HTTP module (core/http_*.c): the retry schedule (driven by a fake clock),
+ * the retryable status / curl code tables, internal transfers and transport error tables. */
 #include <stdint.h>
 #include <time.h>
 #include <curl/curl.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include "check.h"
 #include "http.h"
 
@@ -200,6 +204,64 @@ static void test_fake_clock(void)
     lua_close(L);
 }
 
+/* A port on 127.0.0.1 nothing listens on: bound (ephemeral) and closed again. */
+static int closed_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    socklen_t n = sizeof a;
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &n) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* A transport failure reaches Lua as an error table (cmkflow.error), never a string: code,
+ * message, kind = "network", retryable, no status (there was no HTTP answer). */
+static void test_transport_error_table(void)
+{
+    static const char chunk[] =
+        "local http, port = ...\n"
+        "local s = http.session()\n"
+        "local t = s:submit{ url = ('http://127.0.0.1:%d/x'):format(port), retry = { max_attempts = 1 } }\n"
+        "while not t:done() do s:run(1000) end\n"
+        "return t:result()\n";
+    int port = closed_port();
+    CHECK(port > 0);
+    lua_State *L = luaL_newstate();
+    luaL_openlibs(L);
+    luaL_requiref(L, "cmkflow.core.error", luaopen_cmkflow_core_error, 0);
+    lua_pop(L, 1);
+    CHECK_INT(luaL_loadstring(L, chunk), LUA_OK);
+    luaL_requiref(L, "cmkflow.core.http", luaopen_cmkflow_core_http, 0);
+    lua_pushinteger(L, port);
+    CHECK_INT(lua_pcall(L, 2, 2, 0), LUA_OK);
+    CHECK(lua_isnil(L, -2));
+    CHECK_INT(lua_type(L, -1), LUA_TTABLE);
+    lua_getfield(L, -1, "code");
+    CHECK_STR(lua_tostring(L, -1), "ConnectionFailed");
+    lua_getfield(L, -2, "kind");
+    CHECK_STR(lua_tostring(L, -1), "network");
+    lua_getfield(L, -3, "retryable");
+    CHECK_INT(lua_type(L, -1), LUA_TBOOLEAN);
+    CHECK(lua_toboolean(L, -1));
+    lua_getfield(L, -4, "status");
+    CHECK(lua_isnil(L, -1));
+    lua_getfield(L, -5, "message");
+    CHECK(lua_isstring(L, -1) && strstr(lua_tostring(L, -1), "127.0.0.1") != NULL);
+    lua_pop(L, 5);
+    CHECK(lua_getmetatable(L, -1));
+    luaL_getmetatable(L, "cmkflow.error");
+    CHECK(lua_rawequal(L, -1, -2));
+    lua_close(L);
+}
+
 int main(void)
 {
     RUN(test_exponential);
@@ -210,5 +272,6 @@ int main(void)
     RUN(test_tables);
     RUN(test_internal_invalid_url);
     RUN(test_fake_clock);
+    RUN(test_transport_error_table);
     DONE();
 }

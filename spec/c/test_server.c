@@ -9,6 +9,10 @@
 #include "certgen.h"
 #include "server.h"
 
+/* certgen knows no host names: its caller (core.server.default_names) gives them. */
+static const char *const test_dns[] = {"localhost", "management.azure.com", "*.vault.azure.net", NULL};
+static const char *const test_ip[] = {"127.0.0.1", "::1", NULL};
+
 static char *ca_cert, *ca_key, *leaf_cert, *leaf_key;
 
 struct buf {
@@ -71,7 +75,7 @@ static void test_certgen(void)
     CHECK_INT(certgen_make_ca("unit CA", &ca_cert, &ca_key), 0);
     CHECK(ca_cert && strncmp(ca_cert, "-----BEGIN CERTIFICATE-----", 27) == 0);
     CHECK(ca_key && strncmp(ca_key, "-----BEGIN PRIVATE KEY-----", 27) == 0);
-    CHECK_INT(certgen_make_server(ca_cert, ca_key, certgen_default_dns, certgen_default_ip, &leaf_cert,
+    CHECK_INT(certgen_make_server(ca_cert, ca_key, test_dns, test_ip, &leaf_cert,
                                   &leaf_key),
               0);
     CHECK(leaf_cert && strcmp(leaf_cert, ca_cert) != 0);
@@ -81,7 +85,7 @@ static void test_certgen(void)
     CHECK(c == NULL && k == NULL);
     certgen_last_error(err, sizeof err);
     CHECK(strstr(err, "IP") != NULL || strstr(err, "ip") != NULL);
-    CHECK_INT(certgen_make_server("not pem", ca_key, certgen_default_dns, NULL, &c, &k), -1);
+    CHECK_INT(certgen_make_server("not pem", ca_key, test_dns, NULL, &c, &k), -1);
     certgen_last_error(err, sizeof err);
     CHECK(err[0] != '\0');
 }

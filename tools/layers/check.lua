@@ -1,7 +1,7 @@
--- The layers of cmkflow and the imports each may make (docs/architecture.md), as data, and a
--- check that every `require` in lua/ and workflows/ and every `#include "..."` in core/ goes the
--- allowed way. Run: lua5.4 tools/layers/check.lua [SOURCE_DIR]  (exit 1 listing each violation).
--- spec/layers_spec.lua runs it on the tree and on planted violations.
+-- The Lua layers of cmkflow and the requires each may make (docs/architecture.md), as data, and a
+-- check that every `require` in lua/ and workflows/ goes the allowed way. spec/layers_spec.lua
+-- runs it on the tree and on planted violations. The C side (#include) is tools/layers/c.lua, the
+-- emulator's own module graph tools/layers/emulator.lua.
 local M = {}
 
 -- ---- Lua: groups by module name, lowest first; a group may require itself and what it lists ----
@@ -37,12 +37,6 @@ M.LUA_ALLOWED = {
   workflows = { "steps", "azure", "base", "core" },   -- through the sandbox's allow-list
   app = { "host", "steps", "engine", "emulator", "azure", "base", "core" },
   cli = { "app", "host", "engine", "emulator", "base", "core" },
-}
-
--- ---- C: modules (file stems under core/) in layers; a file may include its own layer or lower ----
--- Filled from the C split (docs/architecture.md, "C core"); a header not listed is an error.
-M.C_LAYERS = {
-  -- lowest first; each entry: layer name, list of module stems (x.c / x.h)
 }
 
 local function group_of(module)
@@ -93,30 +87,6 @@ function M.check_lua(files)
   return problems
 end
 
--- files: { {path = "core/x.c", source = ...} }. Returns a list of violation messages.
-function M.check_c(files)
-  local problems, rank = {}, {}
-  for i, layer in ipairs(M.C_LAYERS) do
-    for _, stem in ipairs(layer[2]) do rank[stem] = i end
-  end
-  if #M.C_LAYERS == 0 then return problems end
-  for _, f in ipairs(files) do
-    local stem = f.path:match("([%w_]+)%.[ch]$")
-    local mine = rank[stem]
-    if not mine then problems[#problems + 1] = f.path .. ": " .. tostring(stem) .. " is in no C layer" end
-    for inc in f.source:gmatch('#%s*include%s*"([%w_/]+)%.h"') do
-      local other = rank[inc:match("([%w_]+)$")]
-      if mine and not other then
-        problems[#problems + 1] = ("%s: includes %s.h, which is in no C layer"):format(f.path, inc)
-      elseif mine and other > mine then
-        problems[#problems + 1] = ("%s (%s) includes %s.h (%s): a lower layer may not include a higher one")
-          :format(f.path, M.C_LAYERS[mine][1], inc, M.C_LAYERS[other][1])
-      end
-    end
-  end
-  return problems
-end
-
 local function read(path)
   local f = io.open(path, "rb")
   if not f then return nil end
@@ -133,21 +103,6 @@ function M.load(root, paths)
     if s then files[#files + 1] = { path = p, source = s } end
   end
   return files
-end
-
-if arg and arg[0] and arg[0]:match("check%.lua$") and not package.loaded["tools.layers.check"] then
-  local root = arg[1] or "."
-  local lua_files, c_files = {}, {}
-  -- the file list comes on stdin (one path relative to root per line), e.g. from git ls-files
-  for line in io.lines() do
-    if line:match("^lua/.*%.lua$") or line:match("^workflows/.*%.lua$") then lua_files[#lua_files + 1] = line
-    elseif line:match("^core/.*%.[ch]$") then c_files[#c_files + 1] = line end
-  end
-  local problems = M.check_lua(M.load(root, lua_files))
-  for _, p in ipairs(M.check_c(M.load(root, c_files))) do problems[#problems + 1] = p end
-  for _, p in ipairs(problems) do io.stderr:write(p, "\n") end
-  io.stdout:write(("layers: %d Lua and %d C files checked, %d violation(s)\n"):format(#lua_files, #c_files, #problems))
-  os.exit(#problems == 0 and 0 or 1)
 end
 
 return M

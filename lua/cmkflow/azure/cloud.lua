@@ -16,29 +16,8 @@ local concat, sort = table.concat, table.sort
 
 local M = {}
 
-local PUBLIC = {
-  azure = {
-    authority = "https://login.microsoftonline.com",
-    arm = "https://management.azure.com",
-    graph = "https://graph.microsoft.com",
-    keyvault_suffix = "vault.azure.net",
-    token_exchange_audience = "api://AzureADTokenExchange",
-  },
-  usgov = {
-    authority = "https://login.microsoftonline.us",
-    arm = "https://management.usgovcloudapi.net",
-    graph = "https://graph.microsoft.us",
-    keyvault_suffix = "vault.usgovcloudapi.net",
-    token_exchange_audience = "api://AzureADTokenExchangeUSGov",
-  },
-  china = {
-    authority = "https://login.chinacloudapi.cn",
-    arm = "https://management.chinacloudapi.cn",
-    graph = "https://microsoftgraph.chinacloudapi.cn",
-    keyvault_suffix = "vault.azure.cn",
-    token_exchange_audience = "api://AzureADTokenExchangeChina",
-  },
-}
+-- The public clouds' endpoints are data of the bottom layer (cmkflow.clouds), shared with the core.
+local PUBLIC = require("cmkflow.clouds").public
 
 local ENDPOINT_FIELDS = { "authority", "arm", "graph" }
 local SCOPE_FIELDS = { "arm_scope", "graph_scope", "keyvault_scope" }
