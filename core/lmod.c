@@ -65,20 +65,6 @@ static int core_monotonic_ms(lua_State *L)
 }
 
 static const struct {
-        const char *name;
-        int code;
-    } codes[] = {{"ok", CMKFLOW_OK},          {"failed", CMKFLOW_FAILED},
-                 {"usage", CMKFLOW_USAGE},    {"auth", CMKFLOW_AUTH},
-                 {"waiting", CMKFLOW_WAITING}, {"interrupted", CMKFLOW_INTERRUPTED},
-                 {"terminated", CMKFLOW_TERMINATED}};
-    lua_createtable(L, 0, sizeof codes / sizeof codes[0]);
-    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
-        lua_pushinteger(L, codes[i].code);
-        lua_setfield(L, -2, codes[i].name);
-    }
-}
-
-static const struct {
     const char *name;
     lua_CFunction open;
 } submodules[] = {
