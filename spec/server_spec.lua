@@ -249,7 +249,8 @@ describe("server.start with the echo handler", function()
 
   it("delays a response without blocking other requests", function()
     -- the fast request is sent after the delayed one reached the handler and is answered first
-    local slow, fast, order = overlap(srv, url .. "/slow?delay_ms=300", url .. "/fast")
+    -- (2 s: far longer than a curl start on a loaded machine, so the order holds under load)
+    local slow, fast, order = overlap(srv, url .. "/slow?delay_ms=2000", url .. "/fast")
     assert.equals("fast slow", order)
     assert.equals(200, fast.status)
     assert.equals("/fast", json.decode(fast.body).path)
@@ -257,7 +258,7 @@ describe("server.start with the echo handler", function()
     assert.equals(0, slow.rc)
     assert.equals(200, slow.status)
     assert.equals("/slow", json.decode(slow.body).path)
-    assert.equals("300", json.decode(slow.body).args.delay_ms)
+    assert.equals("2000", json.decode(slow.body).args.delay_ms)
   end)
 
   it("counts requests", function()
@@ -384,7 +385,9 @@ describe("spec/support/testserver.lua", function()
         { method = "GET", path = "/keys/k1", auth = true, audience = "https://vault.azure.net",
           responses = { { status = 200, body = { key = { kid = "https://kv1.vault.azure.net/keys/k1/v1" } } } } },
         { method = "GET", path = "/flaky", responses = { { drop = true }, { status = 200, body = "ok" } } },
-        { method = "GET", path = "/slow", responses = { { status = 202, delay_ms = 100 } } },
+        -- long enough that the other request (a curl process start on a loaded 2-core machine)
+        -- always completes inside it; the test waits for it only once
+        { method = "GET", path = "/slow", responses = { { status = 202, delay_ms = 2000 } } },
         { path = "/tenant-bound", auth = true, tenant = other_tenant, responses = { { status = 200 } } },
       },
     } }
