@@ -4,22 +4,30 @@ BUILD  := build$(if $(filter-out default,$(PRESET)),-$(PRESET))
 PREFIX ?= /usr/local
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps configure build check demo install bench clean
+.PHONY: all deps deps-test configure build check demo install bench clean
 
 all: build
 
+# What building and running need; the tests' packages come with `make check` (tools/bootstrap).
 deps:
 	tools/bootstrap
 
+deps-test:
+	tools/bootstrap --test
+
+# A first `make` configures without the tests (busted need not be installed); `make check`
+# turns them on.
 $(BUILD)/CMakeCache.txt:
-	cmake --preset $(PRESET) -DCMAKE_INSTALL_PREFIX=$(PREFIX)
+	cmake --preset $(PRESET) -DCMAKE_INSTALL_PREFIX=$(PREFIX) -DBUILD_TESTING=OFF
 
 configure: $(BUILD)/CMakeCache.txt
 
 build: deps configure
 	cmake --build --preset $(PRESET) -j $(JOBS)
 
-check: build
+check: deps-test configure
+	cmake --preset $(PRESET) -DBUILD_TESTING=ON >/dev/null
+	cmake --build --preset $(PRESET) -j $(JOBS)
 	ctest --preset $(PRESET) -j $(JOBS)
 
 # The main job against the embedded Azure emulator, no configuration (state under $(BUILD)/demo-state).
@@ -30,7 +38,7 @@ install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)
 
 bench: build
-	tools/bootstrap --bench
+	tools/bootstrap --test --bench
 	tools/bench/run $(BUILD)
 
 clean:
