@@ -118,8 +118,8 @@ end
 
 -- Plans a prepared run: the engine's plan (no call at all). Returns plan or nil, error.
 function M.plan(prepared, opts)
-  local _, policy = M.connect(opts)
-  if not _ then return nil, policy end
+  local target, policy = M.connect(opts)
+  if not target then return nil, policy end
   return engine.plan(prepared.def, M.make_ctx(prepared.def, prepared.values, policy))
 end
 
