@@ -10,7 +10,8 @@
  *   http.c    libcurl multi session: retries, CONNECT_TO, TLS, proxies, traces
  *   auth.c    credential providers and the token cache
  *   server.c  HTTPS server (libmicrohttpd) whose handler is Lua in its own state
- *   host.c    the Lua host: libraries, module loader, sandbox, protected calls
+ *   host.c    the Lua host: libraries, module loader, protected calls, signals, limits
+ *   fs.c      directories, private files and run locks without a shell
  */
 #ifndef CMKFLOW_CMK_H
 #define CMKFLOW_CMK_H
@@ -58,6 +59,12 @@ int luaopen_cmkflow_core_store(lua_State *L);
 int luaopen_cmkflow_core_error(lua_State *L);
 int luaopen_cmkflow_core_config(lua_State *L);
 int luaopen_cmkflow_core_keypool(lua_State *L);
+int luaopen_cmkflow_core_fs(lua_State *L);
+int luaopen_cmkflow_core_limits(lua_State *L);
+
+/* Default limits of a run (docs/configuration.md, "Limits"); the config file's `limits` overrides. */
+#define CMKFLOW_DEFAULT_INSTRUCTIONS 10000000000LL /* Lua instructions: about a minute of pure Lua CPU */
+#define CMKFLOW_DEFAULT_MEMORY (512LL << 20)       /* bytes held by the Lua state */
 int luaopen_cmkflow_core(lua_State *L);
 
 /* [-0, +0, -] Register the embedded-source searcher (used by the host and by cmkflow.core). */

@@ -92,6 +92,7 @@ static const struct {
     {"store", luaopen_cmkflow_core_store},
     {"config", luaopen_cmkflow_core_config},
     {"keypool", luaopen_cmkflow_core_keypool},
+    {"fs", luaopen_cmkflow_core_fs},         {"limits", luaopen_cmkflow_core_limits},
 };
 
 /* [-0, +1, e] require "cmkflow.core" */
