@@ -63,7 +63,7 @@ int luaopen_cmkflow_core_fs(lua_State *L);
 int luaopen_cmkflow_core_limits(lua_State *L);
 
 /* Default limits of a run (docs/configuration.md, "Limits"); the config file's `limits` overrides. */
-#define CMKFLOW_DEFAULT_INSTRUCTIONS 10000000000LL /* Lua instructions: about a minute of pure Lua CPU */
+#define CMKFLOW_DEFAULT_INSTRUCTIONS 2000000000LL /* Lua instructions: ~10 s of pure Lua CPU */
 #define CMKFLOW_DEFAULT_MEMORY (512LL << 20)       /* bytes held by the Lua state */
 int luaopen_cmkflow_core(lua_State *L);
 

@@ -302,10 +302,10 @@ static int limits_memory_error(lua_State *L)
         strcmp(lua_tostring(L, 1), "not enough memory") != 0)
         return 1;
     h->memory_refused = 0;
-    lua_pushfstring(L, "the run's Lua state reached its memory limit of %I MiB (limits.memory)",
+    lua_pushfstring(L, "the run's Lua state reached its memory limit of %I MiB (limits.memory_mb)",
                     (lua_Integer)(h->memory_limit >> 20));
     push_limit_error(L, "MemoryLimit", lua_tostring(L, -1),
-                     "a step holds more data than expected; if it is legitimate, raise limits.memory in the "
+                     "a step holds more data than expected; if it is legitimate, raise limits.memory_mb in the "
                      "configuration file (docs/configuration.md)");
     return 1;
 }
