@@ -231,6 +231,26 @@ describe("sandbox escape attempts (the cmkflow binary)", function()
     assert.matches("attempt to index a boolean value", r.stderr, 1, true)
   end)
 
+  it("the same escape from a policy file named in the configuration creates no PWNED", function()
+    local dir = files.tmpdir()
+    files.write(dir .. "/policy.lua", "pcall(function()\n" .. SHELL .. "\nend)\nreturn { location = 'westeurope' }")
+    local cfg = files.write(dir .. "/cmkflow.lua", "return { cloud = 'azure', policy = 'policy.lua' }")
+    local wf = files.write(dir .. "/wf.lua", [[
+      return { name = "escape", steps = { { name = "a", run = function(ctx) return { q = ("it's"):gsub("'", "") } end } } }
+    ]])
+    local out, err = os.tmpname(), os.tmpname()
+    local _, _, code = os.execute("cd " .. cli.quote(dir) .. " && env -u CMKFLOW_LUA_PATH CMKFLOW_STATE_DIR=" ..
+      cli.quote(dir .. "/state") .. " " .. cli.quote(cli.bin) .. " run " .. cli.quote(wf) .. " --config " ..
+      cli.quote(cfg) .. " >" .. out .. " 2>" .. err)
+    local stderr = files.read(err, "")
+    os.remove(out)
+    os.remove(err)
+    local pwned = files.read(dir .. "/PWNED", false)
+    files.sh("rm -rf " .. cli.quote(dir))
+    assert.is_false(pwned, "the policy's escape ran a shell command")
+    assert.equals(0, code, stderr)
+  end)
+
   it("os.getenv answers only the documented names", function()
     local dir = files.tmpdir()
     local wf = files.write(dir .. "/wf.lua", "return { os.getenv('ISV_SECRET') or 'none', os.getenv('LANG') or 'unset' }")
