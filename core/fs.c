@@ -6,7 +6,7 @@
  *   fs.mkdir_p(path [, mode = 0700]) -> true | nil, message
  *   fs.write(path, content [, mode = 0600]) -> true | nil, message   (created with mode, replaced)
  *   fs.pid() -> this process's id
- *   fs.lock(path, holder) -> lock | nil, holder_of_the_lock
+ *   fs.lock(path, holder) -> lock | false, holder_of_the_lock | nil, message
  *       an exclusive flock(2) on path, kept until lock:release(), its __close/__gc or the process
  *       ends (the kernel drops it even on SIGKILL); holder is written into the file for the next
  *       one to name.
@@ -105,7 +105,7 @@ static int lock_release(lua_State *L)
     return 0;
 }
 
-/* [-2, +1|2, m] lock(path, holder) */
+/* [-2, +1|2, m] lock(path, holder): false and the holder's text when another process holds it */
 static int fs_lock(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
@@ -124,7 +124,7 @@ static int fs_lock(lua_State *L)
             return fs_fail(L, "cannot lock", path, err);
         char buf[512];
         ssize_t n = pread(k->fd, buf, sizeof buf - 1, 0);
-        lua_pushnil(L);
+        lua_pushboolean(L, 0);
         lua_pushlstring(L, buf, n > 0 ? (size_t)n : 0);
         return 2;
     }

@@ -1,7 +1,6 @@
 -- An ISV's policy for cmkflow's stock workflows (docs/customizing.md explains every field).
 -- The configuration names it: `policy = "policy.lua"` (a relative path is read next to the
--- configuration file). It runs in the workflow sandbox: string, table, math, os.date/time, os.getenv
--- of a few non-secret names (docs/configuration.md),
+-- configuration file). It runs in the workflow sandbox: string, table, math, os.getenv/date/time,
 -- no files, no processes. Whatever it leaves out comes from the default policy
 -- (lua/cmkflow/policy.lua). spec/customizing_spec.lua runs this exact file.
 

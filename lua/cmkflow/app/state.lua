@@ -19,7 +19,8 @@ end
 
 -- Holds run_id for this process until it ends (or lock:release()): an flock(2) on
 -- $STATE/locks/<run_id>.lock, which the kernel drops when the process dies, even by SIGKILL, so no
--- stale claim outlives its owner. Returns the lock, or nil and the holder's description.
+-- stale claim outlives its owner. Returns the lock, false and the holder's description when
+-- another process holds it, or nil and a message.
 function M.lock_run(run_id)
   local dir = M.dir() .. "/locks"
   local ok, err = core.fs.mkdir_p(dir, tonumber("700", 8))
