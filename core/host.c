@@ -16,8 +16,9 @@
 /* Instructions between two calls of the count hook: the hook is what notices a signal and
  * counts the budget, so this bounds both the reaction time (microseconds) and the overshoot. */
 #define HOOK_COUNT 1000
-/* After the first raise of the interrupt, raise again at most this often (a host pcall that
- * swallowed it); between raises the engine journals undisturbed. */
+/* After the first raise of the interrupt (or of InstructionLimit), raise again at most this often
+ * (a host pcall that swallowed it, another step still looping); between raises the engine journals
+ * undisturbed. */
 #define REINTERRUPT_MS 1000
 
 struct cmkflow_host {
@@ -30,7 +31,7 @@ struct cmkflow_host {
     long long interrupt_raised_ms;     /* when the hook last raised the interrupt, 0: not yet */
     /* limits (docs/configuration.md, "Limits"); 0 = none */
     unsigned long long instruction_limit, instructions;
-    int instruction_raised;
+    long long instruction_raised_ms; /* when the hook last raised InstructionLimit, 0: not yet */
     size_t memory_limit, memory_used;
     int memory_refused;
 };
@@ -133,8 +134,10 @@ static void count_hook(lua_State *L, lua_Debug *ar)
     }
     if (h->instruction_limit) {
         h->instructions += HOOK_COUNT;
-        if (h->instructions > h->instruction_limit && !h->instruction_raised) {
-            h->instruction_raised = 1;
+        /* raised again after REINTERRUPT_MS: another step still looping has the budget spent too */
+        long long t = h->instructions > h->instruction_limit ? now_ms() : 0;
+        if (t && (!h->instruction_raised_ms || t - h->instruction_raised_ms >= REINTERRUPT_MS)) {
+            h->instruction_raised_ms = t;
             lua_pushfstring(L, "the run executed more than %I Lua instructions (limits.instructions)",
                             (lua_Integer)h->instruction_limit);
             push_limit_error(L, "InstructionLimit", lua_tostring(L, -1),
@@ -266,7 +269,7 @@ static int limits_begin(lua_State *L)
     cmkflow_host *h = limits_host(L);
     if (h) {
         h->instructions = 0;
-        h->instruction_raised = 0;
+        h->instruction_raised_ms = 0;
         h->memory_refused = 0;
     }
     return 0;

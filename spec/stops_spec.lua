@@ -138,6 +138,19 @@ describe("limits", function()
     assert.equals("work", doc.error.step)
   end)
 
+  it("two steps looping side by side both end once the budget is spent", function()
+    local cfg = files.write(dir .. "/cmkflow.lua", "return { cloud = 'azure', limits = { instructions = 2000000 } }")
+    local wf = files.write(dir .. "/wf.lua", [[
+      local function spin() while true do end end
+      return { name = "two", steps = { { name = "a", run = spin }, { name = "b", run = spin } } }
+    ]])
+    local r = cmkflow(dir, "x", "run " .. q(wf) .. " --config " .. q(cfg) .. " --output json")
+    assert.equals(1, r.code, r.stderr)
+    local shown = json.decode(cmkflow(dir, "x", "runs show " .. q(json.decode(r.stdout).run_id) .. " --output json").stdout)
+    assert.equals("InstructionLimit", step(shown, "a").error.code)
+    assert.equals("InstructionLimit", step(shown, "b").error.code)
+  end)
+
   it("the same step within the budget succeeds", function()
     local r, doc = run_limited("{ instructions = 2000000 }", "local x = 0 for i = 1, 1000 do x = x + i end return { x = x }")
     assert.equals(0, r.code, r.stderr)
