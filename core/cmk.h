@@ -16,7 +16,9 @@
  *   auth_*.c         credential providers and the token cache
  *   lcrypto*.c       the key userdata and cmkflow.core.crypto
  *   l<module>.c      the Lua bindings of http, auth, jose, server, store; lexit.c the exit codes
- *   config.c, keypool.c, lmod.c (cmkflow.core), host.c (the Lua host)
+ *   fs.c             directories, private files and run locks without a shell
+ *   config.c, keypool.c, lmod.c (cmkflow.core), host.c (the Lua host: loader, protected calls,
+ *                    signals, limits)
  */
 #ifndef CMKFLOW_CMK_H
 #define CMKFLOW_CMK_H
@@ -69,6 +71,12 @@ int luaopen_cmkflow_core_keypool(lua_State *L);
 int luaopen_cmkflow_core_exit(lua_State *L);
 /* exported from core.so for the stock lua5.4 (hidden in libcmkflow by its version script) */
 __attribute__((visibility("default"))) int luaopen_cmkflow_core(lua_State *L);
+int luaopen_cmkflow_core_fs(lua_State *L);
+int luaopen_cmkflow_core_limits(lua_State *L);
+
+/* Default limits of a run (docs/configuration.md, "Limits"); the config file's `limits` overrides. */
+#define CMKFLOW_DEFAULT_INSTRUCTIONS 2000000000LL /* Lua instructions: ~10 s of pure Lua CPU */
+#define CMKFLOW_DEFAULT_MEMORY (512LL << 20)       /* bytes held by the Lua state */
 
 /* [-0, +0, -] Register the embedded-source searcher (used by the host and by cmkflow.core). */
 void host_install_searcher(lua_State *L);

@@ -8,6 +8,7 @@
  *   state, before any credential is built); cloud_description is "azure" | "usgov" | "china" or
  *   { emulator = url, ca_cert = path }.
  *   cfg = { path, cloud = <description>, policy = path | nil,
+ *           limits = { instructions = n, memory_mb = n } | nil,
  *           contexts = { isv = { tenant, subscription, credential = <cmkflow.credential>,
  *                                <other string/number/boolean fields> }, customer = {...} } }
  * Errors name the file and the field: "config /x/cmkflow.lua: field 'isv.tenant' must be ...".
@@ -255,6 +256,29 @@ static int config_load(lua_State *L)
             return config_error(L, path, "field 'policy' must be the path of a policy file");
         lua_pushstring(L, lua_tostring(T, -1));
         lua_setfield(L, cfg, "policy");
+    }
+    lua_pop(T, 1);
+
+    /* limits = { instructions = n, memory_mb = n } (docs/configuration.md, "Limits") */
+    lua_getfield(T, root, "limits");
+    if (!lua_isnil(T, -1)) {
+        static const char *const LIMIT_FIELDS[] = {"instructions", "memory_mb", NULL};
+        if (!lua_istable(T, -1))
+            return config_error(L, path, "field 'limits' must be a table { instructions = n, memory_mb = n }");
+        lua_newtable(L);
+        for (int i = 0; LIMIT_FIELDS[i]; i++) {
+            lua_getfield(T, -1, LIMIT_FIELDS[i]);
+            if (!lua_isnil(T, -1)) {
+                if (!lua_isinteger(T, -1) || lua_tointeger(T, -1) < 0) {
+                    lua_pushfstring(L, "field 'limits.%s' must be a whole number >= 0 (0: no limit)", LIMIT_FIELDS[i]);
+                    return config_error(L, path, lua_tostring(L, -1));
+                }
+                lua_pushinteger(L, lua_tointeger(T, -1));
+                lua_setfield(L, -2, LIMIT_FIELDS[i]);
+            }
+            lua_pop(T, 1);
+        }
+        lua_setfield(L, cfg, "limits");
     }
     lua_pop(T, 1);
 

@@ -1,8 +1,10 @@
-/* The Lua host: one state with the core, the embedded Lua sources, protected calls, Ctrl-C. */
+/* The Lua host: one state with the core, the embedded Lua sources, protected calls, signals
+ * (Ctrl-C, SIGTERM) and the per-run limits (instructions, memory). */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <jansson.h>
 #include <lualib.h>
 #include <openssl/crypto.h>
@@ -11,12 +13,27 @@
 #include "auth.h"
 #include "embedded.h"
 
+/* Instructions between two calls of the count hook: the hook is what notices a signal and
+ * counts the budget, so this bounds both the reaction time (microseconds) and the overshoot. */
+#define HOOK_COUNT 1000
+/* After the first raise of the interrupt (or of InstructionLimit), raise again at most this often
+ * (a host pcall that swallowed it, another step still looping); between raises the engine journals
+ * undisturbed. */
+#define REINTERRUPT_MS 1000
+
 struct cmkflow_host {
     lua_State *L;
     char *result_json;
     char *last_error;
     char *last_error_json;
-    volatile sig_atomic_t interrupted;
+    volatile sig_atomic_t interrupted; /* the signal that stops the run (SIGINT, SIGTERM), 0 */
+    volatile sig_atomic_t signals;     /* how many arrived: the third kills */
+    long long interrupt_raised_ms;     /* when the hook last raised the interrupt, 0: not yet */
+    /* limits (docs/configuration.md, "Limits"); 0 = none */
+    unsigned long long instruction_limit, instructions;
+    long long instruction_raised_ms; /* when the hook last raised InstructionLimit, 0: not yet */
+    size_t memory_limit, memory_used;
+    int memory_refused;
 };
 
 /* ---- module loader: CMKFLOW_LUA_PATH first (development), then the embedded sources ---- */
@@ -74,30 +91,120 @@ void host_install_searcher(lua_State *L)
     lua_pop(L, 3);
 }
 
-/* ---- protected calls (lua.c's docall) and Ctrl-C ---------------------------------- */
+/* ---- protected calls (lua.c's docall), signals and limits --------------------------- */
 
 static cmkflow_host *signalled_host; /* only for the signal handler, as lua.c's globalL */
 
-/* Stays set until the protected call returns (docall clears it), so a workflow's own pcall
- * cannot swallow the interruption: the next instruction raises again. */
-static void stop_hook(lua_State *L, lua_Debug *ar)
+static long long now_ms(void)
 {
-    (void)ar;
-    cmk_push_interrupt(L);
-    lua_error(L);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void on_sigint(int sig)
+/* [-0, +1, m] an error table {code, message, kind = "limit", hint} for an exceeded limit */
+static void push_limit_error(lua_State *L, const char *code, const char *message, const char *hint)
 {
-    signal(sig, SIG_DFL); /* a second Ctrl-C kills */
-    if (signalled_host)
-        cmkflow_host_interrupt(signalled_host);
+    struct cmk_error e = {.code = code, .message = message};
+    cmk_push_error(L, &e);
+    lua_pushliteral(L, "limit");
+    lua_setfield(L, -2, "kind");
+    lua_pushstring(L, hint);
+    lua_setfield(L, -2, "hint");
+}
+
+/* The count hook, set on the main state before anything runs: every coroutine (each step runs in
+ * one) inherits it from the thread that creates it, so CPU-bound code anywhere sees it. Signals
+ * only set a flag (lua.c's way); this raises the interrupt sentinel from the running code. It
+ * raises once, then again only after REINTERRUPT_MS, so the engine's journal update between
+ * the two is not cut short; the sandbox's pcall cannot swallow it (cmkflow.sandbox). */
+static void count_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    cmkflow_host *h = *(cmkflow_host **)lua_getextraspace(L);
+    if (!h)
+        return;
+    if (h->interrupted) {
+        long long t = now_ms();
+        if (!h->interrupt_raised_ms || t - h->interrupt_raised_ms >= REINTERRUPT_MS) {
+            h->interrupt_raised_ms = t;
+            cmk_push_interrupt(L);
+            lua_error(L);
+        }
+    }
+    if (h->instruction_limit) {
+        h->instructions += HOOK_COUNT;
+        /* raised again after REINTERRUPT_MS: another step still looping has the budget spent too */
+        long long t = h->instructions > h->instruction_limit ? now_ms() : 0;
+        if (t && (!h->instruction_raised_ms || t - h->instruction_raised_ms >= REINTERRUPT_MS)) {
+            h->instruction_raised_ms = t;
+            lua_pushfstring(L, "the run executed more than %I Lua instructions (limits.instructions)",
+                            (lua_Integer)h->instruction_limit);
+            push_limit_error(L, "InstructionLimit", lua_tostring(L, -1),
+                             "a step loops or computes more than expected; if the work is legitimate, raise "
+                             "limits.instructions in the configuration file (docs/configuration.md)");
+            lua_error(L);
+        }
+    }
+}
+
+/* SIGINT and SIGTERM: the first stops the run (the hook raises), the second changes nothing (the
+ * journal update must still happen), the third kills as the default action would. */
+static void on_signal(int sig)
+{
+    cmkflow_host *h = signalled_host;
+    if (!h)
+        return;
+    h->signals++;
+    if (!h->interrupted)
+        h->interrupted = sig;
+    if (h->signals >= 3) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+    }
 }
 
 void cmkflow_host_interrupt(cmkflow_host *h)
 {
-    h->interrupted = 1;
-    lua_sethook(h->L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+    if (!h->interrupted)
+        h->interrupted = SIGINT;
+}
+
+/* Clears the interruption once the call that saw it has returned. */
+static void clear_interrupt(cmkflow_host *h)
+{
+    h->interrupted = 0;
+    h->signals = 0;
+    h->interrupt_raised_ms = 0;
+}
+
+/* The allocator of the host's state: lua_Alloc (the manual's l_alloc) counting bytes, refusing an
+ * allocation that would pass the memory limit (Lua then collects and retries once before raising
+ * "not enough memory"; cmkflow.host turns that into a MemoryLimit error). */
+static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    cmkflow_host *h = ud;
+    size_t old = ptr ? osize : 0;
+    if (nsize == 0) {
+        free(ptr);
+        h->memory_used -= old;
+        return NULL;
+    }
+    if (nsize > old && h->memory_limit && h->memory_used + (nsize - old) > h->memory_limit) {
+        h->memory_refused = 1;
+        return NULL;
+    }
+    void *p = realloc(ptr, nsize);
+    if (p)
+        h->memory_used = h->memory_used - old + nsize;
+    return p;
+}
+
+static int host_panic(lua_State *L)
+{
+    const char *msg = lua_tostring(L, -1);
+    fprintf(stderr, "cmkflow: unprotected error in Lua: %s\n", msg ? msg : "(not a string)");
+    return 0; /* abort() follows */
 }
 
 /* [-(narg+1), +nres, -] */
@@ -107,15 +214,118 @@ static int docall(cmkflow_host *h, int narg, int nres)
     int base = lua_gettop(L) - narg;
     lua_pushcfunction(L, cmk_msghandler);
     lua_insert(L, base);
+    cmkflow_host *outer = signalled_host;
     signalled_host = h;
-    void (*old)(int) = signal(SIGINT, on_sigint);
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
     int status = lua_pcall(L, narg, nres, base);
-    if (h->interrupted)
-        lua_sethook(L, NULL, 0, 0);
-    signal(SIGINT, old);
-    signalled_host = NULL;
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    signalled_host = outer;
     lua_remove(L, base);
     return status;
+}
+
+/* ---- cmkflow.core.limits: the host's limits seen from Lua -------------------------- */
+
+static const char host_key = 'h';
+
+static cmkflow_host *limits_host(lua_State *L)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &host_key);
+    cmkflow_host *h = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return h;
+}
+
+/* [-1, +0, e] limits.set{instructions = n, memory = bytes}: 0 lifts a limit. No-op outside the
+ * host (stock lua5.4 loading cmkflow.core). */
+static int limits_set(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    cmkflow_host *h = limits_host(L);
+    if (!h)
+        return 0;
+    if (lua_getfield(L, 1, "instructions") != LUA_TNIL) {
+        lua_Integer n = luaL_checkinteger(L, -1);
+        luaL_argcheck(L, n >= 0, 1, "instructions must be >= 0");
+        h->instruction_limit = (unsigned long long)n;
+    }
+    if (lua_getfield(L, 1, "memory") != LUA_TNIL) {
+        lua_Integer n = luaL_checkinteger(L, -1);
+        luaL_argcheck(L, n >= 0, 1, "memory must be >= 0");
+        h->memory_limit = (size_t)n;
+    }
+    return 0;
+}
+
+/* [-0, +0, -] limits.begin(): a run starts; its instruction count starts from zero. */
+static int limits_begin(lua_State *L)
+{
+    cmkflow_host *h = limits_host(L);
+    if (h) {
+        h->instructions = 0;
+        h->instruction_raised_ms = 0;
+        h->memory_refused = 0;
+    }
+    return 0;
+}
+
+/* [-0, +1, m] limits.usage() -> {instructions, instruction_limit, memory, memory_limit} | nil */
+static int limits_usage(lua_State *L)
+{
+    cmkflow_host *h = limits_host(L);
+    if (!h) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, (lua_Integer)h->instructions);
+    lua_setfield(L, -2, "instructions");
+    lua_pushinteger(L, (lua_Integer)h->instruction_limit);
+    lua_setfield(L, -2, "instruction_limit");
+    lua_pushinteger(L, (lua_Integer)h->memory_used);
+    lua_setfield(L, -2, "memory");
+    lua_pushinteger(L, (lua_Integer)h->memory_limit);
+    lua_setfield(L, -2, "memory_limit");
+    return 1;
+}
+
+/* [-1, +1, m] limits.memory_error(e): e if it is not the allocator's refusal at the limit, else a
+ * MemoryLimit error table (Lua raises "not enough memory" without calling a message handler). */
+static int limits_memory_error(lua_State *L)
+{
+    cmkflow_host *h = limits_host(L);
+    lua_settop(L, 1);
+    if (!h || !h->memory_refused || lua_type(L, 1) != LUA_TSTRING ||
+        strcmp(lua_tostring(L, 1), "not enough memory") != 0)
+        return 1;
+    h->memory_refused = 0;
+    lua_pushfstring(L, "the run's Lua state reached its memory limit of %I MiB (limits.memory_mb)",
+                    (lua_Integer)(h->memory_limit >> 20));
+    push_limit_error(L, "MemoryLimit", lua_tostring(L, -1),
+                     "a step holds more data than expected; if it is legitimate, raise limits.memory_mb in the "
+                     "configuration file (docs/configuration.md)");
+    return 1;
+}
+
+int luaopen_cmkflow_core_limits(lua_State *L)
+{
+    static const luaL_Reg fns[] = {{"set", limits_set},
+                                   {"begin", limits_begin},
+                                   {"usage", limits_usage},
+                                   {"memory_error", limits_memory_error},
+                                   {NULL, NULL}};
+    luaL_newlib(L, fns);
+    lua_pushinteger(L, CMKFLOW_DEFAULT_INSTRUCTIONS);
+    lua_setfield(L, -2, "DEFAULT_INSTRUCTIONS");
+    lua_pushinteger(L, CMKFLOW_DEFAULT_MEMORY);
+    lua_setfield(L, -2, "DEFAULT_MEMORY");
+    return 1;
 }
 
 static void set_string(char **slot, const char *s)
@@ -195,9 +405,9 @@ static int call_host(cmkflow_host *h, const char *fn, int nargs, int nres)
     lua_insert(L, -(nargs + 1));
     if (docall(h, nargs, nres) != LUA_OK) {
         record_error(h);
-        int interrupted = h->interrupted;
-        h->interrupted = 0;
-        return interrupted ? CMKFLOW_INTERRUPTED : CMKFLOW_FAILED;
+        int sig = h->interrupted;
+        clear_interrupt(h);
+        return sig == SIGTERM ? CMKFLOW_TERMINATED : sig ? CMKFLOW_INTERRUPTED : CMKFLOW_FAILED;
     }
     return CMKFLOW_OK;
 }
@@ -211,11 +421,19 @@ cmkflow_host *cmkflow_host_new(void)
     cmkflow_host *h = calloc(1, sizeof *h);
     if (!h)
         return NULL;
-    h->L = luaL_newstate();
+    h->memory_limit = CMKFLOW_DEFAULT_MEMORY;
+    h->instruction_limit = CMKFLOW_DEFAULT_INSTRUCTIONS;
+    h->L = lua_newstate(host_alloc, h);
     if (!h->L) {
         free(h);
         return NULL;
     }
+    lua_atpanic(h->L, host_panic);
+    /* new threads copy the main thread's extra space and hook: every coroutine finds the host */
+    *(cmkflow_host **)lua_getextraspace(h->L) = h;
+    lua_pushlightuserdata(h->L, h);
+    lua_rawsetp(h->L, LUA_REGISTRYINDEX, &host_key);
+    lua_sethook(h->L, count_hook, LUA_MASKCOUNT, HOOK_COUNT);
     luaL_openlibs(h->L);
     host_install_searcher(h->L);
     return h;
@@ -296,9 +514,9 @@ static int run(cmkflow_host *h, const char *kind, const char *what, const char *
         return rc;
     rc = (int)lua_tointeger(L, -2);
     if (h->interrupted) {
-        /* the workflow's own pcall caught the hook's error: report the interruption */
-        h->interrupted = 0;
-        rc = CMKFLOW_INTERRUPTED;
+        /* the run ended another way after the signal (a __close handler replaced the error) */
+        rc = h->interrupted == SIGTERM ? CMKFLOW_TERMINATED : CMKFLOW_INTERRUPTED;
+        clear_interrupt(h);
         cmk_push_interrupt(L);
         record_error(h);
         lua_pop(L, 2);
@@ -368,6 +586,9 @@ int cmkflow_main(int argc, char **argv)
     } else {
         rc = lua_isinteger(h->L, -1) ? (int)lua_tointeger(h->L, -1) : CMKFLOW_OK;
     }
+    /* a run stopped by a signal says which (docs/exit-codes.md): 130 Ctrl-C, 143 SIGTERM */
+    if (h->interrupted && rc != CMKFLOW_OK)
+        rc = h->interrupted == SIGTERM ? CMKFLOW_TERMINATED : CMKFLOW_INTERRUPTED;
     fflush(stdout);
     cmkflow_host_free(h);
     return rc;

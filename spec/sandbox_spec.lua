@@ -18,13 +18,13 @@ describe("workflow sandbox", function()
     { "dofile", "return dofile('/etc/passwd')" },
     { "loadfile", "return loadfile('/etc/passwd')" },
     { "debug", "return debug.getregistry()" },
-    { "collectgarbage", "return collectgarbage('count')" },
+    { "collectgarbage", "return collectgarbage('collect')", "only \"count\"" },
   }
   for _, case in ipairs(denied) do
     it("denies " .. case[1], function()
       local ok, err = run(case[2])
       assert.is_false(ok)
-      assert.matches("attempt to %a+ a nil value", tostring(err))
+      assert.matches(case[3] or "attempt to %a+ a nil value", tostring(err), 1, case[3] ~= nil)
     end)
   end
 

@@ -114,16 +114,26 @@ function M.run(kind, what, chunkname, params_json, allow_definition)
     if p == nil then return usage("parameters are not valid JSON: " .. tostring(err)) end
     params = p
   end
-  local api = { params = params, context = context, cloud = M.cloud, json = json, log = log,
-                async = setmetatable({}, { __index = function(_, k) return require("cmkflow.async")[k] end }) }
+  -- what the host shares is handed out as read-only views; params and cloud are the run's own
+  local cloud = {}
+  for k, v in pairs(M.cloud) do cloud[k] = v end
+  local api = { params = params, context = context, cloud = cloud, json = sandbox.readonly(json), log = log,
+                async = sandbox.readonly(require "cmkflow.async") }
   local fn, err = sandbox.load(source, chunkname, api)
   if not fn then return usage(err) end
+  core.limits.begin()
   local ok, result = xpcall(fn, failure)
-  if not ok then return errors.exit_code(result), result end
+  if not ok then
+    result = core.limits.memory_error(result)
+    return errors.exit_code(result), result
+  end
   if allow_definition and type(result) == "table" and result.steps ~= nil then return "definition", result end
   if type(result) == "function" then
     ok, result = xpcall(result, failure, params)
-    if not ok then return errors.exit_code(result), result end
+    if not ok then
+      result = core.limits.memory_error(result)
+      return errors.exit_code(result), result
+    end
   end
   local encoded, eerr = json.encode(result == nil and json.null or result)
   if not encoded then

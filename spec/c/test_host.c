@@ -79,6 +79,25 @@ static void interrupt_stops_a_busy_workflow(void)
     cmkflow_host_free(h);
 }
 
+static void interrupt_stops_a_coroutine_under_pcall(void)
+{
+    cmkflow_host *h = cmkflow_host_new();
+    pthread_t t;
+    pthread_create(&t, NULL, interrupt_later, h);
+    /* the count hook is inherited by the coroutine; the sandbox's pcall and coroutine.resume
+     * hand the interruption on (bounded: 60 s of CPU if it never arrives) */
+    int rc = cmkflow_host_run_string(h,
+                                     "local co = coroutine.create(function()\n"
+                                     "  pcall(function() local t = os.clock() while os.clock() - t < 60 do end end)\n"
+                                     "end)\n"
+                                     "coroutine.resume(co) return 'swallowed'",
+                                     "=(co)", NULL);
+    pthread_join(t, NULL);
+    CHECK_INT(rc, CMKFLOW_INTERRUPTED);
+    CHECK(cmkflow_host_result_json(h) == NULL);
+    cmkflow_host_free(h);
+}
+
 static void version_is_set(void)
 {
     CHECK(cmkflow_version() && strlen(cmkflow_version()) >= 5);
@@ -92,5 +111,6 @@ int main(void)
     RUN(errors_carry_a_traceback);
     RUN(workflows_are_sandboxed);
     RUN(interrupt_stops_a_busy_workflow);
+    RUN(interrupt_stops_a_coroutine_under_pcall);
     DONE();
 }

@@ -77,6 +77,10 @@ function M.configure(opts)
     if opts.cloud and opts.cloud ~= cloud then
       return nil, config_error(("--cloud %s contradicts the cloud of %s"):format(opts.cloud, config_path), "cloud")
     end
+    if cfg.limits then
+      core.limits.set { instructions = cfg.limits.instructions,
+                        memory = cfg.limits.memory_mb and cfg.limits.memory_mb * 1024 * 1024 }
+    end
     for name, ctx in pairs(cfg.contexts) do
       host.contexts[name] = host.contexts[name] or {}
       for k, v in pairs(ctx) do host.contexts[name][k] = v end

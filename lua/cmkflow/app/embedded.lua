@@ -5,7 +5,6 @@ local core = require "cmkflow.core"
 local json = core.json
 local host = require "cmkflow.host"
 local state = require "cmkflow.app.state"
-local file = require "cmkflow.util.file"
 local ecli = require "cmkflow.emulator.cli"
 local seed = require "cmkflow.emulator.demo_seed"
 local http = require "cmkflow.http"
@@ -18,7 +17,7 @@ local running
 function M.start()
   if running then return running end
   local dir = state.dir() .. "/emulator"
-  os.execute("mkdir -p -m 700 " .. file.quote(dir))
+  assert(core.fs.mkdir_p(dir, tonumber("700", 8)))
   local ca_pem, ca_key = ecli.certificate_authority(dir)
   local cert, key = core.server.make_cert(ca_pem, ca_key, core.server.default_names())
   local srv = assert(core.server.start { listen = "127.0.0.1:0", tls = true, cert_pem = cert, key_pem = key,

@@ -132,6 +132,7 @@ function M.start(prepared, opts, progress, on_created)
   target.workflow = prepared.ref
   local run_id = db:create_run { workflow = prepared.def.name, params = json.encode(prepared.values),
                                  config = json.encode(target) }
+  local lock <close> = state.lock_run(run_id) or nil -- a new run: nobody else can hold it yet
   if on_created then on_created(run_id) end
   local result = engine.execute { def = prepared.def, ctx = M.make_ctx(prepared.def, prepared.values, policy),
                                   store = db, run_id = run_id, progress = progress }
@@ -144,6 +145,14 @@ function M.resume(run_id, progress)
   local db = state.open_store()
   local run = db:run(run_id)
   if not run then return nil, usage_error(("no run '%s' in %s/runs.db"):format(run_id, state.dir())) end
+  -- one process at a time per run: a second resume stops here, naming the first
+  local lock <close>, holder = state.lock_run(run_id)
+  if lock == false then
+    return nil, usage_error(("run %s is being resumed or run by %s; wait for it to finish"):format(run_id,
+      holder ~= "" and holder or "another process"))
+  elseif not lock then
+    return nil, core.error.new { code = "InvalidConfig", kind = "config", field = "CMKFLOW_STATE_DIR", message = holder }
+  end
   if run.status == "succeeded" then
     return { run_id = run_id, status = run.status, outputs = run.outputs and json.decode(run.outputs) }
   end

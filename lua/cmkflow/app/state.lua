@@ -1,6 +1,5 @@
 -- Where runs (and the embedded emulator's state) live, and the run store in it.
 local core = require "cmkflow.core"
-local file = require "cmkflow.util.file"
 
 local M = {}
 
@@ -11,8 +10,23 @@ function M.dir()
     local xdg = os.getenv("XDG_STATE_HOME")
     dir = (xdg and xdg ~= "" and xdg or ((os.getenv("HOME") or "/tmp") .. "/.local/state")) .. "/cmkflow"
   end
-  os.execute("mkdir -p -m 700 " .. file.quote(dir))
+  local ok, err = core.fs.mkdir_p(dir, tonumber("700", 8))
+  if not ok then
+    error(core.error.new { code = "InvalidConfig", kind = "config", field = "CMKFLOW_STATE_DIR", message = err }, 0)
+  end
   return dir
+end
+
+-- Holds run_id for this process until it ends (or lock:release()): an flock(2) on
+-- $STATE/locks/<run_id>.lock, which the kernel drops when the process dies, even by SIGKILL, so no
+-- stale claim outlives its owner. Returns the lock, false and the holder's description when
+-- another process holds it, or nil and a message.
+function M.lock_run(run_id)
+  local dir = M.dir() .. "/locks"
+  local ok, err = core.fs.mkdir_p(dir, tonumber("700", 8))
+  if not ok then return nil, err end
+  local holder = ("process %d (cmkflow, since %s)"):format(core.fs.pid(), os.date("!%Y-%m-%dT%H:%M:%SZ"))
+  return core.fs.lock(dir .. "/" .. tostring(run_id):gsub("[^%w%-_]", "_") .. ".lock", holder)
 end
 
 -- The run store ($STATE/runs.db); raises the store's error table when it cannot be opened.

@@ -1,5 +1,7 @@
 -- Whole-file read and write, and quoting for /bin/sh, for the command-line modules
 -- (`cmkflow emulator`, `cmkflow run` and friends).
+local fs = require("cmkflow.core").fs
+
 local M = {}
 
 -- s in single quotes for /bin/sh (a quote inside becomes '\'').
@@ -14,10 +16,10 @@ function M.read(path)
   return s
 end
 
--- Writes content to path, replacing it; private: created with mode 0600 (umask 077) before
+-- Writes content to path, replacing it; private: created with mode 0600 (in C, no shell) before
 -- anything is written. true | nil, err.
 function M.write(path, content, private)
-  if private then os.execute("umask 077; : > " .. M.quote(path)) end
+  if private then return fs.write(path, content, tonumber("600", 8)) end
   local f, err = io.open(path, "wb")
   if not f then return nil, err end
   f:write(content)

@@ -191,7 +191,16 @@ function M.execute(opts)
     end, step_ctx)
     if ok and ctx.hooks and ctx.hooks.after then ctx.hooks.after(s.name, step_ctx, out) end
     if not ok then
-      if errors.is_interrupt(out) then error(out, 0) end
+      out = core.limits.memory_error(out) -- "not enough memory" at the limit: MemoryLimit
+      if errors.is_interrupt(out) then
+        -- journaled before it propagates: `runs show` shows the step ended by the Interrupted error
+        -- (the journal's step statuses are running/succeeded/failed/skipped), resume runs it again
+        results[s.name] = "failed"
+        local data = errors.data(out)
+        data.step = s.name
+        store:step_finish(run_id, s.name, "failed", nil, json.encode(data))
+        error(out, 0)
+      end
       results[s.name] = "failed"
       local err = step_error(s.name, out)
       store:step_finish(run_id, s.name, "failed", nil, json.encode(errors.data(err)))
