@@ -4,7 +4,7 @@ BUILD  := build$(if $(filter-out default,$(PRESET)),-$(PRESET))
 PREFIX ?= /usr/local
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps configure build check demo install bench clean
+.PHONY: all deps configure build check check-unit demo install bench clean
 
 all: build
 
@@ -21,6 +21,10 @@ build: deps configure
 
 check: build
 	ctest --preset $(PRESET) -j $(JOBS)
+
+# The fast set alone: C tests and specs that start neither the emulator nor the binary.
+check-unit: build
+	ctest --preset $(PRESET) -j $(JOBS) -L unit
 
 # The main job against the embedded Azure emulator, no configuration (state under $(BUILD)/demo-state).
 demo: build

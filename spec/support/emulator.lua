@@ -1,6 +1,7 @@
 -- Starts the Azure emulator in-process (on its own server thread and Lua state) for a spec and
 -- gives clients for it: the cloud description, credentials of seed principals, the control API.
 --   local emu = require("support.emulator").start { seed = seed_table? }   -- default: demo seed
+--   ... start { knobs = {...} }  -- the emulator's config knobs (default M.FAST_KNOBS; false: its own defaults)
 --   emu.url, emu.ca_file, emu.cloud, emu.http
 --   emu:credential("isv") / emu:credential("customer", "customer-admin")
 --   emu:control("POST", "/_emulator/reset") -> resp;  emu:state() -> decoded /_emulator/state
@@ -16,12 +17,21 @@ Emu.__index = Emu
 
 local make_pki = require("support.pki").get
 
+-- The knobs every spec emulator (this one and support.external_emulator) starts with unless the
+-- wait itself is under test (docs/emulator.md, "Knobs"): a storage account create completes at
+-- once instead of after `Retry-After: 1`, and key versions reuse a small pool of RSA keys instead
+-- of costing one generation each. A spec that checks the defaults, times a Retry-After or compares
+-- key material passes its own `knobs` (or false). Reset re-applies them.
+M.FAST_KNOBS = { lro_retry_after_s = 0, key_material = "pooled" }
+
 function M.start(opts)
   opts = opts or {}
   local p = make_pki()
   local seed = opts.seed or require "cmkflow.emulator.demo_seed"
+  local knobs = opts.knobs
+  if knobs == nil then knobs = M.FAST_KNOBS end
   local srv = assert(core.server.start { listen = "127.0.0.1:0", tls = true, cert_pem = p.cert, key_pem = p.key,
-    handler_module = "cmkflow.emulator", config = json.encode({ seed = seed }) })
+    handler_module = "cmkflow.emulator", config = json.encode({ seed = seed, knobs = knobs or nil }) })
   local emu = setmetatable({ server = srv, url = srv:url(), port = srv:port(), ca_file = p.ca_file, seed = seed }, Emu)
   emu.cloud = azure.cloud.emulator(emu.url, p.ca_file)
   emu.http = http.new { ca_file = p.ca_file, connect_to = emu.cloud.connect_to,
