@@ -108,6 +108,33 @@ local function run_workflow(workflow, params, output, config, state_dir, dir, na
   return r
 end
 
+-- The world after a case's `before` runs. Cases with the same setup (runs, contexts, secret,
+-- policy) share it: it is made once, kept as an emulator snapshot with the runs' outputs, and
+-- restored for the next such case instead of running the workflows again.
+local prepared = {}
+
+local function prepare(case, config, state_dir, dir)
+  if not case.before then return {} end
+  local key = json.encode { case.before, case.contexts or json.null, case.wrong_secret or json.null,
+                            case.policy or json.null }
+  local done = prepared[key]
+  if done then
+    local status = emu:request("POST", "/_emulator/restore", { id = done.snapshot })
+    assert(status == 200, "POST /_emulator/restore answered " .. tostring(status))
+    return done.named
+  end
+  local named = {}
+  for i, b in ipairs(case.before) do
+    local r = run_workflow(b.workflow, b.params, "json", config, state_dir, dir, named)
+    assert(r.code == 0, ("before[%d] %s exited %d: %s %s"):format(i, b.workflow, r.code, r.stdout, r.stderr))
+    if b.as then named[b.as] = r.doc.outputs end
+  end
+  local status, snap = emu:request("POST", "/_emulator/snapshot")
+  assert(status == 200 or status == 201, "POST /_emulator/snapshot answered " .. tostring(status))
+  prepared[key] = { snapshot = snap.id, named = named }
+  return named
+end
+
 local function run_case(case)
   local dir = files.tmpdir()
   local state_dir = dir .. "/state"
@@ -116,12 +143,7 @@ local function run_case(case)
   for name, content in pairs(case.files or {}) do files.write(dir .. "/" .. name, content) end
 
   emu:reset()
-  local named = {}
-  for i, b in ipairs(case.before or {}) do
-    local r = run_workflow(b.workflow, b.params, "json", config, state_dir, dir, named)
-    assert(r.code == 0, ("before[%d] %s exited %d: %s %s"):format(i, b.workflow, r.code, r.stdout, r.stderr))
-    if b.as then named[b.as] = r.doc.outputs end
-  end
+  local named = prepare(case, config, state_dir, dir)
   if case.knobs then assert(emu:request("PUT", "/_emulator/knobs", case.knobs) == 200, "PUT /_emulator/knobs") end
   if case.delays then emu:delays(case.delays) end
   for _, rule in ipairs(case.faults or {}) do emu:add_fault(rule) end
