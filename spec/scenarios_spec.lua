@@ -1,8 +1,9 @@
 -- Scenario cases as data (curl's model): every file in spec/cases/ is one case — the emulator's
 -- knobs and faults, the workflow and its parameters, the expected exit code, status, broken link
 -- and the tenant that must act (format: spec/cases/README.md). This one driver runs each through
--- the `cmkflow` binary against one external `cmkflow emulator` (demo seed, reset between cases),
--- through a config file as a user runs it. Adding a failure mode is adding a file.
+-- the `cmkflow` binary against one external `cmkflow emulator` (demo seed, reset between cases; a
+-- case with `seed` overrides gets one of its own), through a config file as a user runs it.
+-- Adding a failure mode is adding a file.
 local json = require("cmkflow.core").json
 local cli = require "support.cli"
 local files = require "support.files"
@@ -13,7 +14,7 @@ local CASES_DIR = SRC .. "/spec/cases"
 
 -- ---- reading the cases ---------------------------------------------------------------------------
 
-local CASE_FIELDS = { description = true, workflow = true, params = true, contexts = true, wrong_secret = true,
+local CASE_FIELDS = { description = true, seed = true, workflow = true, params = true, contexts = true, wrong_secret = true,
   policy = true, files = true, before = true, knobs = true, delays = true, faults = true, output = true,
   expect = true }
 local EXPECT_FIELDS = { exit = true, status = true, gate = true, stdout_empty = true, stderr_contains = true,
@@ -76,7 +77,7 @@ local emu
 
 -- A config file holding the demo seed's deployer principals for the case's contexts.
 local function config_for(case, dir)
-  return emu:config { path = dir .. "/config.lua", contexts = case.contexts,
+  return emu:config { path = dir .. "/config.lua", contexts = case.contexts, seed = emu.seed,
     secrets = case.wrong_secret and { [case.wrong_secret] = "not-the-secret-" .. case.wrong_secret } or nil,
     policy = case.policy and files.write(dir .. "/policy.lua", case.policy) }
 end
@@ -108,6 +109,24 @@ local function run_workflow(workflow, params, output, config, state_dir, dir, na
   return r
 end
 
+-- An emulator of its own for a case with `seed` overrides ({["dotted.path"] = value} set on a copy
+-- of the demo seed; an empty table is an empty JSON array). Its seed file lives as long as it.
+local function start_seeded(overrides)
+  local seed = json.decode(json.encode(require "cmkflow.emulator.demo_seed"))
+  for path, value in pairs(overrides) do
+    local parent, last = seed, nil
+    for part in path:gmatch("[^%.]+") do
+      if last ~= nil then parent = assert(parent[last], "seed: no " .. path) end
+      last = tonumber(part) or part
+    end
+    parent[last] = (type(value) == "table" and next(value) == nil) and json.array {} or value
+  end
+  local seed_file = files.write(os.tmpname(), json.encode(seed))
+  local seeded = ext.start { args = { "--seed", seed_file } }
+  seeded.seed, seeded.seed_file = seed, seed_file
+  return seeded
+end
+
 -- The world after a case's `before` runs. Cases with the same setup (runs, contexts, secret,
 -- policy) share it: it is made once, kept as an emulator snapshot with the runs' outputs, and
 -- restored for the next such case instead of running the workflows again.
@@ -115,9 +134,10 @@ local prepared = {}
 
 local function prepare(case, config, state_dir, dir)
   if not case.before then return {} end
-  local key = json.encode { case.before, case.contexts or json.null, case.wrong_secret or json.null,
-                            case.policy or json.null }
-  local done = prepared[key]
+  -- (a case with an emulator of its own shares nothing)
+  local key = not case.seed and json.encode { case.before, case.contexts or json.null,
+                                              case.wrong_secret or json.null, case.policy or json.null }
+  local done = key and prepared[key]
   if done then
     local status = emu:request("POST", "/_emulator/restore", { id = done.snapshot })
     assert(status == 200, "POST /_emulator/restore answered " .. tostring(status))
@@ -129,9 +149,11 @@ local function prepare(case, config, state_dir, dir)
     assert(r.code == 0, ("before[%d] %s exited %d: %s %s"):format(i, b.workflow, r.code, r.stdout, r.stderr))
     if b.as then named[b.as] = r.doc.outputs end
   end
-  local status, snap = emu:request("POST", "/_emulator/snapshot")
-  assert(status == 200 or status == 201, "POST /_emulator/snapshot answered " .. tostring(status))
-  prepared[key] = { snapshot = snap.id, named = named }
+  if key then
+    local status, snap = emu:request("POST", "/_emulator/snapshot")
+    assert(status == 200 or status == 201, "POST /_emulator/snapshot answered " .. tostring(status))
+    prepared[key] = { snapshot = snap.id, named = named }
+  end
   return named
 end
 
@@ -217,8 +239,12 @@ end
 -- ---- the spec -----------------------------------------------------------------------------------------
 
 describe("scenario cases (spec/cases)", function()
-  setup(function() emu = ext.start() end)
-  teardown(function() if emu then emu:stop() end end)
+  local shared
+  setup(function()
+    shared = ext.start()
+    emu = shared
+  end)
+  teardown(function() if shared then shared:stop() end end)
 
   local names = case_names()
   it("has cases to run", function() assert.is_true(#names >= 15, #names .. " cases") end)
@@ -226,9 +252,19 @@ describe("scenario cases (spec/cases)", function()
   for _, name in ipairs(names) do
     local case = load_case(name)
     it(name:gsub("%.lua$", "") .. ": " .. case.description, function()
-      local r = run_case(case)
-      local ok, err = pcall(check, case, r)
-      os.execute("rm -rf " .. files.quote(r.dir))
+      local seeded = case.seed and start_seeded(case.seed)
+      emu = seeded or shared
+      local ok, err = pcall(function()
+        local r = run_case(case)
+        local checked, problem = pcall(check, case, r)
+        os.execute("rm -rf " .. files.quote(r.dir))
+        if not checked then error(problem, 0) end
+      end)
+      emu = shared
+      if seeded then
+        seeded:stop()
+        os.remove(seeded.seed_file)
+      end
       if not ok then error(err, 0) end
     end)
   end

@@ -99,11 +99,12 @@ end
 -- A config file (in the emulator's dir unless path is given) naming the emulator and the demo
 -- seed's two deployer principals. extra: {policy = path, path = file, contexts = {"isv", ...} (the
 -- contexts it holds, default both), secrets = {isv = "..."} (a client secret in place of the
--- seed's)}. Returns its path.
+-- seed's), seed = the seed the emulator runs (default the demo seed)}. Returns its path.
 function Emu:config(extra)
   extra = extra or {}
   local secrets = extra.secrets or {}
-  local tenants = { isv = demo_seed.tenants[1], customer = demo_seed.tenants[2] }
+  local seed = extra.seed or demo_seed
+  local tenants = { isv = seed.tenants[1], customer = seed.tenants[2] }
   local lines = { ("  cloud = { emulator = %q, ca_cert = %q },\n"):format(self.url, self.ca_cert) }
   for _, role in ipairs(extra.contexts or { "isv", "customer" }) do
     local t = assert(tenants[role], "no context " .. tostring(role) .. " in the demo seed")
