@@ -127,6 +127,16 @@ local function start_seeded(overrides)
   return seeded
 end
 
+-- Back to the world and knobs the emulator started with (emu:fresh, cheaper than a reset). A case
+-- that draws from the emulator's PRNG (a fault with a probability) gets the real reset, which
+-- re-seeds the PRNG: its draws then do not depend on the cases that ran before it.
+local function fresh(case)
+  for _, rule in ipairs(case.faults or {}) do
+    if rule.probability then return emu:reset() end
+  end
+  emu:fresh()
+end
+
 -- The world after a case's `before` runs. Cases with the same setup (runs, contexts, secret,
 -- policy) share it: it is made once, kept as an emulator snapshot with the runs' outputs, and
 -- restored for the next such case instead of running the workflows again.
@@ -139,8 +149,7 @@ local function prepare(case, config, state_dir, dir)
                                               case.wrong_secret or json.null, case.policy or json.null }
   local done = key and prepared[key]
   if done then
-    local status = emu:request("POST", "/_emulator/restore", { id = done.snapshot })
-    assert(status == 200, "POST /_emulator/restore answered " .. tostring(status))
+    emu:restore(done.snapshot)
     return done.named
   end
   local named = {}
@@ -149,11 +158,7 @@ local function prepare(case, config, state_dir, dir)
     assert(r.code == 0, ("before[%d] %s exited %d: %s %s"):format(i, b.workflow, r.code, r.stdout, r.stderr))
     if b.as then named[b.as] = r.doc.outputs end
   end
-  if key then
-    local status, snap = emu:request("POST", "/_emulator/snapshot")
-    assert(status == 200 or status == 201, "POST /_emulator/snapshot answered " .. tostring(status))
-    prepared[key] = { snapshot = snap.id, named = named }
-  end
+  if key then prepared[key] = { snapshot = emu:snapshot(), named = named } end
   return named
 end
 
@@ -164,7 +169,7 @@ local function run_case(case)
   local config = config_for(case, dir)
   for name, content in pairs(case.files or {}) do files.write(dir .. "/" .. name, content) end
 
-  emu:reset()
+  fresh(case)
   local named = prepare(case, config, state_dir, dir)
   if case.knobs then assert(emu:request("PUT", "/_emulator/knobs", case.knobs) == 200, "PUT /_emulator/knobs") end
   if case.delays then emu:delays(case.delays) end
@@ -242,6 +247,7 @@ describe("scenario cases (spec/cases)", function()
   local shared
   setup(function()
     shared = ext.start()
+    shared:fresh() -- (the snapshot every case starts from)
     emu = shared
   end)
   teardown(function() if shared then shared:stop() end end)
