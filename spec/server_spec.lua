@@ -244,7 +244,8 @@ describe("server.start with the echo handler", function()
 
   it("delays a response without blocking other requests", function()
     -- the fast request is sent after the delayed one reached the handler and is answered first
-    local slow, fast, order = overlap(srv, url .. "/slow?delay_ms=300", url .. "/fast")
+    -- (the delay leaves room for starting a curl on a loaded machine: 300 ms did not)
+    local slow, fast, order = overlap(srv, url .. "/slow?delay_ms=1500", url .. "/fast")
     assert.equals("fast slow", order)
     assert.equals(200, fast.status)
     assert.equals("/fast", json.decode(fast.body).path)
@@ -252,7 +253,7 @@ describe("server.start with the echo handler", function()
     assert.equals(0, slow.rc)
     assert.equals(200, slow.status)
     assert.equals("/slow", json.decode(slow.body).path)
-    assert.equals("300", json.decode(slow.body).args.delay_ms)
+    assert.equals("1500", json.decode(slow.body).args.delay_ms)
   end)
 
   it("counts requests", function()
@@ -379,7 +380,7 @@ describe("spec/support/testserver.lua", function()
         { method = "GET", path = "/keys/k1", auth = true, audience = "https://vault.azure.net",
           responses = { { status = 200, body = { key = { kid = "https://kv1.vault.azure.net/keys/k1/v1" } } } } },
         { method = "GET", path = "/flaky", responses = { { drop = true }, { status = 200, body = "ok" } } },
-        { method = "GET", path = "/slow", responses = { { status = 202, delay_ms = 100 } } },
+        { method = "GET", path = "/slow", responses = { { status = 202, delay_ms = 1500 } } },
         { path = "/tenant-bound", auth = true, tenant = other_tenant, responses = { { status = 200 } } },
       },
     } }
