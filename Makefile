@@ -4,7 +4,7 @@ BUILD  := build$(if $(filter-out default,$(PRESET)),-$(PRESET))
 PREFIX ?= /usr/local
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps deps-test configure build check demo install bench clean
+.PHONY: all deps deps-test configure build test-build check check-unit demo install bench clean
 
 all: build
 
@@ -25,10 +25,16 @@ configure: $(BUILD)/CMakeCache.txt
 build: deps configure
 	cmake --build --preset $(PRESET) -j $(JOBS)
 
-check: deps-test configure
+test-build: deps-test configure
 	cmake --preset $(PRESET) -DBUILD_TESTING=ON >/dev/null
 	cmake --build --preset $(PRESET) -j $(JOBS)
+
+check: test-build
 	ctest --preset $(PRESET) -j $(JOBS)
+
+# The fast set alone: C tests and specs that start neither the emulator nor the binary.
+check-unit: test-build
+	ctest --preset $(PRESET) -j $(JOBS) -L unit
 
 # The main job against the embedded Azure emulator, no configuration (state under $(BUILD)/demo-state).
 demo: build

@@ -732,7 +732,7 @@ end)
 
 describe("emulated ARM over HTTPS through cmkflow.azure.arm", function()
   local emu
-  setup(function() emu = require("support.emulator").start() end)
+  setup(function() emu = require("support.emulator").start { knobs = false } end) -- the LRO is under test
   teardown(function() if emu then emu:stop() end end)
 
   it("resource group, identity, storage LRO; customer token refused on the ISV subscription", function()

@@ -25,7 +25,7 @@ describe("emulator control", function()
   local emu, ctx, cred, raw
 
   setup(function()
-    emu = support.start()
+    emu = support.start { knobs = false } -- the knobs and their defaults are under test here
     ctx = emu:context("isv")
     cred = emu:credential("isv")
     -- no retries: what the emulator answers, as it answers it
@@ -434,7 +434,7 @@ describe("emulator knobs from the seed", function()
     local seed = copy(demo_seed)
     seed.knobs = { delays = { federated_credential = 12 }, faults = { { match = { operation = "arm" }, status = 503, count = 1 } },
                    throttling = { arm = { writes_per_minute = 5 } } }
-    local emu = support.start { seed = seed }
+    local emu = support.start { seed = seed, knobs = false }
     local ok, err = pcall(function()
       local function get(path) return json.decode(emu:control("GET", path).body) end
       assert.equal(12, get("/_emulator/delays").federated_credential)
@@ -453,7 +453,7 @@ describe("emulator knobs from the seed", function()
   it("applies lro_retry_after_s and key_material from the seed", function()
     local seed = copy(demo_seed)
     seed.knobs = { lro_retry_after_s = 0, key_material = "pooled" }
-    local emu = support.start { seed = seed }
+    local emu = support.start { seed = seed, knobs = false }
     local ok, err = pcall(function()
       local doc = json.decode(emu:control("GET", "/_emulator/knobs").body)
       assert.same({ lro_retry_after_s = 0, key_material = "pooled" }, doc)

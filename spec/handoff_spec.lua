@@ -5,13 +5,6 @@ local json = require("cmkflow.core").json
 local cli = require "support.cli"
 local files = require "support.files"
 local ext = require "support.external_emulator"
-local demo_seed = require "cmkflow.emulator.demo_seed"
-
-local function context_text(t)
-  local pr = t.principals[1]
-  return ("{ tenant = %q, subscription = %q, credential = { client_id = %q, client_secret = %q } }")
-    :format(t.id, t.subscriptions[1].id, pr.appId, pr.secret)
-end
 
 describe("the customer handoff", function()
   local emu, dir
@@ -19,9 +12,8 @@ describe("the customer handoff", function()
   setup(function()
     emu = ext.start {}
     dir = files.tmpdir()
-    local cloud = ("cloud = { emulator = %q, ca_cert = %q }"):format(emu.url, emu.ca_cert)
-    files.write(dir .. "/isv.lua", ("return { %s, isv = %s }\n"):format(cloud, context_text(demo_seed.tenants[1])))
-    files.write(dir .. "/customer.lua", ("return { %s, customer = %s }\n"):format(cloud, context_text(demo_seed.tenants[2])))
+    emu:config { path = dir .. "/isv.lua", contexts = { "isv" } }
+    emu:config { path = dir .. "/customer.lua", contexts = { "customer" } }
   end)
   teardown(function() if emu then emu:stop() end end)
 

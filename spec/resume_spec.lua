@@ -132,12 +132,13 @@ describe("onboard against an external emulator", function()
 
   setup(function()
     emu = ext.start()
+    emu:fresh() -- the world every run below starts from (emu:fresh() again: back to it)
     config = emu:config()
   end)
   teardown(function() if emu then emu:stop() end end)
 
   it("an uninterrupted run creates each object once, and a second run changes nothing", function()
-    emu:reset()
+    emu:fresh()
     local since = emu:mark() - 1
     local dir = files.tmpdir()
     local r = cli.run(onboard_args(), { CMKFLOW_STATE_DIR = dir })
@@ -163,7 +164,7 @@ describe("onboard against an external emulator", function()
     local failures = {}
     for k = 0, baseline_requests - 1 do
       local function fail(msg) failures[#failures + 1] = ("k=%d: %s"):format(k, msg) end
-      emu:reset()
+      emu:fresh()
       -- the (k+1)-th request is handled but its answer is held back for a minute
       local fault = emu:add_fault { latency_ms = 60000, after = k, count = 1 }
       local since = emu:mark() - 1

@@ -2,11 +2,15 @@
 -- file (as a user with a long-running emulator would), and `cmkflow` clients in the background.
 --   local ext = require "support.external_emulator"
 --   local emu = ext.start { args = { "--delay", "service_principal=3" } }  -- state dir: a scratch dir
+--   ext.start { knobs = {...} }  -- the --knobs file (default ext.FAST_KNOBS; false: the emulator's defaults)
 --   emu.url, emu.ca_cert, emu.pid, emu.dir, emu.ready (the decoded ready line), emu.line (as printed)
 --   ext.start { state = false, args = ... }  -- no --state: an in-memory emulator, as without one
 --   emu:config { policy = "/path/policy.lua" } -> path of a config file for the demo seed's principals
+--     (also contexts = {"isv"}: only those; secrets = {isv = "..."}: another client secret)
 --   emu:request(method, path, body) -> status, decoded body   (the /_emulator/ API, no retries)
---   emu:reset(), emu:state(), emu:journal(since) -> entries, next_seq, emu:mark() -> next_seq,
+--   emu:reset(), emu:fresh() (the world and knobs as at its first call, cheaper than reset),
+--   emu:snapshot() -> id, emu:restore(id),
+--   emu:state(), emu:journal(since) -> entries, next_seq, emu:mark() -> next_seq,
 --   emu:add_fault(rule) -> id, emu:clear_faults(), emu:delays(t)
 --   emu:stop()
 --   ext.curl(args) -> curl's output (stdout and stderr), bounded
@@ -49,9 +53,13 @@ function M.curl(args)
   return out
 end
 
--- Starts `cmkflow emulator --listen 127.0.0.1:0 --state DIR [args]`; returns the handle once its
--- ready line arrived (raises with its stderr otherwise). opts: {args = {...}, dir = state dir (and
--- its stderr file), lifetime = s, state = false: leave out --state}
+-- The same fast knobs as the in-process spec emulator (see there).
+M.FAST_KNOBS = require("support.emulator").FAST_KNOBS
+
+-- Starts `cmkflow emulator --listen 127.0.0.1:0 --state DIR [--knobs FILE] [args]`; returns the
+-- handle once its ready line arrived (raises with its stderr otherwise). opts: {args = {...}, dir =
+-- state dir (and its stderr file), lifetime = s, state = false: leave out --state, knobs = table
+-- for --knobs (default M.FAST_KNOBS) or false for the emulator's own defaults}
 function M.start(opts)
   opts = opts or {}
   local dir = opts.dir or files.tmpdir()
@@ -60,6 +68,12 @@ function M.start(opts)
   if opts.state ~= false then
     args[#args + 1] = "--state"
     args[#args + 1] = dir
+  end
+  local knobs = opts.knobs
+  if knobs == nil then knobs = M.FAST_KNOBS end
+  if knobs then
+    args[#args + 1] = "--knobs"
+    args[#args + 1] = files.write(dir .. "/knobs.json", json.encode(knobs))
   end
   for _, a in ipairs(opts.args or {}) do args[#args + 1] = a end
   local quoted = {}
@@ -85,18 +99,23 @@ function M.start(opts)
 end
 
 -- A config file (in the emulator's dir unless path is given) naming the emulator and the demo
--- seed's two deployer principals. extra: {policy = path, path = file}. Returns its path.
+-- seed's two deployer principals. extra: {policy = path, path = file, contexts = {"isv", ...} (the
+-- contexts it holds, default both), secrets = {isv = "..."} (a client secret in place of the
+-- seed's), seed = the seed the emulator runs (default the demo seed)}. Returns its path.
 function Emu:config(extra)
   extra = extra or {}
-  local function ctx(t)
+  local secrets = extra.secrets or {}
+  local seed = extra.seed or demo_seed
+  local tenants = { isv = seed.tenants[1], customer = seed.tenants[2] }
+  local lines = { ("  cloud = { emulator = %q, ca_cert = %q },\n"):format(self.url, self.ca_cert) }
+  for _, role in ipairs(extra.contexts or { "isv", "customer" }) do
+    local t = assert(tenants[role], "no context " .. tostring(role) .. " in the demo seed")
     local pr = t.principals[1]
-    return ("{ tenant = %q, subscription = %q, credential = { client_id = %q, client_secret = %q } }")
-      :format(t.id, t.subscriptions[1].id, pr.appId, pr.secret)
+    lines[#lines + 1] = ("  %s = { tenant = %q, subscription = %q, credential = { client_id = %q, client_secret = %q } },\n")
+      :format(role, t.id, t.subscriptions[1].id, pr.appId, secrets[role] or pr.secret)
   end
-  local text = ("return {\n  cloud = { emulator = %q, ca_cert = %q },\n  isv = %s,\n  customer = %s,\n%s}\n")
-    :format(self.url, self.ca_cert, ctx(demo_seed.tenants[1]), ctx(demo_seed.tenants[2]),
-      extra.policy and ("  policy = %q,\n"):format(extra.policy) or "")
-  return files.write(extra.path or (self.dir .. "/config.lua"), text)
+  if extra.policy then lines[#lines + 1] = ("  policy = %q,\n"):format(extra.policy) end
+  return files.write(extra.path or (self.dir .. "/config.lua"), "return {\n" .. table.concat(lines) .. "}\n")
 end
 
 -- A request to the emulator's own origin; returns status, decoded body (or the raw text).
@@ -113,6 +132,17 @@ local function expect(status, want, doc, what)
 end
 
 function Emu:reset() return expect(self:request("POST", "/_emulator/reset"), 200, nil, "reset") end
+
+function Emu:snapshot()
+  local s, d = self:request("POST", "/_emulator/snapshot")
+  return expect(s, s == 200 and 200 or 201, d, "POST /_emulator/snapshot").id
+end
+
+function Emu:restore(id) return expect(self:request("POST", "/_emulator/restore", { id = id }), 200, nil, "POST /_emulator/restore") end
+
+-- Back to the world and knobs as at the first call (support.emulator's fresh: cheaper than reset).
+function Emu:fresh() return require("support.emulator").fresh(self, function(...) return self:request(...) end) end
+
 function Emu:state() local s, d = self:request("GET", "/_emulator/state") return expect(s, 200, d, "state") end
 
 -- Journal entries after seq `since` (0: all kept), and the next seq.
