@@ -110,8 +110,12 @@ static void on_token_response(void *ud, const struct http_internal_response *r)
     const char *error = json_string_value(json_object_get(root, "error"));
     json_t *codes = json_object_get(root, "error_codes");
     json_t *first = json_array_get(codes, 0);
+    const char *described = json_string_value(json_object_get(root, "error_description"));
+    size_t digits = described && strncmp(described, "AADSTS", 6) == 0 ? strspn(described + 6, "0123456789") : 0;
     if (json_is_integer(first))
         snprintf(code, sizeof code, "AADSTS%lld", (long long)json_integer_value(first));
+    else if (digits > 0 && digits < 16) /* no error_codes: the code the description starts with */
+        snprintf(code, sizeof code, "AADSTS%.*s", (int)digits, described + 6);
     else if (error && strlen(error) < sizeof code && strspn(error, "abcdefghijklmnopqrstuvwxyz"
                                                                    "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
                                                                    "0123456789_-.") == strlen(error))
@@ -137,6 +141,8 @@ static void on_token_response(void *ud, const struct http_internal_response *r)
         .request_id = r->request_id,
         .retryable = (r->status == 400 || r->status == 401) ? 0 : http_status_retryable(r->status),
         .tenant = tenant,
+        /* Entra refused this credential (a wrong secret, an unknown app or tenant): exit 4 */
+        .kind = (r->status >= 400 && r->status < 500) ? "auth" : NULL,
     };
     auth_fetch_finish(f, NULL, 0, &e);
     free(message);

@@ -52,14 +52,20 @@ end
 -- library appends "[customer tenant must fix this]" (or "[customer tenant: needs ...]"), verify
 -- says "Fix (ISV tenant):". When errors are data (a JSON error with a `tenant` field) this is the
 -- only function to change.
+-- The party that must act is a field of the run's error (cmkflow.errors: tenant = "isv" |
+-- "customer"); a case's "ISV or customer" accepts either (a grant still propagating).
+local PARTIES = { ISV = { isv = true }, customer = { customer = true },
+                  ["ISV or customer"] = { isv = true, customer = true } }
 local function names_tenant(run, tenant)
-  local text = run.error_text
-  return text:find("[" .. tenant .. " tenant", 1, true) ~= nil or text:find("Fix (" .. tenant .. " tenant)", 1, true) ~= nil
+  local err = run.doc and run.doc.error
+  return type(err) == "table" and PARTIES[tenant] ~= nil and PARTIES[tenant][err.tenant] == true
 end
 
 -- Likewise for the service's error code (e.g. "AuthorizationFailed", "AADSTS7000215").
 local function names_error_code(run, code)
-  return run.error_text:find(code, 1, true) ~= nil
+  local err = run.doc and run.doc.error
+  if type(err) ~= "table" then return false end
+  return err.code == code or err.inner_code == code or err.detail_code == code or err.cause_code == code
 end
 
 -- The value at a dotted path ("storage_account.properties.encryption.keySource") of t.
@@ -105,7 +111,9 @@ local function run_workflow(workflow, params, output, config, state_dir, dir, na
   end
   local r = cli.run(args, { CMKFLOW_STATE_DIR = state_dir })
   r.doc = r.stdout:match("^%s*{") and json.decode(r.stdout) or nil
-  r.error_text = (r.doc and type(r.doc.error) == "string" and r.doc.error or "") .. "\n" .. r.stderr
+  local err = r.doc and r.doc.error
+  r.error_text = (type(err) == "table" and (tostring(err.code) .. ": " .. tostring(err.message)) or "") .. "\n"
+                 .. r.stdout .. "\n" .. r.stderr
   return r
 end
 

@@ -3,7 +3,7 @@
 -- The file is a CSV with a header line naming onboard's parameters (customer[,key_size]) or a JSON
 -- array of objects ({"customer": "contoso", "key_size": 4096}) or of customer ids. Every row is
 -- checked before any call; a bad row stops everything with exit 2 naming the line to fix. The
--- runner reads the file (workflow code cannot) and drives the runs: lua/cmkflow/workflow/bulk.lua.
+-- CLI reads the file (workflow code cannot) and drives the runs: lua/cmkflow/app/bulk.lua.
 local cmk = require "cmkflow.workflow.cmk"
 
 return {

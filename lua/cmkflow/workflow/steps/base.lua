@@ -53,11 +53,12 @@ end
 function M.remote_fail(what, err, party, hint)
   local e = type(err) == "table" and err or { message = tostring(err) }
   M.fail { code = e.code or "Error", message = ("%s: %s"):format(what, tostring(e.message or e)), tenant = party,
-           hint = hint or errors.explain(e), status = e.status, request_id = e.request_id, retryable = e.retryable,
-           target = e.target, detail_code = e.detail_code, inner_code = e.inner_code, azure_tenant = e.tenant }
+           hint = hint or e.hint or errors.explain(e), status = e.status, request_id = e.request_id,
+           retryable = e.retryable, kind = e.kind, target = e.target, detail_code = e.detail_code,
+           inner_code = e.inner_code, akv_code = e.akv_code, azure_tenant = e.tenant }
 end
 
--- bulk-onboard's only step: the CLI runs bulk definitions itself (lua/cmkflow/workflow/bulk.lua).
+-- bulk-onboard's only step: the CLI runs bulk definitions itself (lua/cmkflow/app/bulk.lua).
 function M.only_through_cli()
   M.fail { code = "BulkThroughCLI",
     message = "bulk-onboard runs through the cmkflow CLI: cmkflow run bulk-onboard --param file=FILE" }
