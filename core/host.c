@@ -381,20 +381,23 @@ static void record_error(cmkflow_host *h)
     lua_pop(L, 1);
 }
 
-/* [-0, +1, e] push the cmkflow.host Lua module */
-static int push_host_module(lua_State *L)
+/* [-0, +1, e] push the Lua module named by upvalue 1 */
+static int push_module(lua_State *L)
 {
     lua_getglobal(L, "require");
-    lua_pushliteral(L, "cmkflow.host");
+    lua_pushvalue(L, lua_upvalueindex(1));
     lua_call(L, 1, 1);
     return 1;
 }
 
-/* Call cmkflow.host[fn](...) with nargs on the stack; maps failures to a status. */
-static int call_host(cmkflow_host *h, const char *fn, int nargs, int nres)
+/* Call require(module)[fn](...) with nargs on the stack; maps failures to a status. The host's
+ * configuration is cmkflow.host; running workflows is the application layer's cmkflow.app.api
+ * (the same pipeline as the CLI). */
+static int call_module(cmkflow_host *h, const char *module, const char *fn, int nargs, int nres)
 {
     lua_State *L = h->L;
-    lua_pushcfunction(L, push_host_module);
+    lua_pushstring(L, module);
+    lua_pushcclosure(L, push_module, 1);
     if (docall(h, 0, 1) != LUA_OK) {
         record_error(h);
         lua_pop(L, nargs);
@@ -410,6 +413,11 @@ static int call_host(cmkflow_host *h, const char *fn, int nargs, int nres)
         return sig == SIGTERM ? CMKFLOW_TERMINATED : sig ? CMKFLOW_INTERRUPTED : CMKFLOW_FAILED;
     }
     return CMKFLOW_OK;
+}
+
+static int call_host(cmkflow_host *h, const char *fn, int nargs, int nres)
+{
+    return call_module(h, "cmkflow.host", fn, nargs, nres);
 }
 
 /* ---- public API -------------------------------------------------------------------- */
@@ -497,7 +505,7 @@ void cmkflow_host_set_debug(cmkflow_host *h, int on)
     (void)call_host(h, "set_debug", 1, 0);
 }
 
-/* Runs cmkflow.host.run(kind, what, chunkname, params_json) -> status, json_or_message */
+/* Runs cmkflow.app.api.run(kind, what, chunkname, params_json) -> status, result JSON or error */
 static int run(cmkflow_host *h, const char *kind, const char *what, const char *chunkname,
                const char *params_json)
 {
@@ -509,7 +517,7 @@ static int run(cmkflow_host *h, const char *kind, const char *what, const char *
     lua_pushstring(L, what);
     lua_pushstring(L, chunkname);
     lua_pushstring(L, params_json);
-    int rc = call_host(h, "run", 4, 2);
+    int rc = call_module(h, "cmkflow.app.api", "run", 4, 2);
     if (rc != CMKFLOW_OK)
         return rc;
     rc = (int)lua_tointeger(L, -2);
@@ -520,7 +528,8 @@ static int run(cmkflow_host *h, const char *kind, const char *what, const char *
         cmk_push_interrupt(L);
         record_error(h);
         lua_pop(L, 2);
-    } else if (rc == CMKFLOW_OK) {
+    } else if (lua_type(L, -1) == LUA_TSTRING) {
+        /* a run that succeeded or waits at a gate (CMKFLOW_WAITING): its result */
         set_string(&h->result_json, lua_tostring(L, -1));
         lua_pop(L, 2);
     } else {

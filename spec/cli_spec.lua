@@ -1,5 +1,7 @@
 -- The cmkflow command line as a user meets it: versions, usage errors, exit codes, Ctrl-C.
 local cli = require "support.cli"
+local files = require "support.files"
+local json = require("cmkflow.core").json
 
 describe("cmkflow CLI", function()
   it("prints the versions of cmkflow and every library it runs on", function()
@@ -34,54 +36,75 @@ describe("cmkflow CLI", function()
     end
   end)
 
-  it("runs a workflow file and prints its result", function()
-    local wf = cli.write_temp("return { customer = params.customer, ok = true }", ".lua")
-    local r = cli.run({ "run", wf, "--param", "customer=contoso", "--output", "json" })
+  -- a one-step workflow definition whose step runs body (ctx in scope), with declared params
+  local function workflow(body, params)
+    return cli.write_temp(("return { name = 't', params = %s, steps = { { name = 's', run = function(ctx) %s end } } }")
+      :format(params or "{}", body), ".lua")
+  end
+  local function state() return { CMKFLOW_STATE_DIR = files.tmpdir() } end
+
+  it("runs a workflow file and prints its run: status and each step's outputs", function()
+    local wf = workflow("return { customer = ctx.params.customer, ok = true }",
+                        "{ customer = { type = 'string', required = true } }")
+    local r = cli.run({ "run", wf, "--param", "customer=contoso", "--output", "json" }, state())
     os.remove(wf)
     assert.equals(0, r.code, r.stderr)
-    assert.equals('{"customer":"contoso","ok":true}\n', r.stdout)
+    local doc = json.decode(r.stdout)
+    assert.equals("succeeded", doc.status)
+    assert.same({ customer = "contoso", ok = true }, doc.outputs.s)
   end)
 
-  it("prints the result indented for people without --output json", function()
-    local wf = cli.write_temp("return { tags = json.array(), n = 1 }", ".lua")
-    local r = cli.run({ "run", wf })
+  it("prints the outputs indented for people without --output json", function()
+    local wf = workflow("return { tags = require('cmkflow.json').array(), n = 1 }")
+    local r = cli.run({ "run", wf }, state())
     os.remove(wf)
     assert.equals(0, r.code, r.stderr)
-    assert.equals('{\n  "n": 1,\n  "tags": []\n}\n', r.stdout)
+    assert.matches('run %x+%-[%x-]+: succeeded\n', r.stdout)
+    assert.matches('"n": 1,\n%s+"tags": %[%]', r.stdout)
   end)
 
-  it("exits 1 with the workflow's error and location on failure", function()
-    local wf = cli.write_temp("local x = nil\nreturn x.field", ".lua")
-    local r = cli.run({ "run", wf })
+  it("exits 1 with the step's error and location on failure", function()
+    local wf = workflow("local x = nil\nreturn x.field")
+    local r = cli.run({ "run", wf }, state())
     os.remove(wf)
     assert.equals(1, r.code)
-    assert.matches(":2: attempt to index a nil value", r.stderr)
+    assert.matches("step 's' failed: InternalError: .-:2: attempt to index a nil value", r.stdout)
+  end)
+
+  it("refuses a file that returns no workflow definition, before any call (exit 2)", function()
+    local wf = cli.write_temp("return { customer = 'contoso' }", ".lua")
+    local r = cli.run({ "run", wf }, state())
+    os.remove(wf)
+    assert.equals(2, r.code)
+    assert.matches("must return a workflow definition", r.stderr, 1, true)
+    assert.equals("", r.stdout)
   end)
 
   it("exits 4 naming the context when no credential is configured", function()
-    local wf = cli.write_temp("return context('isv').tenant", ".lua")
-    local r = cli.run({ "run", wf })
-    assert.equals(4, r.code)
-    assert.matches("NoCredential: no credential is configured for context 'isv'", r.stderr, 1, true)
-    assert.matches("AZURE_CLIENT_ID", r.stderr, 1, true)
+    local wf = workflow("return { tenant = ctx.context('nobody').tenant }")
+    local r = cli.run({ "run", wf }, state())
     os.remove(wf)
+    assert.equals(4, r.code)
+    assert.matches("NoCredential: no credential is configured for context 'nobody'", r.stdout, 1, true)
   end)
 
   it("builds the isv context from the Azure SDK environment variables", function()
-    local wf = cli.write_temp("local c = context('isv') return { tenant = c.tenant, sub = c.subscription }", ".lua")
-    local env = { AZURE_TENANT_ID = "11111111-2222-4333-8444-555555555555",
-                  AZURE_CLIENT_ID = "0a1b2c3d-0000-4000-8000-000000000001", AZURE_CLIENT_SECRET = "not-used",
-                  AZURE_SUBSCRIPTION_ID = "22222222-2222-4333-8444-555555555555" }
-    local r = cli.run({ "run", wf, "--output", "json" }, env)
+    local wf = workflow("local c = ctx.context_info('isv') return { tenant = c.tenant, sub = c.subscription }")
+    local env = state()
+    env.AZURE_TENANT_ID = "11111111-2222-4333-8444-555555555555"
+    env.AZURE_CLIENT_ID, env.AZURE_CLIENT_SECRET = "0a1b2c3d-0000-4000-8000-000000000001", "not-used"
+    env.AZURE_SUBSCRIPTION_ID = "22222222-2222-4333-8444-555555555555"
+    local r = cli.run({ "run", wf, "--cloud", "azure", "--output", "json" }, env)
     assert.equals(0, r.code, r.stderr)
-    assert.equals('{"sub":"22222222-2222-4333-8444-555555555555","tenant":"11111111-2222-4333-8444-555555555555"}\n', r.stdout)
+    assert.same({ sub = "22222222-2222-4333-8444-555555555555", tenant = "11111111-2222-4333-8444-555555555555" },
+                json.decode(r.stdout).outputs.s)
     -- bad configuration is a usage error that names what to fix, before any request
     env.AZURE_TENANT_ID = "common"
-    r = cli.run({ "run", wf }, env)
+    r = cli.run({ "run", wf, "--cloud", "azure" }, env)
     assert.equals(2, r.code)
     assert.matches("AZURE_TENANT_ID", r.stderr, 1, true)
     env.AZURE_TENANT_ID, env.AZURE_CLIENT_SECRET = "11111111-2222-4333-8444-555555555555", nil
-    r = cli.run({ "run", wf }, env)
+    r = cli.run({ "run", wf, "--cloud", "azure" }, env)
     assert.equals(2, r.code)
     assert.matches("AZURE_CLIENT_SECRET", r.stderr, 1, true)
     r = cli.run({ "run", wf, "--cloud", "mars" })
@@ -97,19 +120,21 @@ describe("cmkflow CLI", function()
     local f = assert(io.open(dir .. "/cmkflow/json.lua", "wb"))
     f:write("return { marker = 'from the development tree' }")
     f:close()
-    local wf = cli.write_temp("return require('cmkflow.json').marker", ".lua")
-    local embedded = cli.run({ "run", wf })
-    local dev = cli.run({ "run", wf }, { CMKFLOW_LUA_PATH = dir })
+    local wf = workflow("return { marker = require('cmkflow.json').marker or 'embedded' }")
+    local embedded = cli.run({ "run", wf, "--output", "json" }, state())
+    local env = state()
+    env.CMKFLOW_LUA_PATH = dir
+    local dev = cli.run({ "run", wf, "--output", "json" }, env)
     os.execute("rm -rf " .. cli.quote(dir))
     os.remove(wf)
     assert.equals(0, embedded.code, embedded.stderr)
-    assert.equals("null\n", embedded.stdout)
+    assert.equals("embedded", json.decode(embedded.stdout).outputs.s.marker)
     assert.equals(0, dev.code, dev.stderr)
-    assert.equals('"from the development tree"\n', dev.stdout)
+    assert.equals("from the development tree", json.decode(dev.stdout).outputs.s.marker)
   end)
 
   it("stops cleanly on Ctrl-C with exit 130", function()
-    local wf = cli.write_temp("local t = os.clock() while os.clock() - t < 60 do end return 1", ".lua")
+    local wf = workflow("local t = os.clock() while os.clock() - t < 60 do end return {}")
     -- SIGINT is re-sent (bounded) until the process ends, so it arrives after the handler is set.
     local script = table.concat({
       cli.quote(cli.bin) .. " run " .. cli.quote(wf) .. " 2>/dev/null & pid=$!",

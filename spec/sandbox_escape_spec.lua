@@ -201,7 +201,7 @@ describe("sandbox escape attempts (the cmkflow binary)", function()
     local parts = { "cd", cli.quote(dir), "&&", "env", "-u", "CMKFLOW_LUA_PATH", "-u", "CMKFLOW_CONFIG",
                     "CMKFLOW_STATE_DIR=" .. cli.quote(dir .. "/state") }
     for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. cli.quote(v) end
-    parts[#parts + 1] = cli.quote(cli.bin) .. " run " .. cli.quote(wf) .. " >" .. out .. " 2>" .. err
+    parts[#parts + 1] = cli.quote(cli.bin) .. " run " .. cli.quote(wf) .. " --output json >" .. out .. " 2>" .. err
     local _, _, code = os.execute(table.concat(parts, " "))
     local r = { code = code, stdout = files.read(out, ""), stderr = files.read(err, "") }
     os.remove(out)
@@ -220,14 +220,14 @@ describe("sandbox escape attempts (the cmkflow binary)", function()
     files.sh("rm -rf " .. cli.quote(dir))
     assert.is_false(pwned, "the escape ran a shell command")
     assert.equals(0, r.code, r.stderr)
-    -- and unguarded, the workflow fails at the first line
+    -- and unguarded, the workflow file fails to load at its first line: a bad workflow (exit 2)
     dir = files.tmpdir()
-    wf = files.write(dir .. "/wf.lua", SHELL .. "return 1")
+    wf = files.write(dir .. "/wf.lua", SHELL .. "return { name = 'x', steps = {} }")
     r = run_in(dir, wf)
     pwned = files.read(dir .. "/PWNED", false)
     files.sh("rm -rf " .. cli.quote(dir))
     assert.is_false(pwned)
-    assert.equals(1, r.code)
+    assert.equals(2, r.code)
     assert.matches("attempt to index a boolean value", r.stderr, 1, true)
   end)
 
@@ -253,22 +253,24 @@ describe("sandbox escape attempts (the cmkflow binary)", function()
 
   it("os.getenv answers only the documented names", function()
     local dir = files.tmpdir()
-    local wf = files.write(dir .. "/wf.lua", "return { os.getenv('ISV_SECRET') or 'none', os.getenv('LANG') or 'unset' }")
+    local wf = files.write(dir .. "/wf.lua", "return { name = 'env', steps = { { name = 'a', run = function() " ..
+      "return { secret = os.getenv('ISV_SECRET') or 'none', lang = os.getenv('LANG') or 'unset' } end } } }")
     local r = run_in(dir, wf, { ISV_SECRET = "s3cret-of-the-isv", LANG = "C.UTF-8" })
     files.sh("rm -rf " .. cli.quote(dir))
     assert.equals(0, r.code, r.stderr)
-    assert.same({ "none", "C.UTF-8" }, core.json.decode(r.stdout))
+    assert.same({ secret = "none", lang = "C.UTF-8" }, core.json.decode(r.stdout).outputs.a)
   end)
 
   it("set_debug of the HTTP session is out of reach, so no trace file is written", function()
     local dir = files.tmpdir()
-    local wf = files.write(dir .. "/wf.lua", "local ok = pcall(function() require('cmkflow.http').session():set_debug('" ..
-      dir .. "/trace') end) return ok")
+    local wf = files.write(dir .. "/wf.lua", "return { name = 'dbg', steps = { { name = 'a', run = function() " ..
+      "local ok = pcall(function() require('cmkflow.http').session():set_debug('" .. dir .. "/trace') end) " ..
+      "return { reached = ok } end } } }")
     local r = run_in(dir, wf)
     local trace = files.read(dir .. "/trace", false)
     files.sh("rm -rf " .. cli.quote(dir))
     assert.equals(0, r.code, r.stderr)
-    assert.equals("false\n", r.stdout)
+    assert.is_false(core.json.decode(r.stdout).outputs.a.reached)
     assert.is_false(trace)
   end)
 end)

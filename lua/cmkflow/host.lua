@@ -1,14 +1,11 @@
--- What the C host (core/host.c) calls: cloud and credential configuration, and running a
--- workflow inside the sandbox with the result as JSON.
+-- The host's configuration (cloud, credentials per context, debug; what core/host.c's setters
+-- call), the tenant contexts steps get, and loading a workflow definition in the sandbox.
+-- Running it is the application layer's (cmkflow.app.pipeline).
 local core = require "cmkflow.core"
 local sandbox = require "cmkflow.sandbox"
-local json = core.json
-
-local M = { cloud = { name = "azure" }, contexts = {}, debug = false }
-
 local errors = require "cmkflow.errors"
 
-local EXIT = core.exit
+local M = { cloud = { name = "azure" }, contexts = {}, debug = false }
 
 function M.set_cloud(name, endpoint, ca_file)
   M.cloud = { name = name, endpoint = endpoint, ca_file = ca_file }
@@ -59,10 +56,6 @@ end
 
 M.context = context
 
-local function log(fmt, ...)
-  io.stderr:write(select("#", ...) > 0 and fmt:format(...) or tostring(fmt), "\n")
-end
-
 function M.set_credential(context, credential)
   M.contexts[context] = M.contexts[context] or {}
   M.contexts[context].credential = credential
@@ -82,25 +75,17 @@ local function read_file(path)
   return s
 end
 
--- Error tables (remote failures, the interrupt sentinel) stay tables; anything else becomes an
--- internal error with a traceback.
-local function failure(e)
-  if core.error.is(e) then return e end
-  if type(e) == "table" then return errors.from(e) end
-  return errors.from(debug.traceback(tostring(e), 2))
-end
-
 local function usage(message)
-  return EXIT.usage, errors.new { code = "InvalidInput", kind = "usage", message = message }
+  return nil, errors.new { code = "InvalidInput", kind = "usage", message = message }
 end
 
--- Runs a workflow chunk; returns exit status and (result JSON | error table). With
--- allow_definition, a chunk that returns a workflow definition (a table with `steps`) returns
--- "definition" and the table instead, for the engine.
-function M.run(kind, what, chunkname, params_json, allow_definition)
+-- Loads a workflow file, stock module ("workflows.onboard") or chunk in the sandbox and returns
+-- the definition it returns (checked by the engine later), or nil, error (kind "usage"). The
+-- chunk sees only the sandbox; everything a step needs comes through ctx (docs/lua-api.md).
+function M.load_definition(kind, what, chunkname)
   local source = what
   if kind == "module" then
-    source, chunkname = require("cmkflow.core").embedded_source(what)
+    source, chunkname = core.embedded_source(what)
     if not source then return usage("no such built-in workflow: " .. what) end
   elseif kind == "file" then
     local err
@@ -108,39 +93,21 @@ function M.run(kind, what, chunkname, params_json, allow_definition)
     if not source then return usage("cannot read workflow: " .. err) end
     chunkname = "@" .. what
   end
-  local params = {}
-  if params_json then
-    local p, err = json.decode(params_json)
-    if p == nil then return usage("parameters are not valid JSON: " .. tostring(err)) end
-    params = p
-  end
-  -- what the host shares is handed out as read-only views; params and cloud are the run's own
-  local cloud = {}
-  for k, v in pairs(M.cloud) do cloud[k] = v end
-  local api = { params = params, context = context, cloud = cloud, json = sandbox.readonly(json), log = log,
-                async = sandbox.readonly(require "cmkflow.async") }
-  local fn, err = sandbox.load(source, chunkname, api)
+  local fn, err = sandbox.load(source, chunkname or "=(workflow)", {})
   if not fn then return usage(err) end
   core.limits.begin()
-  local ok, result = xpcall(fn, failure)
+  local ok, def = pcall(fn)
   if not ok then
-    result = core.limits.memory_error(result)
-    return errors.exit_code(result), result
+    def = core.limits.memory_error(def)
+    if errors.is_interrupt(def) then error(def, 0) end
+    return nil, errors.new { code = "InvalidWorkflow", kind = "usage",
+                             message = (chunkname or "workflow") .. ": " .. tostring(def) }
   end
-  if allow_definition and type(result) == "table" and result.steps ~= nil then return "definition", result end
-  if type(result) == "function" then
-    ok, result = xpcall(result, failure, params)
-    if not ok then
-      result = core.limits.memory_error(result)
-      return errors.exit_code(result), result
-    end
+  if type(def) ~= "table" or def.steps == nil then
+    return usage((chunkname or "the workflow"):gsub("^[@=]", "") ..
+      " must return a workflow definition (a table with name and steps: docs/lua-api.md)")
   end
-  local encoded, eerr = json.encode(result == nil and json.null or result)
-  if not encoded then
-    return EXIT.failed, errors.new { code = "InvalidResult", kind = "internal",
-                                     message = "result is not JSON-encodable: " .. tostring(eerr) }
-  end
-  return EXIT.ok, encoded
+  return def
 end
 
 return M

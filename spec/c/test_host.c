@@ -1,5 +1,6 @@
-/* The embedding API (core/include/cmkflow.h): run strings and files, results as JSON,
- * failures as messages with tracebacks, the sandbox, interruption from another thread. */
+/* The embedding API (core/include/cmkflow.h): workflows (strings, files, stock names) run through
+ * the same pipeline and engine as the CLI, results as JSON, failures as text and structured JSON,
+ * the sandbox, interruption from another thread. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <time.h>
@@ -7,33 +8,70 @@
 #include "cmkflow.h"
 #include "check.h"
 
-static void runs_and_returns_json(void)
+/* A one-step workflow definition whose step runs BODY (ctx in scope). */
+#define WF(body) "return { name = 't', steps = { { name = 's', run = function(ctx) " body " end } } }"
+
+static void runs_a_workflow_and_returns_its_run(void)
 {
     cmkflow_host *h = cmkflow_host_new();
-    int rc = cmkflow_host_run_string(h, "return {name = params.customer, tags = json.array(), n = 3}",
-                                     "=(t)", "{\"customer\":\"contoso\"}");
+    int rc = cmkflow_host_run_string(
+        h, WF("return {name = ctx.params.customer, n = ctx.params.n}") " ", "=(t)",
+        "{\"customer\":\"contoso\",\"n\":3}");
+    /* undeclared parameters are refused before any step runs */
+    CHECK_INT(rc, CMKFLOW_USAGE);
+    CHECK(cmkflow_host_last_error(h) && strstr(cmkflow_host_last_error(h), "customer"));
+    const char *ej = cmkflow_host_last_error_json(h);
+    CHECK(ej && strstr(ej, "\"kind\":\"usage\""));
+
+    rc = cmkflow_host_run_string(h,
+                                 "return { name = 't', params = { customer = { type = 'string', required = true },"
+                                 " n = { type = 'integer' } }, steps = { { name = 's', run = function(ctx)"
+                                 " return {name = ctx.params.customer, n = ctx.params.n} end } } }",
+                                 "=(t)", "{\"customer\":\"contoso\",\"n\":3}");
     CHECK_INT(rc, CMKFLOW_OK);
-    CHECK_STR(cmkflow_host_result_json(h), "{\"n\":3,\"name\":\"contoso\",\"tags\":[]}");
+    const char *json = cmkflow_host_result_json(h);
+    CHECK(json && strstr(json, "\"status\":\"succeeded\""));
+    CHECK(json && strstr(json, "\"s\":{\"n\":3,\"name\":\"contoso\"}"));
+    CHECK(json && strstr(json, "\"run_id\":\""));
+
+    /* a stock workflow by name (resolved like the CLI's): its parameters are checked first */
+    rc = cmkflow_host_run_file(h, "onboard", "{\"customer\":\"Not Valid\"}");
+    CHECK_INT(rc, CMKFLOW_USAGE);
+    CHECK(cmkflow_host_last_error(h) && strstr(cmkflow_host_last_error(h), "customer"));
     cmkflow_host_free(h);
 }
 
-static void errors_carry_a_traceback(void)
+static void failures_are_structured(void)
 {
     cmkflow_host *h = cmkflow_host_new();
-    int rc = cmkflow_host_run_string(h, "local function f() error('boom') end\nf()", "=(wf)", NULL);
+    int rc = cmkflow_host_run_string(h, WF("error({code = 'KeyDisabled', message = 'boom', tenant = 'customer'})"),
+                                     "=(wf)", NULL);
     CHECK_INT(rc, CMKFLOW_FAILED);
     const char *msg = cmkflow_host_last_error(h);
     CHECK(msg && strstr(msg, "boom"));
-    CHECK(msg && strstr(msg, "stack traceback"));
+    const char *ej = cmkflow_host_last_error_json(h);
+    CHECK(ej && strstr(ej, "\"code\":\"KeyDisabled\""));
+    CHECK(ej && strstr(ej, "\"tenant\":\"customer\""));
+    CHECK(ej && strstr(ej, "\"step\":\"s\""));
     CHECK(cmkflow_host_result_json(h) == NULL);
+
+    rc = cmkflow_host_run_string(h, WF("local function f() error('boom') end f()"), "=(wf)", NULL);
+    CHECK_INT(rc, CMKFLOW_FAILED);
+    ej = cmkflow_host_last_error_json(h);
+    CHECK(ej && strstr(ej, "\"code\":\"InternalError\""));
+    CHECK(cmkflow_host_last_error(h) && strstr(cmkflow_host_last_error(h), "boom"));
 
     rc = cmkflow_host_run_string(h, "return (", "=(wf)", NULL);
     CHECK_INT(rc, CMKFLOW_USAGE);
     CHECK(cmkflow_host_last_error(h) && strstr(cmkflow_host_last_error(h), "unexpected symbol"));
 
-    rc = cmkflow_host_run_string(h, "return 1", "=(wf)", "{not json");
+    rc = cmkflow_host_run_string(h, "return 1", "=(wf)", NULL);
     CHECK_INT(rc, CMKFLOW_USAGE);
-    CHECK(cmkflow_host_last_error(h) && strstr(cmkflow_host_last_error(h), "parameters are not valid JSON"));
+    CHECK(cmkflow_host_last_error(h) && strstr(cmkflow_host_last_error(h), "workflow definition"));
+
+    rc = cmkflow_host_run_string(h, WF("return {}"), "=(wf)", "{not json");
+    CHECK_INT(rc, CMKFLOW_USAGE);
+    CHECK(cmkflow_host_last_error(h) && strstr(cmkflow_host_last_error(h), "not a valid JSON object"));
 
     rc = cmkflow_host_run_file(h, "/nonexistent/wf.lua", NULL);
     CHECK_INT(rc, CMKFLOW_USAGE);
@@ -45,10 +83,11 @@ static void workflows_are_sandboxed(void)
 {
     cmkflow_host *h = cmkflow_host_new();
     int rc = cmkflow_host_run_string(
-        h, "return {os_execute = os.execute == nil, io = io == nil, loadlib = package == nil}", "=(t)", NULL);
+        h, WF("return {os_execute = os.execute == nil, io = io == nil, loadlib = package == nil}"), "=(t)", NULL);
     CHECK_INT(rc, CMKFLOW_OK);
-    CHECK_STR(cmkflow_host_result_json(h), "{\"io\":true,\"loadlib\":true,\"os_execute\":true}");
-    rc = cmkflow_host_run_string(h, "return os.execute('true')", "=(t)", NULL);
+    CHECK(cmkflow_host_result_json(h) &&
+          strstr(cmkflow_host_result_json(h), "{\"io\":true,\"loadlib\":true,\"os_execute\":true}"));
+    rc = cmkflow_host_run_string(h, WF("return os.execute('true')"), "=(t)", NULL);
     CHECK_INT(rc, CMKFLOW_FAILED);
     cmkflow_host_free(h);
 }
@@ -67,15 +106,15 @@ static void interrupt_stops_a_busy_workflow(void)
     pthread_t t;
     pthread_create(&t, NULL, interrupt_later, h);
     /* bounded: gives up after 60 s of CPU if the interrupt never arrives */
-    int rc = cmkflow_host_run_string(h, "local t = os.clock() while os.clock() - t < 60 do end return 1",
+    int rc = cmkflow_host_run_string(h, WF("local t = os.clock() while os.clock() - t < 60 do end return {}"),
                                      "=(loop)", NULL);
     pthread_join(t, NULL);
     CHECK_INT(rc, CMKFLOW_INTERRUPTED);
     CHECK(cmkflow_host_last_error(h) && strstr(cmkflow_host_last_error(h), "interrupted"));
     /* the host is usable again afterwards */
-    rc = cmkflow_host_run_string(h, "return 2", "=(t)", NULL);
+    rc = cmkflow_host_run_string(h, WF("return {n = 2}"), "=(t)", NULL);
     CHECK_INT(rc, CMKFLOW_OK);
-    CHECK_STR(cmkflow_host_result_json(h), "2");
+    CHECK(cmkflow_host_result_json(h) && strstr(cmkflow_host_result_json(h), "{\"n\":2}"));
     cmkflow_host_free(h);
 }
 
@@ -87,10 +126,10 @@ static void interrupt_stops_a_coroutine_under_pcall(void)
     /* the count hook is inherited by the coroutine; the sandbox's pcall and coroutine.resume
      * hand the interruption on (bounded: 60 s of CPU if it never arrives) */
     int rc = cmkflow_host_run_string(h,
-                                     "local co = coroutine.create(function()\n"
-                                     "  pcall(function() local t = os.clock() while os.clock() - t < 60 do end end)\n"
-                                     "end)\n"
-                                     "coroutine.resume(co) return 'swallowed'",
+                                     WF("local co = coroutine.create(function()\n"
+                                        "  pcall(function() local t = os.clock() while os.clock() - t < 60 do end end)\n"
+                                        "end)\n"
+                                        "coroutine.resume(co) return {swallowed = true}"),
                                      "=(co)", NULL);
     pthread_join(t, NULL);
     CHECK_INT(rc, CMKFLOW_INTERRUPTED);
@@ -106,9 +145,13 @@ static void version_is_set(void)
 int main(void)
 {
     unsetenv("CMKFLOW_LUA_PATH");
+    /* the runs go to a run store of their own */
+    char state[] = "/tmp/cmkflow-test-host-XXXXXX";
+    CHECK(mkdtemp(state) != NULL);
+    setenv("CMKFLOW_STATE_DIR", state, 1);
     RUN(version_is_set);
-    RUN(runs_and_returns_json);
-    RUN(errors_carry_a_traceback);
+    RUN(runs_a_workflow_and_returns_its_run);
+    RUN(failures_are_structured);
     RUN(workflows_are_sandboxed);
     RUN(interrupt_stops_a_busy_workflow);
     RUN(interrupt_stops_a_coroutine_under_pcall);

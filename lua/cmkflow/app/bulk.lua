@@ -245,8 +245,8 @@ function M.run(def, opts)
   end
   local kind, what, ref = pipeline.resolve_workflow(spec.workflow)
   if not kind then return usage { what.message } end
-  local loaded, inner = pipeline.load(kind, what, {})
-  if loaded ~= "definition" then return usage { ("'%s' is not a workflow definition"):format(spec.workflow) } end
+  local inner, lerr = pipeline.load(kind, what)
+  if not inner then return usage { lerr.message } end
   local rows, where, shape = M.parse_rows(text, params.file)
   if not rows then return usage(where) end
   local checked

@@ -45,17 +45,14 @@ function M.embedded_target(opts)
   return not M.named(opts) and (not opts.cloud or opts.cloud == "emulator")
 end
 
--- For script workflows without a config file: the Azure SDK environment gives "default" and "isv".
-function M.apply_environment(opts)
-  if M.named(opts) then return true end
-  if opts.cloud and opts.cloud ~= "emulator" then host.set_cloud(opts.cloud) end
-  return use_environment_credential()
-end
-
 -- Resolves where a run talks to. opts: {config, cloud}. Returns a target stored with the run
 -- (never a secret): {config = path | nil, cloud = name, emulator = url | nil, policy = path | nil},
 -- or nil, error (kind "config").
 function M.configure(opts)
+  -- the C API: the host set its cloud and credentials in code (cmkflow_host_set_*); use those
+  if opts.host_configured then
+    return { cloud = host.cloud.name, emulator = host.cloud.name == "emulator" and host.cloud.endpoint or nil }
+  end
   local config_path = M.named(opts)
   if config_path then
     local base = dir_of(config_path)

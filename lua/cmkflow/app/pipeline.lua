@@ -37,14 +37,13 @@ function M.resolve_workflow(ref)
   return nil, usage_error(("no workflow file '%s' and no stock workflow named '%s'"):format(ref, tostring(name)))
 end
 
--- Loads a workflow: "definition", def (checked) | "script", status, output | nil, error.
--- A script-style workflow (one that returns a value rather than a definition) has run by then.
-function M.load(kind, what, raw_params)
-  local status, value = host.run(kind, what, nil, json.encode(raw_params or {}), true)
-  if status ~= "definition" then return "script", status, value end
-  local ok, err = pcall(engine.check_definition, value)
-  if not ok then return nil, usage_error(tostring(err)) end
-  return "definition", value
+-- Loads and checks a workflow definition: def | nil, error (kind "usage").
+function M.load(kind, what, chunkname)
+  local def, err = host.load_definition(kind, what, chunkname)
+  if not def then return nil, err end
+  local ok, cerr = pcall(engine.check_definition, def)
+  if not ok then return nil, usage_error(tostring(cerr)) end
+  return def
 end
 
 -- The policy file (sandboxed Lua returning a table) merged over the defaults; raises a usage error.
@@ -78,19 +77,20 @@ function M.make_ctx(def, values, policy)
   return ctx
 end
 
--- Everything a new run needs, checked before any call. opts: {workflow, params = {k = raw},
--- config, cloud}. Returns a prepared run:
---   {kind = "script", status, output}                              a script workflow has run
---   {kind = "definition", def, ref, values}                        parameters checked
--- or nil, error (kind "usage": bad workflow, parameters).
+-- Everything a new run needs, checked before any call. opts: {workflow (a file or a stock name)
+-- | chunk (source, with chunkname), params = {k = raw}, config, cloud}. Returns a prepared run
+-- {def, ref, values} or nil, error (kind "usage": bad workflow, parameters).
 function M.prepare(opts)
-  local kind, what, ref = M.resolve_workflow(opts.workflow)
-  if not kind then return nil, what end
-  local envok, enverr = config.apply_environment(opts)
-  if not envok then return nil, enverr end
-  local loaded, def, out = M.load(kind, what, opts.params)
-  if not loaded then return nil, def end
-  if loaded == "script" then return { kind = "script", status = def, output = out } end
+  local kind, what, ref, chunkname
+  if opts.chunk then
+    kind, what, chunkname = "string", opts.chunk, opts.chunkname
+    ref = nil -- a chunk cannot be resumed from the store (it is not kept)
+  else
+    kind, what, ref = M.resolve_workflow(opts.workflow)
+    if not kind then return nil, what end
+  end
+  local def, lerr = M.load(kind, what, chunkname)
+  if not def then return nil, lerr end
   local raw = opts.params or {}
   -- against the embedded emulator (no configuration) parameters may have demo defaults, so that
   -- `cmkflow run workflows/onboard.lua` alone shows the whole job; never against real Azure
@@ -104,7 +104,7 @@ function M.prepare(opts)
     return nil, usage_error("invalid parameters for " .. def.name .. ":\n  - " .. table.concat(problems, "\n  - "),
                             { problems = problems })
   end
-  return { kind = "definition", def = def, ref = ref, values = values }
+  return { def = def, ref = ref, values = values }
 end
 
 -- Configuration and policy for a prepared run. Returns target, policy or nil, error.
@@ -159,10 +159,8 @@ function M.resume(run_id, progress)
   local where = json.decode(run.config or "{}") or {}
   local kind, what = M.resolve_workflow(where.workflow or run.workflow)
   if not kind then return nil, what end
-  local loaded, def = M.load(kind, what, {})
-  if loaded ~= "definition" then
-    return nil, usage_error("run " .. run_id .. ": its workflow is no longer a workflow definition")
-  end
+  local def, lerr = M.load(kind, what)
+  if not def then return nil, lerr end
   local target, policy = M.connect({ config = where.config, cloud = where.cloud ~= "emulator" and where.cloud or nil },
                                    where.policy)
   if not target then return nil, policy end

@@ -23,20 +23,22 @@ function M.fail(err)
 end
 
 -- A progress printer for the engine's events (on when stderr is a terminal or --progress).
+-- total: the number of steps, or nil when not known yet (resume learns it from the run).
 function M.progress_printer(enabled, total)
   if not enabled then return function() end end
   local done = 0
+  total = total or "?"
   return function(e)
     if e.kind == "done" or e.kind == "skip" or e.kind == "fail" then done = done + 1 end
     local label = e.title and e.title ~= e.step and (e.step .. " (" .. e.title .. ")") or e.step
     if e.kind == "start" then
       io.stderr:write(("  ... %s\n"):format(label))
     elseif e.kind == "done" then
-      io.stderr:write(("  [%d/%d] done  %s  %.2f s\n"):format(done, total, label, (e.elapsed_ms or 0) / 1000))
+      io.stderr:write(("  [%d/%s] done  %s  %.2f s\n"):format(done, total, label, (e.elapsed_ms or 0) / 1000))
     elseif e.kind == "skip" then
-      io.stderr:write(("  [%d/%d] done  %s  (earlier attempt)\n"):format(done, total, label))
+      io.stderr:write(("  [%d/%s] done  %s  (earlier attempt)\n"):format(done, total, label))
     elseif e.kind == "fail" then
-      io.stderr:write(("  [%d/%d] FAILED %s  %.2f s\n"):format(done, total, label, (e.elapsed_ms or 0) / 1000))
+      io.stderr:write(("  [%d/%s] FAILED %s  %.2f s\n"):format(done, total, label, (e.elapsed_ms or 0) / 1000))
     elseif e.kind == "wait" then
       io.stderr:write(("  waiting at approval gate '%s'\n"):format(e.step))
     end

@@ -16,8 +16,7 @@ function M.resume(argv)
   if not ok then return args.usage_error(oerr) end
   opts.progress = opts.progress or core.isatty(2)
   if opts.debug then host.set_debug(true) end
-  -- the step count is known once the run's workflow is loaded: the printer counts as it goes
-  local result, rerr = pipeline.resume(opts[1], output.progress_printer(opts.progress, "?"))
+  local result, rerr = pipeline.resume(opts[1], output.progress_printer(opts.progress))
   if not result then return output.fail(rerr) end
   output.result(result, opts.output)
   return engine.exit_code(result)

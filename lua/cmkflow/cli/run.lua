@@ -37,17 +37,6 @@ local function options(argv, what)
   return opts
 end
 
--- json: a script's result as one compact line for machines; text: the same, indented for people.
-local function print_script(status, result, out)
-  if status ~= EXIT.ok then return output.fail(result) end
-  if out ~= "json" then
-    local value = json.decode(result)
-    result = json.encode(value, { pretty = true }) or result
-  end
-  io.stdout:write(result, "\n")
-  return status
-end
-
 local function print_plan(def, plan, out)
   if out == "json" then
     io.stdout:write(json.encode({ workflow = def.name, plan = plan }), "\n")
@@ -65,13 +54,6 @@ local function execute(argv, what)
   opts.plan = what == "plan"
   local prepared, err = pipeline.prepare(opts)
   if not prepared then return output.fail(err) end
-  if prepared.kind == "script" then
-    if opts.plan then
-      return output.fail(pipeline.usage_error(opts.workflow ..
-        " is a script, not a workflow definition: there is nothing to plan"))
-    end
-    return print_script(prepared.status, prepared.output, opts.output)
-  end
   -- one run of an inner workflow per row of a list (workflows/bulk-onboard.lua)
   if prepared.def.bulk then return bulk.run(prepared.def, opts) end
   if opts.plan then
