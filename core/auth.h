@@ -100,6 +100,8 @@ long auth_token_fetches(const auth_credential *c);
 
 /* Reference counting so that in-flight transfers keep a credential alive past its __gc. */
 void auth_credential_ref(auth_credential *c);
+/* The credential's Entra authority ("https://login.microsoftonline.com"); owned by c. */
+const char *auth_credential_authority(const auth_credential *c);
 void auth_credential_unref(auth_credential *c);
 
 #endif

@@ -19,6 +19,8 @@ void auth_entry_free(struct cache_entry *e)
     free(e);
 }
 
+const char *auth_credential_authority(const auth_credential *c) { return c->authority; }
+
 void auth_credential_ref(auth_credential *c)
 {
     if (c)

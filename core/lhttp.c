@@ -148,6 +148,28 @@ static void register_transfer(lua_State *L, int sidx, http_session *s, struct ht
     x->start_ms = http_now_ms(s);
 }
 
+/* [-0, +0, e] Raises, before a byte is sent, unless a token of credential c for scope may go to
+ * url: its own cloud, the service the scope names (the rule is data beside the cloud table,
+ * cmkflow.clouds.token_destination). */
+static void check_token_destination(lua_State *L, auth_credential *c, const char *scope, const char *url)
+{
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "cmkflow.clouds");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "token_destination");
+    lua_pushstring(L, auth_credential_authority(c));
+    lua_pushstring(L, scope);
+    lua_pushstring(L, url);
+    lua_call(L, 3, 2);
+    if (!lua_toboolean(L, -2)) {
+        struct cmk_error e = {.code = "TokenDestinationRefused", .kind = "config",
+                              .message = lua_tostring(L, -1) ? lua_tostring(L, -1) : "token destination refused"};
+        cmk_push_error(L, &e);
+        lua_error(L);
+    }
+    lua_pop(L, 3);
+}
+
 /* [-0, +1, e] session:submit(req) -> transfer */
 static int session_submit(lua_State *L)
 {
@@ -164,6 +186,7 @@ static int session_submit(lua_State *L)
             return luaL_error(L, "req.credential must be a cmkflow.credential");
         if (lua_getfield(L, 2, "scope") != LUA_TSTRING)
             return luaL_error(L, "req.scope is required with req.credential");
+        check_token_destination(L, c, lua_tostring(L, -1), x->url);
         if (!(x->scope = buf_dup(lua_tostring(L, -1))))
             return luaL_error(L, "out of memory");
         lua_pop(L, 1);

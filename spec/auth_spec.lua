@@ -268,16 +268,16 @@ describe("auth", function()
 
   describe("managed_identity", function()
     local imds
-    before_each(function() imds = F.start(config(), false) end)
+    before_each(function() imds = F.start(config()) end)
     after_each(function() imds:stop() end)
 
     it("asks IMDS with Metadata: true and parses string expiry fields", function()
-      local cred = auth.credential{ kind = "managed_identity", identity_client_id = F.UAMI,
+      local cred = auth.credential{ kind = "managed_identity", identity_client_id = F.UAMI, ca_file = F.ca(),
                                     imds_endpoint = imds:url() .. "/metadata/identity/oauth2/token" }
-      local resp = assert(F.get(imds:url() .. "/x", cred, SCOPE))
+      local resp = assert(F.arm_get(imds:url(), "/x", cred))
       assert.are.equal(200, resp.status)
       assert.are.equal("https://management.azure.com", core.json.decode(resp.body).resource)
-      assert.are.equal(200, assert(F.get(imds:url() .. "/y", cred, SCOPE)).status)
+      assert.are.equal(200, assert(F.arm_get(imds:url(), "/y", cred)).status)
       local calls = F.journal(imds, "imds")
       assert.are.equal(1, #calls)
       assert.are.equal("true", calls[1].metadata)
@@ -292,9 +292,9 @@ describe("auth", function()
 
     it("reports IMDS errors with IMDS's error code", function()
       local cred = auth.credential{ kind = "managed_identity",
-                                    identity_client_id = "99999999-9999-4999-8999-999999999999",
+                                    identity_client_id = "99999999-9999-4999-8999-999999999999", ca_file = F.ca(),
                                     imds_endpoint = imds:url() .. "/metadata/identity/oauth2/token" }
-      local resp, err = F.get(imds:url() .. "/x", cred, SCOPE)
+      local resp, err = F.arm_get(imds:url(), "/x", cred)
       assert.is_nil(resp)
       assert.are.equal("invalid_request", err.code)
       assert.are.equal("Identity not found", err.message)
@@ -305,18 +305,19 @@ describe("auth", function()
       local code = ([[
         local F = require "support.auth_fixtures"
         F.ca_file = %q
-        local cred = core.auth.credential{ kind = "managed_identity", identity_client_id = F.UAMI }
-        local resp, err = F.get(%q, cred, F.SCOPE)
+        local cred = core.auth.credential{ kind = "managed_identity", identity_client_id = F.UAMI,
+                                           ca_file = F.ca_file }
+        local resp, err = F.arm_get(%q, "/x", cred)
         return { status = resp and resp.status, err = err and tostring(err),
                  endpoint = cred:describe().endpoint }
-      ]]):format(F.ca(), imds:url() .. "/x")
+      ]]):format(F.ca(), imds:url())
       local r = F.child(F.env{ AZURE_POD_IDENTITY_AUTHORITY_HOST = imds:url() .. "/" }, code)
       assert(r.ok, r.error)
       assert.are.equal(200, r.value.status)
       assert.are.equal("imds", r.value.endpoint)
       assert.are.equal(1, #F.journal(imds, "imds"))
 
-      local app = F.start(config({ app_service_header = "hdr-0123456789" }), false)
+      local app = F.start(config({ app_service_header = "hdr-0123456789" }))
       r = F.child(F.env{ IDENTITY_ENDPOINT = app:url() .. "/msi/token", IDENTITY_HEADER = "hdr-0123456789" },
                   code:gsub(imds:url(), app:url()))
       assert(r.ok, r.error)

@@ -122,7 +122,7 @@ describe("cloud", function()
     assert.equals("https://management.azure.com", e.arm)
     assert.equals("/tmp/ca.pem", e.ca_file)
     assert.same({ "login.microsoftonline.com:443:127.0.0.1:8443", "management.azure.com:443:127.0.0.1:8443",
-                  "graph.microsoft.com:443:127.0.0.1:8443" }, e.connect_to)
+                  "graph.microsoft.com:443:127.0.0.1:8443", ":443:127.0.0.1:8443" }, e.connect_to)
     assert.equals("kv1.vault.azure.net:443:127.0.0.1:8443", e:connect_to_for("kv1.vault.azure.net"))
     assert.is_true(e:is_vault_host("kv1.vault.azure.net"))
     assert.is_false(e:is_vault_host("vault.azure.net"))

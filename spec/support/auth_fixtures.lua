@@ -135,6 +135,15 @@ function M.get(url, cred, scope, tenant)
   return M.request({ method = "GET", url = url, credential = cred, scope = scope, tenant = tenant })
 end
 
+-- An authenticated GET of the ARM path `path`, routed to the local server at server_url (its
+-- certificate names the Azure hosts): a token for ARM goes to the ARM host only
+-- (cmkflow.clouds.token_destination), never to another listener.
+function M.arm_get(server_url, path, cred, scope)
+  local port = assert(server_url:match(":(%d+)$"), server_url)
+  return M.request({ method = "GET", url = "https://management.azure.com" .. path, credential = cred,
+                     scope = scope or M.SCOPE, connect_to = { "management.azure.com:443:127.0.0.1:" .. port } })
+end
+
 function M.journal(srv, kind)
   local resp = assert(M.request({ method = "GET", url = srv:url() .. "/_test/journal" }))
   local all = json.decode(resp.body)

@@ -146,6 +146,10 @@ function M.emulator(endpoint_url, ca_file)
   for _, url in ipairs { spec.authority, spec.arm, spec.graph } do
     spec.connect_to[#spec.connect_to + 1] = https_host(url) .. ":443:" .. host .. ":" .. port
   end
+  -- and every other host (vaults, storage, anything): with the emulator selected, no request
+  -- leaves for a real Azure host over https (libcurl's CURLOPT_CONNECT_TO: an empty host matches any;
+  -- port 443 only, so a local IMDS endpoint of a managed identity stays where it is)
+  spec.connect_to[#spec.connect_to + 1] = ":443:" .. host .. ":" .. port
   return build("emulator", spec)
 end
 
