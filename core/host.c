@@ -1,6 +1,7 @@
 /* The Lua host: one state with the core, the embedded Lua sources, protected calls, signals
  * (Ctrl-C, SIGTERM) and the per-run limits (instructions, memory). */
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,8 @@ struct cmkflow_host {
     long long instruction_raised_ms; /* when the hook last raised InstructionLimit, 0: not yet */
     size_t memory_limit, memory_used;
     int memory_refused;
+    cmkflow_event_fn on_event; /* cmkflow_host_set_event_callback */
+    void *event_userdata;
 };
 
 /* ---- module loader: CMKFLOW_LUA_PATH first (development), then the embedded sources ---- */
@@ -93,7 +96,9 @@ void host_install_searcher(lua_State *L)
 
 /* ---- protected calls (lua.c's docall), signals and limits --------------------------- */
 
-static cmkflow_host *signalled_host; /* only for the signal handler, as lua.c's globalL */
+/* The CLI's host, for its signal handler (as lua.c's globalL). The library itself installs no
+ * handler: a program embedding it calls cmkflow_host_interrupt from its own. */
+static cmkflow_host *volatile signalled_host;
 
 static long long now_ms(void)
 {
@@ -148,8 +153,8 @@ static void count_hook(lua_State *L, lua_Debug *ar)
     }
 }
 
-/* SIGINT and SIGTERM: the first stops the run (the hook raises), the second changes nothing (the
- * journal update must still happen), the third kills as the default action would. */
+/* The CLI's SIGINT and SIGTERM: the first stops the run (the hook raises), the second changes
+ * nothing (the journal update must still happen), the third kills as the default action would. */
 static void on_signal(int sig)
 {
     cmkflow_host *h = signalled_host;
@@ -214,18 +219,7 @@ static int docall(cmkflow_host *h, int narg, int nres)
     int base = lua_gettop(L) - narg;
     lua_pushcfunction(L, cmk_msghandler);
     lua_insert(L, base);
-    cmkflow_host *outer = signalled_host;
-    signalled_host = h;
-    struct sigaction sa, old_int, old_term;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
     int status = lua_pcall(L, narg, nres, base);
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
-    signalled_host = outer;
     lua_remove(L, base);
     return status;
 }
@@ -471,16 +465,38 @@ struct push_cred_args {
     const struct cmkflow_credential_spec *spec;
 };
 
-/* [-0, +2, e] push context name and a new credential */
+/* [-0, +2, e] push context name and a new credential, bound to the host's cloud: its authority,
+ * extra CA and, for the emulator, the routes that keep every request on it (a secret meant for
+ * the emulator never goes towards real Azure's login service). */
 static int push_cred(lua_State *L)
 {
     const struct push_cred_args *a = lua_touserdata(L, 1);
+    const struct cmkflow_credential_spec *c = a->spec;
+    if (c->size < offsetof(struct cmkflow_credential_spec, identity_client_id) + sizeof c->identity_client_id)
+        return luaL_error(L, "credential: set .size = sizeof(struct cmkflow_credential_spec)");
     struct auth_spec s = {
-        .kind = a->spec->kind, .tenant = a->spec->tenant_id, .client_id = a->spec->client_id,
-        .client_secret = a->spec->client_secret, .certificate_path = a->spec->certificate_path,
-        .certificate_password = a->spec->certificate_password,
-        .token_file = a->spec->federated_token_file, .identity_client_id = a->spec->identity_client_id,
+        .kind = c->kind, .tenant = c->tenant_id, .client_id = c->client_id,
+        .client_secret = c->client_secret, .certificate_path = c->certificate_path,
+        .certificate_password = c->certificate_password,
+        .token_file = c->federated_token_file, .identity_client_id = c->identity_client_id,
     };
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "cmkflow.host");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "current_cloud");
+    lua_call(L, 0, 1); /* index 3: the cloud, keeps the strings below alive */
+    lua_getfield(L, 3, "authority");
+    s.authority = lua_tostring(L, -1);
+    lua_getfield(L, 3, "ca_file");
+    s.ca_file = lua_tostring(L, -1);
+    const char *routes[16] = {0};
+    if (lua_getfield(L, 3, "connect_to") == LUA_TTABLE) {
+        int t = lua_gettop(L);
+        luaL_checkstack(L, 16, "connect_to");
+        for (int i = 0; i < 15 && lua_rawgeti(L, t, i + 1) == LUA_TSTRING; i++)
+            routes[i] = lua_tostring(L, -1); /* stays on the stack until we return */
+        s.connect_to = routes[0] ? routes : NULL;
+    }
     lua_pushstring(L, a->context);
     auth_push_credential(L, &s);
     return 2;
@@ -505,19 +521,15 @@ void cmkflow_host_set_debug(cmkflow_host *h, int on)
     (void)call_host(h, "set_debug", 1, 0);
 }
 
-/* Runs cmkflow.app.api.run(kind, what, chunkname, params_json) -> status, result JSON or error */
-static int run(cmkflow_host *h, const char *kind, const char *what, const char *chunkname,
-               const char *params_json)
+/* Calls cmkflow.app.api[fn] with the nargs strings on the stack -> status, result JSON (a string)
+ * or error; the result goes to result_json, the error to last_error and last_error_json. */
+static int api_call(cmkflow_host *h, const char *fn, int nargs)
 {
     lua_State *L = h->L;
     set_string(&h->result_json, NULL);
     set_string(&h->last_error, NULL);
     set_string(&h->last_error_json, NULL);
-    lua_pushstring(L, kind);
-    lua_pushstring(L, what);
-    lua_pushstring(L, chunkname);
-    lua_pushstring(L, params_json);
-    int rc = call_module(h, "cmkflow.app.api", "run", 4, 2);
+    int rc = call_module(h, "cmkflow.app.api", fn, nargs, 2);
     if (rc != CMKFLOW_OK)
         return rc;
     rc = (int)lua_tointeger(L, -2);
@@ -529,14 +541,101 @@ static int run(cmkflow_host *h, const char *kind, const char *what, const char *
         record_error(h);
         lua_pop(L, 2);
     } else if (lua_type(L, -1) == LUA_TSTRING) {
-        /* a run that succeeded or waits at a gate (CMKFLOW_WAITING): its result */
+        /* a run that succeeded or waits at a gate (CMKFLOW_WAITING), a list: its result */
         set_string(&h->result_json, lua_tostring(L, -1));
+        lua_pop(L, 2);
+    } else if (lua_isnil(L, -1)) {
         lua_pop(L, 2);
     } else {
         record_error(h); /* the error value (table or message) */
         lua_pop(L, 1);
     }
     return rc;
+}
+
+/* Runs cmkflow.app.api.run(kind, what, chunkname, params_json). */
+static int run(cmkflow_host *h, const char *kind, const char *what, const char *chunkname,
+               const char *params_json)
+{
+    lua_pushstring(h->L, kind);
+    lua_pushstring(h->L, what);
+    lua_pushstring(h->L, chunkname);
+    lua_pushstring(h->L, params_json);
+    return api_call(h, "run", 4);
+}
+
+/* api_call with up to four string arguments (NULL pushes nil). */
+static int api_call_s(cmkflow_host *h, const char *fn, int n, const char *a, const char *b, const char *c,
+                      const char *d)
+{
+    const char *args[4] = {a, b, c, d};
+    for (int i = 0; i < n; i++)
+        lua_pushstring(h->L, args[i]);
+    return api_call(h, fn, n);
+}
+
+int cmkflow_host_set_subscription(cmkflow_host *h, const char *context, const char *subscription_id)
+{
+    return api_call_s(h, "set_subscription", 2, context, subscription_id, NULL, NULL);
+}
+
+int cmkflow_host_set_config(cmkflow_host *h, const char *path)
+{
+    return api_call_s(h, "set_config", 1, path, NULL, NULL, NULL);
+}
+
+int cmkflow_host_set_policy(cmkflow_host *h, const char *path)
+{
+    return api_call_s(h, "set_policy", 1, path, NULL, NULL, NULL);
+}
+
+int cmkflow_host_set_state_dir(cmkflow_host *h, const char *dir)
+{
+    return api_call_s(h, "set_state_dir", 1, dir, NULL, NULL, NULL);
+}
+
+int cmkflow_host_resume(cmkflow_host *h, const char *run_id)
+{
+    return api_call_s(h, "resume", 1, run_id, NULL, NULL, NULL);
+}
+
+int cmkflow_host_approve(cmkflow_host *h, const char *run_id, const char *gate, int approve,
+                         const char *values_json)
+{
+    return api_call_s(h, "approve", 4, run_id, gate, approve ? "approved" : "rejected", values_json);
+}
+
+int cmkflow_host_list_runs(cmkflow_host *h)
+{
+    return api_call_s(h, "list_runs", 0, NULL, NULL, NULL, NULL);
+}
+
+int cmkflow_host_show_run(cmkflow_host *h, const char *run_id)
+{
+    return api_call_s(h, "show_run", 1, run_id, NULL, NULL, NULL);
+}
+
+/* [-1, +0, -] the event sink cmkflow.app.api calls with each event as JSON */
+static int emit_event(lua_State *L)
+{
+    cmkflow_host *h = lua_touserdata(L, lua_upvalueindex(1));
+    const char *event = luaL_checkstring(L, 1);
+    if (h->on_event)
+        h->on_event(event, h->event_userdata);
+    return 0;
+}
+
+void cmkflow_host_set_event_callback(cmkflow_host *h, cmkflow_event_fn fn, void *userdata)
+{
+    h->on_event = fn;
+    h->event_userdata = userdata;
+    if (fn) {
+        lua_pushlightuserdata(h->L, h);
+        lua_pushcclosure(h->L, emit_event, 1);
+    } else {
+        lua_pushnil(h->L);
+    }
+    (void)api_call(h, "set_event_sink", 1);
 }
 
 int cmkflow_host_run_file(cmkflow_host *h, const char *path, const char *params_json)
@@ -582,6 +681,14 @@ int cmkflow_main(int argc, char **argv)
         fputs("cmkflow: out of memory\n", stderr);
         return CMKFLOW_FAILED;
     }
+    /* the program, not the library, owns the signals */
+    signalled_host = h;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     lua_pushcfunction(h->L, cli_main);
     lua_pushinteger(h->L, argc);
     lua_pushlightuserdata(h->L, argv);
@@ -599,6 +706,9 @@ int cmkflow_main(int argc, char **argv)
     if (h->interrupted && rc != CMKFLOW_OK)
         rc = h->interrupted == SIGTERM ? CMKFLOW_TERMINATED : CMKFLOW_INTERRUPTED;
     fflush(stdout);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    signalled_host = NULL;
     cmkflow_host_free(h);
     return rc;
 }

@@ -111,7 +111,8 @@ end
 function M.connect(opts, policy_path)
   local target, err = config.configure(opts)
   if not target then return nil, err end
-  local ok, policy = pcall(M.load_policy, policy_path or target.policy)
+  target.policy = policy_path or opts.policy or target.policy
+  local ok, policy = pcall(M.load_policy, target.policy)
   if not ok then return nil, core.error.is(policy) and policy or usage_error(tostring(policy)) end
   return target, policy
 end
@@ -140,8 +141,10 @@ function M.start(prepared, opts, progress, on_created)
   return result
 end
 
--- Resumes a stored run where it stopped. Returns the engine's result, or nil, error.
-function M.resume(run_id, progress)
+-- Resumes a stored run where it stopped, talking where the run did (its config file or cloud), or
+-- where `connect_opts` says (the C API: the cloud and credentials set in code). Returns the
+-- engine's result, or nil, error.
+function M.resume(run_id, progress, connect_opts)
   local db = state.open_store()
   local run = db:run(run_id)
   if not run then return nil, usage_error(("no run '%s' in %s/runs.db"):format(run_id, state.dir())) end
@@ -161,8 +164,8 @@ function M.resume(run_id, progress)
   if not kind then return nil, what end
   local def, lerr = M.load(kind, what)
   if not def then return nil, lerr end
-  local target, policy = M.connect({ config = where.config, cloud = where.cloud ~= "emulator" and where.cloud or nil },
-                                   where.policy)
+  local target, policy = M.connect(connect_opts or
+    { config = where.config, cloud = where.cloud ~= "emulator" and where.cloud or nil }, where.policy)
   if not target then return nil, policy end
   local values = json.decode(run.params) or {}
   local result = engine.execute { def = def, ctx = M.make_ctx(def, values, policy), store = db, run_id = run_id,

@@ -3,9 +3,14 @@ local core = require "cmkflow.core"
 
 local M = {}
 
--- $CMKFLOW_STATE_DIR, else $XDG_STATE_HOME/cmkflow, else ~/.local/state/cmkflow (created, 0700).
+-- The directory set in code (cmkflow_host_set_state_dir), else $CMKFLOW_STATE_DIR, else
+-- $XDG_STATE_HOME/cmkflow, else ~/.local/state/cmkflow (created, 0700).
+local chosen -- set in code (the C API's cmkflow_host_set_state_dir)
+
+function M.set_dir(dir) chosen = dir end
+
 function M.dir()
-  local dir = os.getenv("CMKFLOW_STATE_DIR")
+  local dir = chosen or os.getenv("CMKFLOW_STATE_DIR")
   if not dir or dir == "" then
     local xdg = os.getenv("XDG_STATE_HOME")
     dir = (xdg and xdg ~= "" and xdg or ((os.getenv("HOME") or "/tmp") .. "/.local/state")) .. "/cmkflow"

@@ -3,9 +3,9 @@
 local core = require "cmkflow.core"
 local args = require "cmkflow.cli.args"
 local output = require "cmkflow.cli.output"
-local state = require "cmkflow.app.state"
+local app_runs = require "cmkflow.app.runs"
 
-local json, EXIT = core.json, core.exit
+local EXIT = core.exit
 
 local M = {}
 
@@ -16,16 +16,10 @@ function M.approve(argv)
   if not run_id or not gate then return args.usage_error("approve needs RUN_ID GATE") end
   local values, verr = args.key_values(opts.param)
   if not values then return args.usage_error(verr) end
-  local db = state.open_store()
-  -- values handed over at the gate travel in the approval's note
-  local note = opts.note
-  if next(values) then note = json.encode({ note = opts.note, values = values }) end
+  -- values handed over at the gate (the customer's vault URI and key name) travel in the approval
   local decision = opts.reject and "rejected" or "approved"
-  local ok, derr = db:decide(run_id, gate, decision, os.getenv("USER"), note)
-  if not ok then
-    derr.kind = derr.kind or "usage" -- an unknown run or gate, a gate already decided: the input is wrong
-    return output.fail(derr)
-  end
+  local ok, derr = app_runs.decide(run_id, gate, decision, values, opts.note, os.getenv("USER"))
+  if not ok then return output.fail(derr) end
   io.stderr:write(("cmkflow: gate '%s' of run %s %s; continue with: cmkflow resume %s\n")
     :format(gate, run_id, decision, run_id))
   return EXIT.ok

@@ -2,31 +2,19 @@
 local core = require "cmkflow.core"
 local args = require "cmkflow.cli.args"
 local output = require "cmkflow.cli.output"
-local pipeline = require "cmkflow.app.pipeline"
-local state = require "cmkflow.app.state"
+local app_runs = require "cmkflow.app.runs"
 
 local json, EXIT = core.json, core.exit
 
 local M = {}
 
--- A journaled error: the JSON the engine stored (an error's fields), or older text as a message.
-local function stored_error(text)
-  if text == nil then return nil end
-  local ok, doc = pcall(json.decode, text)
-  if ok and type(doc) == "table" then return doc end
-  return { code = "Error", message = text }
-end
-
 local function list(opts)
-  local runs = state.open_store():runs { limit = 50 }
+  local runs = app_runs.list(50)
   if opts.output == "json" then
-    local out = json.array()
-    for _, r in ipairs(runs) do out[#out + 1] = { run_id = r.id, workflow = r.workflow, status = r.status,
-      created_at = r.created_at, updated_at = r.updated_at } end
-    io.stdout:write(json.encode(out), "\n")
+    io.stdout:write(json.encode(runs), "\n")
   else
     for _, r in ipairs(runs) do
-      io.stdout:write(("%s  %-20s %-11s %s\n"):format(r.id, r.workflow, r.status,
+      io.stdout:write(("%s  %-20s %-11s %s\n"):format(r.run_id, r.workflow, r.status,
         os.date("!%Y-%m-%dT%H:%M:%SZ", r.updated_at)))
     end
   end
@@ -34,19 +22,8 @@ local function list(opts)
 end
 
 local function show(run_id, opts)
-  local db = state.open_store()
-  local run = db:run(run_id)
-  if not run then return output.fail(pipeline.usage_error("no run '" .. run_id .. "'")) end
-  local steps = json.array()
-  for _, s in ipairs(db:steps(run_id)) do
-    steps[#steps + 1] = { name = s.name, status = s.status, attempts = s.attempts, error = stored_error(s.error),
-      outputs = s.outputs and json.decode(s.outputs) or nil }
-  end
-  local approvals = json.array()
-  for _, a in ipairs(db:approvals(run_id)) do approvals[#approvals + 1] = { gate = a.gate, status = a.status } end
-  local doc = { run_id = run.id, workflow = run.workflow, status = run.status, params = json.decode(run.params),
-    error = stored_error(run.error), outputs = run.outputs and json.decode(run.outputs) or nil, steps = steps,
-    approvals = approvals }
+  local doc, err = app_runs.show(run_id)
+  if not doc then return output.fail(err) end
   if opts.output == "json" then
     io.stdout:write(json.encode(doc), "\n")
   else
