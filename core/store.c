@@ -125,7 +125,7 @@ sql_error:
     return is_notadb(rc) ? STORE_E_NOTSTORE : STORE_E_SQL;
 }
 
-int store_open_db(const char *path, sqlite3 **out, char *err, size_t errlen)
+static int open_once(const char *path, sqlite3 **out, char *err, size_t errlen, int *busy)
 {
     sqlite3 *db = NULL;
     int kind = STORE_E_SQL, rc;
@@ -193,6 +193,7 @@ int store_open_db(const char *path, sqlite3 **out, char *err, size_t errlen)
     *out = db;
     return STORE_OK;
 fail:
+    *busy = (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
     if (is_notadb(rc)) {
         snprintf(err, errlen, "store %s: not a cmkflow store (%s)", path, sqlite3_errmsg(db));
         kind = STORE_E_NOTSTORE;
@@ -204,5 +205,22 @@ fail:
                    : STORE_E_SQL;
     }
     sqlite3_close_v2(db);
+    return kind;
+}
+
+/* Two processes (or two hosts of one process) opening a new store at once can meet SQLite's
+ * "database is locked" where its busy handler is not consulted (the switch to WAL, the first
+ * schema read): open again, a bounded number of times (about 5 s in all). */
+int store_open_db(const char *path, sqlite3 **out, char *err, size_t errlen)
+{
+    int kind = STORE_E_SQL;
+    for (int attempt = 0; attempt < 100; attempt++) {
+        int busy = 0;
+        kind = open_once(path, out, err, errlen, &busy);
+        if (kind == STORE_OK || !busy)
+            return kind;
+        struct timespec pause = {0, 50 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
     return kind;
 }
