@@ -69,6 +69,65 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     ") STRICT;"
     "PRAGMA application_id = 1129139014;" /* STORE_APPLICATION_ID */
     "PRAGMA user_version = 1;",
+    /* v2: runs may be 'cancelled' (cmkflow runs cancel). SQLite cannot change a CHECK in place and
+     * dropping runs would cascade to its children, so all four tables are rebuilt: the copies
+     * first, then the old children, then the old runs (no child refers to it by then); renaming
+     * runs_v2 to runs rewrites the copies' REFERENCES (https://www.sqlite.org/lang_altertable.html). */
+    "CREATE TABLE runs_v2 ("
+    "  id TEXT PRIMARY KEY NOT NULL CHECK (length(id) > 0),"
+    "  workflow TEXT NOT NULL,"
+    "  params TEXT NOT NULL DEFAULT '{}',"
+    "  status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN"
+    "    ('pending','running','waiting','succeeded','failed','interrupted','cancelled')),"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL,"
+    "  error TEXT,"
+    "  outputs TEXT,"
+    "  config TEXT NOT NULL DEFAULT '{}'"
+    ") STRICT;"
+    "INSERT INTO runs_v2 SELECT id, workflow, params, status, created_at, updated_at, error, outputs,"
+    "  config FROM runs ORDER BY rowid;"
+    "CREATE TABLE steps_v2 ("
+    "  run_id TEXT NOT NULL REFERENCES runs_v2 (id) ON DELETE CASCADE,"
+    "  name TEXT NOT NULL CHECK (length(name) > 0),"
+    "  status TEXT NOT NULL CHECK (status IN ('running','succeeded','failed','skipped')),"
+    "  attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),"
+    "  started_at INTEGER,"
+    "  finished_at INTEGER,"
+    "  outputs TEXT,"
+    "  error TEXT,"
+    "  PRIMARY KEY (run_id, name)"
+    ") STRICT;"
+    "INSERT INTO steps_v2 SELECT run_id, name, status, attempts, started_at, finished_at, outputs,"
+    "  error FROM steps ORDER BY rowid;"
+    "CREATE TABLE approvals_v2 ("
+    "  run_id TEXT NOT NULL REFERENCES runs_v2 (id) ON DELETE CASCADE,"
+    "  gate TEXT NOT NULL CHECK (length(gate) > 0),"
+    "  status TEXT NOT NULL CHECK (status IN ('waiting','approved','rejected')),"
+    "  requested_at INTEGER NOT NULL,"
+    "  decided_at INTEGER,"
+    "  decided_by TEXT,"
+    "  note TEXT,"
+    "  PRIMARY KEY (run_id, gate)"
+    ") STRICT;"
+    "INSERT INTO approvals_v2 SELECT run_id, gate, status, requested_at, decided_at, decided_by,"
+    "  note FROM approvals ORDER BY rowid;"
+    "CREATE TABLE events_v2 ("
+    "  run_id TEXT NOT NULL REFERENCES runs_v2 (id) ON DELETE CASCADE,"
+    "  seq INTEGER NOT NULL CHECK (seq > 0),"
+    "  time INTEGER NOT NULL,"
+    "  kind TEXT NOT NULL,"
+    "  message TEXT NOT NULL,"
+    "  PRIMARY KEY (run_id, seq)"
+    ") STRICT;"
+    "INSERT INTO events_v2 SELECT run_id, seq, time, kind, message FROM events ORDER BY rowid;"
+    "DROP TABLE events; DROP TABLE approvals; DROP TABLE steps; DROP TABLE runs;"
+    "ALTER TABLE runs_v2 RENAME TO runs;"
+    "ALTER TABLE steps_v2 RENAME TO steps;"
+    "ALTER TABLE approvals_v2 RENAME TO approvals;"
+    "ALTER TABLE events_v2 RENAME TO events;"
+    "CREATE INDEX runs_by_created ON runs (created_at DESC);"
+    "PRAGMA user_version = 2;",
 };
 
 _Static_assert(STORE_APPLICATION_ID == 1129139014, "the v1 migration writes this id literally");
@@ -273,7 +332,7 @@ static const char *const statements[S_COUNT] = {
                            " ON CONFLICT (run_id, gate) DO UPDATE SET status = status"
                            " RETURNING status",
     [S_APPROVAL_DECIDE] = "UPDATE approvals SET status = ?3, decided_at = ?4, decided_by = ?5,"
-                          " note = ?6 WHERE run_id = ?1 AND gate = ?2 AND status = 'waiting'",
+                          " note = ?6 WHERE run_id = ?1 AND gate = ?2 AND (status = 'waiting' OR ?7)",
     [S_APPROVAL_GET] = "SELECT " APPROVAL_COLUMNS " FROM approvals WHERE run_id = ?1 AND gate = ?2",
     [S_APPROVAL_LIST] = "SELECT " APPROVAL_COLUMNS " FROM approvals WHERE run_id = ?1"
                         " ORDER BY requested_at, rowid",
@@ -292,7 +351,7 @@ struct store {
 };
 
 static const char *const run_statuses[] = {"pending",   "running", "waiting", "succeeded",
-                                           "failed",    "interrupted", NULL};
+                                           "failed",    "interrupted", "cancelled", NULL};
 static const char *const finish_statuses[] = {"succeeded", "failed", "skipped", NULL};
 static const char *const decisions[] = {"approved", "rejected", NULL};
 
@@ -779,8 +838,8 @@ static int store_request_approval(lua_State *L)
     return 1;
 }
 
-/* [-6, +1|2, e] db:decide(run_id, gate, "approved"|"rejected", by?, note?)
- * -> true | nil, err (unknown run, unknown gate, already decided) */
+/* [-7, +1|2, e] db:decide(run_id, gate, "approved"|"rejected", by?, note?, redecide?)
+ * -> true | nil, err (unknown run, unknown gate, already decided and not redecide) */
 static int store_decide(lua_State *L)
 {
     struct store *s = check_store(L, 1);
@@ -791,8 +850,12 @@ static int store_decide(lua_State *L)
         luaL_checkstring(L, 5);
     if (!lua_isnoneornil(L, 6))
         luaL_checkstring(L, 6);
-    lua_settop(L, 6);
-    int rc = run_write(L, s, S_APPROVAL_DECIDE, 2, "ssstsr");
+    lua_settop(L, 7);
+    if (!lua_toboolean(L, 7)) { /* redecide: only true counts ('f' binds "not nil") */
+        lua_pushnil(L);
+        lua_replace(L, 7);
+    }
+    int rc = run_write(L, s, S_APPROVAL_DECIDE, 2, "ssstsrf");
     if (rc != SQLITE_DONE)
         return store_fail_rc(L, s, rc, "decide");
     if (sqlite3_changes(s->db) > 0) {
