@@ -106,7 +106,7 @@ describe("stock workflows", function()
     assert.same(want, got)
     -- the handoff names the app and the command the customer runs
     assert.matches("^%x+%-", r.app_id)
-    assert.matches("customer-authorize --param customer=contoso --param app_id=" .. r.app_id, r.setup.outputs.handoff.customerCommand, 1, true)
+    assert.matches("customer-authorize --config customer.lua --param customer=contoso --param app_id=" .. r.app_id, r.setup.outputs.handoff.customerCommand, 1, true)
     assert.matches("adminconsent?client_id=" .. r.app_id, r.setup.outputs.handoff.consentUrl, 1, true)
     local enc = r.account.outputs.storage_account.properties.encryption
     assert.equals("Microsoft.Keyvault", enc.keySource)

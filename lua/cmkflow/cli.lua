@@ -27,12 +27,16 @@ commands:
                       without --config/CMKFLOW_CONFIG it runs against the embedded emulator
   plan WORKFLOW [same options]
                       list every change the run would make, making none
-  resume RUN_ID       continue a failed, interrupted or waiting run
-  runs list | runs show RUN_ID
-                      the run store ($CMKFLOW_STATE_DIR, default ~/.local/state/cmkflow)
+  resume RUN_ID [--param k=v]... [--config FILE]
+                      continue a failed, interrupted or waiting run; --param approves the gate it
+                      waits at with those values; --config: where its config file is now
+  runs list | runs show RUN_ID | runs cancel RUN_ID
+                      the run store ($CMKFLOW_STATE_DIR, default ~/.local/state/cmkflow); cancel
+                      ends a run for good
   approve RUN_ID GATE [--reject] [--note TEXT] [--param k=v]...
                       decide an approval gate; --param values (e.g. the customer's key_vault_uri
-                      and key_name) are handed to the steps after the gate
+                      and key_name) are checked and handed to the steps after the gate; approve
+                      again to correct them until the run has succeeded
   emulator [--listen 127.0.0.1:PORT] [--seed FILE] [--state DIR] [--ca-cert OUT.pem]
                       run the Azure emulator in the foreground (PORT 0 picks a free one);
                       prints {"ready":true,"url":...,"ca_cert":...} on stdout when ready

@@ -3,6 +3,7 @@
 local core = require "cmkflow.core"
 local host = require "cmkflow.host"
 local embedded = require "cmkflow.app.embedded"
+local file = require "cmkflow.util.file"
 
 local M = {}
 
@@ -56,7 +57,8 @@ end
 -- (never a secret): {config = path | nil, cloud = name, emulator = url | nil, policy = path | nil},
 -- or nil, error (kind "config").
 function M.configure(opts)
-  local config_path = M.named(opts)
+  -- absolute, so that a run resumed from another directory finds the same file
+  local config_path = file.absolute(M.named(opts))
   if config_path then
     local base = dir_of(config_path)
     local function resolve_cloud(desc)

@@ -9,11 +9,16 @@ local engine = require "cmkflow.workflow.engine"
 local params = require "cmkflow.workflow.params"
 local policy_mod = require "cmkflow.policy"
 local validate = require "cmkflow.azure.validate"
+local cloud_mod = require "cmkflow.azure.cloud"
 local config = require "cmkflow.app.config"
 local state = require "cmkflow.app.state"
 local file = require "cmkflow.util.file"
 
 local json = core.json
+
+-- the run's stored cloud name -> the public cloud whose names it uses (the emulator serves
+-- the public cloud's host names)
+local PUBLIC_CLOUD = { azure = "azure", usgov = "usgov", china = "china", emulator = "azure" }
 
 local M = {}
 
@@ -74,6 +79,12 @@ function M.make_ctx(def, values, policy)
     local c = host.contexts[name] or {}
     return { tenant = c.tenant or (c.credential and c.credential:describe().tenant), subscription = c.subscription }
   end
+  -- the run's cloud as steps may name it to people: its sign-in authority, Graph, vault suffix,
+  -- and the name to give --cloud (nil when a config file names the cloud)
+  ctx.cloud_info = function()
+    local c = host.current_cloud()
+    return { name = (host.cloud or {}).name, authority = c.authority, graph = c.graph, keyvault_suffix = c.keyvault_suffix }
+  end
   ctx.log = function(fmt, ...) io.stderr:write(select("#", ...) > 0 and fmt:format(...) or tostring(fmt), "\n") end
   return ctx
 end
@@ -123,6 +134,22 @@ function M.plan(prepared, opts)
   return engine.plan(prepared.def, M.make_ctx(prepared.def, prepared.values, policy))
 end
 
+-- Statuses of a run that is over: nothing resumes it.
+local FINISHED = { succeeded = true, cancelled = true }
+
+-- The unfinished run of the same workflow for the same ISV tenant and customer, if any: one
+-- customer's onboarding is one run, resumed or cancelled, never two racing each other.
+local function unfinished_twin(db, def, values, target)
+  if values.customer == nil then return nil end
+  for _, r in ipairs(db:runs { workflow = def.name, limit = 1000 } or {}) do
+    if not FINISHED[r.status] then
+      local p = json.decode(r.params or "{}") or {}
+      local c = json.decode(r.config or "{}") or {}
+      if p.customer == values.customer and c.isv_tenant == target.isv_tenant then return r end
+    end
+  end
+end
+
 -- Starts a prepared run: a new run in the store, executed by the engine. progress(event) sees the
 -- engine's events. Returns the engine's result {run_id, status, outputs, error, gate} or nil, error.
 function M.start(prepared, opts, progress, on_created)
@@ -130,23 +157,34 @@ function M.start(prepared, opts, progress, on_created)
   if not target then return nil, policy end
   local db = state.open_store()
   target.workflow = prepared.ref
+  -- which tenants this run has credentials for, and the ISV tenant: a later approve checks the
+  -- handed-over values against them without reading any secret
+  target.isv_tenant = host.contexts.isv and (host.contexts.isv.tenant
+    or (host.contexts.isv.credential and host.contexts.isv.credential:describe().tenant)) or nil
+  target.contexts = { isv = has_context("isv"), customer = has_context("customer") }
+  local twin = unfinished_twin(db, prepared.def, prepared.values, target)
+  if twin then
+    config.finish()
+    return nil, usage_error(("run %s of %s for customer %s is not finished (%s): continue it with 'cmkflow resume %s'"
+      .. " (values for a gate: 'cmkflow approve %s GATE --param k=v'), or end it with 'cmkflow runs cancel %s'")
+      :format(twin.id, prepared.def.name, prepared.values.customer, twin.status, twin.id, twin.id, twin.id),
+      { code = "RunNotFinished", run_id = twin.id })
+  end
   local run_id = db:create_run { workflow = prepared.def.name, params = json.encode(prepared.values),
                                  config = json.encode(target) }
   if on_created then on_created(run_id) end
-  local result = engine.execute { def = prepared.def, ctx = M.make_ctx(prepared.def, prepared.values, policy),
-                                  store = db, run_id = run_id, progress = progress }
+  local ctx = M.make_ctx(prepared.def, prepared.values, policy)
+  ctx.config_path = target.config
+  local result = engine.execute { def = prepared.def, ctx = ctx, store = db, run_id = run_id, progress = progress }
   config.finish()
   return result
 end
 
--- Resumes a stored run where it stopped. Returns the engine's result, or nil, error.
-function M.resume(run_id, progress)
+-- A stored run and its definition: run, where (its stored target), def, db | nil, error.
+local function stored_run(run_id)
   local db = state.open_store()
   local run = db:run(run_id)
   if not run then return nil, usage_error(("no run '%s' in %s/runs.db"):format(run_id, state.dir())) end
-  if run.status == "succeeded" then
-    return { run_id = run_id, status = run.status, outputs = run.outputs and json.decode(run.outputs) }
-  end
   local where = json.decode(run.config or "{}") or {}
   local kind, what = M.resolve_workflow(where.workflow or run.workflow)
   if not kind then return nil, what end
@@ -154,12 +192,142 @@ function M.resume(run_id, progress)
   if loaded ~= "definition" then
     return nil, usage_error("run " .. run_id .. ": its workflow is no longer a workflow definition")
   end
+  return run, where, def, db
+end
+
+-- The config and policy files a run was started with must still be there (a run stores their
+-- absolute paths); opts.config names where the config file went. Returns where | nil, error.
+local function files_still_there(run_id, where, opts)
+  if opts.config then
+    where.config = file.absolute(opts.config)
+    where.policy = nil -- the moved config file names its policy again
+  end
+  for _, f in ipairs { { "config", where.config }, { "policy", where.policy } } do
+    if f[2] and not file.read(f[2]) then
+      return nil, core.error.new { code = "InvalidConfig", kind = "config", field = f[1], message =
+        ("run %s was started with the %s file %s, which is no longer there (moved or deleted?)"):format(run_id, f[1],
+          f[2]),
+        hint = "put it back, or resume with --config NEW_PATH naming where the config file is now" }
+    end
+  end
+  return where
+end
+
+-- The gate that values given to `resume --param` are for: the one the run waits at, else the last
+-- one decided. Returns its name or nil.
+local function current_gate(db, run_id)
+  local last
+  for _, a in ipairs(db:approvals(run_id) or {}) do
+    if a.status == "waiting" then return a.gate end
+    last = a.gate
+  end
+  return last
+end
+
+-- The values a gate declares (step.values), checked as parameters: required only when the gate's
+-- values_needed(ctx) says so, a key_vault_uri of the run's cloud. Returns values | nil, problems.
+local function check_gate_values(gate, values, where)
+  local specs, ctx = {}, { has_context = function(name) return (where.contexts or {})[name] == true end }
+  local needed = gate.values_needed == nil or gate.values_needed(ctx)
+  local suffix = cloud_mod.get(PUBLIC_CLOUD[where.cloud] or "azure").keyvault_suffix
+  for name, spec in pairs(gate.values or {}) do
+    local copy = {}
+    for k, v in pairs(spec) do copy[k] = v end
+    copy.required = spec.required and needed
+    if spec.type == "key_vault_uri" then
+      copy.type, copy.check = "string", function(v) return validate.key_vault_uri(v, suffix) end
+    end
+    specs[name] = copy
+  end
+  return engine.check_params({ params = specs }, values)
+end
+
+-- Decides a gate of a stored run: approve (with values the gate declares, merged over values
+-- given earlier) or reject. A gate may be decided again, to correct its values, until the run has
+-- succeeded; the next resume runs again every step that used the old values. opts: {reject, note,
+-- values, by}. Returns {run_id, gate, decision, values, redecided} | nil, error (kind "usage").
+function M.decide(run_id, gate_name, opts)
+  local run, where, def, db = stored_run(run_id)
+  if not run then return nil, where end
+  if FINISHED[run.status] then
+    return nil, usage_error(("run %s has %s: its gates can no longer change"):format(run_id, run.status),
+      { code = "RunFinished" })
+  end
+  local gate = def.by_name[gate_name]
+  if not gate or not gate.gate then
+    return nil, usage_error(("run %s (%s) has no approval gate '%s'"):format(run_id, def.name, gate_name),
+      { code = "UnknownGate" })
+  end
+  local earlier = db:approval(run_id, gate_name)
+  local values = {}
+  for k, v in pairs(engine.approval_values(earlier)) do values[k] = v end
+  for k, v in pairs(opts.values or {}) do values[k] = v end
+  local decision = opts.reject and "rejected" or "approved"
+  if decision == "approved" then
+    local checked, problems = check_gate_values(gate, values, where)
+    if not checked then
+      local names = {}
+      for name in pairs(gate.values or {}) do names[#names + 1] = "--param " .. name .. "=..." end
+      table.sort(names)
+      return nil, usage_error(("gate '%s' of run %s needs valid values (%s):\n  - %s"):format(gate_name, run_id,
+        table.concat(names, " "), table.concat(problems, "\n  - ")), { problems = problems })
+    end
+  end
+  local note = opts.note
+  if next(values) then note = json.encode { note = opts.note, values = values } end
+  local redecide = earlier ~= nil and earlier.status ~= "waiting"
+  local ok, err = db:decide(run_id, gate_name, decision, opts.by, note, redecide)
+  if not ok then
+    err.kind = err.kind or "usage" -- an unknown run or gate: the input is wrong
+    return nil, err
+  end
+  return { run_id = run_id, gate = gate_name, decision = decision, values = values, redecided = redecide }
+end
+
+-- Ends a run for good: it is never resumed again and no longer blocks a new run for its customer.
+-- Returns {run_id, status = "cancelled", was} | nil, error.
+function M.cancel(run_id)
+  local db = state.open_store()
+  local run = db:run(run_id)
+  if not run then return nil, usage_error(("no run '%s' in %s/runs.db"):format(run_id, state.dir())) end
+  if run.status == "succeeded" then
+    return nil, usage_error(("run %s has succeeded: there is nothing to cancel (offboard undoes its work)"):format(run_id),
+      { code = "RunFinished" })
+  end
+  if run.status ~= "cancelled" then db:set_run(run_id, { status = "cancelled" }) end
+  return { run_id = run_id, status = "cancelled", was = run.status }
+end
+
+-- Resumes a stored run where it stopped. opts: {params = gate values for the gate the run waits
+-- at (approves it), config = where the run's config file is now}. Returns the engine's result, or
+-- nil, error.
+function M.resume(run_id, progress, opts)
+  opts = opts or {}
+  local run, where, def, db = stored_run(run_id)
+  if not run then return nil, where end
+  if run.status == "succeeded" then
+    return { run_id = run_id, status = run.status, outputs = run.outputs and json.decode(run.outputs) }
+  end
+  if run.status == "cancelled" then
+    return nil, usage_error(("run %s was cancelled: start a new run instead"):format(run_id), { code = "RunCancelled" })
+  end
+  if opts.params and next(opts.params) then
+    local gate = current_gate(db, run_id)
+    if not gate then
+      return nil, usage_error(("run %s has not reached an approval gate: --param has nothing to go to"):format(run_id))
+    end
+    local decided, derr = M.decide(run_id, gate, { values = opts.params, by = opts.by })
+    if not decided then return nil, derr end
+  end
+  local fok, ferr = files_still_there(run_id, where, opts)
+  if not fok then return nil, ferr end
   local target, policy = M.connect({ config = where.config, cloud = where.cloud ~= "emulator" and where.cloud or nil },
                                    where.policy)
   if not target then return nil, policy end
   local values = json.decode(run.params) or {}
-  local result = engine.execute { def = def, ctx = M.make_ctx(def, values, policy), store = db, run_id = run_id,
-                                  progress = progress }
+  local ctx = M.make_ctx(def, values, policy)
+  ctx.config_path = target.config
+  local result = engine.execute { def = def, ctx = ctx, store = db, run_id = run_id, progress = progress }
   config.finish()
   return result
 end

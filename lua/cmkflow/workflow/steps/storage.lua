@@ -43,8 +43,16 @@ local function uses_key_vault(enc) return tostring(enc.keySource):lower() == "mi
 -- Sends send() (a PUT or PATCH of the account) until Storage accepts it: while an earlier attempt's
 -- operation still runs (StorageAccountOperationInProgress, a run killed mid-create) every second for
 -- at most 60 s, and while the customer's grant propagates (base.until_visible). Returns the account.
+-- The customer's vault and key came from the values approved at onboard's handoff gate (this run
+-- has no customer credentials): the customer's side was done and checked on their machine before
+-- they handed them back, so nothing is left to propagate and a failure is not waited out.
+local function handed_over(ctx)
+  local h = rawget(ctx.outputs, "handoff")
+  return type(h) == "table" and h.key_vault_uri ~= nil and not ctx.has_context("customer")
+end
+
 local function send_until_accepted(ctx, what, send, party)
-  local account, err = base.until_visible(ctx, GRANT, function()
+  local function attempt()
     local res, e
     for _ = 1, 60 do
       res, e = send()
@@ -53,7 +61,18 @@ local function send_until_accepted(ctx, what, send, party)
       async.sleep(1000)
     end
     return res, e
-  end, party)
+  end
+  if handed_over(ctx) then
+    local account, err = attempt()
+    if account then return account end
+    local h = ctx.outputs.handoff
+    remote_fail(what, err, base.party_of(err, party), ("Storage cannot reach key %s in %s as approved at the "
+      .. "handoff: if these are not the values the customer handed back, correct them (cmkflow approve %s handoff "
+      .. "--param key_vault_uri=URI --param key_name=NAME) and resume; if they are, the customer's grant is "
+      .. "missing: the customer runs customer-authorize again or verify"):format(h.key_name, h.key_vault_uri,
+        tostring(ctx.run_id)))
+  end
+  local account, err = base.until_visible(ctx, GRANT, attempt, party)
   if not account then remote_fail(what, err, base.party_of(err, party), "run verify: it names the broken link") end
   return account
 end
