@@ -13,6 +13,8 @@ local cloud_mod = require "cmkflow.azure.cloud"
 local config = require "cmkflow.app.config"
 local state = require "cmkflow.app.state"
 local file = require "cmkflow.util.file"
+local async = require "cmkflow.async"
+local errors = require "cmkflow.errors"
 
 local json = core.json
 
@@ -134,6 +136,68 @@ function M.plan(prepared, opts)
   return engine.plan(prepared.def, M.make_ctx(prepared.def, prepared.values, policy))
 end
 
+-- Does the definition change anything (a step that mutates; gates do not)?
+local function mutates(def)
+  for _, s in ipairs(def.steps) do if not s.gate and s.mutates ~= false then return true end end
+  return false
+end
+
+local PARTY = { isv = "isv", customer = "customer" }
+
+-- Before the first change: every configured context's credential gets a token and sees its
+-- subscription (Subscriptions - Get, https://learn.microsoft.com/rest/api/resources/subscriptions/get;
+-- Subscriptions - List when a context names none), so that a wrong secret fails in seconds with
+-- nothing created rather than half-way through. Returns true | nil, error (kind "auth": exit 4).
+function M.check_credentials(def)
+  if not mutates(def) then return true end
+  local names, seen = {}, {}
+  for name, c in pairs(host.contexts) do
+    -- "default" is the environment's credential, also given to "isv": checked once, as isv
+    if c.credential and not (name == "default" and host.contexts.isv and host.contexts.isv.credential == c.credential) then
+      names[#names + 1] = name
+    end
+  end
+  table.sort(names)
+  local failure
+  local ok, err = pcall(async.run, function()
+    for _, name in ipairs(names) do
+      local c = host.contexts[name]
+      local key = tostring(c.credential) .. "|" .. tostring(c.subscription)
+      if not seen[key] then
+        seen[key] = true
+        local clients = host.context(name)
+        local doc, e
+        if c.subscription then
+          doc, e = clients.arm:get("/subscriptions/" .. c.subscription, { api_version = "2022-12-01" })
+        else
+          doc, e = clients.arm:list("/subscriptions", { api_version = "2022-12-01" })
+        end
+        if doc == nil then
+          e = type(e) == "table" and e or { message = tostring(e) }
+          local seen_sub = e.status == 404 or e.status == 403 or e.code == "SubscriptionNotFound"
+          failure = core.error.new { code = e.code or "AuthenticationFailed", kind = "auth", retryable = false,
+            tenant = PARTY[name] or clients.tenant, status = e.status, request_id = e.request_id, message =
+              seen_sub and ("context '%s' (tenant %s): subscription %s is not visible to its credential: %s")
+                :format(name, tostring(clients.tenant), tostring(c.subscription), tostring(e.message))
+              or ("context '%s' (tenant %s): its credential gets no token: %s")
+                :format(name, tostring(clients.tenant), tostring(e.message)),
+            hint = seen_sub and ("give the principal of context '%s' a role on subscription %s, or correct its "
+                .. "'subscription' in the config file"):format(name, tostring(c.subscription))
+              or ((e.hint and (e.hint .. "; ") or "") .. ("check the credential of context '%s' in the config file "
+                .. "(client_id, client_secret or certificate, tenant): nothing was created"):format(name)) }
+          return
+        end
+      end
+    end
+  end)
+  if not ok then
+    if errors.is_interrupt(err) then error(err, 0) end
+    return nil, errors.from(err)
+  end
+  if failure then return nil, failure end
+  return true
+end
+
 -- Statuses of a run that is over: nothing resumes it.
 local FINISHED = { succeeded = true, cancelled = true }
 
@@ -169,6 +233,11 @@ function M.start(prepared, opts, progress, on_created)
       .. " (values for a gate: 'cmkflow approve %s GATE --param k=v'), or end it with 'cmkflow runs cancel %s'")
       :format(twin.id, prepared.def.name, prepared.values.customer, twin.status, twin.id, twin.id, twin.id),
       { code = "RunNotFinished", run_id = twin.id })
+  end
+  local cok, cerr = M.check_credentials(prepared.def)
+  if not cok then
+    config.finish()
+    return nil, cerr
   end
   local run_id = db:create_run { workflow = prepared.def.name, params = json.encode(prepared.values),
                                  config = json.encode(target) }
@@ -324,6 +393,11 @@ function M.resume(run_id, progress, opts)
   local target, policy = M.connect({ config = where.config, cloud = where.cloud ~= "emulator" and where.cloud or nil },
                                    where.policy)
   if not target then return nil, policy end
+  local cok, cerr = M.check_credentials(def)
+  if not cok then
+    config.finish()
+    return nil, cerr
+  end
   local values = json.decode(run.params) or {}
   local ctx = M.make_ctx(def, values, policy)
   ctx.config_path = target.config

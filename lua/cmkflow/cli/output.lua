@@ -85,6 +85,12 @@ function M.result(result, output)
   end
   if err then io.stdout:write("error: ", M.error_text(result.error), "\n") end
   if result.outputs then io.stdout:write(json.encode(result.outputs, { pretty = true }), "\n") end
+  -- a party's run that ends with what the other party runs next (customer-authorize): last, plainly
+  local next_commands = type(result.outputs) == "table" and result.outputs.isvCommands
+  if result.status == "succeeded" and type(next_commands) == "table" then
+    io.stdout:write("hand the values above back to the ISV, who runs:\n")
+    for _, c in ipairs(next_commands) do io.stdout:write("  ", c, "\n") end
+  end
 end
 
 return M

@@ -82,10 +82,24 @@ function M.role_assignment(ctx)
   return { id = ra.id, scope = scope, principalId = principal }
 end
 
--- customer-authorize's output: the command the ISV runs next with the customer's vault and key.
-function M.isv_command(ctx)
-  return ("cmkflow run new-account --param customer=%s --param app_id=%s --param key_vault_uri=%s --param key_name=%s")
-    :format(ctx.params.customer, ctx.params.app_id, ctx.outputs.key_vault.vaultUri, ctx.outputs.key.name)
+-- customer-authorize's output: the commands the ISV runs next with the customer's vault and key.
+-- Given the ISV's waiting run (isv_run, from the handoff or the kit): approve its handoff gate with
+-- the two values, then resume it; the run keeps its own config and cloud, so these cannot reach
+-- another cloud. Without it: new-account with the ISV's config file and this run's cloud named,
+-- so that an ISV config for another cloud is refused instead of used.
+function M.isv_commands(ctx)
+  local vault_uri, key_name = ctx.outputs.key_vault.vaultUri, ctx.outputs.key.name
+  if ctx.params.isv_run then
+    return {
+      ("cmkflow approve %s handoff --param key_vault_uri=%s --param key_name=%s"):format(ctx.params.isv_run, vault_uri,
+        key_name),
+      ("cmkflow resume %s"):format(ctx.params.isv_run),
+    }
+  end
+  local cloud = ctx.cloud_info and ctx.cloud_info().name or "azure"
+  return { ("cmkflow run new-account --config isv.lua --cloud %s --param customer=%s --param app_id=%s "
+    .. "--param key_vault_uri=%s --param key_name=%s"):format(cloud, ctx.params.customer, ctx.params.app_id, vault_uri,
+      key_name) }
 end
 
 -- What the customer hands over at onboard's "handoff" gate when the ISV has no credentials for the
