@@ -72,8 +72,8 @@ static void push_exit_codes(lua_State *L)
         int code;
     } codes[] = {{"ok", CMKFLOW_OK},          {"failed", CMKFLOW_FAILED},
                  {"usage", CMKFLOW_USAGE},    {"auth", CMKFLOW_AUTH},
-                 {"waiting", CMKFLOW_WAITING}, {"interrupted", CMKFLOW_INTERRUPTED},
-                 {"terminated", CMKFLOW_TERMINATED}};
+                 {"waiting", CMKFLOW_WAITING}, {"unverified", CMKFLOW_UNVERIFIED},
+                 {"interrupted", CMKFLOW_INTERRUPTED}, {"terminated", CMKFLOW_TERMINATED}};
     lua_createtable(L, 0, sizeof codes / sizeof codes[0]);
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
         lua_pushinteger(L, codes[i].code);

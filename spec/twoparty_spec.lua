@@ -159,6 +159,48 @@ describe("the two-party onboarding", function()
     assert.matches("has succeeded", late.stderr, 1, true)
   end)
 
+  it("6: verify by party, before and after revoke: never a false all-clear", function()
+    local function verify(side)
+      local args = side == "isv"
+        and { "run", "verify", "--config", "isv.lua", "--param", "customer=northwind", "--output", "json" }
+        or { "run", "verify", "--config", "customer.lua", "--param", "customer=northwind",
+             "--param", "app_id=" .. handoff.appId, "--output", "json" }
+      local r = run_in(dir .. "/" .. side, args, side == "isv" and isv_env or customer_env)
+      return r.code, json.decode(r.stdout), r
+    end
+    local code, doc, r = verify("isv")
+    assert.equals(7, code, r.stderr)
+    assert.equals("Unverified", doc.error.code)
+    assert.same({ app = "ok", identity = "ok", federated_credential = "ok", storage_account = "ok",
+                  service_principal = "unverified", key_vault = "unverified", key = "unverified",
+                  role_assignment = "unverified" }, doc.outputs.checks)
+    assert.equals("customer", doc.outputs.unverified[1].who)
+    code, doc, r = verify("customer")
+    assert.equals(7, code, r.stderr)
+    assert.same({ app = "unverified", identity = "unverified", federated_credential = "unverified",
+                  storage_account = "unverified", service_principal = "ok", key_vault = "ok", key = "ok",
+                  role_assignment = "ok" }, doc.outputs.checks)
+    assert.equals("isv", doc.outputs.unverified[1].who)
+
+    local revoke = run_in(dir .. "/customer", { "run", "revoke", "--config", "customer.lua", "--param", "customer=northwind",
+      "--param", "app_id=" .. handoff.appId }, customer_env)
+    assert.equals(0, revoke.code, revoke.stderr)
+    code, doc, r = verify("customer")
+    assert.equals(1, code, r.stderr)
+    assert.equals("BrokenLink", doc.error.code)
+    assert.equals("role_assignment", doc.outputs.broken.link)
+    assert.equals("customer", doc.error.tenant)
+    code, doc, r = verify("isv")
+    assert.not_equals(0, code)
+    assert.equals(7, code, r.stderr)
+    assert.is_false(doc.outputs.ok)
+
+    -- the customer grants again (customer-authorize is idempotent) for what follows
+    local again = run_in(dir .. "/customer", { "run", "customer-authorize", "--config", "customer.lua",
+      "--param", "customer=northwind", "--param", "app_id=" .. handoff.appId }, customer_env)
+    assert.equals(0, again.code, again.stderr)
+  end)
+
   it("3: resume --param approves the waiting gate; cancel ends a run for good", function()
     local first = run_in(dir .. "/isv", { "run", "onboard", "--config", "isv.lua", "--param", "customer=litware",
                                           "--output", "json" }, isv_env)

@@ -49,7 +49,7 @@ commands:
   help                this text
 
 Exit codes: 0 done, 1 failed, 2 usage, 4 authentication, 6 waiting at an approval gate,
-130 interrupted.
+7 verify could not check every link, 130 interrupted.
 ]]
 
 function M.help()

@@ -204,7 +204,7 @@ local FINISHED = { succeeded = true, cancelled = true }
 -- The unfinished run of the same workflow for the same ISV tenant and customer, if any: one
 -- customer's onboarding is one run, resumed or cancelled, never two racing each other.
 local function unfinished_twin(db, def, values, target)
-  if values.customer == nil then return nil end
+  if values.customer == nil or not mutates(def) then return nil end -- a read-only run races nothing
   for _, r in ipairs(db:runs { workflow = def.name, limit = 1000 } or {}) do
     if not FINISHED[r.status] then
       local p = json.decode(r.params or "{}") or {}
