@@ -159,6 +159,44 @@ describe("the two-party onboarding", function()
     assert.matches("has succeeded", late.stderr, 1, true)
   end)
 
+  it("2: the customer kit: README, consent link, az script, customer.lua template; the cmkflow route ends with the ISV's commands", function()
+    local env = { CMKFLOW_STATE_DIR = dir .. "/isv/state-kit" }
+    local first = run_in(dir .. "/isv", { "run", "onboard", "--config", "isv.lua", "--param", "customer=contoso",
+                                          "--output", "json" }, env)
+    assert.equals(6, first.code, first.stderr)
+    local id = json.decode(first.stdout).run_id
+    local kit = dir .. "/kit"
+    local r = run_in(dir .. "/isv", { "handoff", id, "--out", kit }, env)
+    assert.equals(0, r.code, r.stderr)
+    local readme = files.read(kit .. "/README.md")
+    assert.matches("/v2.0/adminconsent?client_id=" .. handoff.appId, readme, 1, true)
+    assert.matches("How to revoke later", readme, 1, true)
+    assert.matches("cmkflow approve " .. id .. " handoff --param key_vault_uri=VAULT_URI --param key_name=KEY_NAME",
+      readme, 1, true)
+    local script = files.read(kit .. "/customer.sh")
+    assert.matches("RUN=" .. id, script, 1, true)
+    assert.matches("--enable-purge-protection true --enable-rbac-authorization true", script, 1, true)
+    assert.matches('echo "  cmkflow approve $RUN handoff --param key_vault_uri=$VAULT_URI --param key_name=$KEY"',
+      script, 1, true)
+    assert.is_true(os.execute("sh -n " .. cli.quote(kit .. "/customer.sh")))
+    -- the cmkflow route: the template filled in, the command as written in the kit
+    local template = files.read(kit .. "/customer.lua")
+    local pr = CUSTOMER.principals[1]
+    local filled = template:gsub('"https://127.0.0.1:PORT"', ("%q"):format(emu.url))
+      :gsub('"PATH/ca.pem"', ("%q"):format(emu.ca_cert)):gsub("YOUR%-TENANT%-ID", CUSTOMER.id)
+      :gsub("YOUR%-SUBSCRIPTION%-ID", CUSTOMER.subscriptions[1].id):gsub("YOUR%-APP%-ID", pr.appId)
+    files.write(kit .. "/customer.lua", filled)
+    local argv = {}
+    for word in files.read(kit .. "/customer-authorize.txt"):gmatch("%S+") do argv[#argv + 1] = word end
+    assert.equals("cmkflow", table.remove(argv, 1))
+    local c = run_in(kit, argv, { CMKFLOW_STATE_DIR = dir .. "/customer/state-kit", CUSTOMER_SECRET = pr.secret })
+    assert.equals(0, c.code, c.stderr)
+    local pid = id:gsub("%-", "%%-")
+    assert.matches("  cmkflow approve " .. pid .. " handoff %-%-param key_vault_uri=https://kv%-contoso%-%x+%.vault%.azure%.net/ "
+      .. "%-%-param key_name=cmk%-contoso\n  cmkflow resume " .. pid, c.stdout)
+    assert.equals(0, run_in(dir .. "/isv", { "runs", "cancel", id }, env).code)
+  end)
+
   it("6: verify by party, before and after revoke: never a false all-clear", function()
     local function verify(side)
       local args = side == "isv"

@@ -15,6 +15,7 @@ local COMMANDS = {
   resume = { "cmkflow.cli.resume", "resume" }, runs = { "cmkflow.cli.runs", "runs" },
   approve = { "cmkflow.cli.approve", "approve" }, emulator = { "cmkflow.cli.emulator", "emulator" },
   version = { "cmkflow.cli.version", "version" }, demo = { "cmkflow.cli.demo", "demo" },
+  handoff = { "cmkflow.cli.handoff", "handoff" },
 }
 
 local USAGE = [[
@@ -33,6 +34,9 @@ commands:
   runs list | runs show RUN_ID | runs cancel RUN_ID
                       the run store ($CMKFLOW_STATE_DIR, default ~/.local/state/cmkflow); cancel
                       ends a run for good
+  handoff RUN_ID --out DIR [--output text|json]
+                      write the customer kit of a run waiting at its handoff: README, consent link,
+                      an az CLI script, a customer.lua template and the customer-authorize command
   approve RUN_ID GATE [--reject] [--note TEXT] [--param k=v]...
                       decide an approval gate; --param values (e.g. the customer's key_vault_uri
                       and key_name) are checked and handed to the steps after the gate; approve

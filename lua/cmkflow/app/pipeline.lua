@@ -353,6 +353,36 @@ function M.decide(run_id, gate_name, opts)
   return { run_id = run_id, gate = gate_name, decision = decision, values = values, redecided = redecide }
 end
 
+-- What a stored run waiting at a gate hands over (the gate's handoff(ctx), as when it stopped),
+-- with the run's config and policy (no call to Azure). Returns handoff, ctx | nil, error.
+function M.handoff(run_id)
+  local run, where, def, db = stored_run(run_id)
+  if not run then return nil, where end
+  local gate
+  for _, s in ipairs(def.steps) do if s.gate and s.handoff then gate = s end end
+  if not gate then
+    return nil, usage_error(("run %s (%s) has no handoff: only a run of onboard has one"):format(run_id, def.name))
+  end
+  if run.status ~= "waiting" then
+    return nil, usage_error(("run %s is %s, not waiting at its handoff: there is nothing to hand over"):format(run_id,
+      run.status))
+  end
+  local fok, ferr = files_still_there(run_id, where, {})
+  if not fok then return nil, ferr end
+  local target, policy = M.connect({ config = where.config, cloud = where.cloud ~= "emulator" and where.cloud or nil },
+                                   where.policy)
+  if not target then return nil, policy end
+  local ctx = M.make_ctx(def, json.decode(run.params) or {}, policy)
+  ctx.run_id, ctx.config_path, ctx.outputs = run_id, target.config, {}
+  for _, rec in ipairs(db:steps(run_id)) do
+    if rec.status == "succeeded" then ctx.outputs[rec.name] = rec.outputs and json.decode(rec.outputs) or {} end
+  end
+  local ok, h = pcall(gate.handoff, ctx)
+  config.finish()
+  if not ok then return nil, errors.from(h) end
+  return h, ctx
+end
+
 -- Ends a run for good: it is never resumed again and no longer blocks a new run for its customer.
 -- Returns {run_id, status = "cancelled", was} | nil, error.
 function M.cancel(run_id)
