@@ -239,6 +239,66 @@ describe("the two-party onboarding", function()
     assert.equals(0, again.code, again.stderr)
   end)
 
+  it("7: rotation by party, as Azure does it: the customer rotates, Storage picks the version up at its daily check", function()
+    local function rotate(side, params, env)
+      local args = { "run", "rotate-key", "--config", side == "isv" and "isv.lua" or "customer.lua",
+                     "--param", "customer=northwind", "--output", "json" }
+      for _, p in ipairs(params or {}) do args[#args + 1] = "--param" args[#args + 1] = p end
+      local r = run_in(dir .. "/" .. side, args, env or (side == "isv" and isv_env or customer_env))
+      return r.code, json.decode(r.stdout), r
+    end
+    local code, c, r = rotate("customer")
+    assert.equals(0, code, r.stderr)
+    local v1 = c.outputs.new_version
+    assert.matches("^%x+$", v1)
+    assert.equals("isv_next", c.outputs.status)
+    assert.equals("cmkflow run rotate-key --config isv.lua --param customer=northwind --param key_version=" .. v1,
+      c.outputs.isvCommand)
+    -- the ISV alone, before Storage's daily check: pending, documented, exit 0
+    local i
+    code, i, r = rotate("isv", { "key_version=" .. v1 })
+    assert.equals(0, code, r.stderr)
+    assert.equals("pending", i.outputs.status)
+    assert.equals("versionless", i.outputs.tracking)
+    assert.is_nil(i.outputs.new:find(v1, 1, true))
+    assert.matches("within 24 hours", i.outputs.note, 1, true)
+    -- a day later (the emulator's clock) the account follows
+    assert.equals(200, (emu:request("POST", "/_emulator/clock", { advance_seconds = 86400 })))
+    code, i, r = rotate("isv", { "key_version=" .. v1 })
+    assert.equals(0, code, r.stderr)
+    assert.equals("current", i.outputs.status)
+    assert.matches("/keys/cmk%-northwind/" .. v1 .. "$", i.outputs.new)
+
+    -- wait_s polls within its bound while the day passes
+    code, c, r = rotate("customer")
+    assert.equals(0, code, r.stderr)
+    local v2 = c.outputs.new_version
+    local policy = files.write(dir .. "/isv/poll-policy.lua", "return { key_pickup_poll_s = 1 }\n")
+    files.write(dir .. "/isv/isv-poll.lua", ("return { %s, isv = %s, policy = %q }\n"):format(cloud, context_text(ISV), policy))
+    -- most of the day passes first: the waiting client's token (an hour of the emulator's clock)
+    -- stays valid over the rest of it
+    assert.equals(200, (emu:request("POST", "/_emulator/clock", { advance_seconds = 86400 - 600 })))
+    local p = ext.spawn({ "run", "rotate-key", "--config", dir .. "/isv/isv-poll.lua", "--param", "customer=northwind",
+      "--param", "key_version=" .. v2, "--param", "wait_s=120", "--output", "json" }, isv_env)
+    ext.sleep(3)
+    assert.is_false(p:done())
+    assert.equals(200, (emu:request("POST", "/_emulator/clock", { advance_seconds = 600 })))
+    local w = p:wait()
+    assert.equals(0, w.code, w.stderr)
+    assert.equals("current", json.decode(w.stdout).outputs.status)
+    assert.matches("waiting 1 s for Azure Storage to pick up key version " .. v2, w.stderr, 1, true)
+
+    -- a pinned version: the customer rotates, the ISV PATCHes the account to it at once
+    code, c, r = rotate("customer", { "tracking=versioned" })
+    assert.equals(0, code, r.stderr)
+    local v3 = c.outputs.new_version
+    assert.matches("--param tracking=versioned", c.outputs.isvCommand, 1, true)
+    code, i, r = rotate("isv", { "key_version=" .. v3, "tracking=versioned" })
+    assert.equals(0, code, r.stderr)
+    assert.equals("updated", i.outputs.status)
+    assert.matches("/keys/cmk%-northwind/" .. v3 .. "$", i.outputs.new)
+  end)
+
   it("3: resume --param approves the waiting gate; cancel ends a run for good", function()
     local first = run_in(dir .. "/isv", { "run", "onboard", "--config", "isv.lua", "--param", "customer=litware",
                                           "--output", "json" }, isv_env)

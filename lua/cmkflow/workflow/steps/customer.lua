@@ -214,9 +214,22 @@ end
 -- https://learn.microsoft.com/rest/api/keyvault/keys/rotate-key; needs Key Vault Crypto Officer).
 -- The vault and key default to what the account uses (the `before` step).
 function M.rotate_key(ctx)
+  -- the ISV alone: the customer rotated on their side and handed the new version over (key_version)
+  if not ctx.has_context("customer") then return { done_by = "customer", version = ctx.params.key_version } end
   local customer = ctx.context("customer")
-  local vault_uri = ctx.params.key_vault_uri or ctx.outputs.before.keyvaulturi
-  local name = ctx.params.key_name or ctx.outputs.before.keyname
+  local before = ctx.outputs.before
+  local vault_uri = ctx.params.key_vault_uri or before.keyvaulturi
+  if not vault_uri then
+    -- the customer alone: the vault the policy names (the account is the ISV's to read)
+    local vault = base.get_or_absent(customer.arm, base.vault_id(ctx), { api_version = base.API.vaults }, "key vault",
+      "customer")
+    if not vault then
+      fail { code = "KeyVaultNotFound", tenant = "customer", message = "key vault " .. base.vault_id(ctx)
+        .. " does not exist", hint = "pass --param key_vault_uri=URI --param key_name=NAME" }
+    end
+    vault_uri = vault.properties.vaultUri
+  end
+  local name = ctx.params.key_name or before.keyname or base.key_name(ctx)
   local key, err = customer.keyvault:rotate_key(vault_uri, name)
   if not key then
     remote_fail(("rotate key %s in %s"):format(name, vault_uri), err, "customer",
@@ -226,7 +239,7 @@ function M.rotate_key(ctx)
   if not kid then
     fail { code = "UnexpectedResponse", message = "rotate key " .. name .. ": no key id in the answer" }
   end
-  return { kid = kid, version = base.key_version_of(kid) }
+  return { kid = kid, version = base.key_version_of(kid), key_vault_uri = vault_uri, key_name = name }
 end
 
 function M.plan_rotate_key(ctx)
