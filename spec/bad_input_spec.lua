@@ -14,7 +14,7 @@ local CASES = {
   { "onboard", { "customer=contoso", "key_size=1024" }, "parameter 'key_size' must be one of 2048, 3072, 4096, got '1024'" },
   { "onboard", { "customer=contoso", "key_size=big" }, "parameter 'key_size' must be a whole number" },
   { "onboard", {}, "parameter 'customer' is required" },
-  { "onboard", { "customer=contoso", "colour=blue" }, "unknown parameter 'colour' %(this workflow takes: customer, key_size%)" },
+  { "onboard", { "customer=contoso", "colour=blue" }, "unknown parameter 'colour' %(this workflow takes: customer, customer_tenant, key_size%)" },
   { "onboard", { "customer" }, "%-%-param needs name=value, got 'customer'" },
   { "customer-authorize", { "customer=contoso", "app_id=not-a-guid" },
     "parameter 'app_id': GUID 'not%-a%-guid' is invalid: use the form xxxxxxxx%-xxxx" },

@@ -206,7 +206,9 @@ local FINISHED = { succeeded = true, cancelled = true }
 local function unfinished_twin(db, def, values, target)
   if values.customer == nil or not mutates(def) then return nil end -- a read-only run races nothing
   for _, r in ipairs(db:runs { workflow = def.name, limit = 1000 } or {}) do
-    if not FINISHED[r.status] then
+    -- a run that failed before its first step (its credentials were refused) holds nothing up
+    local started = r.status ~= "failed" or #(db:steps(r.id) or {}) > 0
+    if not FINISHED[r.status] and started then
       local p = json.decode(r.params or "{}") or {}
       local c = json.decode(r.config or "{}") or {}
       if p.customer == values.customer and c.isv_tenant == target.isv_tenant then return r end
@@ -234,14 +236,16 @@ function M.start(prepared, opts, progress, on_created)
       :format(twin.id, prepared.def.name, prepared.values.customer, twin.status, twin.id, twin.id, twin.id),
       { code = "RunNotFinished", run_id = twin.id })
   end
-  local cok, cerr = M.check_credentials(prepared.def)
-  if not cok then
-    config.finish()
-    return nil, cerr
-  end
   local run_id = db:create_run { workflow = prepared.def.name, params = json.encode(prepared.values),
                                  config = json.encode(target) }
   if on_created then on_created(run_id) end
+  -- (a run killed while its credentials are checked is resumed like any other)
+  local cok, cerr = M.check_credentials(prepared.def)
+  if not cok then
+    db:set_run(run_id, { status = "failed", error = json.encode(errors.data(cerr)) })
+    config.finish()
+    return nil, cerr
+  end
   local ctx = M.make_ctx(prepared.def, prepared.values, policy)
   ctx.config_path = target.config
   local result = engine.execute { def = prepared.def, ctx = ctx, store = db, run_id = run_id, progress = progress }
@@ -332,7 +336,8 @@ function M.decide(run_id, gate_name, opts)
   for k, v in pairs(engine.approval_values(earlier)) do values[k] = v end
   for k, v in pairs(opts.values or {}) do values[k] = v end
   local decision = opts.reject and "rejected" or "approved"
-  if decision == "approved" then
+  -- a gate that declares no values takes any (a custom workflow's, as before values were declared)
+  if decision == "approved" and gate.values then
     local checked, problems = check_gate_values(gate, values, where)
     if not checked then
       local names = {}
