@@ -30,6 +30,9 @@ local function facts(h, ctx)
     retention = ctx.policy.soft_delete_retention_days or 90,
     customer_command = h.customerCommand,
     approve = ("cmkflow approve %s handoff --param key_vault_uri=VAULT_URI --param key_name=KEY_NAME"):format(h.runId),
+    -- the role assignment's name, stable for this kit: running the script again PUTs the same one
+    assignment = base.role_assignment_name(h.runId or "", base.ROLE.crypto_service_encryption_user, h.appId),
+    role = base.ROLE.crypto_service_encryption_user,
   }
 end
 
@@ -145,11 +148,16 @@ local function az_script(f)
     'az rest --method put --url "$VAULT_ID/keys/$KEY?api-version=2023-07-01" \\',
     '  --body "{\\"properties\\":{\\"kty\\":\\"RSA\\",\\"keySize\\":$KEY_SIZE,\\"keyOps\\":[\\"wrapKey\\",\\"unwrapKey\\"]}}" -o none',
     "",
-    "# 4. Key Vault Crypto Service Encryption User for the application, on the key (or the vault)",
+    "# 4. Key Vault Crypto Service Encryption User for the application, on the key (or the vault),",
+    "# through ARM (Role Assignments - Create; a stable name, so a rerun changes nothing)",
+    'SUB=$(az account show --query id -o tsv)',
     'SCOPE="$VAULT_ID/keys/$KEY"',
     'if [ "$ROLE_SCOPE" = vault ]; then SCOPE="$VAULT_ID"; fi',
-    'az role assignment create --assignee-object-id "$SP_ID" --assignee-principal-type ServicePrincipal \\',
-    '  --role "Key Vault Crypto Service Encryption User" --scope "$SCOPE" -o none',
+    ('az rest --method put --url "$SCOPE/providers/Microsoft.Authorization/roleAssignments/%s?api-version=2022-04-01" \\')
+      :format(f.assignment),
+    ('  --body "{\\"properties\\":{\\"roleDefinitionId\\":\\"/subscriptions/$SUB/providers/Microsoft.Authorization/'
+      .. 'roleDefinitions/%s\\",\\"principalId\\":\\"$SP_ID\\",\\"principalType\\":\\"ServicePrincipal\\"}}" -o none')
+      :format(f.role),
     "",
     'echo "key_vault_uri: $VAULT_URI"',
     'echo "key_name: $KEY"',
