@@ -38,7 +38,7 @@ return {
   outputs = function(ctx)
     return {
       storage_account = ctx.outputs.storage_account.account,
-      handoff = cmk.handoff_details(ctx, false),
+      handoff = cmk.handoff_details(ctx, false, true),
       key = { vaultUri = ctx.outputs.key_vault.vaultUri, name = ctx.outputs.key.name },
       identity = ctx.outputs.identity,
       role_assignment = ctx.outputs.role_assignment,

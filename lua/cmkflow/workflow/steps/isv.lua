@@ -114,8 +114,8 @@ end
 -- for the customer's tenant (customer_tenant when given), what the customer creates and the roles
 -- that needs, the commands for the customer, and the ISV's command that continues this run.
 -- waits: the run waits at a gate for the customer's values (onboard); else the ISV goes on with
--- new-account (isv-setup).
-function M.handoff_details(ctx, waits)
+-- new-account (isv-setup). done: the run did the rest itself (a finished onboard): no ISV command.
+function M.handoff_details(ctx, waits, done)
   local isv = ctx.context_info("isv")
   local app_id = fact(ctx, "app", "appId", "app_id")
   local tenant = ctx.params.customer_tenant
@@ -142,7 +142,7 @@ function M.handoff_details(ctx, waits)
   if waits and ctx.run_id then
     h.runId = ctx.run_id
     h.isvCommand = ("cmkflow resume %s %s"):format(ctx.run_id, handed)
-  else
+  elseif not done then
     h.isvCommand = ("cmkflow run new-account%s --param customer=%s --param app_id=%s %s"):format(
       ctx.config_path and (" --config " .. ctx.config_path) or "", ctx.params.customer, app_id, handed)
   end
