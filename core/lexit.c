@@ -9,7 +9,7 @@ static const struct {
 } codes[] = {
     {"ok", CMKFLOW_OK},           {"failed", CMKFLOW_FAILED},
     {"usage", CMKFLOW_USAGE},     {"auth", CMKFLOW_AUTH},
-    {"waiting", CMKFLOW_WAITING}, {"interrupted", CMKFLOW_INTERRUPTED},
+    {"waiting", CMKFLOW_WAITING}, {"unverified", CMKFLOW_UNVERIFIED}, {"interrupted", CMKFLOW_INTERRUPTED},
     {"terminated", CMKFLOW_TERMINATED},
 };
 

@@ -93,7 +93,7 @@ struct store {
 };
 
 static const char *const run_statuses[] = {"pending",   "running", "waiting", "succeeded",
-                                           "failed",    "interrupted", NULL};
+                                           "failed",    "interrupted", "cancelled", NULL};
 static const char *const finish_statuses[] = {"succeeded", "failed", "skipped", NULL};
 static const char *const decisions[] = {"approved", "rejected", NULL};
 
@@ -580,8 +580,8 @@ static int store_request_approval(lua_State *L)
     return 1;
 }
 
-/* [-6, +1|2, e] db:decide(run_id, gate, "approved"|"rejected", by?, note?)
- * -> true | nil, err (unknown run, unknown gate, already decided) */
+/* [-7, +1|2, e] db:decide(run_id, gate, "approved"|"rejected", by?, note?, redecide?)
+ * -> true | nil, err (unknown run, unknown gate, already decided and not redecide) */
 static int store_decide(lua_State *L)
 {
     struct store *s = check_store(L, 1);
@@ -592,8 +592,12 @@ static int store_decide(lua_State *L)
         luaL_checkstring(L, 5);
     if (!lua_isnoneornil(L, 6))
         luaL_checkstring(L, 6);
-    lua_settop(L, 6);
-    int rc = run_write(L, s, S_APPROVAL_DECIDE, 2, "ssstsr");
+    lua_settop(L, 7);
+    if (!lua_toboolean(L, 7)) { /* redecide: only true counts ('f' binds "not nil") */
+        lua_pushnil(L);
+        lua_replace(L, 7);
+    }
+    int rc = run_write(L, s, S_APPROVAL_DECIDE, 2, "ssstsrf");
     if (rc != SQLITE_DONE)
         return store_fail_rc(L, s, rc, "decide");
     if (sqlite3_changes(s->db) > 0) {

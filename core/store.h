@@ -9,7 +9,7 @@
 
 #define STORE_MT "cmkflow.store"
 /* The schema version this build writes (PRAGMA user_version) and its application id ("CMKF"). */
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 #define STORE_APPLICATION_ID 0x434d4b46
 
 /* Why store_open_db failed. */

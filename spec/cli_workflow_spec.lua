@@ -82,7 +82,7 @@ describe("cmkflow run onboard (embedded emulator)", function()
     assert.matches("no run '00000000-0000-4000-8000-000000000000'", r.stderr, 1, true)
     r = cli.run({ "approve", "00000000-0000-4000-8000-000000000000", "handoff" }, { CMKFLOW_STATE_DIR = state_dir })
     assert.equals(2, r.code)
-    assert.matches("unknown run", r.stderr, 1, true)
+    assert.matches("no run '00000000-0000-4000-8000-000000000000'", r.stderr, 1, true)
   end)
 end)
 

@@ -65,15 +65,16 @@ describe("the customer handoff", function()
     assert.is_string(enc.keyvaultproperties.currentVersionedKeyIdentifier)
   end)
 
-  it("explains what to hand over when the gate was approved without the key", function()
+  it("refuses an approval without the key, naming the values it needs, and the run still waits", function()
     local env = { CMKFLOW_STATE_DIR = dir .. "/isv-state-2" }
     local first = cli.run({ "run", "onboard", "--param", "customer=litware", "--config", dir .. "/isv.lua",
                             "--output", "json" }, env)
     assert.equals(6, first.code, first.stderr)
     local run_id = json.decode(first.stdout).run_id
-    assert.equals(0, cli.run({ "approve", run_id, "handoff" }, env).code)
+    local approve = cli.run({ "approve", run_id, "handoff" }, env)
+    assert.equals(2, approve.code)
+    assert.matches("--param key_name=... --param key_vault_uri=...", approve.stderr, 1, true)
     local r = cli.run({ "resume", run_id }, env)
-    assert.equals(1, r.code)
-    assert.matches("approve the handoff with --param key_vault_uri=URI --param key_name=NAME", r.stdout .. r.stderr, 1, true)
+    assert.equals(6, r.code)
   end)
 end)

@@ -18,6 +18,9 @@ local STEPS = {
           "isv federated-credential create (Graph REST)", "customer login", "customer sp create (Graph REST)",
           "customer group create", "customer keyvault create", "customer key create (KeyClient)",
           "customer role assignment", "isv storage account create", "isv storage account show" },
+  -- the customer kit's az script, unmodified (tools/realclients/kit.sh; docs/handoff.md)
+  kit = { "isv onboard (cmkflow)", "handoff (cmkflow)", "customer.sh (az)", "customer.sh again (az)",
+          "isv resume (cmkflow)" },
 }
 local run -- { code, output, passed = { az = {step = index}, sdk = ... }, failed = { az = "line" } }
 local function run_once()
@@ -30,7 +33,7 @@ local function run_once()
   f:close()
   os.remove(out)
   run = { code = ok and 0 or (how == "exit" and code or 128 + code), output = output,
-          passed = { az = {}, sdk = {} }, order = { az = {}, sdk = {} }, failed = {} }
+          passed = { az = {}, sdk = {}, kit = {} }, order = { az = {}, sdk = {}, kit = {} }, failed = {} }
   for line in output:gmatch("[^\n]+") do
     local client, step = line:match("^PASS (%a+): (.+)$")
     if client and run.passed[client] then
@@ -52,7 +55,7 @@ describe("real clients against the emulator (tools/realclients/run)", function()
     assert.matches("emulator at https://127%.0%.0%.1:%d+", r.output)
   end)
 
-  for _, client in ipairs { "az", "sdk" } do
+  for _, client in ipairs { "az", "kit", "sdk" } do
     for i, step in ipairs(STEPS[client]) do
       it(client .. ": " .. step, function()
         local r = run_once()
@@ -69,6 +72,7 @@ describe("real clients against the emulator (tools/realclients/run)", function()
     assert.equals(0, r.code, r.output)
     assert.matches("SUMMARY az: ok, " .. #STEPS.az .. " steps passed", r.output, 1, true)
     assert.matches("SUMMARY sdk: ok, " .. #STEPS.sdk .. " steps passed", r.output, 1, true)
+    assert.matches("SUMMARY kit: ok, " .. #STEPS.kit .. " steps passed", r.output, 1, true)
   end)
 end)
 

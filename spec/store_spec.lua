@@ -26,7 +26,38 @@ describe("cmkflow.core.store", function()
       local run = db:run(id)
       assert.equals("cross-tenant-cmk", run.workflow)
       assert.equals('{"vault":"kv1"}', run.params)
-      assert.equals(1, store.schema_version)
+      assert.equals(2, store.schema_version)
+    end)
+
+    it("migrates a version 1 store to version 2, keeping its runs, and accepts a cancelled run", function()
+      db:close()
+      local v1 = dir .. "/v1.db"
+      -- the version 1 schema as cmkflow 0.x wrote it, with one run, step, approval and event
+      files.sh("sqlite3 " .. files.quote(v1) .. [[ "CREATE TABLE runs (id TEXT PRIMARY KEY NOT NULL, workflow TEXT NOT NULL,
+        params TEXT NOT NULL DEFAULT '{}', status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN
+        ('pending','running','waiting','succeeded','failed','interrupted')), created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL, error TEXT, outputs TEXT, config TEXT NOT NULL DEFAULT '{}') STRICT;
+        CREATE INDEX runs_by_created ON runs (created_at DESC);
+        CREATE TABLE steps (run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE, name TEXT NOT NULL,
+        status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, started_at INTEGER, finished_at INTEGER,
+        outputs TEXT, error TEXT, PRIMARY KEY (run_id, name)) STRICT;
+        CREATE TABLE approvals (run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE, gate TEXT NOT NULL,
+        status TEXT NOT NULL, requested_at INTEGER NOT NULL, decided_at INTEGER, decided_by TEXT, note TEXT,
+        PRIMARY KEY (run_id, gate)) STRICT;
+        CREATE TABLE events (run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE, seq INTEGER NOT NULL,
+        time INTEGER NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL, PRIMARY KEY (run_id, seq)) STRICT;
+        INSERT INTO runs (id, workflow, status, created_at, updated_at) VALUES ('old', 'onboard', 'waiting', 1, 1);
+        INSERT INTO steps (run_id, name, status, attempts) VALUES ('old', 'app', 'succeeded', 1);
+        INSERT INTO approvals (run_id, gate, status, requested_at) VALUES ('old', 'handoff', 'waiting', 1);
+        INSERT INTO events (run_id, seq, time, kind, message) VALUES ('old', 1, 1, 'note', 'hello');
+        PRAGMA application_id = 1129139014; PRAGMA user_version = 1;"]])
+      db = assert(store.open(v1))
+      assert.equals("waiting", db:run("old").status)
+      assert.equals("succeeded", db:steps("old")[1].status)
+      assert.equals("waiting", db:approval("old", "handoff").status)
+      assert.is_true(db:set_run("old", { status = "cancelled" }))
+      assert.equals("cancelled", db:run("old").status)
+      assert.equals("2", io.popen("sqlite3 " .. files.quote(v1) .. " 'PRAGMA user_version'"):read("l"))
     end)
 
     it("returns nil and an error naming the path when the directory does not exist", function()
@@ -249,6 +280,14 @@ describe("cmkflow.core.store", function()
       assert.is_nil(ok)
       assert.equals("UnknownRun", err.code)
       assert.is_nil(db:approval(id, "no-such-gate"))
+    end)
+
+    it("decides again only when asked to (a corrected approval), keeping the newer note", function()
+      db:request_approval(id, "handoff")
+      assert.is_true(db:decide(id, "handoff", "approved", "isv", '{"values":{"key_name":"k1"}}'))
+      assert.equals("AlreadyDecided", select(2, db:decide(id, "handoff", "approved", "isv", "x")).code)
+      assert.is_true(db:decide(id, "handoff", "approved", "isv", '{"values":{"key_name":"k2"}}', true))
+      assert.equals('{"values":{"key_name":"k2"}}', db:approval(id, "handoff").note)
     end)
 
     it("raises for a decision other than approved or rejected", function()

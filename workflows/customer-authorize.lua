@@ -4,13 +4,16 @@
 -- tenant's credentials: the ISV application's service principal, a key vault with soft delete,
 -- purge protection and RBAC, an RSA key, and the role Key Vault Crypto Service Encryption User for
 -- the application at the policy's scope (key or vault). Outputs the vault URI and key name and
--- the command the ISV runs next.
+-- the commands the ISV runs next: given the ISV's waiting run (isv_run, from the handoff or the kit),
+-- `cmkflow approve RUN handoff --param ...` and `cmkflow resume RUN`.
 local cmk = require "cmkflow.workflow.cmk"
 
 return {
   name = "customer-authorize",
   description = "Customer tenant: install the ISV app, create the vault and key, grant the app the key",
-  params = cmk.params { "customer", "key_size", app_id = { required = true } },
+  params = cmk.params { "customer", "key_size", app_id = { required = true },
+    isv_run = { type = "string", pattern = "^[%w][%w%-]*$", hint = "the run id the ISV's handoff names",
+                description = "the ISV's onboard run waiting for these values (from the handoff or the kit)" } },
   steps = {
     cmk.step("service_principal"),
     cmk.step("customer_resource_group"),
@@ -23,7 +26,8 @@ return {
     return {
       key_vault_uri = o.key_vault.vaultUri, key_name = o.key.name, key_vault_id = o.key_vault.id,
       service_principal = o.service_principal, role_assignment = o.role_assignment,
-      isvCommand = cmk.isv_command(ctx),
+      isvCommands = cmk.isv_commands(ctx),
+      isvCommand = table.concat(cmk.isv_commands(ctx), " && "),
     }
   end,
 }

@@ -13,13 +13,20 @@ return {
   name = "onboard",
   description = "Cross-tenant customer-managed key for a new storage account, both tenants",
   -- demo default: only against the embedded emulator
-  params = cmk.params { "key_size", customer = { demo_default = "contoso" } },
+  params = cmk.params { "key_size", customer = { demo_default = "contoso" },
+    customer_tenant = { type = "tenant", description = "the customer's tenant id or domain (fills the consent link)" } },
   steps = {
     step("isv_resource_group"),
     step("app"),
     step("identity"),
     step("federated_credential"),
-    { name = "handoff", title = "customer handoff", gate = true, needs = { "federated_credential" } },
+    -- waits for the customer's vault URI and key name (cmkflow approve RUN handoff --param ...,
+    -- or cmkflow resume RUN --param ...), checked before they are accepted; while it waits, the run
+    -- prints what the customer needs (cmk.handoff_details)
+    { name = "handoff", title = "customer handoff", gate = true, needs = { "federated_credential" },
+      values = cmk.params { key_vault_uri = { required = true }, key_name = { required = true } },
+      values_needed = function(ctx) return not ctx.has_context("customer") end,
+      handoff = function(ctx) return cmk.handoff_details(ctx, true) end },
     customer_side(step("service_principal", { needs = { "handoff" } })),
     customer_side(step("customer_resource_group", { needs = { "handoff" } })),
     customer_side(step("key_vault")),
@@ -31,7 +38,7 @@ return {
   outputs = function(ctx)
     return {
       storage_account = ctx.outputs.storage_account.account,
-      handoff = cmk.handoff_details(ctx),
+      handoff = cmk.handoff_details(ctx, false, true),
       key = { vaultUri = ctx.outputs.key_vault.vaultUri, name = ctx.outputs.key.name },
       identity = ctx.outputs.identity,
       role_assignment = ctx.outputs.role_assignment,

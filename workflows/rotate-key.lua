@@ -1,10 +1,12 @@
--- rotate-key: a new version of the customer's key (Key Vault data plane rotate, customer tenant),
--- then the ISV's storage account follows it: a versionless account (keyversion empty) picks the
--- newest version up by itself; an account pinned to a version (tracking=versioned, or one that
--- already has a keyversion) is PATCHed to the new version (ISV tenant). Outputs the account's
--- currentVersionedKeyIdentifier before and after.
--- Not idempotent across runs by design (each run makes a new version); a resumed run does not
--- rotate again once the rotate step is journaled.
+-- rotate-key: a new version of the customer's key, and the ISV's storage account follows it
+-- (https://learn.microsoft.com/azure/storage/common/customer-managed-keys-overview#update-the-key-version).
+-- Each party runs its side with its own credentials (both at once when one config holds both):
+-- the customer rotates (Key Vault data plane rotate) and gets the ISV's command; the ISV, given the
+-- new version (key_version), checks a versionless account (status "pending" until Azure Storage's
+-- daily check picked the version up, "current" after; wait_s polls within that bound) or PATCHes a
+-- pinned one to it (status "updated"). Outputs old, new (currentVersionedKeyIdentifier), status.
+-- Not idempotent across runs by design (each customer run makes a new version); a resumed run does
+-- not rotate again once the rotate step is journaled.
 local cmk = require "cmkflow.workflow.cmk"
 
 return {
@@ -13,7 +15,10 @@ return {
   params = cmk.params { "customer", "key_vault_uri", "key_name", "storage_account_id", "storage_account",
     "resource_group",
     tracking = { type = "string", enum = { "versionless", "versioned" }, default = "versionless",
-                 description = "versionless: the account follows new versions; versioned: PATCH the account to it" } },
+                 description = "versionless: the account follows new versions; versioned: PATCH the account to it" },
+    key_version = { description = "the ISV alone: the new version the customer's rotate-key made" },
+    wait_s = { type = "integer", min = 0, max = 172800, default = 0,
+               description = "versionless: wait up to this many seconds for Storage to pick the new version up" } },
   steps = {
     { name = "before", title = "ISV: the account's key now", mutates = false, run = cmk.account_key },
     { name = "rotate", title = "customer: new key version", needs = { "before" },
@@ -22,7 +27,8 @@ return {
       plan = cmk.plan_follow_key_version, run = cmk.follow_key_version },
   },
   outputs = function(ctx)
-    local a = ctx.outputs.account
-    return { old = a.old, new = a.new, tracking = a.tracking, key = ctx.outputs.rotate.kid }
+    local a, r = ctx.outputs.account, ctx.outputs.rotate
+    return { old = a.old, new = a.new, tracking = a.tracking, status = a.status, note = a.note, key = r.kid,
+             new_version = r.version, isvCommand = a.isvCommand }
   end,
 }

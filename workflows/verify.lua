@@ -2,9 +2,11 @@
 -- walks it: the ISV's multi-tenant app, its federated credential for the user-assigned identity,
 -- the app's service principal in the customer tenant, the role on the vault or key, the key
 -- (enabled, RSA >= 2048), the vault (soft delete, purge protection), the storage account's
--- encryption. Names the first broken link and the tenant that must fix it: outputs {ok, checks,
--- broken = {link, tenant, problem, fix}}; the run fails (exit 1) when a link is broken. Customer
--- checks are skipped without customer credentials.
+-- encryption. Each link is ok, broken (with the tenant that must fix it) or unverified (with who can
+-- check it): each party checks what its own credentials see. Outputs {ok, checks, broken = {link,
+-- tenant, problem, fix}, unverified = [{link, who, why}]}; the run fails with exit 1 when a link is
+-- broken, with exit 7 (Unverified) when none is broken but some could not be checked, and exits 0
+-- only when every link was checked and holds.
 local cmk = require "cmkflow.workflow.cmk"
 local check = cmk.check
 

@@ -35,6 +35,7 @@ enum cmkflow_status {
     CMKFLOW_USAGE = 2,
     CMKFLOW_AUTH = 4,
     CMKFLOW_WAITING = 6,
+    CMKFLOW_UNVERIFIED = 7, /* verify: no link is broken, but some could not be checked */
     CMKFLOW_INTERRUPTED = 130, /* SIGINT (Ctrl-C): 128 + 2, as shells report it */
     CMKFLOW_TERMINATED = 143   /* SIGTERM: 128 + 15 */
 };

@@ -15,6 +15,7 @@ local COMMANDS = {
   resume = { "cmkflow.cli.resume", "resume" }, runs = { "cmkflow.cli.runs", "runs" },
   approve = { "cmkflow.cli.approve", "approve" }, emulator = { "cmkflow.cli.emulator", "emulator" },
   version = { "cmkflow.cli.version", "version" }, demo = { "cmkflow.cli.demo", "demo" },
+  handoff = { "cmkflow.cli.handoff", "handoff" },
 }
 
 local USAGE = [[
@@ -27,12 +28,19 @@ commands:
                       without --config/CMKFLOW_CONFIG it runs against the embedded emulator
   plan WORKFLOW [same options]
                       list every change the run would make, making none
-  resume RUN_ID       continue a failed, interrupted or waiting run
-  runs list | runs show RUN_ID
-                      the run store ($CMKFLOW_STATE_DIR, default ~/.local/state/cmkflow)
+  resume RUN_ID [--param k=v]... [--config FILE]
+                      continue a failed, interrupted or waiting run; --param approves the gate it
+                      waits at with those values; --config: where its config file is now
+  runs list | runs show RUN_ID | runs cancel RUN_ID
+                      the run store ($CMKFLOW_STATE_DIR, default ~/.local/state/cmkflow); cancel
+                      ends a run for good
+  handoff RUN_ID --out DIR [--output text|json]
+                      write the customer kit of a run waiting at its handoff: README, consent link,
+                      an az CLI script, a customer.lua template and the customer-authorize command
   approve RUN_ID GATE [--reject] [--note TEXT] [--param k=v]...
                       decide an approval gate; --param values (e.g. the customer's key_vault_uri
-                      and key_name) are handed to the steps after the gate
+                      and key_name) are checked and handed to the steps after the gate; approve
+                      again to correct them until the run has succeeded
   emulator [--listen 127.0.0.1:PORT] [--seed FILE] [--state DIR] [--ca-cert OUT.pem]
                       run the Azure emulator in the foreground (PORT 0 picks a free one);
                       prints {"ready":true,"url":...,"ca_cert":...} on stdout when ready
@@ -45,7 +53,7 @@ commands:
   help                this text
 
 Exit codes: 0 done, 1 failed, 2 usage, 4 authentication, 6 waiting at an approval gate,
-130 interrupted.
+7 verify could not check every link, 130 interrupted.
 ]]
 
 function M.help()

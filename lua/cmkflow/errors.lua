@@ -6,7 +6,7 @@
 --     status, request_id,         -- of the HTTP answer it came from, when it did
 --     retryable,                  -- would the same call later succeed
 --     kind }                      -- auth | config | usage | network | tls | remote | timeout
---                                 --   | interrupt | internal; decides the exit code
+--                                 --   | interrupt | internal | unverified; decides the exit code
 --
 -- The C core (core/lerror.c) makes these tables for transport and token failures, the Azure layer
 -- (cmkflow.azure.errors) decodes each service's envelope into them, and code above that decides
@@ -39,7 +39,8 @@ function M.from(value)
 end
 
 -- The exit code for a failure (docs/exit-codes.md), from its kind.
-local EXIT_FOR_KIND = { auth = EXIT.auth, config = EXIT.usage, usage = EXIT.usage, interrupt = EXIT.interrupted }
+local EXIT_FOR_KIND = { auth = EXIT.auth, config = EXIT.usage, usage = EXIT.usage, interrupt = EXIT.interrupted,
+                        unverified = EXIT.unverified }
 function M.exit_code(err)
   if err == nil then return EXIT.ok end
   if cerror.is_interrupt(err) then return EXIT.interrupted end

@@ -73,7 +73,7 @@ function M.run(kind, what, chunkname, params_json)
 end
 
 function M.resume(run_id)
-  local result, err = pipeline.resume(run_id, progress(run_id), target_opts {})
+  local result, err = pipeline.resume(run_id, progress(run_id), { connect = target_opts {}, by = "libcmkflow" })
   if not result then return errors.exit_code(err), err end
   return finished(result)
 end
@@ -81,7 +81,7 @@ end
 function M.approve(run_id, gate, decision, values_json)
   local values, verr = decode_object(values_json, "gate values")
   if not values then return usage(verr) end
-  local ok, err = app_runs.decide(run_id, gate, decision, values, nil, "libcmkflow")
+  local ok, err = pipeline.decide(run_id, gate, { reject = decision == "rejected", values = values, by = "libcmkflow" })
   if not ok then return errors.exit_code(err), err end
   return EXIT.ok, nil
 end

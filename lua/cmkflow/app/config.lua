@@ -3,6 +3,7 @@
 local core = require "cmkflow.core"
 local host = require "cmkflow.host"
 local embedded = require "cmkflow.app.embedded"
+local file = require "cmkflow.util.file"
 
 local M = {}
 
@@ -53,7 +54,8 @@ function M.configure(opts)
   if opts.host_configured then
     return { cloud = host.cloud.name, emulator = host.cloud.name == "emulator" and host.cloud.endpoint or nil }
   end
-  local config_path = M.named(opts)
+  -- absolute, so that a run resumed from another directory finds the same file
+  local config_path = file.absolute(M.named(opts))
   if config_path then
     local base = dir_of(config_path)
     local function resolve_cloud(desc)

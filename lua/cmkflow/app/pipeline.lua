@@ -9,11 +9,18 @@ local engine = require "cmkflow.workflow.engine"
 local params = require "cmkflow.workflow.params"
 local policy_mod = require "cmkflow.policy"
 local validate = require "cmkflow.azure.validate"
+local cloud_mod = require "cmkflow.azure.cloud"
 local config = require "cmkflow.app.config"
 local state = require "cmkflow.app.state"
 local file = require "cmkflow.util.file"
+local async = require "cmkflow.async"
+local errors = require "cmkflow.errors"
 
 local json = core.json
+
+-- the run's stored cloud name -> the public cloud whose names it uses (the emulator serves
+-- the public cloud's host names)
+local PUBLIC_CLOUD = { azure = "azure", usgov = "usgov", china = "china", emulator = "azure" }
 
 local M = {}
 
@@ -73,6 +80,12 @@ function M.make_ctx(def, values, policy)
     local c = host.contexts[name] or {}
     return { tenant = c.tenant or (c.credential and c.credential:describe().tenant), subscription = c.subscription }
   end
+  -- the run's cloud as steps may name it to people: its sign-in authority, Graph, vault suffix,
+  -- and the name to give --cloud (nil when a config file names the cloud)
+  ctx.cloud_info = function()
+    local c = host.current_cloud()
+    return { name = (host.cloud or {}).name, authority = c.authority, graph = c.graph, keyvault_suffix = c.keyvault_suffix }
+  end
   ctx.log = function(fmt, ...) io.stderr:write(select("#", ...) > 0 and fmt:format(...) or tostring(fmt), "\n") end
   return ctx
 end
@@ -124,6 +137,86 @@ function M.plan(prepared, opts)
   return engine.plan(prepared.def, M.make_ctx(prepared.def, prepared.values, policy))
 end
 
+-- Does the definition change anything (a step that mutates; gates do not)?
+local function mutates(def)
+  for _, s in ipairs(def.steps) do if not s.gate and s.mutates ~= false then return true end end
+  return false
+end
+
+local PARTY = { isv = "isv", customer = "customer" }
+
+-- Before the first change: every configured context's credential gets a token and sees its
+-- subscription (Subscriptions - Get, https://learn.microsoft.com/rest/api/resources/subscriptions/get;
+-- Subscriptions - List when a context names none), so that a wrong secret fails in seconds with
+-- nothing created rather than half-way through. Returns true | nil, error (kind "auth": exit 4).
+function M.check_credentials(def)
+  if not mutates(def) then return true end
+  local names, seen = {}, {}
+  for name, c in pairs(host.contexts) do
+    -- "default" is the environment's credential, also given to "isv": checked once, as isv
+    if c.credential and not (name == "default" and host.contexts.isv and host.contexts.isv.credential == c.credential) then
+      names[#names + 1] = name
+    end
+  end
+  table.sort(names)
+  local failure
+  local ok, err = pcall(async.run, function()
+    for _, name in ipairs(names) do
+      local c = host.contexts[name]
+      local key = tostring(c.credential) .. "|" .. tostring(c.subscription)
+      if not seen[key] then
+        seen[key] = true
+        local clients = host.context(name)
+        local doc, e
+        if c.subscription then
+          doc, e = clients.arm:get("/subscriptions/" .. c.subscription, { api_version = "2022-12-01" })
+        else
+          doc, e = clients.arm:list("/subscriptions", { api_version = "2022-12-01" })
+        end
+        if doc == nil then
+          e = type(e) == "table" and e or { message = tostring(e) }
+          local seen_sub = e.status == 404 or e.status == 403 or e.code == "SubscriptionNotFound"
+          failure = core.error.new { code = e.code or "AuthenticationFailed", kind = "auth", retryable = false,
+            tenant = PARTY[name] or clients.tenant, status = e.status, request_id = e.request_id, message =
+              seen_sub and ("context '%s' (tenant %s): subscription %s is not visible to its credential: %s")
+                :format(name, tostring(clients.tenant), tostring(c.subscription), tostring(e.message))
+              or ("context '%s' (tenant %s): its credential gets no token: %s")
+                :format(name, tostring(clients.tenant), tostring(e.message)),
+            hint = seen_sub and ("give the principal of context '%s' a role on subscription %s, or correct its "
+                .. "'subscription' in the config file"):format(name, tostring(c.subscription))
+              or ((e.hint and (e.hint .. "; ") or "") .. ("check the credential of context '%s' in the config file "
+                .. "(client_id, client_secret or certificate, tenant): nothing was created"):format(name)) }
+          return
+        end
+      end
+    end
+  end)
+  if not ok then
+    if errors.is_interrupt(err) then error(err, 0) end
+    return nil, errors.from(err)
+  end
+  if failure then return nil, failure end
+  return true
+end
+
+-- Statuses of a run that is over: nothing resumes it.
+local FINISHED = { succeeded = true, cancelled = true }
+
+-- The unfinished run of the same workflow for the same ISV tenant and customer, if any: one
+-- customer's onboarding is one run, resumed or cancelled, never two racing each other.
+local function unfinished_twin(db, def, values, target)
+  if values.customer == nil or not mutates(def) then return nil end -- a read-only run races nothing
+  for _, r in ipairs(db:runs { workflow = def.name, limit = 1000 } or {}) do
+    -- a run that failed before its first step (its credentials were refused) holds nothing up
+    local started = r.status ~= "failed" or #(db:steps(r.id) or {}) > 0
+    if not FINISHED[r.status] and started then
+      local p = json.decode(r.params or "{}") or {}
+      local c = json.decode(r.config or "{}") or {}
+      if p.customer == values.customer and c.isv_tenant == target.isv_tenant then return r end
+    end
+  end
+end
+
 -- Starts a prepared run: a new run in the store, executed by the engine. progress(event) sees the
 -- engine's events. Returns the engine's result {run_id, status, outputs, error, gate} or nil, error.
 function M.start(prepared, opts, progress, on_created)
@@ -131,23 +224,192 @@ function M.start(prepared, opts, progress, on_created)
   if not target then return nil, policy end
   local db = state.open_store()
   target.workflow = prepared.ref
+  -- which tenants this run has credentials for, and the ISV tenant: a later approve checks the
+  -- handed-over values against them without reading any secret
+  target.isv_tenant = host.contexts.isv and (host.contexts.isv.tenant
+    or (host.contexts.isv.credential and host.contexts.isv.credential:describe().tenant)) or nil
+  target.contexts = { isv = has_context("isv"), customer = has_context("customer") }
+  local twin = unfinished_twin(db, prepared.def, prepared.values, target)
+  if twin then
+    config.finish()
+    return nil, usage_error(("run %s of %s for customer %s is not finished (%s): continue it with 'cmkflow resume %s'"
+      .. " (values for a gate: 'cmkflow approve %s GATE --param k=v'), or end it with 'cmkflow runs cancel %s'")
+      :format(twin.id, prepared.def.name, prepared.values.customer, twin.status, twin.id, twin.id, twin.id),
+      { code = "RunNotFinished", run_id = twin.id })
+  end
   local run_id = db:create_run { workflow = prepared.def.name, params = json.encode(prepared.values),
                                  config = json.encode(target) }
   local lock <close> = state.lock_run(run_id) or nil -- a new run: nobody else can hold it yet
   if on_created then on_created(run_id) end
-  local result = engine.execute { def = prepared.def, ctx = M.make_ctx(prepared.def, prepared.values, policy),
-                                  store = db, run_id = run_id, progress = progress }
+  -- (a run killed while its credentials are checked is resumed like any other)
+  local cok, cerr = M.check_credentials(prepared.def)
+  if not cok then
+    db:set_run(run_id, { status = "failed", error = json.encode(errors.data(cerr)) })
+    config.finish()
+    return nil, cerr
+  end
+  local ctx = M.make_ctx(prepared.def, prepared.values, policy)
+  ctx.config_path = target.config
+  local result = engine.execute { def = prepared.def, ctx = ctx, store = db, run_id = run_id, progress = progress }
   config.finish()
   return result
 end
 
--- Resumes a stored run where it stopped, talking where the run did (its config file or cloud), or
--- where `connect_opts` says (the C API: the cloud and credentials set in code). Returns the
--- engine's result, or nil, error.
-function M.resume(run_id, progress, connect_opts)
+-- A stored run and its definition: run, where (its stored target), def, db | nil, error.
+local function stored_run(run_id)
   local db = state.open_store()
   local run = db:run(run_id)
   if not run then return nil, usage_error(("no run '%s' in %s/runs.db"):format(run_id, state.dir())) end
+  local where = json.decode(run.config or "{}") or {}
+  local kind, what = M.resolve_workflow(where.workflow or run.workflow)
+  if not kind then return nil, what end
+  local def, lerr = M.load(kind, what)
+  if not def then return nil, lerr end
+  return run, where, def, db
+end
+
+-- The config and policy files a run was started with must still be there (a run stores their
+-- absolute paths); opts.config names where the config file went. Returns where | nil, error.
+local function files_still_there(run_id, where, opts)
+  if opts.config then
+    where.config = file.absolute(opts.config)
+    where.policy = nil -- the moved config file names its policy again
+  end
+  for _, f in ipairs { { "config", where.config }, { "policy", where.policy } } do
+    if f[2] and not file.read(f[2]) then
+      return nil, core.error.new { code = "InvalidConfig", kind = "config", field = f[1], message =
+        ("run %s was started with the %s file %s, which is no longer there (moved or deleted?)"):format(run_id, f[1],
+          f[2]),
+        hint = "put it back, or resume with --config NEW_PATH naming where the config file is now" }
+    end
+  end
+  return where
+end
+
+-- The gate that values given to `resume --param` are for: the one the run waits at, else the last
+-- one decided. Returns its name or nil.
+local function current_gate(db, run_id)
+  local last
+  for _, a in ipairs(db:approvals(run_id) or {}) do
+    if a.status == "waiting" then return a.gate end
+    last = a.gate
+  end
+  return last
+end
+
+-- The values a gate declares (step.values), checked as parameters: required only when the gate's
+-- values_needed(ctx) says so, a key_vault_uri of the run's cloud. Returns values | nil, problems.
+local function check_gate_values(gate, values, where)
+  local specs, ctx = {}, { has_context = function(name) return (where.contexts or {})[name] == true end }
+  local needed = gate.values_needed == nil or gate.values_needed(ctx)
+  local suffix = cloud_mod.get(PUBLIC_CLOUD[where.cloud] or "azure").keyvault_suffix
+  for name, spec in pairs(gate.values or {}) do
+    local copy = {}
+    for k, v in pairs(spec) do copy[k] = v end
+    copy.required = spec.required and needed
+    if spec.type == "key_vault_uri" then
+      copy.type, copy.check = "string", function(v) return validate.key_vault_uri(v, suffix) end
+    end
+    specs[name] = copy
+  end
+  return engine.check_params({ params = specs }, values)
+end
+
+-- Decides a gate of a stored run: approve (with values the gate declares, merged over values
+-- given earlier) or reject. A gate may be decided again, to correct its values, until the run has
+-- succeeded; the next resume runs again every step that used the old values. opts: {reject, note,
+-- values, by}. Returns {run_id, gate, decision, values, redecided} | nil, error (kind "usage").
+function M.decide(run_id, gate_name, opts)
+  local run, where, def, db = stored_run(run_id)
+  if not run then return nil, where end
+  if FINISHED[run.status] then
+    return nil, usage_error(("run %s has %s: its gates can no longer change"):format(run_id, run.status),
+      { code = "RunFinished" })
+  end
+  local gate = def.by_name[gate_name]
+  if not gate or not gate.gate then
+    return nil, usage_error(("run %s (%s) has no approval gate '%s'"):format(run_id, def.name, gate_name),
+      { code = "UnknownGate" })
+  end
+  local earlier = db:approval(run_id, gate_name)
+  local values = {}
+  for k, v in pairs(engine.approval_values(earlier)) do values[k] = v end
+  for k, v in pairs(opts.values or {}) do values[k] = v end
+  local decision = opts.reject and "rejected" or "approved"
+  -- a gate that declares no values takes any (a custom workflow's, as before values were declared)
+  if decision == "approved" and gate.values then
+    local checked, problems = check_gate_values(gate, values, where)
+    if not checked then
+      local names = {}
+      for name in pairs(gate.values or {}) do names[#names + 1] = "--param " .. name .. "=..." end
+      table.sort(names)
+      return nil, usage_error(("gate '%s' of run %s needs valid values (%s):\n  - %s"):format(gate_name, run_id,
+        table.concat(names, " "), table.concat(problems, "\n  - ")), { problems = problems })
+    end
+  end
+  local note = opts.note
+  if next(values) then note = json.encode { note = opts.note, values = values } end
+  local redecide = earlier ~= nil and earlier.status ~= "waiting"
+  local ok, err = db:decide(run_id, gate_name, decision, opts.by, note, redecide)
+  if not ok then
+    err.kind = err.kind or "usage" -- an unknown run or gate: the input is wrong
+    return nil, err
+  end
+  return { run_id = run_id, gate = gate_name, decision = decision, values = values, redecided = redecide }
+end
+
+-- What a stored run waiting at a gate hands over (the gate's handoff(ctx), as when it stopped),
+-- with the run's config and policy (no call to Azure). Returns handoff, ctx | nil, error.
+function M.handoff(run_id)
+  local run, where, def, db = stored_run(run_id)
+  if not run then return nil, where end
+  local gate
+  for _, s in ipairs(def.steps) do if s.gate and s.handoff then gate = s end end
+  if not gate then
+    return nil, usage_error(("run %s (%s) has no handoff: only a run of onboard has one"):format(run_id, def.name))
+  end
+  if run.status ~= "waiting" then
+    return nil, usage_error(("run %s is %s, not waiting at its handoff: there is nothing to hand over"):format(run_id,
+      run.status))
+  end
+  local fok, ferr = files_still_there(run_id, where, {})
+  if not fok then return nil, ferr end
+  local target, policy = M.connect({ config = where.config, cloud = where.cloud ~= "emulator" and where.cloud or nil },
+                                   where.policy)
+  if not target then return nil, policy end
+  local ctx = M.make_ctx(def, json.decode(run.params) or {}, policy)
+  ctx.run_id, ctx.config_path, ctx.outputs = run_id, target.config, {}
+  for _, rec in ipairs(db:steps(run_id)) do
+    if rec.status == "succeeded" then ctx.outputs[rec.name] = rec.outputs and json.decode(rec.outputs) or {} end
+  end
+  local ok, h = pcall(gate.handoff, ctx)
+  config.finish()
+  if not ok then return nil, errors.from(h) end
+  return h, ctx
+end
+
+-- Ends a run for good: it is never resumed again and no longer blocks a new run for its customer.
+-- Returns {run_id, status = "cancelled", was} | nil, error.
+function M.cancel(run_id)
+  local db = state.open_store()
+  local run = db:run(run_id)
+  if not run then return nil, usage_error(("no run '%s' in %s/runs.db"):format(run_id, state.dir())) end
+  if run.status == "succeeded" then
+    return nil, usage_error(("run %s has succeeded: there is nothing to cancel (offboard undoes its work)"):format(run_id),
+      { code = "RunFinished" })
+  end
+  if run.status ~= "cancelled" then db:set_run(run_id, { status = "cancelled" }) end
+  return { run_id = run_id, status = "cancelled", was = run.status }
+end
+
+-- Resumes a stored run where it stopped. opts: {params = gate values for the gate the run waits
+-- at (approves it), config = where the run's config file is now, connect = where to talk instead
+-- of where the run did (the C API: the cloud and credentials set in code)}. Returns the engine's
+-- result, or nil, error.
+function M.resume(run_id, progress, opts)
+  opts = opts or {}
+  local run, where, def, db = stored_run(run_id)
+  if not run then return nil, where end
   -- one process at a time per run: a second resume stops here, naming the first
   local lock <close>, holder = state.lock_run(run_id)
   if lock == false then
@@ -159,17 +421,31 @@ function M.resume(run_id, progress, connect_opts)
   if run.status == "succeeded" then
     return { run_id = run_id, status = run.status, outputs = run.outputs and json.decode(run.outputs) }
   end
-  local where = json.decode(run.config or "{}") or {}
-  local kind, what = M.resolve_workflow(where.workflow or run.workflow)
-  if not kind then return nil, what end
-  local def, lerr = M.load(kind, what)
-  if not def then return nil, lerr end
-  local target, policy = M.connect(connect_opts or
+  if run.status == "cancelled" then
+    return nil, usage_error(("run %s was cancelled: start a new run instead"):format(run_id), { code = "RunCancelled" })
+  end
+  if opts.params and next(opts.params) then
+    local gate = current_gate(db, run_id)
+    if not gate then
+      return nil, usage_error(("run %s has not reached an approval gate: --param has nothing to go to"):format(run_id))
+    end
+    local decided, derr = M.decide(run_id, gate, { values = opts.params, by = opts.by })
+    if not decided then return nil, derr end
+  end
+  local fok, ferr = files_still_there(run_id, where, opts)
+  if not fok then return nil, ferr end
+  local target, policy = M.connect(opts.connect or
     { config = where.config, cloud = where.cloud ~= "emulator" and where.cloud or nil }, where.policy)
   if not target then return nil, policy end
+  local cok, cerr = M.check_credentials(def)
+  if not cok then
+    config.finish()
+    return nil, cerr
+  end
   local values = json.decode(run.params) or {}
-  local result = engine.execute { def = def, ctx = M.make_ctx(def, values, policy), store = db, run_id = run_id,
-                                  progress = progress }
+  local ctx = M.make_ctx(def, values, policy)
+  ctx.config_path = target.config
+  local result = engine.execute { def = def, ctx = ctx, store = db, run_id = run_id, progress = progress }
   config.finish()
   return result
 end

@@ -1,5 +1,5 @@
--- The run store as data for every front end (the CLI's runs and approve, the C API): a run with its
--- steps, errors and approvals, the list of runs, and a gate's decision.
+-- The run store as data for every front end (the CLI's runs, the C API): a run with its steps,
+-- errors and approvals, and the list of runs.
 local core = require "cmkflow.core"
 local state = require "cmkflow.app.state"
 
@@ -43,19 +43,6 @@ function M.show(run_id)
   return { run_id = run.id, workflow = run.workflow, status = run.status, params = json.decode(run.params),
     error = stored_error(run.error), outputs = run.outputs and json.decode(run.outputs) or nil, steps = steps,
     approvals = approvals }
-end
-
--- Decides a gate: decision "approved" | "rejected", values (for the steps after the gate) and a
--- note travel in the approval. Returns true or nil, error (kind "usage": an unknown run or gate,
--- a gate already decided).
-function M.decide(run_id, gate, decision, values, note, who)
-  if values and next(values) then note = json.encode({ note = note, values = values }) end
-  local ok, err = state.open_store():decide(run_id, gate, decision, who, note)
-  if not ok then
-    err.kind = err.kind or "usage"
-    return nil, err
-  end
-  return true
 end
 
 return M

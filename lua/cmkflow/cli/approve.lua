@@ -1,9 +1,11 @@
 -- cmkflow approve RUN_ID GATE [--reject] [--note TEXT] [--param k=v]...: decide an approval gate;
--- --param values (the customer's key_vault_uri and key_name) are handed to the steps after it.
+-- --param values (the customer's key_vault_uri and key_name) are checked against what the gate
+-- declares and handed to the steps after it. Approving again corrects them until the run has
+-- succeeded (cmkflow.app.pipeline.decide).
 local core = require "cmkflow.core"
 local args = require "cmkflow.cli.args"
 local output = require "cmkflow.cli.output"
-local app_runs = require "cmkflow.app.runs"
+local pipeline = require "cmkflow.app.pipeline"
 
 local EXIT = core.exit
 
@@ -16,12 +18,11 @@ function M.approve(argv)
   if not run_id or not gate then return args.usage_error("approve needs RUN_ID GATE") end
   local values, verr = args.key_values(opts.param)
   if not values then return args.usage_error(verr) end
-  -- values handed over at the gate (the customer's vault URI and key name) travel in the approval
-  local decision = opts.reject and "rejected" or "approved"
-  local ok, derr = app_runs.decide(run_id, gate, decision, values, opts.note, os.getenv("USER"))
-  if not ok then return output.fail(derr) end
-  io.stderr:write(("cmkflow: gate '%s' of run %s %s; continue with: cmkflow resume %s\n")
-    :format(gate, run_id, decision, run_id))
+  local decided, derr = pipeline.decide(run_id, gate, { reject = opts.reject, note = opts.note, values = values,
+                                                         by = os.getenv("USER") })
+  if not decided then return output.fail(derr) end
+  io.stderr:write(("cmkflow: gate '%s' of run %s %s%s; continue with: cmkflow resume %s\n")
+    :format(gate, run_id, decided.redecided and "decided again: " or "", decided.decision, run_id))
   return EXIT.ok
 end
 

@@ -45,22 +45,54 @@ function M.progress_printer(enabled, total)
   end
 end
 
--- A run's result: {run_id, status, outputs, error (error table), gate}.
+local function list_text(items)
+  local out = {}
+  for _, item in ipairs(items or {}) do out[#out + 1] = "    - " .. item end
+  return table.concat(out, "\n")
+end
+
+-- What a run waiting at a gate hands over (onboard's handoff: cmk.handoff_details), for people.
+local function handoff_text(h)
+  local lines = {
+    "handoff for the customer's administrator (their tenant, their credentials):",
+    "  ISV tenant:    " .. tostring(h.isvTenant),
+    "  ISV app id:    " .. tostring(h.appId),
+    "  consent link:  " .. tostring(h.consentUrl),
+  }
+  if h.consentUrlNote then lines[#lines + 1] = "                 (" .. h.consentUrlNote .. ")" end
+  lines[#lines + 1] = "  the customer creates:\n" .. list_text(h.customerMustCreate)
+  lines[#lines + 1] = "  roles the customer's administrator needs for that:\n" .. list_text(h.customerOperatorRoles)
+  lines[#lines + 1] = "  the customer runs (cmkflow users; or use the kit: cmkflow handoff " .. tostring(h.runId)
+    .. " --out DIR):\n    " .. tostring(h.customerCommand)
+  lines[#lines + 1] = "then the ISV continues this run with the two values the customer hands back:\n    "
+    .. tostring(h.isvCommand)
+  return table.concat(lines, "\n") .. "\n"
+end
+
+-- A run's result: {run_id, status, outputs, error (error table), gate, handoff}.
 function M.result(result, output)
   local err = result.error and errors.data(result.error) or nil
   if output == "json" then
     local doc = { run_id = result.run_id, status = result.status, outputs = result.outputs or json.object(),
-                  error = err, gate = result.gate }
+                  error = err, gate = result.gate, handoff = result.handoff }
     io.stdout:write(json.encode(doc), "\n")
     return
   end
   io.stdout:write(("run %s: %s\n"):format(result.run_id, result.status))
-  if result.gate then
-    io.stdout:write(("waiting at gate '%s': after the handoff, run\n  cmkflow approve %s %s && cmkflow resume %s\n")
+  if result.gate and result.handoff then
+    io.stdout:write(("waiting at gate '%s'\n"):format(result.gate), handoff_text(result.handoff))
+  elseif result.gate then
+    io.stdout:write(("waiting at gate '%s': decide it, then continue\n  cmkflow approve %s %s && cmkflow resume %s\n")
       :format(result.gate, result.run_id, result.gate, result.run_id))
   end
   if err then io.stdout:write("error: ", M.error_text(result.error), "\n") end
   if result.outputs then io.stdout:write(json.encode(result.outputs, { pretty = true }), "\n") end
+  -- a party's run that ends with what the other party runs next (customer-authorize): last, plainly
+  local next_commands = type(result.outputs) == "table" and result.outputs.isvCommands
+  if result.status == "succeeded" and type(next_commands) == "table" then
+    io.stdout:write("hand the values above back to the ISV, who runs:\n")
+    for _, c in ipairs(next_commands) do io.stdout:write("  ", c, "\n") end
+  end
 end
 
 return M

@@ -1,4 +1,5 @@
--- cmkflow runs list | runs show RUN_ID: the run store ($CMKFLOW_STATE_DIR/runs.db).
+-- cmkflow runs list | runs show RUN_ID | runs cancel RUN_ID: the run store
+-- ($CMKFLOW_STATE_DIR/runs.db).
 local core = require "cmkflow.core"
 local args = require "cmkflow.cli.args"
 local output = require "cmkflow.cli.output"
@@ -43,7 +44,18 @@ function M.runs(argv)
     if not opts[1] then return args.usage_error("runs show needs a RUN_ID") end
     return show(opts[1], opts)
   end
-  return args.usage_error("runs needs 'list' or 'show RUN_ID'")
+  if sub == "cancel" then
+    if not opts[1] then return args.usage_error("runs cancel needs a RUN_ID") end
+    local done, cerr = pipeline.cancel(opts[1])
+    if not done then return output.fail(cerr) end
+    if opts.output == "json" then
+      io.stdout:write(json.encode(done), "\n")
+    else
+      io.stdout:write(("run %s: cancelled (was %s); it will not be resumed\n"):format(done.run_id, done.was))
+    end
+    return EXIT.ok
+  end
+  return args.usage_error("runs needs 'list', 'show RUN_ID' or 'cancel RUN_ID'")
 end
 
 return M

@@ -225,8 +225,8 @@ local function accounts(ctx, rest)
   end
   if method == "GET" then
     if not rec then return ctx:not_found(TYPE, name, ctx.rg) end
-    -- a versionless key follows the key's newest version, as Storage's periodic check does
-    storage_cmk.refresh(st, rec.body)
+    -- a versionless key follows the key's newest version at Storage's daily check
+    storage_cmk.refresh(st, rec.body, rec.internal)
     return ctx:json(200, rec.body)
   elseif method == "DELETE" then
     if not rec then return ctx:empty(204) end

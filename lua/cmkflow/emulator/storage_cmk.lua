@@ -16,7 +16,8 @@
 --              { currentVersionedKeyIdentifier, lastKeyRotationTimestamp, currentVersionedKeyExpirationTimestamp? }
 --              for ARM to write into properties.encryption.keyvaultproperties
 --     err = { status = 400, code, message } (an ARM error for the PUT/PATCH)
---   refresh(st, account_body) -> changed (bool): a versionless key follows the key's newest version.
+--   refresh(st, account_body, internal) -> changed (bool): a versionless key follows the key's newest
+--     version, at most once per st.knobs.key_version_check_s (default 86400 s) of the emulator's clock.
 local core = require "cmkflow.core"
 local keyvault = require "cmkflow.emulator.keyvault_store"
 local keyvault_auth = require "cmkflow.emulator.keyvault_auth"
@@ -196,10 +197,21 @@ function M.check(st, ctx)
   return result
 end
 
--- Storage's periodic version check for automatic key version tracking (keyversion empty): points
--- currentVersionedKeyIdentifier at the key's newest version and stamps lastKeyRotationTimestamp
--- when it changed. Mutates account_body; returns true when it changed something.
-function M.refresh(st, account_body)
+-- Storage's daily version check for automatic key version tracking (keyversion empty): once a day
+-- (https://learn.microsoft.com/azure/storage/common/customer-managed-keys-overview#update-the-key-version)
+-- it points currentVersionedKeyIdentifier at the key's newest version and stamps
+-- lastKeyRotationTimestamp when it changed. The day runs on the emulator's clock (POST
+-- /_emulator/clock advances it) from the account's creation or its last check (internal, the
+-- account record's own table). Mutates account_body; returns true when it changed something.
+M.KEY_VERSION_CHECK_S = 86400
+function M.refresh(st, account_body, internal)
+  if internal then
+    local every = tonumber(st.knobs.key_version_check_s) or M.KEY_VERSION_CHECK_S
+    local last = internal.key_checked_at or internal.started
+    if not last then internal.key_checked_at = st:now() return false end -- the first day starts now
+    if st:now() - last < every then return false end
+    internal.key_checked_at = st:now()
+  end
   local p = type(account_body) == "table" and account_body.properties
   local enc = type(p) == "table" and p.encryption
   if type(enc) ~= "table" or lower(enc.keySource) ~= "microsoft.keyvault" then return false end

@@ -27,4 +27,17 @@ function M.write(path, content, private)
   return true
 end
 
+-- path made absolute against the working directory ($PWD, else pwd), so that what a run stores
+-- still names the same file when it is resumed from elsewhere.
+function M.absolute(path)
+  if path == nil or path:sub(1, 1) == "/" then return path end
+  local cwd = os.getenv("PWD")
+  if not cwd or cwd == "" then
+    local p = io.popen("pwd")
+    cwd = p and p:read("l") or "."
+    if p then p:close() end
+  end
+  return (cwd .. "/" .. path:gsub("^%./", ""))
+end
+
 return M

@@ -8,6 +8,10 @@
 --   params = { <name> = <spec of cmkflow.workflow.params> },
 --   steps = { { name = "app", title = "...", needs = { "other-step" }, mutates = true,
 --               gate = false,                          -- true: an approval gate, no run function
+--               values = { <name> = <param spec> },   -- a gate's: values given with the approval
+--               values_needed = function(ctx) end,    -- a gate's: are its values required now?
+--               handoff = function(ctx) return {...} end, -- a gate's: what the run hands over while
+--                                                     -- it waits there (result.handoff)
 --               plan = function(ctx) return "what it would change" end,   -- string or list
 --               run = function(ctx) return { outputs } end }, ... },
 --   outputs = function(ctx) return { ... } end,       -- optional; default: every step's outputs
@@ -29,7 +33,8 @@ local M = {}
 
 -- A run's status -> the process exit code (docs/exit-codes.md); a failed run's error may name a
 -- more precise one (authentication: 4), see M.exit_code.
-M.STATUS_EXIT = { succeeded = EXIT.ok, failed = EXIT.failed, waiting = EXIT.waiting, interrupted = EXIT.interrupted }
+M.STATUS_EXIT = { succeeded = EXIT.ok, failed = EXIT.failed, waiting = EXIT.waiting, interrupted = EXIT.interrupted,
+                  cancelled = EXIT.failed }
 
 function M.exit_code(result)
   if result.status == "failed" and result.error then return errors.exit_code(result.error) end
@@ -132,13 +137,16 @@ function M.execute(opts)
   local results = {}       -- step name -> "succeeded" | "failed" | "waiting" | "blocked"
   local failure, waiting_gate
 
-  -- finished work from an earlier attempt of this run
+  -- finished work from an earlier attempt of this run; a gate is decided again every time (its
+  -- approval may have been corrected since) and is not taken from the journal
   for _, rec in ipairs(store:steps(run_id)) do
-    if rec.status == "succeeded" then
+    local s = def.by_name and def.by_name[rec.name]
+    if rec.status == "succeeded" and not (s and s.gate) then
       results[rec.name] = "succeeded"
       ctx.outputs[rec.name] = rec.outputs and json.decode(rec.outputs) or {}
     end
   end
+  M.invalidate_after_corrections(def, store, run_id, results, ctx.outputs)
   store:set_run(run_id, { status = "running" })
 
   local tasks = {}
@@ -159,10 +167,7 @@ function M.execute(opts)
         results[s.name] = "succeeded"
         ctx.outputs[s.name] = { approved = true }
         -- values given with the approval (cmkflow approve RUN GATE --param k=v) become outputs
-        local decoded = a and a.note and a.note:sub(1, 1) == "{" and json.decode(a.note)
-        if type(decoded) == "table" and type(decoded.values) == "table" then
-          for k, v in pairs(decoded.values) do ctx.outputs[s.name][k] = v end
-        end
+        for k, v in pairs(M.approval_values(a)) do ctx.outputs[s.name][k] = v end
         store:step_begin(run_id, s.name)
         store:step_finish(run_id, s.name, "succeeded", json.encode(ctx.outputs[s.name]))
         progress { kind = "done", step = s.name, title = s.title, elapsed_ms = 0 }
@@ -237,11 +242,56 @@ function M.execute(opts)
   end
   if waiting_gate then
     store:set_run(run_id, { status = "waiting" })
-    return { run_id = run_id, status = "waiting", gate = waiting_gate }
+    local gate = def.by_name and def.by_name[waiting_gate]
+    local handoff
+    if gate and gate.handoff then
+      local hok, h = pcall(gate.handoff, setmetatable({ step = waiting_gate }, { __index = ctx }))
+      handoff = hok and h or nil
+    end
+    return { run_id = run_id, status = "waiting", gate = waiting_gate, handoff = handoff }
   end
   local outputs = def.outputs and def.outputs(ctx) or ctx.outputs
   store:set_run(run_id, { status = "succeeded", outputs = json.encode(outputs) })
   return { run_id = run_id, status = "succeeded", outputs = outputs }
+end
+
+-- The values given with an approval (`cmkflow approve RUN GATE --param k=v`): they travel in the
+-- approval's note as JSON {note, values}. Returns a table (empty when none).
+function M.approval_values(a)
+  local decoded = a and a.note and a.note:sub(1, 1) == "{" and json.decode(a.note)
+  if type(decoded) == "table" and type(decoded.values) == "table" then return decoded.values end
+  return {}
+end
+
+local function same_values(a, b)
+  for k, v in pairs(a) do if tostring(b[k]) ~= tostring(v) then return false end end
+  for k, v in pairs(b) do if tostring(a[k]) ~= tostring(v) then return false end end
+  return true
+end
+
+-- A gate approved again with other values (a corrected vault URI or key name): every step that
+-- depends on it, directly or not, ran with the old values and runs again. Steps are in dependency
+-- order (check_definition), so one pass sees each step's needs before the step.
+function M.invalidate_after_corrections(def, store, run_id, results, outputs)
+  local stale = {}
+  for _, rec in ipairs(store:steps(run_id)) do
+    local s = def.by_name and def.by_name[rec.name]
+    if s and s.gate and rec.status == "succeeded" then
+      local journaled = rec.outputs and json.decode(rec.outputs) or {}
+      journaled.approved = nil
+      local a = store:approval(run_id, rec.name)
+      if a and a.status == "approved" and not same_values(journaled, M.approval_values(a)) then stale[rec.name] = true end
+    end
+  end
+  if not next(stale) then return end
+  for _, s in ipairs(def.steps) do
+    for _, n in ipairs(s.needs) do
+      if stale[n] then
+        stale[s.name] = true
+        results[s.name], outputs[s.name] = nil, nil
+      end
+    end
+  end
 end
 
 -- Validates raw parameter values for def. Returns values or nil, problems.

@@ -82,10 +82,24 @@ function M.role_assignment(ctx)
   return { id = ra.id, scope = scope, principalId = principal }
 end
 
--- customer-authorize's output: the command the ISV runs next with the customer's vault and key.
-function M.isv_command(ctx)
-  return ("cmkflow run new-account --param customer=%s --param app_id=%s --param key_vault_uri=%s --param key_name=%s")
-    :format(ctx.params.customer, ctx.params.app_id, ctx.outputs.key_vault.vaultUri, ctx.outputs.key.name)
+-- customer-authorize's output: the commands the ISV runs next with the customer's vault and key.
+-- Given the ISV's waiting run (isv_run, from the handoff or the kit): approve its handoff gate with
+-- the two values, then resume it; the run keeps its own config and cloud, so these cannot reach
+-- another cloud. Without it: new-account with the ISV's config file and this run's cloud named,
+-- so that an ISV config for another cloud is refused instead of used.
+function M.isv_commands(ctx)
+  local vault_uri, key_name = ctx.outputs.key_vault.vaultUri, ctx.outputs.key.name
+  if ctx.params.isv_run then
+    return {
+      ("cmkflow approve %s handoff --param key_vault_uri=%s --param key_name=%s"):format(ctx.params.isv_run, vault_uri,
+        key_name),
+      ("cmkflow resume %s"):format(ctx.params.isv_run),
+    }
+  end
+  local cloud = ctx.cloud_info and ctx.cloud_info().name or "azure"
+  return { ("cmkflow run new-account --config isv.lua --cloud %s --param customer=%s --param app_id=%s "
+    .. "--param key_vault_uri=%s --param key_name=%s"):format(cloud, ctx.params.customer, ctx.params.app_id, vault_uri,
+      key_name) }
 end
 
 -- What the customer hands over at onboard's "handoff" gate when the ISV has no credentials for the
@@ -200,9 +214,22 @@ end
 -- https://learn.microsoft.com/rest/api/keyvault/keys/rotate-key; needs Key Vault Crypto Officer).
 -- The vault and key default to what the account uses (the `before` step).
 function M.rotate_key(ctx)
+  -- the ISV alone: the customer rotated on their side and handed the new version over (key_version)
+  if not ctx.has_context("customer") then return { done_by = "customer", version = ctx.params.key_version } end
   local customer = ctx.context("customer")
-  local vault_uri = ctx.params.key_vault_uri or ctx.outputs.before.keyvaulturi
-  local name = ctx.params.key_name or ctx.outputs.before.keyname
+  local before = ctx.outputs.before
+  local vault_uri = ctx.params.key_vault_uri or before.keyvaulturi
+  if not vault_uri then
+    -- the customer alone: the vault the policy names (the account is the ISV's to read)
+    local vault = base.get_or_absent(customer.arm, base.vault_id(ctx), { api_version = base.API.vaults }, "key vault",
+      "customer")
+    if not vault then
+      fail { code = "KeyVaultNotFound", tenant = "customer", message = "key vault " .. base.vault_id(ctx)
+        .. " does not exist", hint = "pass --param key_vault_uri=URI --param key_name=NAME" }
+    end
+    vault_uri = vault.properties.vaultUri
+  end
+  local name = ctx.params.key_name or before.keyname or base.key_name(ctx)
   local key, err = customer.keyvault:rotate_key(vault_uri, name)
   if not key then
     remote_fail(("rotate key %s in %s"):format(name, vault_uri), err, "customer",
@@ -212,7 +239,7 @@ function M.rotate_key(ctx)
   if not kid then
     fail { code = "UnexpectedResponse", message = "rotate key " .. name .. ": no key id in the answer" }
   end
-  return { kid = kid, version = base.key_version_of(kid) }
+  return { kid = kid, version = base.key_version_of(kid), key_vault_uri = vault_uri, key_name = name }
 end
 
 function M.plan_rotate_key(ctx)

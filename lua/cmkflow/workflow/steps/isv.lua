@@ -72,26 +72,86 @@ function M.federated_credential(ctx)
   return { name = n.federated_credential, issuer = body.issuer, subject = subject }
 end
 
--- What the ISV gives the customer (no API call): the app id, the admin-consent link
--- (https://learn.microsoft.com/entra/identity/enterprise-apps/grant-admin-consent) and the command.
-function M.handoff_details(ctx)
+-- The admin-consent link that installs the ISV application in the customer's tenant (creates its
+-- service principal there), on the run's cloud's sign-in authority: the v2 endpoint
+-- https://learn.microsoft.com/entra/identity-platform/v2-admin-consent, whose `scope` asks for the
+-- application's statically configured permissions (`.default`; this application needs none).
+-- Without the customer's tenant the link keeps the placeholder {customer-tenant}.
+function M.consent_url(ctx, app_id, customer_tenant)
+  local cloud = ctx.cloud_info and ctx.cloud_info() or {}
+  local authority = (cloud.authority or "https://login.microsoftonline.com"):gsub("/+$", "")
+  local graph = (cloud.graph or "https://graph.microsoft.com"):gsub("/+$", "")
+  return ("%s/%s/v2.0/adminconsent?client_id=%s&scope=%s/.default"):format(authority,
+    customer_tenant or "{customer-tenant}", app_id, graph)
+end
+
+-- The roles the customer's administrator needs for their side (admin consent:
+-- https://learn.microsoft.com/entra/identity/enterprise-apps/grant-admin-consent; Key Vault roles:
+-- https://learn.microsoft.com/azure/key-vault/general/rbac-guide).
+M.CUSTOMER_OPERATOR_ROLES = {
+  "Cloud Application Administrator or Application Administrator (Microsoft Entra ID): to install the ISV "
+    .. "application through the admin-consent link",
+  "Contributor on the subscription or resource group: to create the resource group, the key vault and the key",
+  "Role Based Access Control Administrator, User Access Administrator or Owner on the key vault: to grant the "
+    .. "ISV application the key",
+  "Key Vault Crypto Officer on the key vault: later, to rotate or disable the key (revoke)",
+}
+
+-- What the customer must create in their tenant for this ISV application (the policy's key size
+-- and role scope).
+function M.customer_must_create(ctx, app_id)
+  return {
+    "the ISV application " .. app_id .. " installed in your tenant (its service principal): open the consent link",
+    "a key vault with soft delete and purge protection enabled and Azure RBAC authorization",
+    ("an RSA key of %d bits (2048, 3072 or 4096) in that vault, for wrapKey and unwrapKey")
+      :format(ctx.params.key_size or ctx.policy.key_size),
+    ("the role Key Vault Crypto Service Encryption User for the ISV application's service principal at the %s "
+      .. "scope"):format(ctx.policy.role_scope == "vault" and "vault" or "key"),
+  }
+end
+
+-- What the ISV gives the customer (no API call): the ISV tenant, the app id, the admin-consent link
+-- for the customer's tenant (customer_tenant when given), what the customer creates and the roles
+-- that needs, the commands for the customer, and the ISV's command that continues this run.
+-- waits: the run waits at a gate for the customer's values (onboard); else the ISV goes on with
+-- new-account (isv-setup). done: the run did the rest itself (a finished onboard): no ISV command.
+function M.handoff_details(ctx, waits, done)
   local isv = ctx.context_info("isv")
   local app_id = fact(ctx, "app", "appId", "app_id")
-  return {
-    appId = app_id,
+  local tenant = ctx.params.customer_tenant
+  local cloud = ctx.cloud_info and ctx.cloud_info() or {}
+  -- the customer's tool must talk to the ISV's cloud: name it unless it is the public cloud
+  local cloud_opt = (cloud.name and cloud.name ~= "azure" and cloud.name ~= "emulator")
+    and (" --cloud " .. cloud.name) or ""
+  local h = {
     isvTenant = isv.tenant,
-    consentUrl = ("https://login.microsoftonline.com/{customer-tenant}/adminconsent?client_id=%s"):format(app_id),
-    customerCommand = ("cmkflow run customer-authorize --param customer=%s --param app_id=%s --config customer.lua")
-      :format(ctx.params.customer, app_id),
+    appId = app_id,
+    customer = ctx.params.customer,
+    consentUrl = M.consent_url(ctx, app_id, tenant),
+    customerMustCreate = M.customer_must_create(ctx, app_id),
+    customerOperatorRoles = M.CUSTOMER_OPERATOR_ROLES,
+    customerCommand = ("cmkflow run customer-authorize --config customer.lua --param customer=%s --param app_id=%s%s")
+      :format(ctx.params.customer, app_id, waits and ctx.run_id and (" --param isv_run=" .. ctx.run_id) or "")
+      .. cloud_opt,
   }
+  if not tenant then
+    h.consentUrlNote = "replace {customer-tenant} with the customer's tenant id (GUID) or verified domain "
+      .. "(contoso.onmicrosoft.com), or start the run with --param customer_tenant=..."
+  end
+  local handed = "--param key_vault_uri=<the customer's vault URI> --param key_name=<the customer's key name>"
+  if waits and ctx.run_id then
+    h.runId = ctx.run_id
+    h.isvCommand = ("cmkflow resume %s %s"):format(ctx.run_id, handed)
+  elseif not done then
+    h.isvCommand = ("cmkflow run new-account%s --param customer=%s --param app_id=%s %s"):format(
+      ctx.config_path and (" --config " .. ctx.config_path) or "", ctx.params.customer, app_id, handed)
+  end
+  return h
 end
 
 -- isv-setup's last step: the handoff, with the consent link for customer_tenant when given; logged.
 function M.handoff(ctx)
-  local h = M.handoff_details(ctx)
-  if ctx.params.customer_tenant then
-    h.consentUrl = h.consentUrl:gsub("{customer%-tenant}", ctx.params.customer_tenant)
-  end
+  local h = M.handoff_details(ctx, false)
   ctx.log("handoff for %s: app id %s\n  consent: %s\n  the customer runs: %s",
     ctx.params.customer, h.appId, h.consentUrl, h.customerCommand)
   return h

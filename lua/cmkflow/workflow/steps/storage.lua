@@ -43,8 +43,16 @@ local function uses_key_vault(enc) return tostring(enc.keySource):lower() == "mi
 -- Sends send() (a PUT or PATCH of the account) until Storage accepts it: while an earlier attempt's
 -- operation still runs (StorageAccountOperationInProgress, a run killed mid-create) every second for
 -- at most 60 s, and while the customer's grant propagates (base.until_visible). Returns the account.
+-- The customer's vault and key came from the values approved at onboard's handoff gate (this run
+-- has no customer credentials): the customer's side was done and checked on their machine before
+-- they handed them back, so nothing is left to propagate and a failure is not waited out.
+local function handed_over(ctx)
+  local h = rawget(ctx.outputs, "handoff")
+  return type(h) == "table" and h.key_vault_uri ~= nil and not ctx.has_context("customer")
+end
+
 local function send_until_accepted(ctx, what, send, party)
-  local account, err = base.until_visible(ctx, GRANT, function()
+  local function attempt()
     local res, e
     for _ = 1, 60 do
       res, e = send()
@@ -53,7 +61,18 @@ local function send_until_accepted(ctx, what, send, party)
       async.sleep(1000)
     end
     return res, e
-  end, party)
+  end
+  if handed_over(ctx) then
+    local account, err = attempt()
+    if account then return account end
+    local h = ctx.outputs.handoff
+    remote_fail(what, err, base.party_of(err, party), ("Storage cannot reach key %s in %s as approved at the "
+      .. "handoff: if these are not the values the customer handed back, correct them (cmkflow approve %s handoff "
+      .. "--param key_vault_uri=URI --param key_name=NAME) and resume; if they are, the customer's grant is "
+      .. "missing: the customer runs customer-authorize again or verify"):format(h.key_name, h.key_vault_uri,
+        tostring(ctx.run_id)))
+  end
+  local account, err = base.until_visible(ctx, GRANT, attempt, party)
   if not account then remote_fail(what, err, base.party_of(err, party), "run verify: it names the broken link") end
   return account
 end
@@ -185,8 +204,10 @@ end
 
 -- ---- rotate-key -------------------------------------------------------------------------------------
 
--- rotate-key, read-only: the account's key now; it must use a customer-managed key.
+-- rotate-key, read-only: the account's key now; it must use a customer-managed key. The customer
+-- alone cannot read the ISV's account: nothing to read.
 function M.account_key(ctx)
+  if not ctx.has_context("isv") then return { done_by = "isv" } end
   local id = base.account_id(ctx)
   local account = must_exist(id, M.get_account(ctx, id))
   local enc, kvp, eid = encryption_of(account)
@@ -201,34 +222,74 @@ function M.account_key(ctx)
            currentVersionedKeyIdentifier = kvp.currentVersionedKeyIdentifier }
 end
 
--- rotate-key: the account uses the new version. A versionless account (keyversion "") follows it by
--- itself; one pinned to a version (tracking=versioned, or a keyversion already set) is PATCHed to it
+-- Azure Storage checks a versionless key for a new version once a day and then uses it
 -- (https://learn.microsoft.com/azure/storage/common/customer-managed-keys-overview#update-the-key-version).
--- Then currentVersionedKeyIdentifier must name the new version.
+local PICKUP = "Azure Storage picks up a new version of a versionless key within 24 hours "
+  .. "(https://learn.microsoft.com/azure/storage/common/customer-managed-keys-overview#update-the-key-version)"
+
+-- The account's currentVersionedKeyIdentifier, polled every policy.key_pickup_poll_s (default 600 s)
+-- until it names `version` or wait_s seconds passed. Returns the account, picked-up?.
+local function wait_for_version(ctx, id, version, wait_s)
+  local poll = ctx.policy.key_pickup_poll_s or 600
+  local waited = 0
+  while true do
+    local account = must_exist(id, M.get_account(ctx, id))
+    local _, kvp = encryption_of(account)
+    if base.key_version_of(kvp.currentVersionedKeyIdentifier) == version then return account, true end
+    if waited >= wait_s then return account, false end
+    local d = math.min(poll, wait_s - waited)
+    ctx.log("  waiting %d s for Azure Storage to pick up key version %s (its daily check)", d, version)
+    async.sleep(d * 1000)
+    waited = waited + d
+  end
+end
+
+-- rotate-key, the ISV's side: the account uses the new version. A versionless account (keyversion
+-- "") follows it by itself within a day: status "pending" until Storage's check ran (wait_s polls
+-- for it, within that bound); one pinned to a version (tracking=versioned, or a keyversion already
+-- set) is PATCHed to it (status "updated"). The customer alone: the ISV's command to run next.
 function M.follow_key_version(ctx)
+  local new = ctx.outputs.rotate
+  if not ctx.has_context("isv") then
+    return { tracking = ctx.params.tracking, status = "isv_next", new_version = new.version,
+      isvCommand = ("cmkflow run rotate-key --config isv.lua --param customer=%s --param key_version=%s%s")
+        :format(ctx.params.customer, tostring(new.version),
+          ctx.params.tracking == "versioned" and " --param tracking=versioned" or "") }
+  end
   local isv = ctx.context("isv")
-  local before, new = ctx.outputs.before, ctx.outputs.rotate
+  local before = ctx.outputs.before
+  local version = new.version
   local pinned = ctx.params.tracking == "versioned" or (before.keyversion or "") ~= ""
+  if not version then
+    if pinned then
+      fail { code = "MissingInput", tenant = "isv", message = "the account is pinned to a key version and no new "
+        .. "version was given", hint = "pass --param key_version=VERSION (what the customer's rotate-key printed)" }
+    end
+    return { old = before.currentVersionedKeyIdentifier, new = before.currentVersionedKeyIdentifier,
+             tracking = "versionless", status = "unknown",
+             note = PICKUP .. "; pass --param key_version=VERSION (from the customer's rotate-key) to check for it" }
+  end
   if pinned then
     local encryption = { keySource = "Microsoft.Keyvault",
-      keyvaultproperties = { keyvaulturi = before.keyvaulturi, keyname = before.keyname, keyversion = new.version },
+      keyvaultproperties = { keyvaulturi = before.keyvaulturi, keyname = before.keyname, keyversion = version },
       identity = { userAssignedIdentity = before.userAssignedIdentity,
                    federatedIdentityClientId = before.federatedIdentityClientId } }
     send_until_accepted(ctx, "storage account " .. before.id, function()
       return isv.arm:patch(before.id, { properties = { encryption = encryption } }, { api_version = base.API.storage })
     end, "isv")
   end
-  local account = must_exist(before.id, M.get_account(ctx, before.id))
+  local account, picked = wait_for_version(ctx, before.id, version, pinned and 0 or (ctx.params.wait_s or 0))
   local _, kvp = encryption_of(account)
   local current = kvp.currentVersionedKeyIdentifier
-  if base.key_version_of(current) ~= new.version then
-    fail { code = "KeyVersionNotInUse", tenant = "isv",
+  if not picked and (pinned or (ctx.params.wait_s or 0) > 0) then
+    fail { code = "KeyVersionNotInUse", tenant = pinned and "isv" or nil,
       message = ("storage account %s still uses %s, not the new version %s"):format(account.name, tostring(current),
-        new.version),
-      hint = not pinned and "Storage picks up new versions of a versionless key within a day" or nil }
+        version),
+      hint = not pinned and (PICKUP .. ": run again later, or with a larger wait_s") or nil }
   end
-  return { old = before.currentVersionedKeyIdentifier, new = current,
-           tracking = pinned and "versioned" or "versionless" }
+  return { old = before.currentVersionedKeyIdentifier, new = current, tracking = pinned and "versioned" or "versionless",
+           status = picked and (pinned and "updated" or "current") or "pending",
+           note = not picked and (PICKUP .. "; it uses " .. tostring(current) .. " until then") or nil }
 end
 
 function M.plan_follow_key_version(ctx)

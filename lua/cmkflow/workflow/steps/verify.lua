@@ -1,7 +1,10 @@
 -- verify's checks, read-only, one per link of the cross-tenant chain in the order Azure Storage
 -- walks it (https://learn.microsoft.com/azure/storage/common/customer-managed-keys-overview): each
--- returns good{...} (ok = true), broken(link, tenant, problem, fix) or skipped(why); `verdict`
--- names the first broken link and the tenant that must fix it.
+-- returns good{...} (ok = true), broken(link, tenant, problem, fix) or unverified(why, who); `verdict`
+-- names the first broken link and the tenant that must fix it, and the links nobody checked with
+-- the party that can check them. Each party checks what its own credentials can see: the ISV its
+-- app, identity, federated credential and the storage account's encryption; the customer the
+-- service principal, vault, key and grant. Exit 0 only when every link was checked and holds.
 local base = require "cmkflow.workflow.steps.base"
 local isv_steps = require "cmkflow.workflow.steps.isv"
 local customer_steps = require "cmkflow.workflow.steps.customer"
@@ -13,7 +16,8 @@ local function good(t) t.ok = true return t end
 local function broken(link, tenant, problem, fix)
   return { ok = false, link = link, tenant = tenant, problem = problem, fix = fix }
 end
-local function skipped(why) return { ok = "skipped", why = why } end
+-- not checked: why, and who can check it ("isv" | "customer"; nil: fix the broken link first)
+local function unverified(why, who) return { ok = "unverified", why = why, who = who } end
 local function usable(out) return out and out.ok == true end
 
 local CHECKS = {}
@@ -53,7 +57,7 @@ end
 function CHECKS.federated_credential(ctx)
   local app, identity = ctx.outputs.app, ctx.outputs.identity
   if not usable(identity) then return identity end
-  if not usable(app) then return skipped("the application is broken") end
+  if not usable(app) then return unverified("the application is broken") end
   local isv = ctx.context("isv")
   local issuer = isv_steps.fic_issuer(isv.tenant)
   local near
@@ -80,7 +84,7 @@ end
 function CHECKS.service_principal(ctx)
   local app = ctx.outputs.app
   local app_id = usable(app) and app.appId or ctx.params.app_id
-  if not app_id then return skipped("no application id") end
+  if not app_id then return unverified("no application id") end
   local sp = customer_steps.get_service_principal(ctx.context("customer"), app_id)
   if not sp then
     return broken("service_principal", "customer",
@@ -122,7 +126,7 @@ end
 -- The key exists, is enabled, and is RSA of at least 2048 bits (what Storage accepts).
 function CHECKS.key(ctx)
   local vault = ctx.outputs.key_vault
-  if not usable(vault) then return skipped("the vault is missing or misconfigured") end
+  if not usable(vault) then return unverified("the vault is missing or misconfigured") end
   local name = base.key_name(ctx)
   local key = base.get_or_absent(ctx.context("customer").arm, vault.id .. "/keys/" .. name,
     { api_version = base.API.keys }, "key " .. name, "customer")
@@ -145,8 +149,8 @@ end
 -- A role of base.KEY_ACCESS_ROLES for the service principal at the key, the vault or above.
 function CHECKS.role_assignment(ctx)
   local sp, key, vault = ctx.outputs.service_principal, ctx.outputs.key, ctx.outputs.key_vault
-  if not usable(sp) then return skipped("no service principal") end
-  if not usable(vault) then return skipped("no usable vault") end
+  if not usable(sp) then return unverified("no service principal") end
+  if not usable(vault) then return unverified("no usable vault") end
   local key_id = usable(key) and key.id or (vault.id .. "/keys/" .. base.key_name(ctx))
   for _, ra in ipairs(customer_steps.role_assignments_of(ctx.context("customer"), vault.id, sp.id) or {}) do
     local scope = tostring((ra.properties or {}).scope)
@@ -196,12 +200,19 @@ function CHECKS.storage_account(ctx)
   return good { id = account.id, currentVersionedKeyIdentifier = kvp.currentVersionedKeyIdentifier }
 end
 
--- The step running check `name`; a customer-side check is skipped without customer credentials.
-local SIDE = { service_principal = "customer", key_vault = "customer", key = "customer", role_assignment = "customer" }
+-- The step running check `name`; a check of the other party's side is unverified without that
+-- party's credentials, naming who can check it.
+local SIDE = { app = "isv", identity = "isv", federated_credential = "isv", storage_account = "isv",
+               service_principal = "customer", key_vault = "customer", key = "customer", role_assignment = "customer" }
 function M.check(name, title, needs)
   local check = assert(CHECKS[name], name)
   return { name = name, title = title, needs = needs, mutates = false, run = function(ctx)
-    if SIDE[name] and not ctx.has_context("customer") then return skipped("no credentials for the customer tenant") end
+    local side = SIDE[name]
+    if side and not ctx.has_context(side) then
+      return unverified(("no credentials for the %s tenant here: the %s checks it (cmkflow run verify with the %s's "
+        .. "config)"):format(side == "isv" and "ISV" or "customer", side == "isv" and "ISV" or "customer",
+        side == "isv" and "ISV" or "customer"), side)
+    end
     return check(ctx)
   end }
 end
@@ -209,27 +220,45 @@ end
 local ORDER = { "app", "identity", "federated_credential", "service_principal", "role_assignment", "key", "key_vault",
                 "storage_account" }
 
--- {ok, checks = {link = "ok" | "broken" | "skipped" | "not run"}, broken = {link, tenant, problem, fix}}
+-- {ok, checks = {link = "ok" | "broken" | "unverified" | "not run"}, broken = {link, tenant, problem,
+-- fix}, unverified = [{link, who, why}]}; ok only when every link was checked and holds.
 function M.verdict(ctx)
-  local out = { ok = true, checks = {} }
+  local out = { ok = true, checks = {}, unverified = require("cmkflow.core").json.array() }
   for _, name in ipairs(ORDER) do
     local c = ctx.outputs[name]
-    out.checks[name] = c and (c.ok == true and "ok" or c.ok == false and "broken" or "skipped") or "not run"
+    out.checks[name] = c and (c.ok == true and "ok" or c.ok == false and "broken" or "unverified") or "not run"
     if c and c.ok == false and not out.broken then
-      out.ok = false
       out.broken = { link = c.link, tenant = c.tenant, problem = c.problem, fix = c.fix }
     end
+    if not c or (c.ok ~= true and c.ok ~= false) then
+      out.unverified[#out.unverified + 1] = { link = name, who = c and c.who, why = c and c.why or "not run" }
+    end
   end
+  out.ok = out.broken == nil and #out.unverified == 0
   return out
 end
 
--- The verdict step: fails the run (BrokenLink, the tenant that must fix it) when a link is broken.
+-- The verdict step: fails the run (BrokenLink, the tenant that must fix it, exit 1) when a link is
+-- broken; else (Unverified, exit 7: docs/exit-codes.md) when a link could not be checked here.
 function M.require_whole_chain(ctx)
   local v = M.verdict(ctx)
-  if not v.ok then
+  if v.broken then
     local b = v.broken
     base.fail { code = "BrokenLink", tenant = b.tenant:lower(), hint = b.fix,
       message = ("broken link: %s — %s. Fix (%s tenant): %s"):format(b.link, b.problem, b.tenant, b.fix) }
+  end
+  if not v.ok then
+    local links, who = {}, nil
+    for _, u in ipairs(v.unverified) do
+      links[#links + 1] = u.link
+      who = who or u.who
+    end
+    -- nobody must fix anything: the other party must look (who), so no `tenant`
+    local party = who == "isv" and "ISV" or who
+    base.fail { code = "Unverified", kind = "unverified", who = who,
+      message = ("no link is broken among those checked, but %d could not be checked here: %s")
+        :format(#links, table.concat(links, ", ")),
+      hint = party and ("the %s checks them: cmkflow run verify with the %s's config"):format(party, party) or nil }
   end
   return v
 end
