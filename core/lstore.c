@@ -74,7 +74,7 @@ static const char *const statements[S_COUNT] = {
                            " ON CONFLICT (run_id, gate) DO UPDATE SET status = status"
                            " RETURNING status",
     [S_APPROVAL_DECIDE] = "UPDATE approvals SET status = ?3, decided_at = ?4, decided_by = ?5,"
-                          " note = ?6 WHERE run_id = ?1 AND gate = ?2 AND status = 'waiting'",
+                          " note = ?6 WHERE run_id = ?1 AND gate = ?2 AND (status = 'waiting' OR ?7)",
     [S_APPROVAL_GET] = "SELECT " APPROVAL_COLUMNS " FROM approvals WHERE run_id = ?1 AND gate = ?2",
     [S_APPROVAL_LIST] = "SELECT " APPROVAL_COLUMNS " FROM approvals WHERE run_id = ?1"
                         " ORDER BY requested_at, rowid",

@@ -38,7 +38,7 @@ describe("cmkflow CLI", function()
 
   -- a one-step workflow definition whose step runs body (ctx in scope), with declared params
   local function workflow(body, params)
-    return cli.write_temp(("return { name = 't', params = %s, steps = { { name = 's', run = function(ctx) %s end } } }")
+    return cli.write_temp(("return { name = 't', params = %s, steps = { { name = 's', mutates = false, run = function(ctx) %s end } } }")
       :format(params or "{}", body), ".lua")
   end
   local function state() return { CMKFLOW_STATE_DIR = files.tmpdir() } end

@@ -342,9 +342,10 @@ describe("the two-party onboarding", function()
     local r = run_in(dir, { "run", "onboard", "--config", both, "--param", "customer=woodgrove" },
                      { CMKFLOW_STATE_DIR = dir .. "/state-bad" })
     assert.equals(4, r.code, r.stderr)
-    assert.matches("context 'customer' (tenant " .. CUSTOMER.id .. "): its credential gets no token", r.stderr, 1, true)
-    assert.matches("[customer tenant must fix this]", r.stderr, 1, true)
-    assert.matches("check the credential of context 'customer'", r.stderr, 1, true)
+    local said = r.stdout .. r.stderr -- the run exists (failed, nothing changed): its result names the cause
+    assert.matches("context 'customer' (tenant " .. CUSTOMER.id .. "): its credential gets no token", said, 1, true)
+    assert.matches("[customer tenant must fix this]", said, 1, true)
+    assert.matches("check the credential of context 'customer'", said, 1, true)
     assert.equals(0, writes_since(emu, mark))
     -- a subscription the credential cannot see
     local nosub = dir .. "/nosub.lua"
@@ -353,7 +354,7 @@ describe("the two-party onboarding", function()
     local s = run_in(dir, { "run", "onboard", "--config", nosub, "--param", "customer=woodgrove" },
                      { CMKFLOW_STATE_DIR = dir .. "/state-bad" })
     assert.equals(4, s.code, s.stderr)
-    assert.matches("subscription 00000000-0000-4000-8000-0000000000ff is not visible", s.stderr, 1, true)
+    assert.matches("subscription 00000000-0000-4000-8000-0000000000ff is not visible", s.stdout .. s.stderr, 1, true)
     assert.equals(0, writes_since(emu, mark))
   end)
 end)

@@ -91,6 +91,28 @@ function Emu:credential(tenant_name, principal_name)
     authority = self.cloud.authority, ca_file = self.ca_file, connect_to = self.cloud.connect_to }
 end
 
+-- An Authorization header value for a seed principal's token for `scope`, fetched as any client
+-- would (client credentials at the emulator's token endpoint): for specs that send a token where
+-- cmkflow's own core refuses to (a token for the wrong audience, to see the emulator's 401).
+function Emu:bearer(tenant_name, scope, principal_name)
+  local pr, t = self:principal(tenant_name, principal_name)
+  local resp = assert(self.http:request { method = "POST",
+    url = self.cloud.authority .. "/" .. t.id .. "/oauth2/v2.0/token",
+    headers = { ["content-type"] = "application/x-www-form-urlencoded" },
+    body = require("cmkflow.form").encode { grant_type = "client_credentials", client_id = pr.appId,
+                                            client_secret = pr.secret, scope = scope } })
+  assert(resp.status == 200, resp.body)
+  return "Bearer " .. json.decode(resp.body).access_token
+end
+
+-- A credential on the single-origin layout third-party clients use (Entra at URL/{tenant}/...):
+-- its authority is the emulator's own origin, so its tokens go there only.
+function Emu:origin_credential(tenant_name, principal_name)
+  local pr, t = self:principal(tenant_name, principal_name)
+  return core.auth.credential { kind = "client_secret", tenant = t.id, client_id = pr.appId, client_secret = pr.secret,
+    authority = self.url, ca_file = self.ca_file }
+end
+
 -- {arm, graph, keyvault, tenant, subscription} for a seed tenant's principal.
 function Emu:context(tenant_name, principal_name)
   local _, t = self:principal(tenant_name, principal_name)

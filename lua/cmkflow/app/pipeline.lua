@@ -244,9 +244,10 @@ function M.start(prepared, opts, progress, on_created)
   -- (a run killed while its credentials are checked is resumed like any other)
   local cok, cerr = M.check_credentials(prepared.def)
   if not cok then
+    -- the run exists (a later resume checks again); nothing was changed
     db:set_run(run_id, { status = "failed", error = json.encode(errors.data(cerr)) })
     config.finish()
-    return nil, cerr
+    return { run_id = run_id, status = "failed", error = cerr }
   end
   local ctx = M.make_ctx(prepared.def, prepared.values, policy)
   ctx.config_path = target.config
@@ -439,8 +440,9 @@ function M.resume(run_id, progress, opts)
   if not target then return nil, policy end
   local cok, cerr = M.check_credentials(def)
   if not cok then
+    db:set_run(run_id, { status = "failed", error = json.encode(errors.data(cerr)) })
     config.finish()
-    return nil, cerr
+    return { run_id = run_id, status = "failed", error = cerr }
   end
   local values = json.decode(run.params) or {}
   local ctx = M.make_ctx(def, values, policy)

@@ -4,6 +4,7 @@ local core = require "cmkflow.core"
 local args = require "cmkflow.cli.args"
 local output = require "cmkflow.cli.output"
 local app_runs = require "cmkflow.app.runs"
+local pipeline = require "cmkflow.app.pipeline"
 
 local json, EXIT = core.json, core.exit
 
