@@ -76,6 +76,7 @@ static const struct {
     {"config", luaopen_cmkflow_core_config},
     {"keypool", luaopen_cmkflow_core_keypool},
     {"exit", luaopen_cmkflow_core_exit},
+    {"durable", luaopen_cmkflow_core_durable},
 };
 
 /* [-0, +1, e] require "cmkflow.core" */

@@ -32,7 +32,7 @@ local LAYERS = {
       -- 6: Lua bindings and C-API configuration
       { lhttp = { "lhttp.c" }, lauth = { "lauth.c" }, ljose = { "ljose.c" },
         lserver = { "lserver.c" }, lstore = { "lstore.c" }, keypool = { "keypool.c" }, config = { "config.c" },
-        lexit = { "lexit.c" } },
+        lexit = { "lexit.c" }, ldurable = { "ldurable.c" } },
       -- 7: cmkflow.core and the host
       { lmod = { "lmod.c" }, host = { "host.c" }, main = { "main.c" } },
     },
