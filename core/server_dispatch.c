@@ -322,10 +322,13 @@ void server_release_body(struct cmk_server *s, struct req *r)
     r->charged = 0;
 }
 
-/* Count n more body bytes of r against the server's budget: 0, or -1 when it is spent. */
+/* Count n more body bytes of r against the server's budget: 0, or -1 when it is spent. A body
+ * larger than SMALL_BODY may not take the last BODY_RESERVE bytes, so that ordinary requests are
+ * still served while large uploads hold the rest. */
 static int charge_body(struct cmk_server *s, struct req *r, size_t n)
 {
-    if (n > MAX_BODY_TOTAL - s->body_bytes)
+    size_t limit = r->charged + n > SMALL_BODY ? MAX_BODY_TOTAL - BODY_RESERVE : MAX_BODY_TOTAL;
+    if (s->body_bytes > limit || n > limit - s->body_bytes)
         return -1;
     s->body_bytes += n;
     r->charged += n;

@@ -15,6 +15,8 @@
  * (docs/emulator.md "Limits"). */
 #define MAX_BODY ((size_t)4 << 20)          /* one request's body; larger: 413 */
 #define MAX_BODY_TOTAL ((size_t)32 << 20)   /* bodies being received on all connections; beyond: 503 */
+#define SMALL_BODY ((size_t)64 << 10)       /* bodies up to this size may use the reserve below */
+#define BODY_RESERVE ((size_t)4 << 20)      /* kept for small bodies: large uploads cannot starve them */
 #define MAX_JSON_DEPTH 64                   /* a JSON body nesting deeper: 400 before the handler */
 #define MAX_DELAY_MS 600000
 
