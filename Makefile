@@ -23,12 +23,12 @@ check: build
 	ctest --preset $(PRESET) -j $(JOBS)
 
 # Crash tests at every request boundary (make check samples every 3rd): the emulator's durability
-# spec with CMKFLOW_SOAK=1, run by busted directly (ctest's per-test timeout is 300 s).
+# specs with CMKFLOW_SOAK=1, run by busted directly (ctest's per-test timeout is 300 s).
 soak: build
 	CMKFLOW_SOAK=1 LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" \
 	  LUA_CPATH="$(CURDIR)/$(BUILD)/lua/?.so;;" CMKFLOW_BIN="$(CURDIR)/$(BUILD)/cmkflow" \
 	  CMKFLOW_SOURCE_DIR="$(CURDIR)" CMKFLOW_BUILD_DIR="$(CURDIR)/$(BUILD)" \
-	  lua5.4 "$$(command -v busted)" --output=TAP spec/emulator_durability_spec.lua
+	  lua5.4 "$$(command -v busted)" --output=TAP spec/emulator_durability_spec.lua spec/emulator_durability_embedded_spec.lua
 
 # The main job against the embedded Azure emulator, no configuration (state under $(BUILD)/demo-state).
 demo: build

@@ -9,6 +9,7 @@ local json = core.json
 local http = require "cmkflow.http"
 local files = require "support.files"
 local ext = require "support.external_emulator"
+local durability = require "support.durability"
 local form = require "cmkflow.form"
 local demo_seed = require "cmkflow.emulator.demo_seed"
 
@@ -20,15 +21,8 @@ local GENEROUS_MS = 5000
 describe("the emulator under hostile input", function()
   local emu, client, port, worst = nil, nil, nil, { ms = 0 }
 
-  local function emulator_pid()
-    local f = assert(io.open(("/proc/%d/task/%d/children"):format(emu.pid, emu.pid)))
-    local pid = tonumber(f:read("a"):match("%d+"))
-    f:close()
-    return assert(pid)
-  end
-
   local function rss_kb()
-    for line in io.lines(("/proc/%d/status"):format(emulator_pid())) do
+    for line in io.lines(("/proc/%d/status"):format(durability.emulator_pid(emu))) do
       local kb = line:match("^VmRSS:%s+(%d+)")
       if kb then return tonumber(kb) end
     end

@@ -57,7 +57,8 @@ end
 -- the answer leaves, so a success the client sees is on disk. Returns true, or nil, err.
 local function save(changed)
   if not persist.path or not changed then return true end
-  local ok, err = st:save(persist.path)
+  local saved, ok, err = pcall(st.save, st, persist.path) -- serialising can raise (a world too deep)
+  if not saved then ok, err = nil, ok end
   if not ok then
     io.stderr:write("cmkflow emulator: cannot save the state: ", tostring(err and err.message or err), "\n")
     return nil, err
