@@ -4,7 +4,7 @@ BUILD  := build$(if $(filter-out default,$(PRESET)),-$(PRESET))
 PREFIX ?= /usr/local
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps deps-test configure build test-build check check-unit demo install bench clean
+.PHONY: all deps deps-test configure build test-build check check-unit soak demo install bench clean
 
 all: build
 
@@ -35,6 +35,14 @@ check: test-build
 # The fast set alone: C tests and specs that start neither the emulator nor the binary.
 check-unit: test-build
 	ctest --preset $(PRESET) -j $(JOBS) -L unit
+
+# Crash tests at every request boundary (make check samples every 3rd): the emulator's durability
+# specs with CMKFLOW_SOAK=1, run by busted directly (ctest's per-test timeout is 300 s).
+soak: test-build
+	CMKFLOW_SOAK=1 LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" \
+	  LUA_CPATH="$(CURDIR)/$(BUILD)/lua/?.so;;" CMKFLOW_BIN="$(CURDIR)/$(BUILD)/cmkflow" \
+	  CMKFLOW_SOURCE_DIR="$(CURDIR)" CMKFLOW_BUILD_DIR="$(CURDIR)/$(BUILD)" \
+	  lua5.4 "$$(command -v busted)" --output=TAP spec/emulator_durability_spec.lua spec/emulator_durability_embedded_spec.lua
 
 # The main job against the embedded Azure emulator, no configuration (state under $(BUILD)/demo-state).
 demo: build

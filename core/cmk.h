@@ -69,6 +69,7 @@ int luaopen_cmkflow_core_error(lua_State *L);
 int luaopen_cmkflow_core_config(lua_State *L);
 int luaopen_cmkflow_core_keypool(lua_State *L);
 int luaopen_cmkflow_core_exit(lua_State *L);
+int luaopen_cmkflow_core_durable(lua_State *L);
 /* exported from core.so for the stock lua5.4 (hidden in libcmkflow by its version script) */
 __attribute__((visibility("default"))) int luaopen_cmkflow_core(lua_State *L);
 int luaopen_cmkflow_core_fs(lua_State *L);

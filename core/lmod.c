@@ -77,6 +77,7 @@ static const struct {
     {"keypool", luaopen_cmkflow_core_keypool},
     {"exit", luaopen_cmkflow_core_exit},
     {"fs", luaopen_cmkflow_core_fs},         {"limits", luaopen_cmkflow_core_limits},
+    {"durable", luaopen_cmkflow_core_durable},
 };
 
 /* [-0, +1, e] require "cmkflow.core" */

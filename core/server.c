@@ -20,7 +20,11 @@
 
 #define POOL_MAX 64                  /* request records kept for reuse */
 #define KEEP_BUF ((size_t)64 << 10)  /* larger body buffers are not kept in the pool */
-#define CONNECTION_TIMEOUT_S 120
+#define CONNECTION_TIMEOUT_S 30     /* an idle or slow connection is closed after this */
+#define CONNECTION_LIMIT 512         /* beyond: new connections are closed at once (not left hanging) */
+#define PER_IP_CONNECTION_LIMIT 256  /* one address cannot take all of them */
+/* TLS 1.2 and 1.3 only (libmicrohttpd's TLS is GnuTLS: these are GnuTLS priority strings) */
+#define TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
 
 /* ---- small helpers ---------------------------------------------------------------------------- */
 
@@ -103,7 +107,8 @@ static struct req *req_get(struct cmk_server *s)
     r->next = NULL;
     r->conn = NULL;
     r->response = NULL;
-    r->started = r->suspended = 0;
+    r->started = r->suspended = r->bad_path = 0;
+    r->charged = 0;
     buf_reset(&r->body);
     buf_reset(&r->query);
     return r;
@@ -125,6 +130,7 @@ static void req_put(struct cmk_server *s, struct req *r)
 {
     if (r->suspended)
         unlink_suspended(s, r);
+    server_release_body(s, r);
     if (r->response) {
         MHD_destroy_response(r->response);
         r->response = NULL;
@@ -155,6 +161,14 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
         return NULL;
     r->conn = conn;
     const char *q = uri ? strchr(uri, '?') : NULL;
+    /* a percent-encoded NUL would cut the decoded path short: refused in the access handler */
+    size_t plen = uri ? (q ? (size_t)(q - uri) : strlen(uri)) : 0;
+    for (size_t i = 0; i + 2 < plen; i++) {
+        if (uri[i] == '%' && uri[i + 1] == '0' && uri[i + 2] == '0') {
+            r->bad_path = 1;
+            break;
+        }
+    }
     q = q ? q + 1 : "";
     size_t n = strcspn(q, "#");
     buf_reset(&r->query);
@@ -432,13 +446,16 @@ struct cmk_server *server_start(const struct server_options *o, int *kind, char 
     struct MHD_OptionItem tls_opts[] = {
         {o->tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, s->cert_pem},
         {MHD_OPTION_HTTPS_MEM_KEY, 0, s->key_pem},
+        {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)TLS_PRIORITIES},
         {MHD_OPTION_END, 0, NULL},
     };
     s->daemon = MHD_start_daemon(
         flags, (uint16_t)port, NULL, NULL, server_on_request, s, MHD_OPTION_SOCK_ADDR, sa,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)CONNECTION_TIMEOUT_S, MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
+        (unsigned int)CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)CONNECTION_LIMIT,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)PER_IP_CONNECTION_LIMIT, MHD_OPTION_ARRAY,
+        tls_opts, MHD_OPTION_END);
     if (!s->daemon) {
         snprintf(err, errlen, "could not start the server on %s:%u%s", host, port,
                  o->tls ? " (socket in use, or the certificate/key were rejected)" : " (socket in use?)");

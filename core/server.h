@@ -38,8 +38,13 @@
  *            ignored). body: string (or nil = empty).
  *   status nil       -> the connection is closed without a response (fault injection: curl exit 52)
  *   delay_ms > 0     -> the response is sent after that many milliseconds (max 600000)
- *   handler error    -> 500 {"error":{"code":"InternalServerError","message":"<error>"}}, the
- *                       traceback goes to stderr
+ *   handler error    -> 500 {"error":{"code":"InternalServerError","message":"... (error N; details
+ *                       are in its log)"}}; the error and its traceback go to stderr only (they
+ *                       name source paths)
+ * Before the handler: bodies over 4 MiB get 413, bodies in flight over 32 MiB 503, JSON bodies
+ * nesting deeper than 64 levels 400, a path with %00 400, a Transfer-Encoding other than chunked
+ * 501 (JSON errors, server_int.h); at most 512 connections (256 per address), 30 s idle/slow
+ * timeout, TLS 1.2+ (docs/emulator.md "Limits").
  * The handler state has the standard libraries, package.path/cpath from LUA_PATH/LUA_CPATH and
  * the embedded-module searcher (require "cmkflow.core" works).
  *

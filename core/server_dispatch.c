@@ -267,11 +267,11 @@ static void json_escape(const char *msg, size_t msglen, char *out, size_t outlen
     out[o] = '\0';
 }
 
-static enum MHD_Result respond_error(struct MHD_Connection *conn, unsigned status, const char *code,
-                                     const char *msg, size_t msglen)
+enum MHD_Result server_respond_error(struct MHD_Connection *conn, unsigned status, const char *code,
+                                     const char *msg, int close_after)
 {
     char esc[2048], body[2300];
-    json_escape(msg, msglen, esc, sizeof esc);
+    json_escape(msg, strlen(msg), esc, sizeof esc);
     int n = snprintf(body, sizeof body, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code, esc);
     if (n < 0)
         return MHD_NO;
@@ -279,9 +279,60 @@ static enum MHD_Result respond_error(struct MHD_Connection *conn, unsigned statu
     if (!resp)
         return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json; charset=utf-8");
+    if (close_after)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(conn, status, resp);
     MHD_destroy_response(resp);
     return ret;
+}
+
+/* The deepest nesting of a JSON text's arrays and objects (strings skipped), stopping once it
+ * passes limit: linear, no allocation. Bodies that do not start with '{' or '[' are not JSON
+ * documents for this purpose (forms, text) and give 0. */
+static int json_depth_exceeds(const char *p, size_t n, int limit)
+{
+    size_t i = 0;
+    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r' || p[i] == '\n'))
+        i++;
+    if (i == n || (p[i] != '{' && p[i] != '['))
+        return 0;
+    int depth = 0, in_string = 0;
+    for (; i < n; i++) {
+        char c = p[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = 0;
+        } else if (c == '"') {
+            in_string = 1;
+        } else if (c == '{' || c == '[') {
+            if (++depth > limit)
+                return 1;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        }
+    }
+    return 0;
+}
+
+void server_release_body(struct cmk_server *s, struct req *r)
+{
+    s->body_bytes -= r->charged <= s->body_bytes ? r->charged : s->body_bytes;
+    r->charged = 0;
+}
+
+/* Count n more body bytes of r against the server's budget: 0, or -1 when it is spent. A body
+ * larger than SMALL_BODY may not take the last BODY_RESERVE bytes, so that ordinary requests are
+ * still served while large uploads hold the rest. */
+static int charge_body(struct cmk_server *s, struct req *r, size_t n)
+{
+    size_t limit = r->charged + n > SMALL_BODY ? MAX_BODY_TOTAL - BODY_RESERVE : MAX_BODY_TOTAL;
+    if (s->body_bytes > limit || n > limit - s->body_bytes)
+        return -1;
+    s->body_bytes += n;
+    r->charged += n;
+    return 0;
 }
 
 static void suspend_until(struct cmk_server *s, struct req *r, uint64_t due)
@@ -313,10 +364,13 @@ static enum MHD_Result dispatch(struct cmk_server *s, struct req *r, struct MHD_
         const char *tb = lua_tolstring(L, -1, &len);
         if (!tb)
             tb = "(error)", len = 7;
-        fprintf(stderr, "cmkflow server: handler error for %s %s: %s\n", method, url, tb);
-        const char *cut = strstr(tb, "\nstack traceback:");
-        enum MHD_Result ret =
-            respond_error(conn, 500, "InternalServerError", tb, cut ? (size_t)(cut - tb) : len);
+        /* the answer names the log line, never the error's text: it holds source paths */
+        unsigned long id = ++s->error_n;
+        fprintf(stderr, "cmkflow server: handler error %lu for %s %s: %s\n", id, method, url, tb);
+        char msg[160];
+        snprintf(msg, sizeof msg,
+                 "The server failed to process the request (error %lu; details are in its log).", id);
+        enum MHD_Result ret = server_respond_error(conn, 500, "InternalServerError", msg, 0);
         lua_settop(L, 0);
         return ret;
     }
@@ -334,7 +388,7 @@ static enum MHD_Result dispatch(struct cmk_server *s, struct req *r, struct MHD_
     return ret;
 }
 
-/* The request has a body when it says so (Content-Length > 0 or any Transfer-Encoding). */
+/* The request has a body when it says so (Content-Length > 0 or chunked Transfer-Encoding). */
 static int expects_body(struct MHD_Connection *conn, size_t *length, int *too_large)
 {
     *too_large = 0;
@@ -376,26 +430,46 @@ enum MHD_Result server_on_request(void *cls, struct MHD_Connection *conn, const 
     if (!r->started) {
         r->started = 1;
         r->conn = conn;
+        if (r->bad_path)
+            return server_respond_error(conn, 400, "InvalidUri",
+                                        "The request path holds an encoded NUL character (%00).", 1);
+        const char *te =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+        if (te && strcasecmp(te, "chunked") != 0) /* RFC 9112 6.1: an unknown coding is 501 */
+            return server_respond_error(conn, 501, "NotImplemented",
+                                        "Transfer-Encoding other than chunked is not supported.", 1);
         size_t length;
         int too_large;
         /* Answering now would make MHD close the connection (a response queued before the
          * request is complete ends keep-alive), so even body-less requests wait for the next call. */
         if (!expects_body(conn, &length, &too_large))
             return MHD_YES;
-        if (too_large) {
-            static const char m[] = "request body too large";
-            return respond_error(conn, 413, "RequestEntityTooLarge", m, sizeof m - 1);
-        }
+        if (too_large)
+            return server_respond_error(conn, 413, "RequestEntityTooLarge",
+                                        "The request body is larger than 4 MiB.", 1);
+        if (length && charge_body(s, r, length) != 0)
+            return server_respond_error(conn, 503, "ServerBusy",
+                                        "Too many request bodies are being received; retry later.", 1);
         if (length && buf_reserve(&r->body, length) != 0)
             return MHD_NO;
         return MHD_YES;
     }
     if (*upload_data_size) {
         size_t n = *upload_data_size;
-        if (r->body.len + n > MAX_BODY || buf_add(&r->body, upload_data, n) != 0)
-            return MHD_NO;
         *upload_data_size = 0;
+        if (r->body.len + n > MAX_BODY)
+            return server_respond_error(conn, 413, "RequestEntityTooLarge",
+                                        "The request body is larger than 4 MiB.", 1);
+        if (r->body.len + n > r->charged && charge_body(s, r, r->body.len + n - r->charged) != 0)
+            return server_respond_error(conn, 503, "ServerBusy",
+                                        "Too many request bodies are being received; retry later.", 1);
+        if (buf_add(&r->body, upload_data, n) != 0)
+            return MHD_NO;
         return MHD_YES;
+    }
+    if (r->body.len && json_depth_exceeds(r->body.data, r->body.len, MAX_JSON_DEPTH)) {
+        static const char m[] = "The request content nests arrays and objects deeper than 64 levels.";
+        return server_respond_error(conn, 400, "InvalidRequestContent", m, 0);
     }
     return dispatch(s, r, conn, url, method);
 }

@@ -11,7 +11,13 @@
 #include "buf.h"
 #include "server.h"
 
-#define MAX_BODY ((size_t)64 << 20)  /* larger uploads get 413 */
+/* Bounds that keep one client from stalling or exhausting the server for the others
+ * (docs/emulator.md "Limits"). */
+#define MAX_BODY ((size_t)4 << 20)          /* one request's body; larger: 413 */
+#define MAX_BODY_TOTAL ((size_t)32 << 20)   /* bodies being received on all connections; beyond: 503 */
+#define SMALL_BODY ((size_t)64 << 10)       /* bodies up to this size may use the reserve below */
+#define BODY_RESERVE ((size_t)4 << 20)      /* kept for small bodies: large uploads cannot starve them */
+#define MAX_JSON_DEPTH 64                   /* a JSON body nesting deeper: 400 before the handler */
 #define MAX_DELAY_MS 600000
 
 /* One HTTP request (MHD's con_cls), created by the URI-log callback, returned in NOTIFY_COMPLETED. */
@@ -24,6 +30,8 @@ struct req {
     uint64_t due_ms;
     int started;                     /* the access handler has seen the headers */
     int suspended;
+    int bad_path;                    /* the raw target holds an encoded NUL (%00) */
+    size_t charged;                  /* bytes of this body counted in cmk_server.body_bytes */
     struct buf query;                /* raw query string */
     struct buf body;                 /* wiped between requests: token requests carry secrets */
 };
@@ -43,9 +51,17 @@ struct cmk_server {
     char *cert_pem, *key_pem;
     struct req *free_list, *all, *suspended;
     unsigned free_count;
+    size_t body_bytes;    /* bodies being received (server thread only; MAX_BODY_TOTAL) */
+    unsigned long error_n; /* handler errors so far: the id an answer names, the log line carries */
     atomic_uint contexts; /* records allocated (read by stats from other threads) */
 };
 
+/* Queue a JSON error answer {"error":{"code","message"}} (the ARM envelope). close_after: the
+ * connection closes after it (the request's rest cannot be trusted). */
+enum MHD_Result server_respond_error(struct MHD_Connection *conn, unsigned status, const char *code,
+                                     const char *msg, int close_after);
+/* Return a request's body charge to the server's budget. */
+void server_release_body(struct cmk_server *s, struct req *r);
 /* Monotonic milliseconds. */
 uint64_t server_now_ms(void);
 /* MHD's access handler: collects the body, runs the Lua handler, queues (or delays) the answer. */

@@ -32,7 +32,8 @@ local LAYERS = {
       -- 6: Lua bindings and C-API configuration
       { lhttp = { "lhttp.c" }, lauth = { "lauth.c" }, ljose = { "ljose.c" },
         lserver = { "lserver.c" }, lstore = { "lstore.c" }, keypool = { "keypool.c" }, config = { "config.c" },
-        lexit = { "lexit.c" }, fs = { "fs.c" } },
+        lexit = { "lexit.c" }, fs = { "fs.c" },
+        ldurable = { "ldurable.c" } },
       -- 7: cmkflow.core and the host
       { lmod = { "lmod.c" }, host = { "host.c" }, main = { "main.c" } },
     },

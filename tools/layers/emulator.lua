@@ -30,7 +30,8 @@ return {
   [E .. "respond"] = may(),
   [E .. "tokens"] = may(),
   [E .. "rbac"] = may(),
-  [E .. "knobs"] = may(),
+  [E .. "pattern"] = may(),
+  [E .. "knobs"] = may(E .. "pattern"),
   [E .. "router"] = may(),
   [E .. "demo_seed"] = may(),
   [E .. "keyvault_store"] = may(),
@@ -63,7 +64,7 @@ return {
   [E .. "arm"] = may(E .. "arm_authorization", E .. "arm_context", E .. "arm_identity", E .. "arm_keyvault",
     E .. "arm_resources", E .. "arm_storage", E .. "respond", E .. "tokens"),
   -- the test knobs at run time, and the /_emulator/ API over them
-  [E .. "control"] = may(E .. "knobs", E .. "respond", E .. "state"),
+  [E .. "control"] = may(E .. "knobs", E .. "pattern", E .. "respond", E .. "state"),
   [E .. "control_api"] = may(E .. "control", E .. "knobs", E .. "respond"),
   -- entry points: the server handler (core/server.c loads it) and `cmkflow emulator`
   ["cmkflow.emulator"] = may(E .. "arm", E .. "control", E .. "control_api", E .. "demo_seed", E .. "entra",

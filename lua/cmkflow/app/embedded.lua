@@ -20,8 +20,15 @@ function M.start()
   assert(core.fs.mkdir_p(dir, tonumber("700", 8)))
   local ca_pem, ca_key = ecli.certificate_authority(dir)
   local cert, key = core.server.make_cert(ca_pem, ca_key, core.server.default_names())
+  -- CMKFLOW_EMULATOR_KNOBS: a knobs file, as `cmkflow emulator --knobs FILE` (docs/configuration.md)
+  local knobs_file, knobs = os.getenv("CMKFLOW_EMULATOR_KNOBS"), nil
+  if knobs_file and knobs_file ~= "" then
+    local err
+    knobs, err = ecli.parse_knobs { knobs = knobs_file }
+    if err then error("CMKFLOW_EMULATOR_KNOBS: " .. err, 0) end
+  end
   local srv = assert(core.server.start { listen = "127.0.0.1:0", tls = true, cert_pem = cert, key_pem = key,
-    handler_module = "cmkflow.emulator", config = json.encode({ state_dir = dir }) })
+    handler_module = "cmkflow.emulator", config = json.encode({ state_dir = dir, knobs = knobs }) })
   host.set_cloud("emulator", srv:url(), dir .. "/ca.pem")
   local c = host.current_cloud()
   for i, ctx in ipairs({ "isv", "customer" }) do

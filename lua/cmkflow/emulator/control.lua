@@ -15,6 +15,7 @@ local core = require "cmkflow.core"
 local json = core.json
 local respond = require "cmkflow.emulator.respond"
 local knobs = require "cmkflow.emulator.knobs"
+local pattern = require "cmkflow.emulator.pattern"
 local state = require "cmkflow.emulator.state"
 
 local M = {}
@@ -99,10 +100,19 @@ end
 
 -- ---- faults -------------------------------------------------------------------------------------
 
+-- compiled patterns by their text (rules are plain data: they are saved and restored as such);
+-- bounded: emptied when it holds more than 1,000
+local COMPILED, compiled_n = {}, 0
+
 local function pattern_or_prefix(value, pat)
   if value:sub(1, #pat) == pat then return true end
-  local ok, found = pcall(string.find, value, pat)
-  return ok and found ~= nil
+  local m = COMPILED[pat]
+  if m == nil then
+    m = pattern.compile(pat) or false -- rules are validated on creation; an old saved one may not be
+    if compiled_n >= 1000 then COMPILED, compiled_n = {}, 0 end
+    COMPILED[pat], compiled_n = m, compiled_n + 1
+  end
+  return m and pattern.find(m, value) or false
 end
 
 local function matches(rule, req, service)

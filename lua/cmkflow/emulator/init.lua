@@ -47,30 +47,35 @@ function M.new_state(config)
   return s
 end
 
-local persist = { path = nil, dirty = false, last = 0 }
+local persist = { path = nil }
 
 local function persist_path(cfg)
   return cfg.state_dir and cfg.state_dir ~= "" and (cfg.state_dir .. "/state.json") or nil
 end
 
--- Writes the state file when something changed, at most once per second (the last second of
--- changes before the process stops may be lost: persistence is best effort, see docs/emulator.md).
-local function maybe_save(changed)
-  if not persist.path then return end
-  if changed then persist.dirty = true end
-  local now = os.time()
-  if persist.dirty and now > persist.last then
-    persist.last = now
-    persist.dirty = false
-    local ok, err = st:save(persist.path)
-    if not ok then io.stderr:write("cmkflow emulator: cannot save the state: ", tostring(err), "\n") end
+-- Writes the state file (durably: core.durable) when the request changed the state. Called before
+-- the answer leaves, so a success the client sees is on disk. Returns true, or nil, err.
+local function save(changed)
+  if not persist.path or not changed then return true end
+  local saved, ok, err = pcall(st.save, st, persist.path) -- serialising can raise (a world too deep)
+  if not saved then ok, err = nil, ok end
+  if not ok then
+    io.stderr:write("cmkflow emulator: cannot save the state: ", tostring(err and err.message or err), "\n")
+    return nil, err
   end
+  return true
+end
+
+-- The answer when the state could not be saved: the change is not acknowledged.
+local function not_saved(req)
+  return respond.json(req, 500, { error = { code = "InternalServerError",
+    message = "The emulator could not write its state file; the request may not have been applied." } })
 end
 
 function M.init(config)
   st = M.new_state(config)
   control.init(st, st.config)
-  persist.path, persist.dirty, persist.last = persist_path(st.config), false, 0
+  persist.path = persist_path(st.config)
   if persist.path then
     local f = io.open(persist.path, "rb")
     if f then
@@ -98,33 +103,36 @@ end
 function M.handle(req)
   local service = router.route(req)
   if service == "control" and req.method == "POST" and req.path == "/_emulator/save" then
-    -- write the state file now (the CLI asks before it exits, so nothing is lost to the debounce)
+    -- every change is saved before its answer; kept so that callers that ask still get an answer
     if not persist.path then
       return respond.json(req, 409, { error = { code = "NoStateDir", message = "the emulator runs without --state" } })
     end
-    persist.dirty, persist.last = true, 0
-    maybe_save(true)
+    if not save(true) then return not_saved(req) end
     return respond.json(req, 200, { saved = persist.path })
   end
   if service == "control" then
     local status, headers, body = control_api.handle(st, req)
-    maybe_save(control_api.mutates(req) and status < 400)
+    if not save(control_api.mutates(req)) then return not_saved(req) end
     return status, headers, body
   end
   local intercepted, status, headers, body, delay = control.before(st, req, service)
+  -- a fired fault rule changed its counters; other requests change the world unless they read
+  local changed = (req.emulator and req.emulator.fault ~= nil)
+    or (req.method ~= "GET" and req.method ~= "HEAD" and service ~= "entra" and service ~= "imds")
   if not intercepted then
     local extra = delay
     local ok
     ok, status, headers, body, delay = xpcall(run_service, debug.traceback, service, req)
     if not ok then
       control.after(st, req, service, 500, nil, nil)
+      save(changed)
       error(status, 0)
     end
     if extra and extra > 0 then delay = math.min((delay or 0) + extra, 600000) end
     if headers == nil then headers = {} end
   end
   control.after(st, req, service, status, headers, delay)
-  maybe_save(req.method ~= "GET" and req.method ~= "HEAD" and service ~= "entra" and service ~= "imds")
+  if not save(changed) then return not_saved(req) end
   return status, headers, body, delay
 end
 

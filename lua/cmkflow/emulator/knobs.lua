@@ -4,6 +4,8 @@
 --   knobs.check_delays / check_fault / check_throttling (t, path) -> a checked copy
 --   knobs.check_scalars(t, path)  lro_retry_after_s (integer 0..600), key_material ("unique"|"pooled")
 --   knobs.check_scalar_knobs(t, path)  an object of scalar knobs only
+local pattern = require "cmkflow.emulator.pattern"
+
 local M = {}
 
 M.SERVICES = { entra = true, graph = true, arm = true, keyvault = true, imds = true }
@@ -69,7 +71,10 @@ function M.check_fault(f, path)
     end
     if m.method and not m.method:match("^%a+$") then bad(path .. ".match.method", "must be an HTTP method") end
     for _, k in ipairs({ "path", "host" }) do
-      if m[k] and not pcall(string.find, "", m[k]) then bad(path .. ".match." .. k, "is not a valid Lua pattern") end
+      if m[k] then
+        local ok, why = pattern.compile(m[k])
+        if not ok then bad(path .. ".match." .. k, why) end
+      end
     end
     rule.match = { method = m.method and m.method:upper(), host = m.host and m.host:lower(), path = m.path,
                    operation = m.operation }

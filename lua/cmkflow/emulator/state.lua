@@ -404,6 +404,19 @@ function State:restore(snap)
   for k, v in pairs(snap) do self[k] = deep_copy(v, memo) end
 end
 
+-- The PEM of a key userdata, computed once per key (keys are immutable; the state is saved after
+-- every mutating request, and a PEM export costs more than the rest of a small world's encoding).
+local PEM_CACHE = setmetatable({}, { __mode = "k" })
+local function key_pem(v)
+  local pem = PEM_CACHE[v]
+  if pem == nil then
+    local ok, p = pcall(function() return v:private_pem() end)
+    pem = ok and type(p) == "string" and p or false
+    PEM_CACHE[v] = pem
+  end
+  return pem or nil
+end
+
 -- The complete state (world and knobs, secret hashes, the emulator's own keys as PEM) as JSON text.
 -- Every table is tagged so that identity, metatables and key types survive a round trip.
 function State:serialize()
@@ -417,9 +430,8 @@ function State:serialize()
     end
     if v == json.null then return { ["$"] = "null" } end
     if t == "userdata" then
-      local ok, pem = pcall(function() return v:private_pem() end)
-      if ok and type(pem) == "string" then return { ["$"] = "key", pem = pem } end
-      return nil
+      local pem = key_pem(v)
+      return pem and { ["$"] = "key", pem = pem } or nil
     end
     if t ~= "table" then return nil end
     if ids[v] then return { ["$"] = "ref", id = ids[v] } end
@@ -479,17 +491,10 @@ function State:deserialize(text)
   return true
 end
 
--- Writes the serialized state to path (mode 0600, replaced atomically). Returns true or nil, err.
+-- Writes the serialized state to path: mode 0600, replaced atomically and durably (the file is
+-- fsync'd before the rename and the directory after it, core.durable). Returns true or nil, err.
 function State:save(path)
-  local tmp = path .. ".tmp"
-  os.remove(tmp)
-  local quoted = "'" .. tmp:gsub("'", "'\\''") .. "'"
-  if not os.execute("umask 077; : > " .. quoted) then return nil, "cannot create " .. tmp end
-  local f, err = io.open(tmp, "wb")
-  if not f then return nil, err end
-  f:write(self:serialize())
-  f:close()
-  return os.rename(tmp, path)
+  return core.durable.replace(path, self:serialize(), tonumber("600", 8))
 end
 
 M.State = State
