@@ -99,7 +99,7 @@ describe("emulated ARM: authentication and api-version", function()
       .. "userAssignedIdentities/u1", "2015-01-01", { location = "westeurope" })
     assert.are.equal(400, s)
     assert.are.equal("NoRegisteredProviderFound", b.error.code)
-    assert.matches("for type 'userAssignedIdentities'. The supported api-versions are '2018-11-30, ", b.error.message, 1, true)
+    assert.matches("for type 'userAssignedIdentities'. The supported api-versions are '2015-08-31-preview, 2018-11-30, ", b.error.message, 1, true)
   end)
 
   it("ARM response headers on every answer", function()

@@ -34,11 +34,12 @@ return {
   [E .. "router"] = may(),
   [E .. "demo_seed"] = may(),
   [E .. "keyvault_store"] = may(),
+  [E .. "api_versions"] = may(),
   -- the emulated world (the one state every service reads and writes)
   [E .. "state"] = may(E .. "knobs", E .. "rbac"),
   -- what the modules of one service share: ARM's request context, Graph's OData layer, Key Vault's
   -- authentication and envelope, Entra's token issuance (also used by Storage's key check)
-  [E .. "arm_context"] = may(E .. "rbac", E .. "respond"),
+  [E .. "arm_context"] = may(E .. "api_versions", E .. "rbac", E .. "respond"),
   [E .. "graph_odata"] = may(E .. "respond"),
   [E .. "keyvault_auth"] = may(E .. "keyvault_store", E .. "rbac", E .. "respond", E .. "tokens"),
   [E .. "entra_grant"] = may(E .. "tokens"),
@@ -59,7 +60,7 @@ return {
   [E .. "entra"] = may(E .. "entra_grant", E .. "respond", E .. "tokens"),
   [E .. "graph"] = may(E .. "graph_applications", E .. "graph_federated_credentials", E .. "graph_odata",
     E .. "graph_service_principals", E .. "tokens"),
-  [E .. "keyvault"] = may(E .. "keyvault_auth", E .. "keyvault_keys", E .. "respond"),
+  [E .. "keyvault"] = may(E .. "api_versions", E .. "keyvault_auth", E .. "keyvault_keys", E .. "respond"),
   [E .. "arm"] = may(E .. "arm_authorization", E .. "arm_context", E .. "arm_identity", E .. "arm_keyvault",
     E .. "arm_resources", E .. "arm_storage", E .. "respond", E .. "tokens"),
   -- the test knobs at run time, and the /_emulator/ API over them

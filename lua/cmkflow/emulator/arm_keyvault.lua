@@ -141,6 +141,8 @@ local function vaults(ctx, rest)
   local name = rest[2]
   if #rest >= 3 then
     if rest[3]:lower() == "keys" then
+      local s, h, b = ctx:check_api(TYPE .. "/keys")
+      if s then return s, h, b end
       ctx.vault_name, ctx.key_path = name, { table.unpack(rest, 4) }
       return arm_keys.handle(st, ctx.req, ctx)
     end
