@@ -461,6 +461,30 @@ describe("emulated ARM: key vaults", function()
     return { location = "westeurope", properties = p }
   end
 
+  it("PUT replaces (firewall and tags left out are reset), PATCH merges (issue 10 point 2)", function()
+    local _, _, cus = world()
+    cus("PUT", RG, RG_API, { location = "westeurope", tags = { owner = "contoso" } })
+    assert.are.equal(201, (cus("PUT", KV .. "cmk-put1", KV_API, vault_body())))
+    local acl = { defaultAction = "Deny", bypass = "AzureServices", ipRules = { { value = "203.0.113.0/24" } } }
+    local s, _, b = cus("PATCH", KV .. "cmk-put1", KV_API, { tags = { team = "sec" }, properties = { networkAcls = acl } })
+    assert.are.equal(200, s)
+    assert.are.equal("Deny", b.properties.networkAcls.defaultAction)
+    assert.is_true(b.properties.enableRbacAuthorization) -- PATCH kept what it did not name
+    s, _, b = cus("PUT", KV .. "cmk-put1", KV_API, vault_body())
+    assert.are.equal(200, s)
+    assert.is_nil(b.properties.networkAcls)              -- PUT reset the firewall
+    assert.are.same({}, b.tags)
+    assert.is_true(b.properties.enablePurgeProtection)   -- irreversible: kept
+    assert.are.equal("https://cmk-put1.vault.azure.net/", b.properties.vaultUri)
+    -- resource groups and identities: a PUT without tags drops them, a PATCH replaces only tags
+    s, _, b = cus("PUT", RG, RG_API, { location = "westeurope" })
+    assert.are.equal(200, s)
+    assert.is_nil(b.tags)
+    s, _, b = cus("PATCH", RG, RG_API, { tags = { owner = "contoso" } })
+    assert.are.same({ owner = "contoso" }, b.tags)
+    assert.are.equal("westeurope", b.location)
+  end)
+
   it("PUT 201 with defaults and vaultUri, 200 on update, GET, list", function()
     local st, _, cus = world()
     cus("PUT", RG, RG_API, { location = "westeurope" })

@@ -292,4 +292,50 @@ describe("stock workflows", function()
     assert.is_false(again.outputs.identity_deleted)
     assert.same(after, summary())
   end)
+
+  -- Issue 10 point 2: ARM's PUT replaces a resource, so a re-run must not PUT over what others set.
+  it("re-running every stock workflow keeps a vault firewall and tags added after onboarding", function()
+    local onboard = ok_run("onboard", { customer = CUSTOMER })
+    local app_id = onboard.outputs.handoff.appId
+    local isv, cus = contexts.isv, contexts.customer
+    local vault_id = onboard.outputs.role_assignment.scope:match("^(.-/vaults/[^/]+)")
+    local acl = { defaultAction = "Deny", bypass = "AzureServices", ipRules = { { value = "203.0.113.0/24" } } }
+    local RG_API, ID_API, KV_API, SA_API = "2021-04-01", "2023-01-31", "2023-07-01", "2023-01-01"
+    local theirs = {
+      { cus, vault_id, KV_API },
+      { cus, vault_id:match("^(.-)/providers/"), RG_API },
+      { isv, onboard.outputs.identity.id, ID_API },
+      { isv, onboard.outputs.storage_account.id, SA_API },
+      { isv, onboard.outputs.storage_account.id:match("^(.-)/providers/"), RG_API },
+    }
+    local function tagged(c, id, api)
+      local doc = assert(c.arm:get(id, { api_version = api }))
+      return doc.tags or {}
+    end
+    for _, t in ipairs(theirs) do
+      local tags = tagged(t[1], t[2], t[3])
+      tags.costcenter = "cc-42"
+      assert(t[1].arm:patch(t[2], { tags = tags }, { api_version = t[3] }))
+    end
+    assert(cus.arm:patch(vault_id, { properties = { networkAcls = acl, publicNetworkAccess = "Enabled" } },
+      { api_version = KV_API }))
+    local kv_uri, key = onboard.outputs.key.vaultUri, onboard.outputs.key.name
+    ok_run("onboard", { customer = CUSTOMER })
+    ok_run("isv-setup", { customer = CUSTOMER })
+    ok_run("customer-authorize", { customer = CUSTOMER, app_id = app_id })
+    ok_run("new-account", { customer = CUSTOMER, app_id = app_id, key_vault_uri = kv_uri, key_name = key })
+    ok_run("existing-account", { customer = CUSTOMER, app_id = app_id, key_vault_uri = kv_uri, key_name = key,
+      storage_account_id = onboard.outputs.storage_account.id })
+    ok_run("verify", { customer = CUSTOMER })
+    ok_run("rotate-key", { customer = CUSTOMER })
+    ok_run("revoke", { customer = CUSTOMER, app_id = app_id })
+    ok_run("offboard", { customer = CUSTOMER })
+    for _, t in ipairs(theirs) do
+      assert.equals("cc-42", tagged(t[1], t[2], t[3]).costcenter, t[2])
+    end
+    local vault = assert(cus.arm:get(vault_id, { api_version = KV_API }))
+    assert.equals("Deny", vault.properties.networkAcls.defaultAction)
+    assert.equals("203.0.113.0/24", vault.properties.networkAcls.ipRules[1].value)
+    assert.equals("contoso", vault.tags.customer) -- ours, still there
+  end)
 end)

@@ -77,6 +77,9 @@ local function deleted_view(ctx, d)
       purgeProtectionEnabled = r.body.properties.enablePurgeProtection == true } }
 end
 
+-- What a PUT on an existing vault keeps of its properties (everything else is replaced).
+local KEPT_ON_REPLACE = { "vaultUri", "enableSoftDelete", "enablePurgeProtection", "softDeleteRetentionInDays" }
+
 local function bad(ctx, message) return ctx:error(400, "BadRequest", message) end
 
 -- Validates and merges request properties `p` into `props` (the stored properties, or {} on create).
@@ -194,15 +197,21 @@ local function vaults(ctx, rest)
       st.resources[id:lower()] = gone.record
       return ctx:json(200, gone.record.body)
     end
-    if p.tenantId == nil then return bad(ctx, "The request is missing the required property 'tenantId'.") end
-    if p.sku == nil then return bad(ctx, "The request is missing the required property 'sku'.") end
   elseif rec.body.location ~= loc then
     return ctx:error(409, "InvalidResourceLocation", ("The resource '%s' already exists in location '%s' in resource "
       .. "group '%s'. A resource with the same name cannot be created in location '%s'. Please select a new resource "
       .. "name."):format(name, rec.body.location, ctx.rg, loc))
   end
+  -- PUT replaces the vault's settings: a property the body leaves out (networkAcls,
+  -- publicNetworkAccess, accessPolicies, ...) goes back to its default (Vaults - Create Or Update,
+  -- https://learn.microsoft.com/rest/api/keyvault/keyvault/vaults/create-or-update). Kept: the
+  -- read-only vaultUri and what cannot be undone (soft delete, purge protection).
+  if p.tenantId == nil then return bad(ctx, "The request is missing the required property 'tenantId'.") end
+  if p.sku == nil then return bad(ctx, "The request is missing the required property 'sku'.") end
   local props = {}
-  if rec then for k, v in pairs(rec.body.properties) do props[k] = v end end
+  if rec then
+    for _, k in ipairs(KEPT_ON_REPLACE) do props[k] = rec.body.properties[k] end
+  end
   local es, eh, eb = apply(ctx, props, p, rec == nil)
   if es then return es, eh, eb end
   if props.enableSoftDelete == nil then props.enableSoftDelete = true end
@@ -217,7 +226,7 @@ local function vaults(ctx, rest)
   props.createMode = nil
   if rec then
     rec.body.properties = props
-    if type(body.tags) == "table" then rec.body.tags = body.tags end
+    rec.body.tags = type(body.tags) == "table" and body.tags or json.object()
     return ctx:json(200, rec.body)
   end
   rec = { id = id, type = TYPE, tenant = ctx.tid, subscription = ctx.sub, resource_group = ctx.rg:lower(),

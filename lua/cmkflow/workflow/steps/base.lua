@@ -142,6 +142,40 @@ function M.put(arm, path, body, api, what, party)
   return res
 end
 
+-- The tags a resource should carry: its own (anyone's) with ours added; nil when it has ours already.
+local function merged_tags(have, ours)
+  local out, missing = {}, false
+  for k, v in pairs(type(have) == "table" and have or {}) do out[k] = v end
+  for k, v in pairs(ours or {}) do
+    if out[k] ~= v then out[k], missing = v, true end
+  end
+  return missing and out or nil
+end
+M.merged_tags = merged_tags
+
+-- Create-or-keep of an ARM resource that others may change after us. ARM's PUT replaces a
+-- resource whole (what the body leaves out is reset:
+-- https://github.com/Azure/azure-resource-manager-rpc/blob/master/v1.0/resource-api-reference.md),
+-- so a PUT goes out only when the resource is absent; an existing one gets a PATCH (a merge) of
+-- just what this step owns and finds missing: our tags (theirs kept) and `wanted.properties`
+-- whose values differ. Nothing is sent when it has them all. Returns the resource.
+function M.ensure(arm, path, body, api, what, party, wanted)
+  local existing = M.get_or_absent(arm, path, { api_version = api }, what, party)
+  if not existing then return M.put(arm, path, body, api, what, party) end
+  local patch, props = {}, nil
+  local tags = merged_tags(existing.tags, body.tags)
+  if tags then patch.tags = tags end
+  local have = type(existing.properties) == "table" and existing.properties or {}
+  for k, v in pairs(wanted and wanted.properties or {}) do
+    if have[k] ~= v then props = props or {} props[k] = v end
+  end
+  if props then patch.properties = props end
+  if next(patch) == nil then return existing end
+  local res, err = arm:patch(path, patch, { api_version = api })
+  if res == nil then M.remote_fail(what, err, party) end
+  return res
+end
+
 -- DELETE of an ARM resource; an absent one (404) counts as deleted.
 function M.delete(arm, id, api, what, party)
   local ok, err = arm:delete(id, { api_version = api })

@@ -27,19 +27,24 @@ function M.customer_resource_group(ctx)
   return isv_steps.resource_group(ctx, "customer", names(ctx).customer_resource_group)
 end
 
--- The vault: soft delete and purge protection (Azure Storage refuses a key without them) and RBAC
--- authorization (Vaults - Create Or Update,
--- https://learn.microsoft.com/rest/api/keyvault/keyvault/vaults/create-or-update).
+-- What the flow needs of a vault: soft delete and purge protection (Azure Storage refuses a key
+-- without them) and RBAC authorization (the role assignment below).
+local VAULT_NEEDS = { enableSoftDelete = true, enablePurgeProtection = true, enableRbacAuthorization = true }
+
+-- The vault (Vaults - Create Or Update,
+-- https://learn.microsoft.com/rest/api/keyvault/keyvault/vaults/create-or-update). A PUT would reset
+-- what the customer set since (firewall, network access), so an existing vault only gets a PATCH
+-- (Vaults - Update) of what VAULT_NEEDS finds missing.
 function M.key_vault(ctx)
   local customer = ctx.context("customer")
   local n = names(ctx)
   local path = base.arm_id(customer.subscription, n.customer_resource_group, "Microsoft.KeyVault/vaults", n.key_vault)
-  local vault = base.put(customer.arm, path, {
+  local vault = base.ensure(customer.arm, path, {
     location = ctx.policy.location, tags = base.tags(ctx),
     properties = { tenantId = customer.tenant, sku = { family = "A", name = "standard" },
       enableSoftDelete = true, enablePurgeProtection = true, enableRbacAuthorization = true,
       softDeleteRetentionInDays = ctx.policy.soft_delete_retention_days, accessPolicies = json.array() },
-  }, base.API.vaults, "key vault " .. n.key_vault, "customer")
+  }, base.API.vaults, "key vault " .. n.key_vault, "customer", { properties = VAULT_NEEDS })
   return { id = vault.id, name = vault.name, vaultUri = vault.properties.vaultUri }
 end
 

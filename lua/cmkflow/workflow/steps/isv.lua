@@ -9,12 +9,13 @@ local M = {}
 
 local fail, remote_fail, fact, names = base.fail, base.remote_fail, base.fact, base.names
 
--- Creates or updates resource group `name` in the subscription of the tenant context `context`
--- ("isv" or "customer"), in the policy's location (ARM Resource Groups - Create Or Update,
--- https://learn.microsoft.com/rest/api/resources/resource-groups/create-or-update).
+-- Creates resource group `name` in the subscription of the tenant context `context` ("isv" or
+-- "customer"), in the policy's location (ARM Resource Groups - Create Or Update,
+-- https://learn.microsoft.com/rest/api/resources/resource-groups/create-or-update); an existing one
+-- keeps its tags and gets ours added (Resource Groups - Update).
 function M.resource_group(ctx, context, name)
   local tenant = ctx.context(context)
-  local rg = base.put(tenant.arm, ("/subscriptions/%s/resourcegroups/%s"):format(tenant.subscription, name),
+  local rg = base.ensure(tenant.arm, ("/subscriptions/%s/resourcegroups/%s"):format(tenant.subscription, name),
     { location = ctx.policy.location, tags = base.tags(ctx) }, base.API.groups, "resource group " .. name, context)
   return { id = rg.id, name = rg.name }
 end
@@ -49,7 +50,7 @@ end
 function M.identity(ctx)
   local isv = ctx.context("isv")
   local path = base.identity_id(ctx)
-  local id = base.put(isv.arm, path, { location = ctx.policy.location, tags = base.tags(ctx) },
+  local id = base.ensure(isv.arm, path, { location = ctx.policy.location, tags = base.tags(ctx) },
     base.API.identities, "user-assigned identity " .. names(ctx).identity, "isv")
   return { id = id.id, principalId = id.properties.principalId, clientId = id.properties.clientId }
 end

@@ -59,11 +59,23 @@ local function send_until_accepted(ctx, what, send, party)
 end
 
 -- A new StorageV2 account with the ISV's identity attached and the customer's key (Storage Accounts
--- - Create, https://learn.microsoft.com/rest/api/storagerp/storage-accounts/create).
+-- - Create, https://learn.microsoft.com/rest/api/storagerp/storage-accounts/create). An account that
+-- exists already (a re-run) is not sent a PUT, which would replace its tags and settings: it gets a
+-- PATCH of what it lacks (identity, encryption, our tags), or nothing.
 function M.storage_account(ctx)
   local isv = ctx.context("isv")
   local identity_id = base.identity_id(ctx)
   local path = base.account_id(ctx)
+  local existing = M.get_account(ctx, path)
+  if existing then
+    local changes = M.account_changes(ctx, existing)
+    local tags = base.merged_tags(existing.tags, base.tags(ctx))
+    if tags then changes = changes or {} changes.tags = tags end
+    if not changes then return { account = existing, id = existing.id, name = existing.name } end
+    local account = send_until_accepted(ctx, "storage account " .. names(ctx).storage_account,
+      function() return isv.arm:patch(path, changes, { api_version = base.API.storage }) end, "isv")
+    return { account = account, id = account.id, name = account.name }
+  end
   local body = {
     location = ctx.policy.location, kind = "StorageV2", sku = { name = "Standard_LRS" },
     tags = base.tags(ctx),
