@@ -339,3 +339,73 @@ describe("stock workflows", function()
     assert.equals("contoso", vault.tags.customer) -- ours, still there
   end)
 end)
+
+-- Issue 10 point 1: one emulator, one seed, a pair of tenants in each cloud (public, US
+-- Government, China); the workflows take every host, issuer and audience from their cloud.
+describe("stock workflows on every cloud", function()
+  local seed = { random_seed = 11, tenants = {} }
+  local base_seed = require "cmkflow.emulator.demo_seed"
+  local CLOUDS = { azure = "0", usgov = "1", china = "2" }
+  for cloud, digit in pairs(CLOUDS) do
+    for i, t in ipairs(base_seed.tenants) do
+      local function swap(id) return (id:gsub("^(........%-....%-....%-....%-)(.)", "%1" .. digit)) end
+      local sub = swap(t.subscriptions[1].id)
+      local pr = t.principals[1]
+      seed.tenants[#seed.tenants + 1] = { id = swap(t.id), name = t.name .. "-" .. cloud, cloud = cloud,
+        domain = t.name .. "-" .. cloud .. ".example", subscriptions = { { id = sub, name = t.name .. "-" .. cloud } },
+        principals = { { name = pr.name, appId = swap(pr.appId), secret = pr.secret, graph_roles = pr.graph_roles,
+          roles = { { role = "Owner", scope = "/subscriptions/" .. sub },
+                    i == 2 and { role = "Key Vault Crypto Officer", scope = "/subscriptions/" .. sub } or nil } } } }
+    end
+  end
+  local clouds_emu
+  setup(function()
+    clouds_emu = emulator.start { seed = seed }
+    db = assert(core.store.open(files.tmpdir() .. "/runs-clouds.db"))
+  end)
+  teardown(function() if clouds_emu then clouds_emu:stop() end end)
+
+  local clouds = require "cmkflow.util.clouds"
+  for cloud in pairs(CLOUDS) do
+    it("onboard, verify and rotate-key pass on " .. cloud .. "; its own issuer and audience only", function()
+      logs = {}
+      contexts.isv = clouds_emu:context("isv-" .. cloud)
+      contexts.customer = clouds_emu:context("customer-" .. cloud)
+      local c = clouds.CLOUDS[cloud]
+      assert.equals("https://" .. c.arm, contexts.isv.cloud.arm)
+      local onboard = ok_run("onboard", { customer = CUSTOMER })
+      local isv = contexts.isv
+      assert.matches("^https://" .. c.login:gsub("%p", "%%%0") .. "/{customer%-tenant}/adminconsent",
+        onboard.outputs.handoff.consentUrl)
+      local app = assert(isv.graph:get("/applications(appId='" .. onboard.outputs.handoff.appId .. "')"))
+      local fics = assert(isv.graph:list("/applications/" .. app.id .. "/federatedIdentityCredentials"))
+      assert.equals(1, #fics)
+      assert.equals(("https://%s/%s/v2.0"):format(c.login, isv.tenant), fics[1].issuer)
+      assert.same({ c.token_exchange_audience }, fics[1].audiences)
+      assert.matches("^https://kv%-contoso%-%x+%." .. c.keyvault_suffix:gsub("%p", "%%%0") .. "/$",
+        onboard.outputs.key.vaultUri)
+      assert.is_true(ok_run("verify", { customer = CUSTOMER }).outputs.ok)
+      local rotated = ok_run("rotate-key", { customer = CUSTOMER })
+      assert.are_not.equal(rotated.outputs.old, rotated.outputs.new)
+      assert.matches("%." .. c.keyvault_suffix:gsub("%p", "%%%0") .. "/keys/", rotated.outputs.new)
+      -- Entra refuses a credential that names another cloud's audience (AADSTS700212): Storage's
+      -- next key check on the account fails
+      local other = cloud == "azure" and "api://AzureADTokenExchangeUSGov" or "api://AzureADTokenExchange"
+      assert(isv.graph:request("PATCH", "/applications/" .. app.id .. "/federatedIdentityCredentials/" .. fics[1].id,
+        { audiences = { other } }))
+      local res, err = isv.arm:patch(onboard.outputs.storage_account.id, { tags = { touched = "yes" } },
+        { api_version = "2023-01-01" })
+      assert.is_nil(res)
+      assert.equals("KeyVaultAuthenticationFailure", err.code)
+      -- a tenant of this cloud does not exist at another cloud's login host
+      local elsewhere = cloud == "china" and "azure" or "china"
+      local resp = clouds_emu:control("GET", "/" .. isv.tenant .. "/v2.0/.well-known/openid-configuration")
+      assert.equals(200, resp.status)
+      local via = require("cmkflow.http").new { ca_file = clouds_emu.ca_file,
+        connect_to = clouds_emu:cloud_of({ cloud = elsewhere }).connect_to }
+      local foreign = via:request { method = "GET",
+        url = "https://" .. clouds.CLOUDS[elsewhere].login .. "/" .. isv.tenant .. "/v2.0/.well-known/openid-configuration" }
+      assert.equals(400, foreign.status)
+    end)
+  end
+end)

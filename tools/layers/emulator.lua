@@ -14,7 +14,7 @@
 -- move the shared part down (as arm_context.lua, knobs.lua and keyvault_store.lua were) or hand the
 -- upper module in as data (as arm.lua hands its PROVIDERS table to requests, ctx.providers).
 -- A module is named as `require` names it ("cmkflow.emulator" is init.lua).
-local EXTERNAL = { "cmkflow.core", "cmkflow.form", "cmkflow.util.file" }
+local EXTERNAL = { "cmkflow.core", "cmkflow.form", "cmkflow.util.file", "cmkflow.util.clouds" }
 
 local function may(...)
   local out = {}

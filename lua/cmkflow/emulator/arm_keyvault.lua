@@ -5,6 +5,7 @@
 -- accessPolicies, enablePurgeProtection, softDeleteRetentionInDays, vaultUri, ...);
 -- soft-deleted vaults in st.deleted_vaults[lower name] = { record, deletionDate, scheduledPurgeDate, location }.
 local core = require "cmkflow.core"
+local clouds = require "cmkflow.util.clouds"
 local arm = require "cmkflow.emulator.arm_context"
 local arm_keys = require "cmkflow.emulator.keyvault_arm_keys"
 local json = core.json
@@ -15,8 +16,8 @@ local TYPE = "Microsoft.KeyVault/vaults"
 M.TYPE = TYPE
 
 
-local VAULT_SUFFIX_BY_ARM = { ["management.azure.com"] = "vault.azure.net",
-  ["management.usgovcloudapi.net"] = "vault.usgovcloudapi.net", ["management.chinacloudapi.cn"] = "vault.azure.cn" }
+local VAULT_SUFFIX_BY_ARM = {}
+for _, c in pairs(clouds.CLOUDS) do VAULT_SUFFIX_BY_ARM[c.arm] = c.keyvault_suffix end
 
 -- The vault URI as clients of this origin reach it: public suffix through the real ARM hostname,
 -- {name}.vault.localhost:PORT on the single-origin layout.

@@ -18,6 +18,7 @@
 --     err = { status = 400, code, message } (an ARM error for the PUT/PATCH)
 --   refresh(st, account_body) -> changed (bool): a versionless key follows the key's newest version.
 local core = require "cmkflow.core"
+local clouds = require "cmkflow.util.clouds"
 local keyvault = require "cmkflow.emulator.keyvault_store"
 local keyvault_auth = require "cmkflow.emulator.keyvault_auth"
 local entra = require "cmkflow.emulator.entra_grant"
@@ -26,8 +27,9 @@ local crypto = core.crypto
 
 local M = {}
 
-M.EXCHANGE_RESOURCE = "api://AzureADTokenExchange"
-M.VAULT_SCOPE = "https://vault.azure.net/.default"
+-- The token-exchange audience and the Key Vault resource of a tenant's cloud.
+local function exchange_resource(tenant) return clouds.CLOUDS[tenant and tenant.cloud or "azure"].token_exchange_audience end
+local function vault_resource(tenant) return clouds.resource(tenant and tenant.cloud or "azure", "kv") end
 
 local SIZES = { [2048] = true, [3072] = true, [4096] = true }
 
@@ -74,12 +76,13 @@ end
 -- Obtains the Key Vault token claims Storage would use. Returns claims or nil, err.
 local function vault_claims(st, identity, uami, fic, vault_tenant)
   if fic then
-    local mi, e = entra.managed_identity_token(st, identity, M.EXCHANGE_RESOURCE)
+    local mi, e = entra.managed_identity_token(st, identity, exchange_resource(st.tenants[identity.tenant or ""]))
     if not mi then
       return fail("KeyVaultAccessTokenCannotBeAcquired", "The user-assigned identity '" .. uami .. "' cannot obtain a " ..
         "token from Microsoft Entra ID: AADSTS" .. tostring(e and e.aadsts) .. ": " .. tostring(e and e.text))
     end
-    local token, claims_or_err = entra.exchange(st, vault_tenant, fic, mi, M.VAULT_SCOPE)
+    local token, claims_or_err = entra.exchange(st, vault_tenant, fic, mi,
+      vault_resource(st.tenants[vault_tenant]) .. "/.default")
     if not token then
       local e2 = claims_or_err or {}
       return fail("KeyVaultAuthenticationFailure", "Gateway authentication failed for 'Microsoft.Storage'. " ..
@@ -89,7 +92,7 @@ local function vault_claims(st, identity, uami, fic, vault_tenant)
     end
     return claims_or_err
   end
-  local token, claims = entra.managed_identity_token(st, identity, "https://vault.azure.net")
+  local token, claims = entra.managed_identity_token(st, identity, vault_resource(st.tenants[identity.tenant or ""]))
   if not token then
     local e = claims or {}
     return fail("KeyVaultAccessTokenCannotBeAcquired", "The user-assigned identity '" .. uami .. "' cannot obtain a " ..

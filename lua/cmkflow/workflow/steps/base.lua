@@ -23,10 +23,6 @@ M.ROLE = {
 -- The roles that give the ISV application the use of the customer's key.
 M.KEY_ACCESS_ROLES = { [M.ROLE.crypto_service_encryption_user] = true, [M.ROLE.crypto_officer] = true }
 
--- The audience of a managed identity's token exchanged through a federated credential
--- (https://learn.microsoft.com/entra/workload-id/workload-identity-federation-create-trust).
-M.TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
-
 -- ---- failures --------------------------------------------------------------------------------
 
 -- Raises a failure as an error table: t = {code, message, tenant = "isv" | "customer" (the party

@@ -55,8 +55,11 @@ function M.identity(ctx)
   return { id = id.id, principalId = id.properties.principalId, clientId = id.properties.clientId }
 end
 
--- The issuer of the ISV tenant's managed identity tokens, as the federated credential names it.
-function M.fic_issuer(tenant) return ("https://login.microsoftonline.com/%s/v2.0"):format(tenant) end
+-- The issuer and audience a federated credential names for the managed identity tokens of the
+-- tenant context `tc` (ctx.context("isv")): both come from its cloud (public, US Government, China:
+-- https://learn.microsoft.com/entra/workload-id/workload-identity-federation-config-app-trust-managed-identity).
+function M.fic_issuer(tc) return tc.cloud:fic_issuer(tc.tenant) end
+function M.fic_audience(tc) return tc.cloud.token_exchange_audience end
 
 -- The federated credential on the application whose subject is the identity's principalId: the
 -- identity's token, exchanged, becomes the application's token in the customer tenant (Graph
@@ -65,8 +68,8 @@ function M.federated_credential(ctx)
   local isv = ctx.context("isv")
   local n = names(ctx)
   local subject = fact(ctx, "identity", "principalId", "identity_principal_id")
-  local body = { name = n.federated_credential, issuer = M.fic_issuer(isv.tenant),
-    subject = subject, audiences = json.array { base.TOKEN_EXCHANGE_AUDIENCE },
+  local body = { name = n.federated_credential, issuer = M.fic_issuer(isv),
+    subject = subject, audiences = json.array { M.fic_audience(isv) },
     description = "cmkflow: lets Azure Storage use the customer's key as this app" }
   local fic, err = isv.graph:upsert_federated_credential(fact(ctx, "app", "objectId"), n.federated_credential, body)
   if not fic then remote_fail("federated credential " .. n.federated_credential, err, "isv") end
@@ -81,7 +84,7 @@ function M.handoff_details(ctx)
   return {
     appId = app_id,
     isvTenant = isv.tenant,
-    consentUrl = ("https://login.microsoftonline.com/{customer-tenant}/adminconsent?client_id=%s"):format(app_id),
+    consentUrl = ctx.context("isv").cloud:consent_url("{customer-tenant}", app_id),
     customerCommand = ("cmkflow run customer-authorize --param customer=%s --param app_id=%s --config customer.lua")
       :format(ctx.params.customer, app_id),
   }
