@@ -461,6 +461,27 @@ describe("emulated ARM: key vaults", function()
     return { location = "westeurope", properties = p }
   end
 
+  it("RegisteringDns until the vault_dns delay passes; the data plane is an unknown host until then", function()
+    local st, _, cus = world()
+    st.knobs.delays.vault_dns = 30
+    cus("PUT", RG, RG_API, { location = "westeurope" })
+    local s, _, b = cus("PUT", KV .. "cmk-dns1", KV_API, vault_body())
+    assert.are.equal(201, s)
+    assert.are.equal("RegisteringDns", b.properties.provisioningState)
+    local kv = require "cmkflow.emulator.keyvault"
+    local function data_plane()
+      return kv.handle(st, { method = "GET", path = "/keys", service_path = "/keys", query = "api-version=7.5",
+        args = { ["api-version"] = "7.5" }, vault = "cmk-dns1", host = "cmk-dns1.vault.azure.net", port = 443,
+        headers = { host = "cmk-dns1.vault.azure.net" }, body = "" })
+    end
+    assert.is_nil((data_plane()))                 -- no answer: the connection is closed
+    st:advance(29)
+    assert.are.equal("RegisteringDns", select(3, cus("GET", KV .. "cmk-dns1", KV_API)).properties.provisioningState)
+    st:advance(1)
+    assert.are.equal("Succeeded", select(3, cus("GET", KV .. "cmk-dns1", KV_API)).properties.provisioningState)
+    assert.are.equal(401, (data_plane()))         -- resolves now: the challenge
+  end)
+
   it("PUT replaces (firewall and tags left out are reset), PATCH merges (issue 10 point 2)", function()
     local _, _, cus = world()
     cus("PUT", RG, RG_API, { location = "westeurope", tags = { owner = "contoso" } })
@@ -491,7 +512,8 @@ describe("emulated ARM: key vaults", function()
     local s, _, b = cus("PUT", KV .. "cmk-vault1", KV_API, vault_body())
     assert.are.equal(201, s)
     assert.are.equal("https://cmk-vault1.vault.azure.net/", b.properties.vaultUri)
-    assert.are.equal("Succeeded", b.properties.provisioningState)
+    assert.are.equal("RegisteringDns", b.properties.provisioningState) -- then Succeeded (no vault_dns delay)
+    assert.are.equal("Succeeded", select(3, cus("GET", KV .. "cmk-vault1", KV_API)).properties.provisioningState)
     assert.is_true(b.properties.enableSoftDelete)
     assert.are.equal(90, b.properties.softDeleteRetentionInDays)
     assert.are.equal(CUS_T, b.properties.tenantId)

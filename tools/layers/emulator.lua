@@ -60,7 +60,7 @@ return {
   [E .. "entra"] = may(E .. "entra_grant", E .. "respond", E .. "tokens"),
   [E .. "graph"] = may(E .. "graph_applications", E .. "graph_federated_credentials", E .. "graph_odata",
     E .. "graph_service_principals", E .. "tokens"),
-  [E .. "keyvault"] = may(E .. "api_versions", E .. "keyvault_auth", E .. "keyvault_keys", E .. "respond"),
+  [E .. "keyvault"] = may(E .. "api_versions", E .. "keyvault_auth", E .. "keyvault_store", E .. "keyvault_keys", E .. "respond"),
   [E .. "arm"] = may(E .. "arm_authorization", E .. "arm_context", E .. "arm_identity", E .. "arm_keyvault",
     E .. "arm_resources", E .. "arm_storage", E .. "respond", E .. "tokens"),
   -- the test knobs at run time, and the /_emulator/ API over them

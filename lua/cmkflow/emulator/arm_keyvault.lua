@@ -61,6 +61,14 @@ function M.find_by_name(st, name)
   end
 end
 
+-- RegisteringDns becomes Succeeded once the vault's DNS name exists (the vault_dns delay).
+function M.settle(st, rec)
+  local p = rec.body.properties
+  if p.provisioningState == "RegisteringDns" and st:now() >= (rec.internal.dns_at or 0) then
+    p.provisioningState = "Succeeded"
+  end
+end
+
 -- Soft delete (DELETE, or the resource group going away).
 function M.on_delete(st, rec)
   local now = st:now()
@@ -140,7 +148,9 @@ end
 
 local function vaults(ctx, rest)
   local st, method = ctx.st, ctx.req.method
-  if #rest == 1 then return arm.list_collection(ctx, TYPE) end
+  if #rest == 1 then
+    return arm.list_collection(ctx, TYPE, function(c, r) M.settle(c.st, r) return r.body end)
+  end
   if not ctx.rg then return nil end
   local name = rest[2]
   if #rest >= 3 then
@@ -156,6 +166,7 @@ local function vaults(ctx, rest)
   local ok, body, h, b = arm.resource_request(ctx, TYPE, id)
   if not ok then return body, h, b end -- body: the status of the answer
   local rec = arm.find(st, id)
+  if rec then M.settle(st, rec) end
   if method == "GET" then
     if not rec then return ctx:not_found(TYPE, name, ctx.rg) end
     return ctx:json(200, rec.body)
@@ -222,7 +233,7 @@ local function vaults(ctx, rest)
   end
   props.accessPolicies = props.accessPolicies or json.array()
   props.vaultUri = props.vaultUri or M.vault_uri(ctx.req, name)
-  props.provisioningState = "Succeeded"
+  props.provisioningState = rec and props.provisioningState or "RegisteringDns"
   props.publicNetworkAccess = props.publicNetworkAccess or "Enabled"
   props.createMode = nil
   if rec then
@@ -230,8 +241,10 @@ local function vaults(ctx, rest)
     rec.body.tags = type(body.tags) == "table" and body.tags or json.object()
     return ctx:json(200, rec.body)
   end
+  -- a new vault registers its DNS name first (provisioningState RegisteringDns, then Succeeded);
+  -- until then its data plane is an unknown host (keyvault.lua), https://learn.microsoft.com/azure/key-vault/general/overview
   rec = { id = id, type = TYPE, tenant = ctx.tid, subscription = ctx.sub, resource_group = ctx.rg:lower(),
-    visible_at = st:now(), internal = {},
+    visible_at = st:now(), internal = { dns_at = st:visible_from("vault_dns") },
     body = { id = id, name = name, type = TYPE, location = loc, tags = body.tags or json.object(), properties = props,
              systemData = { createdBy = ctx.claims.appid or ctx.oid, createdByType = "Application", createdAt = st:iso(),
                             lastModifiedBy = ctx.claims.appid or ctx.oid, lastModifiedByType = "Application",

@@ -8,6 +8,7 @@ local respond = require "cmkflow.emulator.respond"
 local auth = require "cmkflow.emulator.keyvault_auth"
 local keys = require "cmkflow.emulator.keyvault_keys"
 local api_versions = require "cmkflow.emulator.api_versions"
+local store = require "cmkflow.emulator.keyvault_store"
 
 local ipairs, tostring = ipairs, tostring
 
@@ -64,6 +65,9 @@ end
 
 function M.handle(st, req)
   local vault = st:vault(req.vault or "")
+  -- a vault whose DNS name is not registered yet is, to a client, a host that does not resolve:
+  -- the connection closes without an answer
+  if vault and not store.dns_ready(st, vault) then return nil end
   if not vault then
     return respond.kv_error(req, 404, "VaultNotFound", "The vault '" .. tostring(req.vault) ..
       "' does not exist (Azure would fail to resolve its DNS name).")

@@ -7,7 +7,7 @@
 local M = {}
 
 M.SERVICES = { entra = true, graph = true, arm = true, keyvault = true, imds = true }
-M.DELAY_KINDS = { service_principal = true, federated_credential = true, role_assignment = true }
+M.DELAY_KINDS = { service_principal = true, federated_credential = true, role_assignment = true, vault_dns = true }
 local MAX_LATENCY_MS = 600000
 
 -- ---- validation -------------------------------------------------------------------------------

@@ -139,7 +139,7 @@ function M.check(st, ctx)
   end
   local base, vname = parse_vault_uri(kvp.keyvaulturi)
   local vault = vname and st:vault(vname)
-  if not vault then
+  if not vault or not keyvault.dns_ready(st, vault) then
     return fail("KeyVaultVaultNotFound", "The key vault is not found for encryption. ('" .. tostring(kvp.keyvaulturi) .. "')")
   end
   local vault_tenant = keyvault.vault_tenant(vault)
@@ -164,6 +164,12 @@ function M.check(st, ctx)
   local kid = keyvault.kid(base, rec, ver)
   if not ver.enabled then
     return fail("KeyVaultKeyDisabled", "The key vault key '" .. kid .. "' is disabled: Operation get is not allowed on a disabled key.")
+  end
+  local outside = keyvault.outside_window(ver, st:now())
+  if outside then
+    return fail(outside == "expired" and "KeyVaultKeyExpired" or "KeyVaultKeyNotYetValid", "The key vault key '" ..
+      kid .. "' " .. (outside == "expired" and "has expired" or "is not yet valid") ..
+      ": Operation wrapKey is not allowed outside the key's activation and expiration dates.")
   end
   if (ver.kty ~= "RSA" and ver.kty ~= "RSA-HSM") or not SIZES[ver.key_size or 0] then
     return fail("KeyVaultKeyTypeNotSupported", "The key vault key '" .. kid .. "' is " .. tostring(ver.kty) ..

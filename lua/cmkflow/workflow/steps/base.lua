@@ -35,7 +35,8 @@ local PARTY_BY_CODE = {
   AADSTS700016 = "customer", AADSTS7000112 = "customer", ForbiddenByRbac = "customer",
   KeyVaultAccessForbidden = "customer", KeyVaultPolicyError = "customer", KeyVaultKeyDisabled = "customer",
   KeyDisabled = "customer", KeyNotFound = "customer", KeyVaultEncryptionKeyNotFound = "customer",
-  KeyVaultKeyTypeNotSupported = "customer", PrincipalNotFound = "customer",
+  KeyVaultKeyTypeNotSupported = "customer", PrincipalNotFound = "customer", KeyVaultKeyExpired = "customer",
+  KeyVaultKeyNotYetValid = "customer", KeyExpired = "customer", KeyNotYetValid = "customer",
   AADSTS70021 = "isv", AADSTS700211 = "isv", AADSTS700212 = "isv", AADSTS700213 = "isv",
   KeyVaultAccessTokenCannotBeAcquired = "isv",
 }
@@ -92,7 +93,7 @@ function M.tags(ctx) return ctx.policy.tags({ customer = ctx.params.customer }) 
 local PROPAGATION = {
   PrincipalNotFound = true, KeyVaultAccessForbidden = true, KeyVaultAuthenticationFailure = true,
   Request_ResourceNotFound = true, ForbiddenByRbac = true, AADSTS70021 = true, AADSTS700016 = true,
-  AADSTS700211 = true, AADSTS700213 = true, NoBackingApplicationObject = true,
+  AADSTS700211 = true, AADSTS700213 = true, NoBackingApplicationObject = true, VaultRegisteringDns = true,
 }
 local function propagating(err)
   return type(err) == "table" and (PROPAGATION[err.code] or PROPAGATION[err.detail_code] or PROPAGATION[err.inner_code])

@@ -45,6 +45,17 @@ function M.key_vault(ctx)
       enableSoftDelete = true, enablePurgeProtection = true, enableRbacAuthorization = true,
       softDeleteRetentionInDays = ctx.policy.soft_delete_retention_days, accessPolicies = json.array() },
   }, base.API.vaults, "key vault " .. n.key_vault, "customer", { properties = VAULT_NEEDS })
+  -- a new vault registers its DNS name first (provisioningState RegisteringDns); its data plane
+  -- (and Storage's key check) cannot reach it until Succeeded
+  if vault.properties.provisioningState ~= "Succeeded" then
+    vault = base.until_visible(ctx, "the DNS name of key vault " .. n.key_vault, function()
+      local v = base.get_or_absent(customer.arm, path, { api_version = base.API.vaults }, "key vault " .. n.key_vault,
+        "customer")
+      if v and v.properties.provisioningState == "Succeeded" then return v end
+      return nil, { code = "VaultRegisteringDns", message = "provisioningState "
+        .. tostring(v and v.properties.provisioningState) }
+    end, "customer")
+  end
   return { id = vault.id, name = vault.name, vaultUri = vault.properties.vaultUri }
 end
 
