@@ -293,6 +293,32 @@ describe("stock workflows", function()
     assert.same(after, summary())
   end)
 
+  -- Issue 10 point 3: every replication delay at once (service principals incl. the identity's,
+  -- federated credentials, role assignments, the vault's DNS); onboard waits each out, saying so.
+  it("onboard succeeds with every delay on at once and creates one of each resource", function()
+    assert(emu:control("PUT", "/_emulator/delays",
+      { service_principal = 2, federated_credential = 2, role_assignment = 2, vault_dns = 2 }).status < 300)
+    local r = ok_run("onboard", { customer = CUSTOMER }, { policy = { propagation_timeout_s = 120 } })
+    assert.equals("Microsoft.Keyvault", r.outputs.storage_account.properties.encryption.keySource)
+    local _, s = summary()
+    local isv, cus = tenant(s, "isv"), tenant(s, "customer")
+    local function count(list, pred) local n = 0 for _, x in ipairs(list or {}) do if pred(x) then n = n + 1 end end return n end
+    local function of_type(t) return function(x) return x.type == t end end
+    assert.equals(1, #isv.federated_credentials)
+    assert.equals(1, count(isv.applications, function(a) return a.displayName == "cmkflow-cross-tenant-cmk" end))
+    assert.equals(1, count(isv.resources, of_type("Microsoft.ManagedIdentity/userAssignedIdentities")))
+    assert.equals(1, count(isv.resources, of_type("Microsoft.Storage/storageAccounts")))
+    assert.equals(1, count(cus.resources, of_type("Microsoft.KeyVault/vaults")))
+    assert.equals(1, count(cus.service_principals, function(sp) return sp.appId == r.outputs.handoff.appId end))
+    local sp_id = r.outputs.role_assignment.principalId
+    assert.equals(1, count(cus.role_assignments, function(a) return a.properties.principalId == sp_id end))
+    -- it said what it waited for: the identity's principal (the credential's subject), the vault's DNS
+    local text = table.concat(logs, "\n")
+    assert.matches("waiting %d+ s for the identity's service principal", text)
+    assert.matches("waiting %d+ s for the DNS name of key vault", text)
+    assert(emu:control("PUT", "/_emulator/delays", {}).status < 300)
+  end)
+
   -- Issue 10 point 2: ARM's PUT replaces a resource, so a re-run must not PUT over what others set.
   it("re-running every stock workflow keeps a vault firewall and tags added after onboarding", function()
     local onboard = ok_run("onboard", { customer = CUSTOMER })

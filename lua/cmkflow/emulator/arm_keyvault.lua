@@ -233,7 +233,9 @@ local function vaults(ctx, rest)
   end
   props.accessPolicies = props.accessPolicies or json.array()
   props.vaultUri = props.vaultUri or M.vault_uri(ctx.req, name)
-  props.provisioningState = rec and props.provisioningState or "RegisteringDns"
+  -- (without a vault_dns delay the name exists at once: Succeeded, so clients do not poll)
+  props.provisioningState = rec and props.provisioningState
+    or ((st.knobs.delays.vault_dns or 0) > 0 and "RegisteringDns" or "Succeeded")
   props.publicNetworkAccess = props.publicNetworkAccess or "Enabled"
   props.createMode = nil
   if rec then

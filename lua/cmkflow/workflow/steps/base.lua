@@ -94,16 +94,18 @@ local PROPAGATION = {
   PrincipalNotFound = true, KeyVaultAccessForbidden = true, KeyVaultAuthenticationFailure = true,
   Request_ResourceNotFound = true, ForbiddenByRbac = true, AADSTS70021 = true, AADSTS700016 = true,
   AADSTS700211 = true, AADSTS700213 = true, NoBackingApplicationObject = true, VaultRegisteringDns = true,
+  SubjectNotFound = true,
 }
 local function propagating(err)
   return type(err) == "table" and (PROPAGATION[err.code] or PROPAGATION[err.detail_code] or PROPAGATION[err.inner_code])
 end
 
 -- Runs fn() until it succeeds or fails with something other than a propagation delay; waits
--- 1, 2, 4, 8, 16, 30, 30 ... s up to the policy's bound (default 300 s). `what` names what is not
+-- 1, 2, 4, 8, 16, 30, 30 ... s up to the policy's bound (default 600 s), logging each wait (so a
+-- waiting run says what it waits for at least every 30 s). `what` names what is not
 -- yet visible, `party` who must act when it never becomes visible. Returns fn's result | nil, err.
 function M.until_visible(ctx, what, fn, party)
-  local bound = ctx.policy.propagation_timeout_s or 300
+  local bound = ctx.policy.propagation_timeout_s or 600
   local waited, delay = 0, 1
   while true do
     local res, err = fn()
@@ -132,9 +134,17 @@ function M.get_or_absent(client, path, opts, what, party)
   M.remote_fail(what, err, party)
 end
 
--- PUT of a whole ARM resource (idempotent), raising on failure.
-function M.put(arm, path, body, api, what, party)
-  local res, err = arm:put(path, body, { api_version = api })
+-- An ARM client on_wait hook that logs each wait of a long-running operation (ctx.log), so a
+-- waiting run says what it waits for at least every 30 s.
+function M.log_waits(ctx, what)
+  return function(_, seconds, state)
+    ctx.log("  waiting %d s for %s (%s)", seconds, what, tostring(state or "InProgress"))
+  end
+end
+
+-- PUT of a whole ARM resource (idempotent), raising on failure. on_wait: see log_waits.
+function M.put(arm, path, body, api, what, party, on_wait)
+  local res, err = arm:put(path, body, { api_version = api, on_wait = on_wait })
   if res == nil then M.remote_fail(what, err, party) end
   return res
 end
@@ -156,9 +166,9 @@ M.merged_tags = merged_tags
 -- so a PUT goes out only when the resource is absent; an existing one gets a PATCH (a merge) of
 -- just what this step owns and finds missing: our tags (theirs kept) and `wanted.properties`
 -- whose values differ. Nothing is sent when it has them all. Returns the resource.
-function M.ensure(arm, path, body, api, what, party, wanted)
+function M.ensure(arm, path, body, api, what, party, wanted, on_wait)
   local existing = M.get_or_absent(arm, path, { api_version = api }, what, party)
-  if not existing then return M.put(arm, path, body, api, what, party) end
+  if not existing then return M.put(arm, path, body, api, what, party, on_wait) end
   local patch, props = {}, nil
   local tags = merged_tags(existing.tags, body.tags)
   if tags then patch.tags = tags end
@@ -168,7 +178,7 @@ function M.ensure(arm, path, body, api, what, party, wanted)
   end
   if props then patch.properties = props end
   if next(patch) == nil then return existing end
-  local res, err = arm:patch(path, patch, { api_version = api })
+  local res, err = arm:patch(path, patch, { api_version = api, on_wait = on_wait })
   if res == nil then M.remote_fail(what, err, party) end
   return res
 end

@@ -18,7 +18,9 @@ function M.service_principal(ctx)
   local customer = ctx.context("customer")
   local app_id = fact(ctx, "app", "appId", "app_id")
   local sp, err = customer.graph:create_service_principal(app_id, nil,
-    { replication_timeout_s = ctx.policy.propagation_timeout_s })
+    { replication_timeout_s = ctx.policy.propagation_timeout_s, on_wait = function(what, s, e)
+      ctx.log("  waiting %d s for %s to replicate to the customer tenant (%s)", s, what, tostring(e and e.code))
+    end })
   if not sp then remote_fail("service principal for the ISV application " .. app_id, err, "customer") end
   return { id = sp.id, appId = sp.appId }
 end
@@ -44,7 +46,8 @@ function M.key_vault(ctx)
     properties = { tenantId = customer.tenant, sku = { family = "A", name = "standard" },
       enableSoftDelete = true, enablePurgeProtection = true, enableRbacAuthorization = true,
       softDeleteRetentionInDays = ctx.policy.soft_delete_retention_days, accessPolicies = json.array() },
-  }, base.API.vaults, "key vault " .. n.key_vault, "customer", { properties = VAULT_NEEDS })
+  }, base.API.vaults, "key vault " .. n.key_vault, "customer", { properties = VAULT_NEEDS },
+    base.log_waits(ctx, "the DNS name of key vault " .. n.key_vault))
   -- a new vault registers its DNS name first (provisioningState RegisteringDns); its data plane
   -- (and Storage's key check) cannot reach it until Succeeded
   if vault.properties.provisioningState ~= "Succeeded" then

@@ -71,7 +71,11 @@ function M.federated_credential(ctx)
   local body = { name = n.federated_credential, issuer = M.fic_issuer(isv),
     subject = subject, audiences = json.array { M.fic_audience(isv) },
     description = "cmkflow: lets Azure Storage use the customer's key as this app" }
-  local fic, err = isv.graph:upsert_federated_credential(fact(ctx, "app", "objectId"), n.federated_credential, body)
+  -- the subject (the identity's principal) must have replicated to Entra first: wait while Graph
+  -- says it does not exist (SubjectNotFound)
+  local fic, err = base.until_visible(ctx, "the identity's service principal " .. subject, function()
+    return isv.graph:upsert_federated_credential(fact(ctx, "app", "objectId"), n.federated_credential, body)
+  end, "isv")
   if not fic then remote_fail("federated credential " .. n.federated_credential, err, "isv") end
   return { name = n.federated_credential, issuer = body.issuer, subject = subject }
 end

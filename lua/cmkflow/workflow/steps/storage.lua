@@ -83,7 +83,8 @@ function M.storage_account(ctx)
     properties = { minimumTlsVersion = "TLS1_2", allowBlobPublicAccess = false, encryption = M.encryption(ctx) },
   }
   local account = send_until_accepted(ctx, "storage account " .. names(ctx).storage_account,
-    function() return isv.arm:put(path, body, { api_version = base.API.storage }) end, "isv")
+    function() return isv.arm:put(path, body, { api_version = base.API.storage,
+      on_wait = base.log_waits(ctx, "storage account " .. names(ctx).storage_account .. " to be created") }) end, "isv")
   return { account = account, id = account.id, name = account.name }
 end
 
