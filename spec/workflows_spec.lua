@@ -274,6 +274,23 @@ describe("stock workflows", function()
     assert.is_table(s0)
   end)
 
+  -- Issue 10 point 5: after a revoke Storage cannot re-wrap with the customer's key
+  it("offboard after revoke names what the customer must restore; after restoring, it completes", function()
+    local onboard = ok_run("onboard", { customer = CUSTOMER })
+    local app_id = onboard.outputs.handoff.appId
+    ok_run("revoke", { customer = CUSTOMER, app_id = app_id })
+    local r = run("offboard", { customer = CUSTOMER })
+    assert.equals("failed", r.status)
+    assert.equals("KeyVaultAccessForbidden", r.error.code)
+    assert.equals("customer", r.error.tenant)
+    assert.matches("the customer must first restore the ISV app's use of key cmk-contoso", r.error.hint, 1, true)
+    local acct = assert(contexts.isv.arm:get(onboard.outputs.storage_account.id, { api_version = "2023-01-01" }))
+    assert.equals("Microsoft.Keyvault", acct.properties.encryption.keySource) -- unchanged
+    ok_run("customer-authorize", { customer = CUSTOMER, app_id = app_id }) -- the customer restores the role
+    local done = ok_run("offboard", { customer = CUSTOMER })
+    assert.is_true(done.outputs.storage_account.reverted)
+  end)
+
   it("offboard removes a customer's own federated credential and identity; a rerun finds nothing to do", function()
     local own = { policy = { identity_per_customer = true, propagation_timeout_s = 20 } }
     ok_run("onboard", { customer = CUSTOMER }, own)
@@ -354,8 +371,8 @@ describe("stock workflows", function()
       storage_account_id = onboard.outputs.storage_account.id })
     ok_run("verify", { customer = CUSTOMER })
     ok_run("rotate-key", { customer = CUSTOMER })
-    ok_run("revoke", { customer = CUSTOMER, app_id = app_id })
     ok_run("offboard", { customer = CUSTOMER })
+    ok_run("revoke", { customer = CUSTOMER, app_id = app_id })
     for _, t in ipairs(theirs) do
       assert.equals("cc-42", tagged(t[1], t[2], t[3]).costcenter, t[2])
     end

@@ -184,8 +184,15 @@ function M.release_account(ctx)
   local res, err = isv.arm:patch(id, { properties = { encryption = { keySource = "Microsoft.Storage",
     services = { blob = { enabled = true }, file = { enabled = true } } } } }, { api_version = base.API.storage })
   if not res then
-    remote_fail(("storage account %s: switching to Microsoft-managed keys"):format(id), err, "isv",
-      "Storage needs the customer's key once more to re-wrap; offboard before revoke, or pass delete_account=true")
+    -- Storage unwraps the account key with the customer's key one last time; after a revoke (role
+    -- gone, key disabled or expired) it cannot: the customer must restore that access first
+    local _, kvp = encryption_of(account)
+    local party = base.party_of(err, "isv")
+    remote_fail(("storage account %s: switching to Microsoft-managed keys"):format(id), err, party,
+      party == "customer" and ("the customer must first restore the ISV app's use of key %s in %s (role Key Vault "
+        .. "Crypto Service Encryption User, key enabled and unexpired), then offboard again; or pass "
+        .. "delete_account=true"):format(tostring(kvp.keyname), tostring(kvp.keyvaulturi))
+      or "Storage needs the customer's key once more to re-wrap; offboard before revoke, or pass delete_account=true")
   end
   return { keySource = res.properties.encryption.keySource, reverted = true }
 end
