@@ -689,6 +689,19 @@ describe("emulated ARM: storage accounts", function()
     assert.are.equal(204, (isv("DELETE", SA .. "cmkacct1", SA_API)))
   end)
 
+  it("with storage throttling on: the accounts-per-region quota (issue 10 point 6)", function()
+    local st, isv = world()
+    st.knobs.throttling.storage = { accounts_per_region = 1 }
+    isv("PUT", RG, RG_API, { location = "westeurope" })
+    local body = { location = "westeurope", kind = "StorageV2", sku = { name = "Standard_LRS" } }
+    assert.are.equal(202, (isv("PUT", SA .. "stquota1", SA_API, body)))
+    local s, _, b = isv("PUT", SA .. "stquota2", SA_API, body)
+    assert.are.equal(409, s)
+    assert.are.equal("SubscriptionQuotaExceeded", b.error.code)
+    body.location = "northeurope"
+    assert.are.equal(202, (isv("PUT", SA .. "stquota3", SA_API, body)))  -- another region
+  end)
+
   it("name invalid, name taken globally, checkNameAvailability", function()
     local _, isv = setup()
     local s, _, b = isv("PUT", SA .. "Bad-Name", SA_API, cmk_body(MI))

@@ -452,3 +452,42 @@ describe("stock workflows on every cloud", function()
     end)
   end
 end)
+
+-- Issue 10 point 6: Graph, Key Vault, the Storage resource provider and ARM throttle at once; the
+-- clients honour Retry-After and onboard finishes.
+describe("stock workflows under throttling", function()
+  local throttled_emu
+  setup(function()
+    throttled_emu = emulator.start { retry = { max_attempts = 8, base_delay_ms = 10 } }
+    db = assert(core.store.open(files.tmpdir() .. "/runs-throttled.db"))
+  end)
+  teardown(function() if throttled_emu then throttled_emu:stop() end end)
+
+  it("onboard backs off on every service's 429 and finishes", function()
+    logs = {}
+    contexts.isv, contexts.customer = throttled_emu:context("isv"), throttled_emu:context("customer")
+    local resp = throttled_emu:control("PUT", "/_emulator/throttling", {
+      graph = { requests = 1, per_seconds = 3 }, keyvault = { requests = 1, per_seconds = 1 },
+      storage = { writes = 1, per_seconds = 2 }, arm = { reads_per_minute = 40, writes_per_minute = 40 } })
+    assert.equals(200, resp.status)
+    local r = ok_run("onboard", { customer = CUSTOMER })
+    assert.equals("Microsoft.Keyvault", r.outputs.storage_account.properties.encryption.keySource)
+    ok_run("rotate-key", { customer = CUSTOMER, tracking = "versioned" }) -- Key Vault data plane, a Storage write
+    for i = 1, 2 do -- two writes in a row: the second waits for the Storage provider's bucket
+      assert(contexts.isv.arm:patch(r.outputs.storage_account.id, { tags = { n = tostring(i) } },
+        { api_version = "2023-01-01" }))
+    end
+    local journal = json.decode(throttled_emu:control("GET", "/_emulator/journal").body).value
+    local seen = {}
+    for _, e in ipairs(journal) do
+      if e.throttled and e.status == 429 then
+        local key = e.service
+        if e.service == "arm" and e.path:lower():find("microsoft.storage", 1, true) then key = "storage" end
+        seen[key] = true
+      end
+    end
+    assert.is_true(seen.graph, "Graph throttled")
+    assert.is_true(seen.keyvault, "Key Vault throttled")
+    assert.is_true(seen.storage, "the Storage provider throttled")
+  end)
+end)

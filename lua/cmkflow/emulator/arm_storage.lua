@@ -280,6 +280,18 @@ local function accounts(ctx, rest)
       .. "group '%s'. A resource with the same name cannot be created in location '%s'. Please select a new resource "
       .. "name."):format(name, rec.body.location, ctx.rg, arm.location(req_body.location)))
   end
+  local quota = not rec and (st.knobs.throttling.storage or {}).accounts_per_region
+  if quota then
+    local loc, n = arm.location(req_body.location), 0
+    for _, r in ipairs(arm.records(st, TYPE, "/subscriptions/" .. ctx.sub)) do
+      if r.body.location == loc then n = n + 1 end
+    end
+    -- https://learn.microsoft.com/azure/storage/common/scalability-targets-standard-account
+    if n >= quota then
+      return ctx:error(409, "SubscriptionQuotaExceeded", ("Subscription %s already contains %d storage accounts in "
+        .. "location %s and the maximum allowed is %d."):format(ctx.sub, n, loc, quota))
+    end
+  end
   local body, es, eh, eb = build(ctx, name, req_body, rec, rec == nil)
   if not body then return es, eh, eb end
   if rec then

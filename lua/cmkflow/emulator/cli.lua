@@ -35,7 +35,8 @@ M.USAGE = [[
                               a fault rule; SERVICE: entra, graph, arm, keyvault, imds or *; METHOD: an HTTP
                               method or *; STATUS: 100-599, or 'drop' (close the connection) or 'delay'
                               (latency only); keys: count, after, probability, latency_ms, path, host (repeatable)
-  --throttle arm.reads=N | arm.writes=N
+  --throttle arm|graph|keyvault|storage   that service's published limits (docs/emulator.md)
+  --throttle arm.reads=N | arm.writes=N | graph.requests=N | keyvault.requests=N | storage.writes=N ...
                               ARM token buckets, N requests per minute (repeatable)
   --knobs FILE.json           knobs as in the seed's "knobs" field ({delays, faults, throttling,
                               lro_retry_after_s, key_material})]]
@@ -100,13 +101,21 @@ function M.parse_knobs(opts)
     any = true
   end
   for _, t in ipairs(opts.throttle or {}) do
-    local kind, n = t:match("^arm%.(%a+)=(%d+)$")
-    if not kind or (kind ~= "reads" and kind ~= "writes") then
-      return nil, "--throttle needs arm.reads=N or arm.writes=N (requests per minute), got '" .. t .. "'"
-    end
     knobs.throttling = knobs.throttling or {}
-    knobs.throttling.arm = knobs.throttling.arm or {}
-    knobs.throttling.arm[kind .. "_per_minute"] = math.tointeger(tonumber(n))
+    local kind, n = t:match("^arm%.(%a+)=(%d+)$")
+    local service, field, value = t:match("^(%a+)%.([%a_]+)=(%d+)$")
+    if knob_rules.PUBLISHED_LIMITS[t] then
+      knobs.throttling[t] = "published"
+    elseif kind == "reads" or kind == "writes" then
+      knobs.throttling.arm = type(knobs.throttling.arm) == "table" and knobs.throttling.arm or {}
+      knobs.throttling.arm[kind .. "_per_minute"] = math.tointeger(tonumber(n))
+    elseif service and service ~= "arm" and knob_rules.PUBLISHED_LIMITS[service] then
+      knobs.throttling[service] = type(knobs.throttling[service]) == "table" and knobs.throttling[service] or {}
+      knobs.throttling[service][field] = math.tointeger(tonumber(value))
+    else
+      return nil, "--throttle needs arm.reads=N or arm.writes=N (requests per minute), SERVICE for its published "
+        .. "limits (arm, graph, keyvault, storage) or SERVICE.FIELD=N, got '" .. t .. "'"
+    end
     any = true
   end
   if not any then return nil end

@@ -195,6 +195,55 @@ local function take(st, req, cfg)
   return false, header, 0, wait, scope_kind, scope, kind
 end
 
+-- Takes one token from bucket `key` (capacity n, refilled n/per_s per second). Returns ok, wait_s.
+local function take_from(st, key, n, per_s)
+  local c = ctl(st)
+  local now = st:now()
+  local b = c.buckets[key]
+  if not b then b = { tokens = n, t = now } c.buckets[key] = b end
+  local rate = n / per_s
+  b.tokens = math.min(n, b.tokens + math.max(0, now - b.t) * rate)
+  b.t = now
+  if b.tokens >= 1 then b.tokens = b.tokens - 1 return true end
+  return false, math.max(1, math.ceil((1 - b.tokens) / rate))
+end
+
+local function claims_of(req)
+  local token = (req.headers.authorization or ""):match("^[Bb]earer%s+(%S+)$")
+  local ok, _, claims = pcall(core.jose.decode, token or "")
+  return ok and type(claims) == "table" and claims or {}
+end
+
+-- Graph, Key Vault and the Storage resource provider's throttling (knobs.check_throttling): the
+-- 429 in the service's own envelope with Retry-After, or nil to let the request through.
+local function service_throttle(st, req, service)
+  local t = st.knobs.throttling
+  if service == "graph" and t.graph then
+    local c = claims_of(req)
+    local ok, wait = take_from(st, "graph:" .. tostring(c.tid) .. ":" .. tostring(c.appid or c.azp),
+      t.graph.requests, t.graph.per_seconds)
+    -- https://learn.microsoft.com/graph/throttling
+    if not ok then return wait, respond.graph_error(req, 429, "TooManyRequests", "Too many requests.") end
+  elseif service == "keyvault" and t.keyvault then
+    local ok, wait = take_from(st, "keyvault:" .. tostring(req.vault), t.keyvault.requests, t.keyvault.per_seconds)
+    -- https://learn.microsoft.com/azure/key-vault/general/overview-throttling
+    if not ok then
+      return wait, respond.kv_error(req, 429, "Throttled", "Request was not processed because too many requests "
+        .. "were received. Reason: too many transactions for this vault; retry after the Retry-After interval.")
+    end
+  elseif service == "arm" and t.storage and t.storage.writes and req.method ~= "GET" and req.method ~= "HEAD"
+         and (req.service_path or req.path or ""):lower():find("/providers/microsoft.storage/", 1, true) then
+    local sub = (req.service_path or req.path or ""):match("^/[Ss]ubscriptions/([%x%-]+)") or "none"
+    local ok, wait = take_from(st, "storage:" .. sub:lower(), t.storage.writes, t.storage.per_seconds or 3600)
+    if not ok then
+      return wait, respond.arm_error(req, 429, "TooManyRequests", "The request is being throttled as the limit has "
+        .. "been reached for operation type - Write_ObservationWindow_3600. For more information, see - "
+        .. "https://aka.ms/srpthrottlinglimits")
+    end
+  end
+  return nil
+end
+
 -- ---- hooks --------------------------------------------------------------------------------------
 
 -- A rule with `after = N` lets its first N matching requests through untouched (counting down).
@@ -226,6 +275,12 @@ function M.before(st, req, service)
       info.delay_ms = rule.latency_ms
       return false, nil, nil, nil, rule.latency_ms -- latency only: the service still answers
     end
+  end
+  local wait, status, headers, body = service_throttle(st, req, service)
+  if wait then
+    headers["retry-after"] = tostring(wait)
+    info.throttled = true
+    return true, status, headers, body
   end
   local cfg = service == "arm" and st.knobs.throttling.arm
   if cfg then

@@ -112,19 +112,54 @@ function M.check_fault(f, path)
 end
 
 -- Validates {arm = {reads_per_minute?, writes_per_minute?}}; returns a normalised copy.
+-- Throttling per service, off unless configured. "published" (or `true`) takes the service's
+-- published limits (M.PUBLISHED_LIMITS); an object sets its own numbers:
+--   arm      {reads_per_minute?, writes_per_minute?}       per subscription (or tenant)
+--   graph    {requests, per_seconds}                       per application and tenant
+--   keyvault {requests, per_seconds}                       per vault
+--   storage  {writes?, per_seconds?, accounts_per_region?} Storage resource provider writes per
+--            subscription, and the storage accounts a subscription may have per region
+M.PUBLISHED_LIMITS = {
+  -- https://learn.microsoft.com/azure/azure-resource-manager/management/request-limits-and-throttling
+  -- (subscription: reads refill 25/s, writes 10/s: the sustained rates, per minute)
+  arm = { reads_per_minute = 1500, writes_per_minute = 600 },
+  -- https://learn.microsoft.com/graph/throttling-limits#identity-and-access-service-limits
+  -- (applications and service principals, a small tenant: 3,500 resource units per 10 s per app)
+  graph = { requests = 3500, per_seconds = 10 },
+  -- https://learn.microsoft.com/azure/key-vault/general/service-limits (4,000 transactions per
+  -- 10 s per vault for RSA 2048 software keys and for all other transactions)
+  keyvault = { requests = 4000, per_seconds = 10 },
+  -- https://learn.microsoft.com/azure/storage/common/scalability-targets-resource-provider
+  -- (1,200 write operations per hour) and
+  -- https://learn.microsoft.com/azure/storage/common/scalability-targets-standard-account
+  -- (250 storage accounts per region per subscription, by default)
+  storage = { writes = 1200, per_seconds = 3600, accounts_per_region = 250 },
+}
+local THROTTLE_FIELDS = {
+  arm = set_of("reads_per_minute", "writes_per_minute"),
+  graph = set_of("requests", "per_seconds"), keyvault = set_of("requests", "per_seconds"),
+  storage = set_of("writes", "per_seconds", "accounts_per_region"),
+}
+
 function M.check_throttling(t, path)
   if not is_object(t) then bad(path, "must be an object") end
-  only_fields(t, set_of("arm"), path)
+  only_fields(t, THROTTLE_FIELDS, path)
   local out = {}
-  if t.arm ~= nil then
-    if not is_object(t.arm) then bad(path .. ".arm", "must be an object") end
-    only_fields(t.arm, set_of("reads_per_minute", "writes_per_minute"), path .. ".arm")
-    out.arm = {}
-    for k, v in pairs(t.arm) do
-      if math.type(v) ~= "integer" or v < 1 then bad(path .. ".arm." .. k, "must be an integer >= 1") end
-      out.arm[k] = v
+  for service, fields in pairs(THROTTLE_FIELDS) do
+    local v = t[service]
+    if v == "published" or v == true then
+      out[service] = {}
+      for k, n in pairs(M.PUBLISHED_LIMITS[service]) do out[service][k] = n end
+    elseif v ~= nil then
+      if not is_object(v) then bad(path .. "." .. service, "must be \"published\" or an object") end
+      only_fields(v, fields, path .. "." .. service)
+      out[service] = {}
+      for k, n in pairs(v) do
+        if math.type(n) ~= "integer" or n < 1 then bad(path .. "." .. service .. "." .. k, "must be an integer >= 1") end
+        out[service][k] = n
+      end
+      if next(out[service]) == nil then out[service] = nil end
     end
-    if next(out.arm) == nil then out.arm = nil end
   end
   return out
 end
