@@ -30,13 +30,14 @@ return {
   [E .. "respond"] = may(),
   [E .. "tokens"] = may(),
   [E .. "rbac"] = may(),
-  [E .. "knobs"] = may(),
+  [E .. "profiles"] = may(),
+  [E .. "knobs"] = may(E .. "profiles"),
   [E .. "router"] = may(),
   [E .. "demo_seed"] = may(),
   [E .. "keyvault_store"] = may(),
   [E .. "api_versions"] = may(),
   -- the emulated world (the one state every service reads and writes)
-  [E .. "state"] = may(E .. "knobs", E .. "rbac"),
+  [E .. "state"] = may(E .. "knobs", E .. "profiles", E .. "rbac"),
   -- what the modules of one service share: ARM's request context, Graph's OData layer, Key Vault's
   -- authentication and envelope, Entra's token issuance (also used by Storage's key check)
   [E .. "arm_context"] = may(E .. "api_versions", E .. "rbac", E .. "respond"),
@@ -64,7 +65,7 @@ return {
   [E .. "arm"] = may(E .. "arm_authorization", E .. "arm_context", E .. "arm_identity", E .. "arm_keyvault",
     E .. "arm_resources", E .. "arm_storage", E .. "respond", E .. "tokens"),
   -- the test knobs at run time, and the /_emulator/ API over them
-  [E .. "control"] = may(E .. "knobs", E .. "respond", E .. "state"),
+  [E .. "control"] = may(E .. "knobs", E .. "profiles", E .. "respond", E .. "state"),
   [E .. "control_api"] = may(E .. "control", E .. "knobs", E .. "respond"),
   -- entry points: the server handler (core/server.c loads it) and `cmkflow emulator`
   ["cmkflow.emulator"] = may(E .. "arm", E .. "control", E .. "control_api", E .. "demo_seed", E .. "entra",

@@ -26,9 +26,11 @@ end
 
 -- The options of `cmkflow emulator` (for lua/cmkflow/cli.lua's parser).
 M.OPTIONS = { listen = "value", seed = "value", state = "value", ["ca-cert"] = "value",
-              delay = "list", fault = "list", throttle = "list", knobs = "value" }
+              delay = "list", fault = "list", throttle = "list", knobs = "value", profile = "value" }
 
 M.USAGE = [[
+  --profile instant|realistic  instant (default): no latency, no visibility delays; realistic: seeded
+                              per-operation latency and Azure's replication delays (docs/emulator.md)
   --delay KIND=SECONDS        eventual-consistency delay; KIND: service_principal, federated_credential,
                               role_assignment (repeatable)
   --fault SERVICE:METHOD:STATUS[:key=value]...
@@ -75,7 +77,7 @@ local function parse_fault(text)
   return rule
 end
 
--- Knobs from --knobs FILE, then --delay, --fault and --throttle. Returns knobs (or nil when none
+-- Knobs from --knobs FILE, then --profile, --delay, --fault and --throttle. Returns knobs (or nil when none
 -- were given), or nil, message naming the option.
 function M.parse_knobs(opts)
   local knobs, any = { faults = {} }, false
@@ -86,6 +88,9 @@ function M.parse_knobs(opts)
     if type(decoded) ~= "table" then return nil, "--knobs: " .. opts.knobs .. " is not a JSON object: " .. tostring(err) end
     knobs, any = decoded, true
     knobs.faults = knobs.faults or {}
+  end
+  if opts.profile then
+    knobs.profile, any = opts.profile, true -- the flags below go on top of the profile
   end
   for _, d in ipairs(opts.delay or {}) do
     local k, v = d:match("^([%w_]+)=(.*)$")

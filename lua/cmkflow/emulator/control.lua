@@ -15,6 +15,7 @@ local core = require "cmkflow.core"
 local json = core.json
 local respond = require "cmkflow.emulator.respond"
 local knobs = require "cmkflow.emulator.knobs"
+local profiles = require "cmkflow.emulator.profiles"
 local state = require "cmkflow.emulator.state"
 
 local M = {}
@@ -66,15 +67,30 @@ local function apply_knobs(st, k)
     if k[name] ~= nil then st.knobs[name] = k[name] end
   end
   for name, v in pairs(k.delays or {}) do st.knobs.delays[name] = v end
+  if k.profile == "instant" then
+    st.knobs.latency = nil
+    for name in pairs(st.knobs.delays) do if k.delays[name] == nil then st.knobs.delays[name] = nil end end
+  end
+  if k.latency and next(k.latency) then
+    st.knobs.latency = st.knobs.latency or {}
+    for name, v in pairs(k.latency) do st.knobs.latency[name] = v end
+  end
   for _, rule in ipairs(k.faults or {}) do M.add_fault(st, rule) end
   if k.throttling then
     for name, v in pairs(k.throttling) do st.knobs.throttling[name] = v end
   end
 end
 
--- Knobs from the seed, then from config.knobs (the CLI's --delay/--fault/--throttle/--knobs).
+-- Knobs from the seed (its `profile`, then its `knobs`), then from config.knobs (the CLI's
+-- --profile/--delay/--fault/--throttle/--knobs).
 function M.init(st, config)
   ctl(st)
+  if st.seed and st.seed.profile ~= nil then
+    if not profiles.NAMES[st.seed.profile] then
+      error("seed: profile must be \"instant\" or \"realistic\" (got " .. tostring(st.seed.profile) .. ")", 0)
+    end
+    apply_knobs(st, knobs.validate_knobs({ profile = st.seed.profile }, "seed"))
+  end
   if st.seed and st.seed.knobs then apply_knobs(st, knobs.validate_knobs(st.seed.knobs, "seed: knobs")) end
   if config and config.knobs then apply_knobs(st, knobs.validate_knobs(config.knobs, "knobs")) end
 end
@@ -281,6 +297,15 @@ function M.before(st, req, service)
     headers["retry-after"] = tostring(wait)
     info.throttled = true
     return true, status, headers, body
+  end
+  -- the profile's latency for this operation (a seeded log-normal draw)
+  local latency = st.knobs.latency
+  local op = latency and profiles.operation(service, req)
+  if op and latency[op] then
+    local c = ctl(st)
+    c.latency_n = (c.latency_n or 0) + 1
+    info.delay_ms = math.floor(profiles.sample(latency[op], st.random_seed or 0, c.latency_n) * 1000)
+    return false, nil, nil, nil, info.delay_ms
   end
   local cfg = service == "arm" and st.knobs.throttling.arm
   if cfg then

@@ -4,6 +4,8 @@
 --   knobs.check_delays / check_fault / check_throttling (t, path) -> a checked copy
 --   knobs.check_scalars(t, path)  lro_retry_after_s (integer 0..600), key_material ("unique"|"pooled")
 --   knobs.check_scalar_knobs(t, path)  an object of scalar knobs only
+local profiles = require "cmkflow.emulator.profiles"
+
 local M = {}
 
 M.SERVICES = { entra = true, graph = true, arm = true, keyvault = true, imds = true }
@@ -35,16 +37,45 @@ local function join_keys(t)
   return table.concat(out, ", ")
 end
 
--- Validates and normalises {service_principal?, federated_credential?, role_assignment?} (seconds).
+-- A distribution {median, p95, cap} in seconds (profiles.lua), checked; returns a copy.
+local function check_dist(v, path)
+  if not is_object(v) then bad(path, "must be a number of seconds >= 0 or {median, p95, cap}") end
+  only_fields(v, set_of("median", "p95", "cap"), path)
+  for _, f in ipairs { "median", "p95", "cap" } do
+    if type(v[f]) ~= "number" or v[f] <= 0 or v[f] ~= v[f] or v[f] == math.huge then
+      bad(path .. "." .. f, "must be a number of seconds > 0")
+    end
+  end
+  if v.p95 < v.median then bad(path .. ".p95", "must be >= median") end
+  return { median = v.median, p95 = v.p95, cap = v.cap }
+end
+
+-- Validates and normalises {service_principal?, federated_credential?, role_assignment?,
+-- vault_dns?}: seconds, or a distribution {median, p95, cap} drawn once per object.
 function M.check_delays(d, path)
   if not is_object(d) then bad(path, "must be an object") end
   local out = {}
   for k, v in pairs(d) do
     if not M.DELAY_KINDS[k] then bad(path, "has an unknown field '" .. tostring(k) .. "' (known: " .. join_keys(M.DELAY_KINDS) .. ")") end
-    if type(v) ~= "number" or v < 0 or v ~= v or v == math.huge then
-      bad(path .. "." .. k, "must be a number of seconds >= 0")
+    if type(v) == "table" then
+      out[k] = check_dist(v, path .. "." .. k)
+    else
+      if type(v) ~= "number" or v < 0 or v ~= v or v == math.huge then
+        bad(path .. "." .. k, "must be a number of seconds >= 0")
+      end
+      out[k] = v
     end
-    out[k] = v
+  end
+  return out
+end
+
+-- Validates {operation key = {median, p95, cap}} (profiles.operation's keys).
+local function check_latency(t, path)
+  if not is_object(t) then bad(path, "must be an object") end
+  local out = {}
+  for k, v in pairs(t) do
+    if not profiles.REALISTIC.latency[k] then bad(path, "has an unknown operation '" .. tostring(k) .. "'") end
+    out[k] = check_dist(v, path .. "." .. k)
   end
   return out
 end
@@ -199,10 +230,26 @@ end
 function M.validate_knobs(knobs, path)
   path = path or "knobs"
   if not is_object(knobs) then bad(path, "must be an object") end
-  only_fields(knobs, set_of("delays", "faults", "throttling", "lro_retry_after_s", "key_material"), path)
+  only_fields(knobs, set_of("delays", "faults", "throttling", "lro_retry_after_s", "key_material", "profile",
+    "latency"), path)
   local out = M.check_scalars(knobs, path)
+  if knobs.profile ~= nil then
+    local base = type(knobs.profile) == "string" and profiles.knobs(knobs.profile)
+    if not base then bad(path .. ".profile", "must be \"instant\" or \"realistic\" (got " .. tostring(knobs.profile) .. ")") end
+    -- the profile first, the knobs given beside it on top
+    out.profile, out.latency = knobs.profile, base.latency
+    if out.lro_retry_after_s == nil then out.lro_retry_after_s = base.lro_retry_after_s end
+    out.delays = base.delays
+  end
+  if knobs.latency ~= nil then
+    out.latency = out.latency or {}
+    for k, v in pairs(check_latency(knobs.latency, path .. ".latency")) do out.latency[k] = v end
+  end
   out.faults = {}
-  if knobs.delays ~= nil then out.delays = M.check_delays(knobs.delays, path .. ".delays") end
+  if knobs.delays ~= nil then
+    out.delays = out.delays or {}
+    for k, v in pairs(M.check_delays(knobs.delays, path .. ".delays")) do out.delays[k] = v end
+  end
   if knobs.faults ~= nil then
     if type(knobs.faults) ~= "table" or (next(knobs.faults) ~= nil and knobs.faults[1] == nil) then
       bad(path .. ".faults", "must be an array")

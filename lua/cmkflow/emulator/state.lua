@@ -28,6 +28,7 @@ local core = require "cmkflow.core"
 local rbac = require "cmkflow.emulator.rbac"
 local clouds = require "cmkflow.util.clouds"
 local knobs = require "cmkflow.emulator.knobs"
+local profiles = require "cmkflow.emulator.profiles"
 local crypto = core.crypto
 local json = core.json
 
@@ -173,7 +174,12 @@ function State:advance(seconds) self.clock_offset = self.clock_offset + seconds 
 function State:iso(t) return os.date("!%Y-%m-%dT%H:%M:%SZ", t or self:now()) end
 
 -- The time at which an object created now becomes visible, per the eventual-consistency knob.
-function State:visible_from(kind) return self:now() + (self.knobs.delays[kind] or 0) end
+function State:visible_from(kind)
+  local d = self.knobs.delays[kind]
+  if type(d) ~= "table" then return self:now() + (d or 0) end
+  self.draws = (self.draws or 0) + 1 -- a profile's distribution: one seeded draw per object
+  return self:now() + math.floor(profiles.sample(d, self.random_seed, self.draws) + 0.5)
+end
 function State:visible(obj) return obj ~= nil and (obj.visible_at or 0) <= self:now() end
 
 -- ---- directory helpers ----------------------------------------------------------------------
