@@ -46,7 +46,9 @@ describe("onboard under Azure's delays and faults", function()
     assert.equal(1, r.code, r.stdout)
     assert.equal("failed", r.doc.status)
     -- the error is data: the step, a code and a message naming what is still not visible
-    assert.equal("storage_account", r.doc.error.step)
+    -- (the first wait: the federated credential's subject, the identity's service principal, must
+    -- have replicated before Graph accepts the credential; issue 10 point 3)
+    assert.equal("federated_credential", r.doc.error.step)
     assert.is_string(r.doc.error.code)
     assert.matches("is still not visible after 2 s of waiting", r.doc.error.message)
     -- it names the object: the ISV app's service principal (by id) or the customer's grant
