@@ -99,7 +99,7 @@ describe("emulated ARM: authentication and api-version", function()
       .. "userAssignedIdentities/u1", "2015-01-01", { location = "westeurope" })
     assert.are.equal(400, s)
     assert.are.equal("NoRegisteredProviderFound", b.error.code)
-    assert.matches("for type 'userAssignedIdentities'. The supported api-versions are '2018-11-30, ", b.error.message, 1, true)
+    assert.matches("for type 'userAssignedIdentities'. The supported api-versions are '2015-08-31-preview, 2018-11-30, ", b.error.message, 1, true)
   end)
 
   it("ARM response headers on every answer", function()
@@ -461,13 +461,58 @@ describe("emulated ARM: key vaults", function()
     return { location = "westeurope", properties = p }
   end
 
+  it("RegisteringDns until the vault_dns delay passes; the data plane is an unknown host until then", function()
+    local st, _, cus = world()
+    st.knobs.delays.vault_dns = 30
+    cus("PUT", RG, RG_API, { location = "westeurope" })
+    local s, _, b = cus("PUT", KV .. "cmk-dns1", KV_API, vault_body())
+    assert.are.equal(201, s)
+    assert.are.equal("RegisteringDns", b.properties.provisioningState)
+    local kv = require "cmkflow.emulator.keyvault"
+    local function data_plane()
+      return kv.handle(st, { method = "GET", path = "/keys", service_path = "/keys", query = "api-version=7.5",
+        args = { ["api-version"] = "7.5" }, vault = "cmk-dns1", host = "cmk-dns1.vault.azure.net", port = 443,
+        headers = { host = "cmk-dns1.vault.azure.net" }, body = "" })
+    end
+    assert.is_nil((data_plane()))                 -- no answer: the connection is closed
+    st:advance(29)
+    assert.are.equal("RegisteringDns", select(3, cus("GET", KV .. "cmk-dns1", KV_API)).properties.provisioningState)
+    st:advance(1)
+    assert.are.equal("Succeeded", select(3, cus("GET", KV .. "cmk-dns1", KV_API)).properties.provisioningState)
+    assert.are.equal(401, (data_plane()))         -- resolves now: the challenge
+  end)
+
+  it("PUT replaces (firewall and tags left out are reset), PATCH merges (issue 10 point 2)", function()
+    local _, _, cus = world()
+    cus("PUT", RG, RG_API, { location = "westeurope", tags = { owner = "contoso" } })
+    assert.are.equal(201, (cus("PUT", KV .. "cmk-put1", KV_API, vault_body())))
+    local acl = { defaultAction = "Deny", bypass = "AzureServices", ipRules = { { value = "203.0.113.0/24" } } }
+    local s, _, b = cus("PATCH", KV .. "cmk-put1", KV_API, { tags = { team = "sec" }, properties = { networkAcls = acl } })
+    assert.are.equal(200, s)
+    assert.are.equal("Deny", b.properties.networkAcls.defaultAction)
+    assert.is_true(b.properties.enableRbacAuthorization) -- PATCH kept what it did not name
+    s, _, b = cus("PUT", KV .. "cmk-put1", KV_API, vault_body())
+    assert.are.equal(200, s)
+    assert.is_nil(b.properties.networkAcls)              -- PUT reset the firewall
+    assert.are.same({}, b.tags)
+    assert.is_true(b.properties.enablePurgeProtection)   -- irreversible: kept
+    assert.are.equal("https://cmk-put1.vault.azure.net/", b.properties.vaultUri)
+    -- resource groups and identities: a PUT without tags drops them, a PATCH replaces only tags
+    s, _, b = cus("PUT", RG, RG_API, { location = "westeurope" })
+    assert.are.equal(200, s)
+    assert.is_nil(b.tags)
+    s, _, b = cus("PATCH", RG, RG_API, { tags = { owner = "contoso" } })
+    assert.are.same({ owner = "contoso" }, b.tags)
+    assert.are.equal("westeurope", b.location)
+  end)
+
   it("PUT 201 with defaults and vaultUri, 200 on update, GET, list", function()
     local st, _, cus = world()
     cus("PUT", RG, RG_API, { location = "westeurope" })
     local s, _, b = cus("PUT", KV .. "cmk-vault1", KV_API, vault_body())
     assert.are.equal(201, s)
     assert.are.equal("https://cmk-vault1.vault.azure.net/", b.properties.vaultUri)
-    assert.are.equal("Succeeded", b.properties.provisioningState)
+    assert.are.equal("Succeeded", b.properties.provisioningState) -- no vault_dns delay: at once
     assert.is_true(b.properties.enableSoftDelete)
     assert.are.equal(90, b.properties.softDeleteRetentionInDays)
     assert.are.equal(CUS_T, b.properties.tenantId)
@@ -642,6 +687,19 @@ describe("emulated ARM: storage accounts", function()
       SA_API)).value)
     assert.are.equal(200, (isv("DELETE", SA .. "cmkacct1", SA_API)))
     assert.are.equal(204, (isv("DELETE", SA .. "cmkacct1", SA_API)))
+  end)
+
+  it("with storage throttling on: the accounts-per-region quota (issue 10 point 6)", function()
+    local st, isv = world()
+    st.knobs.throttling.storage = { accounts_per_region = 1 }
+    isv("PUT", RG, RG_API, { location = "westeurope" })
+    local body = { location = "westeurope", kind = "StorageV2", sku = { name = "Standard_LRS" } }
+    assert.are.equal(202, (isv("PUT", SA .. "stquota1", SA_API, body)))
+    local s, _, b = isv("PUT", SA .. "stquota2", SA_API, body)
+    assert.are.equal(409, s)
+    assert.are.equal("SubscriptionQuotaExceeded", b.error.code)
+    body.location = "northeurope"
+    assert.are.equal(202, (isv("PUT", SA .. "stquota3", SA_API, body)))  -- another region
   end)
 
   it("name invalid, name taken globally, checkNameAvailability", function()

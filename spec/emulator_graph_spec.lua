@@ -186,7 +186,8 @@ describe("emulated Graph", function()
 
   describe("federated identity credentials", function()
     local app, base
-    local FIC = { issuer = "https://login.microsoftonline.com/" .. ISV .. "/v2.0",
+    -- an external issuer: Graph checks no subject of one (an Entra issuer's subject must exist, below)
+    local FIC = { issuer = "https://token.actions.githubusercontent.com",
                   subject = "11111111-2222-4333-8444-555555555555", audiences = { "api://AzureADTokenExchange" } }
 
     setup(function()
@@ -258,6 +259,18 @@ describe("emulated Graph", function()
       assert.truthy(doc.error.message:find("The combination of issuer and subject must be unique for the application. " ..
         "Issuer https://wrong.example/ and Subject: dup already exist.", 1, true))
       assert.is_true(isv:delete(base .. "(name='first')"))
+    end)
+
+    it("refuses an Entra issuer's subject that is no service principal of that tenant (yet)", function()
+      local entra = "https://login.microsoftonline.com/" .. ISV .. "/v2.0"
+      local status, doc = raw("POST", base, { name = "entra-missing", issuer = entra,
+        subject = "11111111-2222-4333-8444-555555555555", audiences = FIC.audiences })
+      assert.equal(400, status)
+      assert.equal("InvalidFederatedIdentityCredentialValue", doc.error.code)
+      assert.equal("SubjectNotFound", doc.error.details[1].code)
+      local me = assert(isv:get("/servicePrincipals(appId='" .. demo.tenants[1].principals[1].appId .. "')"))
+      assert(isv:post(base, { name = "entra-present", issuer = entra, subject = me.id, audiences = FIC.audiences }))
+      assert.is_true(isv:delete(base .. "(name='entra-present')"))
     end)
 
     it("allows at most 20 per application", function()

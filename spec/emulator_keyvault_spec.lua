@@ -230,6 +230,26 @@ describe("emulated Key Vault: keys", function()
     assert.equal(200, status)
   end)
 
+  it("honours nbf and exp: wrapKey refused outside the window (403), unwrapKey still allowed", function()
+    local _, _, wrapped = w.call("POST", "/keys/cmk/wrapkey?api-version=7.5", "kvkeys", { alg = "RSA-OAEP", value = b64("x") })
+    local now = w.st:now()
+    for _, case in ipairs { { { exp = now - 1 }, "KeyExpired", "an expired key." },
+                            { { nbf = now + 3600 }, "KeyNotYetValid", "a key that is not yet valid." } } do
+      local status = w.call("PATCH", "/keys/cmk?api-version=7.5", "kvkeys", { attributes = case[1] })
+      assert.equal(200, status)
+      local s2, _, body = w.call("POST", "/keys/cmk/wrapkey?api-version=7.5", "kvkeys", { alg = "RSA-OAEP", value = b64("x") })
+      assert.equal(403, s2)
+      assert.equal(case[2], body.error.innererror.code)
+      assert.equal("Operation wrapKey is not allowed on " .. case[3], body.error.message)
+      local s3, _, plain = w.call("POST", "/keys/cmk/unwrapkey?api-version=7.5", "kvkeys", { alg = "RSA-OAEP", value = wrapped.value })
+      assert.equal(200, s3)
+      assert.equal(b64("x"), plain.value)
+      w.call("PATCH", "/keys/cmk?api-version=7.5", "kvkeys", { attributes = { exp = now + 86400 * 365, nbf = now - 60 } })
+    end
+    local status = w.call("POST", "/keys/cmk/wrapkey?api-version=7.5", "kvkeys", { alg = "RSA-OAEP", value = b64("x") })
+    assert.equal(200, status)
+  end)
+
   it("soft-deletes, refuses the name while deleted, recovers; purge is refused under purge protection", function()
     local status, _, body = w.call("DELETE", "/keys/cmk?api-version=7.5", "kvkeys")
     assert.equal(200, status)

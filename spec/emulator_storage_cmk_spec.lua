@@ -123,6 +123,19 @@ describe("emulated Storage cross-tenant key check", function()
     fails("KeyVaultKeyDisabled", "Operation get is not allowed on a disabled key.", nil, function() c.ver.enabled = true end)
   end)
 
+  it("with the key expired or not yet valid: KeyVaultKeyExpired, KeyVaultKeyNotYetValid", function()
+    c.ver.exp = c.st:now()
+    fails("KeyVaultKeyExpired", "has expired", nil, function() c.ver.exp = nil end)
+    c.ver.nbf = c.st:now() + 60
+    fails("KeyVaultKeyNotYetValid", "is not yet valid", nil, function() c.ver.nbf = nil end)
+  end)
+
+  it("with the vault's DNS name not registered yet: KeyVaultVaultNotFound", function()
+    c.vault.internal = c.vault.internal or {}
+    c.vault.internal.dns_at = c.st:now() + 10
+    fails("KeyVaultVaultNotFound", "is not found", nil, function() c.vault.internal.dns_at = nil end)
+  end)
+
   it("with the key soft-deleted: KeyVaultEncryptionKeyNotFound (deleted)", function()
     c.rec.deleted = { deletedDate = c.st:now(), scheduledPurgeDate = c.st:now() + 86400 }
     fails("KeyVaultEncryptionKeyNotFound", "is in a deleted but recoverable state", nil, function() c.rec.deleted = nil end)

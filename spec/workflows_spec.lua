@@ -239,6 +239,23 @@ describe("stock workflows", function()
     assert.is_table(s0)
   end)
 
+  -- Issue 10 point 5: after a revoke Storage cannot re-wrap with the customer's key
+  it("offboard after revoke names what the customer must restore; after restoring, it completes", function()
+    local onboard = ok_run("onboard", { customer = CUSTOMER })
+    local app_id = onboard.outputs.handoff.appId
+    ok_run("revoke", { customer = CUSTOMER, app_id = app_id })
+    local r = run("offboard", { customer = CUSTOMER })
+    assert.equals("failed", r.status)
+    assert.equals("KeyVaultAccessForbidden", r.error.code)
+    assert.equals("customer", r.error.tenant)
+    assert.matches("the customer must first restore the ISV app's use of key cmk-contoso", r.error.hint, 1, true)
+    local acct = assert(contexts.isv.arm:get(onboard.outputs.storage_account.id, { api_version = "2023-01-01" }))
+    assert.equals("Microsoft.Keyvault", acct.properties.encryption.keySource) -- unchanged
+    ok_run("customer-authorize", { customer = CUSTOMER, app_id = app_id }) -- the customer restores the role
+    local done = ok_run("offboard", { customer = CUSTOMER })
+    assert.is_true(done.outputs.storage_account.reverted)
+  end)
+
   it("offboard removes a customer's own federated credential and identity; a rerun finds nothing to do", function()
     local own = { policy = { identity_per_customer = true, propagation_timeout_s = 20 } }
     ok_run("onboard", { customer = CUSTOMER }, own)
@@ -256,5 +273,186 @@ describe("stock workflows", function()
     assert.same({}, again.outputs.federated_credentials_deleted)
     assert.is_false(again.outputs.identity_deleted)
     assert.same(after, summary())
+  end)
+
+  -- Issue 10 point 3: every replication delay at once (service principals incl. the identity's,
+  -- federated credentials, role assignments, the vault's DNS); onboard waits each out, saying so.
+  it("onboard succeeds with every delay on at once and creates one of each resource", function()
+    assert(emu:control("PUT", "/_emulator/delays",
+      { service_principal = 2, federated_credential = 2, role_assignment = 2, vault_dns = 2 }).status < 300)
+    local r = ok_run("onboard", { customer = CUSTOMER }, { policy = { propagation_timeout_s = 120 } })
+    assert.equals("Microsoft.Keyvault", r.outputs.storage_account.properties.encryption.keySource)
+    local _, s = summary()
+    local isv, cus = tenant(s, "isv"), tenant(s, "customer")
+    local function count(list, pred) local n = 0 for _, x in ipairs(list or {}) do if pred(x) then n = n + 1 end end return n end
+    local function of_type(t) return function(x) return x.type == t end end
+    assert.equals(1, #isv.federated_credentials)
+    assert.equals(1, count(isv.applications, function(a) return a.displayName == "cmkflow-cross-tenant-cmk" end))
+    assert.equals(1, count(isv.resources, of_type("Microsoft.ManagedIdentity/userAssignedIdentities")))
+    assert.equals(1, count(isv.resources, of_type("Microsoft.Storage/storageAccounts")))
+    assert.equals(1, count(cus.resources, of_type("Microsoft.KeyVault/vaults")))
+    assert.equals(1, count(cus.service_principals, function(sp) return sp.appId == r.outputs.handoff.appId end))
+    local sp_id = r.outputs.role_assignment.principalId
+    assert.equals(1, count(cus.role_assignments, function(a) return a.properties.principalId == sp_id end))
+    -- it said what it waited for: the identity's principal (the credential's subject), the vault's DNS
+    local text = table.concat(logs, "\n")
+    assert.matches("waiting %d+ s for the identity's service principal", text)
+    assert.matches("waiting %d+ s for the DNS name of key vault", text)
+    assert(emu:control("PUT", "/_emulator/delays", {}).status < 300)
+  end)
+
+  -- Issue 10 point 2: ARM's PUT replaces a resource, so a re-run must not PUT over what others set.
+  it("re-running every stock workflow keeps a vault firewall and tags added after onboarding", function()
+    local onboard = ok_run("onboard", { customer = CUSTOMER })
+    local app_id = onboard.outputs.handoff.appId
+    local isv, cus = contexts.isv, contexts.customer
+    local vault_id = onboard.outputs.role_assignment.scope:match("^(.-/vaults/[^/]+)")
+    local acl = { defaultAction = "Deny", bypass = "AzureServices", ipRules = { { value = "203.0.113.0/24" } } }
+    local RG_API, ID_API, KV_API, SA_API = "2021-04-01", "2023-01-31", "2023-07-01", "2023-01-01"
+    local theirs = {
+      { cus, vault_id, KV_API },
+      { cus, vault_id:match("^(.-)/providers/"), RG_API },
+      { isv, onboard.outputs.identity.id, ID_API },
+      { isv, onboard.outputs.storage_account.id, SA_API },
+      { isv, onboard.outputs.storage_account.id:match("^(.-)/providers/"), RG_API },
+    }
+    local function tagged(c, id, api)
+      local doc = assert(c.arm:get(id, { api_version = api }))
+      return doc.tags or {}
+    end
+    for _, t in ipairs(theirs) do
+      local tags = tagged(t[1], t[2], t[3])
+      tags.costcenter = "cc-42"
+      assert(t[1].arm:patch(t[2], { tags = tags }, { api_version = t[3] }))
+    end
+    assert(cus.arm:patch(vault_id, { properties = { networkAcls = acl, publicNetworkAccess = "Enabled" } },
+      { api_version = KV_API }))
+    local kv_uri, key = onboard.outputs.key.vaultUri, onboard.outputs.key.name
+    ok_run("onboard", { customer = CUSTOMER })
+    ok_run("isv-setup", { customer = CUSTOMER })
+    ok_run("customer-authorize", { customer = CUSTOMER, app_id = app_id })
+    ok_run("new-account", { customer = CUSTOMER, app_id = app_id, key_vault_uri = kv_uri, key_name = key })
+    ok_run("existing-account", { customer = CUSTOMER, app_id = app_id, key_vault_uri = kv_uri, key_name = key,
+      storage_account_id = onboard.outputs.storage_account.id })
+    ok_run("verify", { customer = CUSTOMER })
+    ok_run("rotate-key", { customer = CUSTOMER })
+    ok_run("offboard", { customer = CUSTOMER })
+    ok_run("revoke", { customer = CUSTOMER, app_id = app_id })
+    for _, t in ipairs(theirs) do
+      assert.equals("cc-42", tagged(t[1], t[2], t[3]).costcenter, t[2])
+    end
+    local vault = assert(cus.arm:get(vault_id, { api_version = KV_API }))
+    assert.equals("Deny", vault.properties.networkAcls.defaultAction)
+    assert.equals("203.0.113.0/24", vault.properties.networkAcls.ipRules[1].value)
+    assert.equals("contoso", vault.tags.customer) -- ours, still there
+  end)
+end)
+
+-- Issue 10 point 1: one emulator, one seed, a pair of tenants in each cloud (public, US
+-- Government, China); the workflows take every host, issuer and audience from their cloud.
+describe("stock workflows on every cloud", function()
+  local seed = { random_seed = 11, tenants = {} }
+  local base_seed = require "cmkflow.emulator.demo_seed"
+  local CLOUDS = { azure = "0", usgov = "1", china = "2" }
+  for cloud, digit in pairs(CLOUDS) do
+    for i, t in ipairs(base_seed.tenants) do
+      local function swap(id) return (id:gsub("^(........%-....%-....%-....%-)(.)", "%1" .. digit)) end
+      local sub = swap(t.subscriptions[1].id)
+      local pr = t.principals[1]
+      seed.tenants[#seed.tenants + 1] = { id = swap(t.id), name = t.name .. "-" .. cloud, cloud = cloud,
+        domain = t.name .. "-" .. cloud .. ".example", subscriptions = { { id = sub, name = t.name .. "-" .. cloud } },
+        principals = { { name = pr.name, appId = swap(pr.appId), secret = pr.secret, graph_roles = pr.graph_roles,
+          roles = { { role = "Owner", scope = "/subscriptions/" .. sub },
+                    i == 2 and { role = "Key Vault Crypto Officer", scope = "/subscriptions/" .. sub } or nil } } } }
+    end
+  end
+  local clouds_emu
+  setup(function()
+    clouds_emu = emulator.start { seed = seed }
+    db = assert(core.store.open(files.tmpdir() .. "/runs-clouds.db"))
+  end)
+  teardown(function() if clouds_emu then clouds_emu:stop() end end)
+
+  local clouds = require "cmkflow.util.clouds"
+  for cloud in pairs(CLOUDS) do
+    it("onboard, verify and rotate-key pass on " .. cloud .. "; its own issuer and audience only", function()
+      logs = {}
+      contexts.isv = clouds_emu:context("isv-" .. cloud)
+      contexts.customer = clouds_emu:context("customer-" .. cloud)
+      local c = clouds.CLOUDS[cloud]
+      assert.equals("https://" .. c.arm, contexts.isv.cloud.arm)
+      local onboard = ok_run("onboard", { customer = CUSTOMER })
+      local isv = contexts.isv
+      assert.matches("^https://" .. c.login:gsub("%p", "%%%0") .. "/{customer%-tenant}/adminconsent",
+        onboard.outputs.handoff.consentUrl)
+      local app = assert(isv.graph:get("/applications(appId='" .. onboard.outputs.handoff.appId .. "')"))
+      local fics = assert(isv.graph:list("/applications/" .. app.id .. "/federatedIdentityCredentials"))
+      assert.equals(1, #fics)
+      assert.equals(("https://%s/%s/v2.0"):format(c.login, isv.tenant), fics[1].issuer)
+      assert.same({ c.token_exchange_audience }, fics[1].audiences)
+      assert.matches("^https://kv%-contoso%-%x+%." .. c.keyvault_suffix:gsub("%p", "%%%0") .. "/$",
+        onboard.outputs.key.vaultUri)
+      assert.is_true(ok_run("verify", { customer = CUSTOMER }).outputs.ok)
+      local rotated = ok_run("rotate-key", { customer = CUSTOMER })
+      assert.are_not.equal(rotated.outputs.old, rotated.outputs.new)
+      assert.matches("%." .. c.keyvault_suffix:gsub("%p", "%%%0") .. "/keys/", rotated.outputs.new)
+      -- Entra refuses a credential that names another cloud's audience (AADSTS700212): Storage's
+      -- next key check on the account fails
+      local other = cloud == "azure" and "api://AzureADTokenExchangeUSGov" or "api://AzureADTokenExchange"
+      assert(isv.graph:request("PATCH", "/applications/" .. app.id .. "/federatedIdentityCredentials/" .. fics[1].id,
+        { audiences = { other } }))
+      local res, err = isv.arm:patch(onboard.outputs.storage_account.id, { tags = { touched = "yes" } },
+        { api_version = "2023-01-01" })
+      assert.is_nil(res)
+      assert.equals("KeyVaultAuthenticationFailure", err.code)
+      -- a tenant of this cloud does not exist at another cloud's login host
+      local elsewhere = cloud == "china" and "azure" or "china"
+      local resp = clouds_emu:control("GET", "/" .. isv.tenant .. "/v2.0/.well-known/openid-configuration")
+      assert.equals(200, resp.status)
+      local via = require("cmkflow.http").new { ca_file = clouds_emu.ca_file,
+        connect_to = clouds_emu:cloud_of({ cloud = elsewhere }).connect_to }
+      local foreign = via:request { method = "GET",
+        url = "https://" .. clouds.CLOUDS[elsewhere].login .. "/" .. isv.tenant .. "/v2.0/.well-known/openid-configuration" }
+      assert.equals(400, foreign.status)
+    end)
+  end
+end)
+
+-- Issue 10 point 6: Graph, Key Vault, the Storage resource provider and ARM throttle at once; the
+-- clients honour Retry-After and onboard finishes.
+describe("stock workflows under throttling", function()
+  local throttled_emu
+  setup(function()
+    throttled_emu = emulator.start { retry = { max_attempts = 8, base_delay_ms = 10 } }
+    db = assert(core.store.open(files.tmpdir() .. "/runs-throttled.db"))
+  end)
+  teardown(function() if throttled_emu then throttled_emu:stop() end end)
+
+  it("onboard backs off on every service's 429 and finishes", function()
+    logs = {}
+    contexts.isv, contexts.customer = throttled_emu:context("isv"), throttled_emu:context("customer")
+    local resp = throttled_emu:control("PUT", "/_emulator/throttling", {
+      graph = { requests = 1, per_seconds = 3 }, keyvault = { requests = 1, per_seconds = 1 },
+      storage = { writes = 1, per_seconds = 2 }, arm = { reads_per_minute = 40, writes_per_minute = 40 } })
+    assert.equals(200, resp.status)
+    local r = ok_run("onboard", { customer = CUSTOMER })
+    assert.equals("Microsoft.Keyvault", r.outputs.storage_account.properties.encryption.keySource)
+    ok_run("rotate-key", { customer = CUSTOMER, tracking = "versioned" }) -- Key Vault data plane, a Storage write
+    for i = 1, 2 do -- two writes in a row: the second waits for the Storage provider's bucket
+      assert(contexts.isv.arm:patch(r.outputs.storage_account.id, { tags = { n = tostring(i) } },
+        { api_version = "2023-01-01" }))
+    end
+    local journal = json.decode(throttled_emu:control("GET", "/_emulator/journal").body).value
+    local seen = {}
+    for _, e in ipairs(journal) do
+      if e.throttled and e.status == 429 then
+        local key = e.service
+        if e.service == "arm" and e.path:lower():find("microsoft.storage", 1, true) then key = "storage" end
+        seen[key] = true
+      end
+    end
+    assert.is_true(seen.graph, "Graph throttled")
+    assert.is_true(seen.keyvault, "Key Vault throttled")
+    assert.is_true(seen.storage, "the Storage provider throttled")
   end)
 end)

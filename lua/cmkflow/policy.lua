@@ -15,6 +15,10 @@ M.key_size = 3072
 M.role_scope = "key"            -- "key" or "vault": where the ISV app gets its role
 M.soft_delete_retention_days = 90
 M.identity_per_customer = false  -- true: a user-assigned identity (and credential) per customer, at most 20
+-- how long a step waits out Entra ID and RBAC replication: Microsoft documents up to 10 minutes
+-- for a role assignment to take effect
+-- (https://learn.microsoft.com/azure/role-based-access-control/troubleshooting#symptom---role-assignment-changes-are-not-being-detected)
+M.propagation_timeout_s = 600
 M.key_rotation = nil            -- e.g. { expiry = "P1Y", rotate_before = "P30D" } (not enforced yet)
 
 -- Names derived from the customer's id (validated against Azure's rules by the workflows).

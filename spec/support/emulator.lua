@@ -84,11 +84,20 @@ function Emu:principal(tenant_name, principal_name)
   error("no principal " .. tostring(principal_name) .. " in tenant " .. tostring(tenant_name))
 end
 
+-- The cloud of a seed tenant (its `cloud` field: public by default), routed to the emulator.
+function Emu:cloud_of(t)
+  if not t.cloud or t.cloud == "azure" then return self.cloud end
+  self.clouds = self.clouds or {}
+  self.clouds[t.cloud] = self.clouds[t.cloud] or azure.cloud.emulator(self.url, self.ca_file, t.cloud)
+  return self.clouds[t.cloud]
+end
+
 -- A client-secret credential for a seed principal, routed to the emulator.
 function Emu:credential(tenant_name, principal_name)
   local pr, t = self:principal(tenant_name, principal_name)
+  local cloud = self:cloud_of(t)
   return core.auth.credential { kind = "client_secret", tenant = t.id, client_id = pr.appId, client_secret = pr.secret,
-    authority = self.cloud.authority, ca_file = self.ca_file, connect_to = self.cloud.connect_to }
+    authority = cloud.authority, ca_file = self.ca_file, connect_to = cloud.connect_to }
 end
 
 -- An Authorization header value for a seed principal's token for `scope`, fetched as any client
@@ -113,11 +122,14 @@ function Emu:origin_credential(tenant_name, principal_name)
     authority = self.url, ca_file = self.ca_file }
 end
 
--- {arm, graph, keyvault, tenant, subscription} for a seed tenant's principal.
+-- {arm, graph, keyvault, tenant, subscription} for a seed tenant's principal, in the tenant's cloud.
 function Emu:context(tenant_name, principal_name)
   local _, t = self:principal(tenant_name, principal_name)
-  return azure.context { cloud = self.cloud, credential = self:credential(tenant_name, principal_name), tenant = t.id,
-    subscription = t.subscriptions and t.subscriptions[1] and t.subscriptions[1].id, http = self.http }
+  local cloud = self:cloud_of(t)
+  local client = cloud == self.cloud and self.http or http.new { ca_file = self.ca_file, connect_to = cloud.connect_to,
+    retry = { max_attempts = 3, base_delay_ms = 10 } }
+  return azure.context { cloud = cloud, credential = self:credential(tenant_name, principal_name), tenant = t.id,
+    subscription = t.subscriptions and t.subscriptions[1] and t.subscriptions[1].id, http = client }
 end
 
 -- A raw request to the emulator (path on the single origin, e.g. "/_emulator/state").

@@ -14,7 +14,7 @@
 -- move the shared part down (as arm_context.lua, knobs.lua and keyvault_store.lua were) or hand the
 -- upper module in as data (as arm.lua hands its PROVIDERS table to requests, ctx.providers).
 -- A module is named as `require` names it ("cmkflow.emulator" is init.lua).
-local EXTERNAL = { "cmkflow.core", "cmkflow.form", "cmkflow.util.file" }
+local EXTERNAL = { "cmkflow.core", "cmkflow.form", "cmkflow.util.file", "cmkflow.util.clouds" }
 
 local function may(...)
   local out = {}
@@ -31,15 +31,17 @@ return {
   [E .. "tokens"] = may(),
   [E .. "rbac"] = may(),
   [E .. "pattern"] = may(),
-  [E .. "knobs"] = may(E .. "pattern"),
+  [E .. "profiles"] = may(),
+  [E .. "knobs"] = may(E .. "pattern", E .. "profiles"),
   [E .. "router"] = may(),
   [E .. "demo_seed"] = may(),
   [E .. "keyvault_store"] = may(),
+  [E .. "api_versions"] = may(),
   -- the emulated world (the one state every service reads and writes)
-  [E .. "state"] = may(E .. "knobs", E .. "rbac"),
+  [E .. "state"] = may(E .. "knobs", E .. "profiles", E .. "rbac"),
   -- what the modules of one service share: ARM's request context, Graph's OData layer, Key Vault's
   -- authentication and envelope, Entra's token issuance (also used by Storage's key check)
-  [E .. "arm_context"] = may(E .. "rbac", E .. "respond"),
+  [E .. "arm_context"] = may(E .. "api_versions", E .. "rbac", E .. "respond"),
   [E .. "graph_odata"] = may(E .. "respond"),
   [E .. "keyvault_auth"] = may(E .. "keyvault_store", E .. "rbac", E .. "respond", E .. "tokens"),
   [E .. "entra_grant"] = may(E .. "tokens"),
@@ -60,11 +62,11 @@ return {
   [E .. "entra"] = may(E .. "entra_grant", E .. "respond", E .. "tokens"),
   [E .. "graph"] = may(E .. "graph_applications", E .. "graph_federated_credentials", E .. "graph_odata",
     E .. "graph_service_principals", E .. "tokens"),
-  [E .. "keyvault"] = may(E .. "keyvault_auth", E .. "keyvault_keys", E .. "respond"),
+  [E .. "keyvault"] = may(E .. "api_versions", E .. "keyvault_auth", E .. "keyvault_store", E .. "keyvault_keys", E .. "respond"),
   [E .. "arm"] = may(E .. "arm_authorization", E .. "arm_context", E .. "arm_identity", E .. "arm_keyvault",
     E .. "arm_resources", E .. "arm_storage", E .. "respond", E .. "tokens"),
   -- the test knobs at run time, and the /_emulator/ API over them
-  [E .. "control"] = may(E .. "knobs", E .. "pattern", E .. "respond", E .. "state"),
+  [E .. "control"] = may(E .. "knobs", E .. "pattern", E .. "profiles", E .. "respond", E .. "state"),
   [E .. "control_api"] = may(E .. "control", E .. "knobs", E .. "respond"),
   -- entry points: the server handler (core/server.c loads it) and `cmkflow emulator`
   ["cmkflow.emulator"] = may(E .. "arm", E .. "control", E .. "control_api", E .. "demo_seed", E .. "entra",

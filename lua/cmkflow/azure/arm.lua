@@ -14,7 +14,8 @@
 --   arm:list(path, opts)           -> array | nil, err
 -- result is the final JSON body, or true when the final response has none (204, empty 200/202).
 -- opts: api_version (required unless the URL has one), headers, wait (default true),
---       timeout_s (default 1800), poll_interval_s (default 10, used without Retry-After), max_pages (1000).
+--       timeout_s (default 1800), poll_interval_s (default 10, used without Retry-After), max_pages (1000),
+--       on_wait(url, seconds, state) (told of each wait of a long-running operation).
 -- Paths starting with "/" are relative to cloud.arm; "{subscription}" is replaced by the client's
 -- subscription. Absolute URLs must point at the cloud's ARM host (tokens never go elsewhere).
 local core = require "cmkflow.core"
@@ -188,6 +189,7 @@ local function new_waiter(self, opts, url)
         }
       end
     end
+    if opts.on_wait then opts.on_wait(url, delay, last_state) end
     self.sleep(delay * 1000)
     waited_s = waited_s + delay
     return true

@@ -13,11 +13,16 @@
 local error, getmetatable, ipairs, pairs, setmetatable, tostring, type =
   error, getmetatable, ipairs, pairs, setmetatable, tostring, type
 local concat, sort = table.concat, table.sort
+local clouds = require "cmkflow.util.clouds"
 
 local M = {}
 
--- The public clouds' endpoints are data of the bottom layer (cmkflow.clouds), shared with the core.
-local PUBLIC = require("cmkflow.clouds").public
+-- The public clouds, from the one table the emulator serves too (cmkflow.util.clouds).
+local PUBLIC = {}
+for name, c in pairs(clouds.CLOUDS) do
+  PUBLIC[name] = { authority = "https://" .. c.login, arm = "https://" .. c.arm, graph = "https://" .. c.graph,
+    keyvault_suffix = c.keyvault_suffix, token_exchange_audience = c.token_exchange_audience, family = name }
+end
 
 local ENDPOINT_FIELDS = { "authority", "arm", "graph" }
 local SCOPE_FIELDS = { "arm_scope", "graph_scope", "keyvault_scope" }
@@ -60,6 +65,17 @@ function Cloud:is_vault_host(host)
   return #host > #suffix and host:sub(-#suffix) == suffix
 end
 
+-- The issuer of tenant `tenant`'s managed identity tokens as a federated credential names it
+-- (https://learn.microsoft.com/entra/workload-id/workload-identity-federation-config-app-trust-managed-identity):
+-- https://{login host}/{tenant}/v2.0 of this cloud.
+function Cloud:fic_issuer(tenant) return self.authority .. "/" .. tostring(tenant) .. "/v2.0" end
+
+-- The admin-consent link for app_id in tenant (a GUID or the placeholder "{customer-tenant}")
+-- (https://learn.microsoft.com/entra/identity/enterprise-apps/grant-admin-consent).
+function Cloud:consent_url(tenant, app_id)
+  return ("%s/%s/adminconsent?client_id=%s"):format(self.authority, tenant, app_id)
+end
+
 local function strip_slash(s)
   return (s:gsub("/+$", ""))
 end
@@ -95,6 +111,7 @@ local function build(name, spec)
     error("cloud '" .. tostring(name) .. "': these endpoints must be https URLs: " .. concat(bad, ", "), 3)
   end
   c.token_exchange_audience = spec.token_exchange_audience or "api://AzureADTokenExchange"
+  c.family = spec.family
   c.graph_version = spec.graph_version or "v1.0"
   c.connect_to = {}
   if spec.connect_to then
@@ -129,8 +146,9 @@ function M.get(spec)
   error("cloud must be a name (" .. valid_names() .. ") or a table, got " .. type(spec), 2)
 end
 
--- cloud.emulator(endpoint_url, ca_file) -> the public cloud's hostnames, routed to the emulator.
-function M.emulator(endpoint_url, ca_file)
+-- cloud.emulator(endpoint_url, ca_file, family?) -> the hostnames of cloud `family` ("azure", the
+-- default, "usgov" or "china"), routed to the emulator (which serves all three).
+function M.emulator(endpoint_url, ca_file, family)
   local host, port = https_host(endpoint_url)
   if not host then
     error("emulator endpoint must be an https URL like https://127.0.0.1:8443, got '" ..
@@ -138,7 +156,9 @@ function M.emulator(endpoint_url, ca_file)
   end
   port = port or "443"
   local spec = {}
-  for k, v in pairs(PUBLIC.azure) do spec[k] = v end
+  local base = PUBLIC[family or "azure"]
+  if not base then error("unknown cloud '" .. tostring(family) .. "': use one of " .. valid_names(), 2) end
+  for k, v in pairs(base) do spec[k] = v end
   spec.name = "emulator"
   spec.ca_file = ca_file
   spec.emulator_host, spec.emulator_port = host, port

@@ -98,8 +98,8 @@ end
 M.replication_symptom = replication_symptom
 
 -- Runs attempt() until it succeeds or fails with something other than a replication symptom,
--- sleeping 1, 2, 4, 8, 16, 16... s in between, for at most opts.replication_timeout_s in total.
--- attempt() -> value, err, extra.
+-- sleeping 1, 2, 4, 8, 16, 16... s in between, for at most opts.replication_timeout_s in total;
+-- opts.on_wait(what, seconds, err) is told of each wait. attempt() -> value, err, extra.
 function Graph:with_replication_retry(what, attempt, opts)
   local limit = (opts and opts.replication_timeout_s) or self.replication_timeout_s
   local waited, i = 0, 0
@@ -119,6 +119,7 @@ function Graph:with_replication_retry(what, attempt, opts)
       }
     end
     if delay > remaining then delay = remaining end
+    if opts and opts.on_wait then opts.on_wait(what, delay, err) end
     self.sleep(delay * 1000)
     waited = waited + delay
   end

@@ -7,32 +7,15 @@ local core = require "cmkflow.core"
 local json = core.json
 local respond = require "cmkflow.emulator.respond"
 local rbac = require "cmkflow.emulator.rbac"
+local api_versions = require "cmkflow.emulator.api_versions"
 
 local concat, ipairs, pairs, type, tostring = table.concat, ipairs, pairs, type, tostring
 
 local M = {}
 
--- Supported api-versions per resource type (lower case): those of the providers' REST specs
--- (Azure/azure-rest-api-specs, specification/<provider>/resource-manager), plus the older versions
--- az CLI 2.45 and the Debian Python SDK send (docs/realclients.md).
-M.API_VERSIONS = {
-  ["microsoft.resources/subscriptions"] = { "2016-06-01", "2019-06-01", "2019-11-01", "2020-01-01", "2021-01-01",
-    "2022-12-01" },
-  ["microsoft.resources/tenants"] = { "2016-06-01", "2019-06-01", "2019-11-01", "2020-01-01", "2021-01-01",
-    "2022-12-01" },
-  ["microsoft.resources/resourcegroups"] = { "2019-10-01", "2020-06-01", "2021-01-01", "2021-04-01", "2022-09-01",
-    "2023-07-01", "2024-03-01", "2024-07-01", "2024-11-01", "2025-01-01", "2025-03-01", "2025-04-01" },
-  ["microsoft.managedidentity/userassignedidentities"] = { "2018-11-30", "2021-09-30-preview", "2022-01-31-preview",
-    "2023-01-31", "2023-07-31-preview", "2024-11-30" },
-  ["microsoft.keyvault/vaults"] = { "2019-09-01", "2021-10-01", "2022-07-01", "2022-11-01", "2023-02-01",
-    "2023-07-01", "2024-11-01", "2025-05-01", "2026-02-01" },
-  ["microsoft.authorization/roleassignments"] = { "2015-07-01", "2018-01-01-preview", "2018-09-01-preview",
-    "2020-04-01-preview", "2020-10-01-preview", "2022-04-01" },
-  ["microsoft.authorization/roledefinitions"] = { "2015-07-01", "2018-01-01-preview", "2022-04-01",
-    "2022-05-01-preview" },
-  ["microsoft.storage/storageaccounts"] = { "2019-06-01", "2021-04-01", "2021-06-01", "2021-08-01", "2021-09-01",
-    "2022-05-01", "2022-09-01", "2023-01-01", "2023-05-01", "2024-01-01", "2025-01-01", "2025-06-01" },
-}
+-- Supported api-versions per resource type (lower case): generated from the providers' REST specs
+-- (Azure/azure-rest-api-specs, each service's AutoRest readme.md) by tools/apiversions/generate.lua.
+M.API_VERSIONS = api_versions
 -- Types answered by ARM itself (InvalidApiVersionParameter) rather than a resource provider
 -- (NoRegisteredProviderFound).
 local ARM_OWN = { ["microsoft.resources"] = true, ["microsoft.authorization"] = true }

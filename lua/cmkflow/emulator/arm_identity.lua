@@ -75,7 +75,8 @@ function M.handle(ctx, rest)
         .. "group '%s'. A resource with the same name cannot be created in location '%s'. Please select a new "
         .. "resource name."):format(name, rec.body.location, ctx.rg, loc))
     end
-    rec.body.tags = body.tags or rec.body.tags
+    -- PUT replaces (ARM's create-or-replace): tags left out are gone
+    rec.body.tags = body.tags
     rec.body.properties.isolationScope = isolation
     return ctx:json(200, view(ctx, rec))
   end

@@ -5,6 +5,7 @@
 -- accessPolicies, enablePurgeProtection, softDeleteRetentionInDays, vaultUri, ...);
 -- soft-deleted vaults in st.deleted_vaults[lower name] = { record, deletionDate, scheduledPurgeDate, location }.
 local core = require "cmkflow.core"
+local clouds = require "cmkflow.util.clouds"
 local arm = require "cmkflow.emulator.arm_context"
 local arm_keys = require "cmkflow.emulator.keyvault_arm_keys"
 local json = core.json
@@ -15,8 +16,8 @@ local TYPE = "Microsoft.KeyVault/vaults"
 M.TYPE = TYPE
 
 
-local VAULT_SUFFIX_BY_ARM = { ["management.azure.com"] = "vault.azure.net",
-  ["management.usgovcloudapi.net"] = "vault.usgovcloudapi.net", ["management.chinacloudapi.cn"] = "vault.azure.cn" }
+local VAULT_SUFFIX_BY_ARM = {}
+for _, c in pairs(clouds.CLOUDS) do VAULT_SUFFIX_BY_ARM[c.arm] = c.keyvault_suffix end
 
 -- The vault URI as clients of this origin reach it: public suffix through the real ARM hostname,
 -- {name}.vault.localhost:PORT on the single-origin layout.
@@ -60,6 +61,14 @@ function M.find_by_name(st, name)
   end
 end
 
+-- RegisteringDns becomes Succeeded once the vault's DNS name exists (the vault_dns delay).
+function M.settle(st, rec)
+  local p = rec.body.properties
+  if p.provisioningState == "RegisteringDns" and st:now() >= (rec.internal.dns_at or 0) then
+    p.provisioningState = "Succeeded"
+  end
+end
+
 -- Soft delete (DELETE, or the resource group going away).
 function M.on_delete(st, rec)
   local now = st:now()
@@ -76,6 +85,9 @@ local function deleted_view(ctx, d)
       scheduledPurgeDate = d.scheduledPurgeDate, tags = r.body.tags or json.object(),
       purgeProtectionEnabled = r.body.properties.enablePurgeProtection == true } }
 end
+
+-- What a PUT on an existing vault keeps of its properties (everything else is replaced).
+local KEPT_ON_REPLACE = { "vaultUri", "enableSoftDelete", "enablePurgeProtection", "softDeleteRetentionInDays" }
 
 local function bad(ctx, message) return ctx:error(400, "BadRequest", message) end
 
@@ -136,11 +148,15 @@ end
 
 local function vaults(ctx, rest)
   local st, method = ctx.st, ctx.req.method
-  if #rest == 1 then return arm.list_collection(ctx, TYPE) end
+  if #rest == 1 then
+    return arm.list_collection(ctx, TYPE, function(c, r) M.settle(c.st, r) return r.body end)
+  end
   if not ctx.rg then return nil end
   local name = rest[2]
   if #rest >= 3 then
     if rest[3]:lower() == "keys" then
+      local s, h, b = ctx:check_api(TYPE .. "/keys")
+      if s then return s, h, b end
       ctx.vault_name, ctx.key_path = name, { table.unpack(rest, 4) }
       return arm_keys.handle(st, ctx.req, ctx)
     end
@@ -150,6 +166,7 @@ local function vaults(ctx, rest)
   local ok, body, h, b = arm.resource_request(ctx, TYPE, id)
   if not ok then return body, h, b end -- body: the status of the answer
   local rec = arm.find(st, id)
+  if rec then M.settle(st, rec) end
   if method == "GET" then
     if not rec then return ctx:not_found(TYPE, name, ctx.rg) end
     return ctx:json(200, rec.body)
@@ -192,15 +209,21 @@ local function vaults(ctx, rest)
       st.resources[id:lower()] = gone.record
       return ctx:json(200, gone.record.body)
     end
-    if p.tenantId == nil then return bad(ctx, "The request is missing the required property 'tenantId'.") end
-    if p.sku == nil then return bad(ctx, "The request is missing the required property 'sku'.") end
   elseif rec.body.location ~= loc then
     return ctx:error(409, "InvalidResourceLocation", ("The resource '%s' already exists in location '%s' in resource "
       .. "group '%s'. A resource with the same name cannot be created in location '%s'. Please select a new resource "
       .. "name."):format(name, rec.body.location, ctx.rg, loc))
   end
+  -- PUT replaces the vault's settings: a property the body leaves out (networkAcls,
+  -- publicNetworkAccess, accessPolicies, ...) goes back to its default (Vaults - Create Or Update,
+  -- https://learn.microsoft.com/rest/api/keyvault/keyvault/vaults/create-or-update). Kept: the
+  -- read-only vaultUri and what cannot be undone (soft delete, purge protection).
+  if p.tenantId == nil then return bad(ctx, "The request is missing the required property 'tenantId'.") end
+  if p.sku == nil then return bad(ctx, "The request is missing the required property 'sku'.") end
   local props = {}
-  if rec then for k, v in pairs(rec.body.properties) do props[k] = v end end
+  if rec then
+    for _, k in ipairs(KEPT_ON_REPLACE) do props[k] = rec.body.properties[k] end
+  end
   local es, eh, eb = apply(ctx, props, p, rec == nil)
   if es then return es, eh, eb end
   if props.enableSoftDelete == nil then props.enableSoftDelete = true end
@@ -210,16 +233,20 @@ local function vaults(ctx, rest)
   end
   props.accessPolicies = props.accessPolicies or json.array()
   props.vaultUri = props.vaultUri or M.vault_uri(ctx.req, name)
-  props.provisioningState = "Succeeded"
+  -- (without a vault_dns delay the name exists at once: Succeeded, so clients do not poll)
+  props.provisioningState = rec and props.provisioningState
+    or ((st.knobs.delays.vault_dns or 0) > 0 and "RegisteringDns" or "Succeeded")
   props.publicNetworkAccess = props.publicNetworkAccess or "Enabled"
   props.createMode = nil
   if rec then
     rec.body.properties = props
-    if type(body.tags) == "table" then rec.body.tags = body.tags end
+    rec.body.tags = type(body.tags) == "table" and body.tags or json.object()
     return ctx:json(200, rec.body)
   end
+  -- a new vault registers its DNS name first (provisioningState RegisteringDns, then Succeeded);
+  -- until then its data plane is an unknown host (keyvault.lua), https://learn.microsoft.com/azure/key-vault/general/overview
   rec = { id = id, type = TYPE, tenant = ctx.tid, subscription = ctx.sub, resource_group = ctx.rg:lower(),
-    visible_at = st:now(), internal = {},
+    visible_at = st:now(), internal = { dns_at = st:visible_from("vault_dns") },
     body = { id = id, name = name, type = TYPE, location = loc, tags = body.tags or json.object(), properties = props,
              systemData = { createdBy = ctx.claims.appid or ctx.oid, createdByType = "Application", createdAt = st:iso(),
                             lastModifiedBy = ctx.claims.appid or ctx.oid, lastModifiedByType = "Application",

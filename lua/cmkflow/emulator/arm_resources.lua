@@ -141,7 +141,9 @@ function M.group(ctx)
       return ctx:error(409, "InvalidResourceGroupLocation", ("Invalid resource group location '%s'. The Resource "
         .. "group already exists in location '%s'."):format(loc, rec.body.location))
     end
-    rec.body.tags = body.tags or rec.body.tags
+    -- PUT replaces: what the body leaves out is gone (ARM's create-or-replace,
+    -- https://github.com/Azure/azure-resource-manager-rpc/blob/master/v1.0/resource-api-reference.md)
+    rec.body.tags, rec.body.managedBy = body.tags, body.managedBy
     return ctx:json(200, rec.body)
   end
   rec = { id = id, type = RG_TYPE, tenant = ctx.tid, subscription = ctx.sub, resource_group = ctx.rg:lower(),

@@ -176,6 +176,24 @@ local function build(ctx, name, req, old, creating)
       minimumTlsVersion = props.minimumTlsVersion or oldp.minimumTlsVersion or "TLS1_2",
       supportsHttpsTrafficOnly = props.supportsHttpsTrafficOnly ~= false,
     } }
+  -- Leaving a customer-managed key: Storage unwraps the account encryption key with it one last
+  -- time to protect it with a Microsoft-managed key, so the old key must still be usable (see
+  -- docs/emulator.md, "Offboarding after a revoke")
+  local oldp_enc = oldp.encryption
+  if old and enc.keySource ~= "Microsoft.Keyvault" and type(oldp_enc) == "table"
+     and oldp_enc.keySource == "Microsoft.Keyvault" then
+    local identity_id = oldp_enc.identity and oldp_enc.identity.userAssignedIdentity
+    local result, status, code, message = cmk_check(st, { tenant = ctx.tenant, tenant_id = ctx.tid,
+      resource_id = ctx.account_id, subscription = ctx.sub, account = old.body, account_id = ctx.account_id,
+      identity = identity_id and ob.identity and ob.identity.userAssignedIdentities
+        and ob.identity.userAssignedIdentities[identity_id],
+      keyvaultproperties = oldp_enc.keyvaultproperties, previous = old.body, req = ctx.req, api_version = ctx.api_version })
+    if not result then
+      if type(status) == "table" then status, code, message = status.status, status.code, status.message end
+      return nil, ctx:error(status or 400, code or "KeyVaultAccessForbidden", (message or "") ..
+        " Switching to Microsoft-managed keys needs the current customer-managed key once more.")
+    end
+  end
   if enc.keySource == "Microsoft.Keyvault" then
     local cctx = { tenant = ctx.tenant, tenant_id = ctx.tid, resource_id = ctx.account_id, subscription = ctx.sub, account = body,
       account_id = ctx.account_id, identity = enc.identity and enc.identity.userAssignedIdentity
@@ -261,6 +279,18 @@ local function accounts(ctx, rest)
     return ctx:error(409, "InvalidResourceLocation", ("The resource '%s' already exists in location '%s' in resource "
       .. "group '%s'. A resource with the same name cannot be created in location '%s'. Please select a new resource "
       .. "name."):format(name, rec.body.location, ctx.rg, arm.location(req_body.location)))
+  end
+  local quota = not rec and (st.knobs.throttling.storage or {}).accounts_per_region
+  if quota then
+    local loc, n = arm.location(req_body.location), 0
+    for _, r in ipairs(arm.records(st, TYPE, "/subscriptions/" .. ctx.sub)) do
+      if r.body.location == loc then n = n + 1 end
+    end
+    -- https://learn.microsoft.com/azure/storage/common/scalability-targets-standard-account
+    if n >= quota then
+      return ctx:error(409, "SubscriptionQuotaExceeded", ("Subscription %s already contains %d storage accounts in "
+        .. "location %s and the maximum allowed is %d."):format(ctx.sub, n, loc, quota))
+    end
   end
   local body, es, eh, eb = build(ctx, name, req_body, rec, rec == nil)
   if not body then return es, eh, eb end

@@ -26,16 +26,19 @@ end
 
 -- The options of `cmkflow emulator` (for lua/cmkflow/cli.lua's parser).
 M.OPTIONS = { listen = "value", seed = "value", state = "value", ["ca-cert"] = "value",
-              delay = "list", fault = "list", throttle = "list", knobs = "value" }
+              delay = "list", fault = "list", throttle = "list", knobs = "value", profile = "value" }
 
 M.USAGE = [[
+  --profile instant|realistic  instant (default): no latency, no visibility delays; realistic: seeded
+                              per-operation latency and Azure's replication delays (docs/emulator.md)
   --delay KIND=SECONDS        eventual-consistency delay; KIND: service_principal, federated_credential,
                               role_assignment (repeatable)
   --fault SERVICE:METHOD:STATUS[:key=value]...
                               a fault rule; SERVICE: entra, graph, arm, keyvault, imds or *; METHOD: an HTTP
                               method or *; STATUS: 100-599, or 'drop' (close the connection) or 'delay'
                               (latency only); keys: count, after, probability, latency_ms, path, host (repeatable)
-  --throttle arm.reads=N | arm.writes=N
+  --throttle arm|graph|keyvault|storage   that service's published limits (docs/emulator.md)
+  --throttle arm.reads=N | arm.writes=N | graph.requests=N | keyvault.requests=N | storage.writes=N ...
                               ARM token buckets, N requests per minute (repeatable)
   --knobs FILE.json           knobs as in the seed's "knobs" field ({delays, faults, throttling,
                               lro_retry_after_s, key_material})]]
@@ -74,7 +77,7 @@ local function parse_fault(text)
   return rule
 end
 
--- Knobs from --knobs FILE, then --delay, --fault and --throttle. Returns knobs (or nil when none
+-- Knobs from --knobs FILE, then --profile, --delay, --fault and --throttle. Returns knobs (or nil when none
 -- were given), or nil, message naming the option.
 function M.parse_knobs(opts)
   local knobs, any = { faults = {} }, false
@@ -85,6 +88,9 @@ function M.parse_knobs(opts)
     if type(decoded) ~= "table" then return nil, "--knobs: " .. opts.knobs .. " is not a JSON object: " .. tostring(err) end
     knobs, any = decoded, true
     knobs.faults = knobs.faults or {}
+  end
+  if opts.profile then
+    knobs.profile, any = opts.profile, true -- the flags below go on top of the profile
   end
   for _, d in ipairs(opts.delay or {}) do
     local k, v = d:match("^([%w_]+)=(.*)$")
@@ -100,13 +106,21 @@ function M.parse_knobs(opts)
     any = true
   end
   for _, t in ipairs(opts.throttle or {}) do
-    local kind, n = t:match("^arm%.(%a+)=(%d+)$")
-    if not kind or (kind ~= "reads" and kind ~= "writes") then
-      return nil, "--throttle needs arm.reads=N or arm.writes=N (requests per minute), got '" .. t .. "'"
-    end
     knobs.throttling = knobs.throttling or {}
-    knobs.throttling.arm = knobs.throttling.arm or {}
-    knobs.throttling.arm[kind .. "_per_minute"] = math.tointeger(tonumber(n))
+    local kind, n = t:match("^arm%.(%a+)=(%d+)$")
+    local service, field, value = t:match("^(%a+)%.([%a_]+)=(%d+)$")
+    if knob_rules.PUBLISHED_LIMITS[t] then
+      knobs.throttling[t] = "published"
+    elseif kind == "reads" or kind == "writes" then
+      knobs.throttling.arm = type(knobs.throttling.arm) == "table" and knobs.throttling.arm or {}
+      knobs.throttling.arm[kind .. "_per_minute"] = math.tointeger(tonumber(n))
+    elseif service and service ~= "arm" and knob_rules.PUBLISHED_LIMITS[service] then
+      knobs.throttling[service] = type(knobs.throttling[service]) == "table" and knobs.throttling[service] or {}
+      knobs.throttling[service][field] = math.tointeger(tonumber(value))
+    else
+      return nil, "--throttle needs arm.reads=N or arm.writes=N (requests per minute), SERVICE for its published "
+        .. "limits (arm, graph, keyvault, storage) or SERVICE.FIELD=N, got '" .. t .. "'"
+    end
     any = true
   end
   if not any then return nil end

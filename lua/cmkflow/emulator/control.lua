@@ -16,6 +16,7 @@ local json = core.json
 local respond = require "cmkflow.emulator.respond"
 local knobs = require "cmkflow.emulator.knobs"
 local pattern = require "cmkflow.emulator.pattern"
+local profiles = require "cmkflow.emulator.profiles"
 local state = require "cmkflow.emulator.state"
 
 local M = {}
@@ -67,15 +68,30 @@ local function apply_knobs(st, k)
     if k[name] ~= nil then st.knobs[name] = k[name] end
   end
   for name, v in pairs(k.delays or {}) do st.knobs.delays[name] = v end
+  if k.profile == "instant" then
+    st.knobs.latency = nil
+    for name in pairs(st.knobs.delays) do if k.delays[name] == nil then st.knobs.delays[name] = nil end end
+  end
+  if k.latency and next(k.latency) then
+    st.knobs.latency = st.knobs.latency or {}
+    for name, v in pairs(k.latency) do st.knobs.latency[name] = v end
+  end
   for _, rule in ipairs(k.faults or {}) do M.add_fault(st, rule) end
   if k.throttling then
     for name, v in pairs(k.throttling) do st.knobs.throttling[name] = v end
   end
 end
 
--- Knobs from the seed, then from config.knobs (the CLI's --delay/--fault/--throttle/--knobs).
+-- Knobs from the seed (its `profile`, then its `knobs`), then from config.knobs (the CLI's
+-- --profile/--delay/--fault/--throttle/--knobs).
 function M.init(st, config)
   ctl(st)
+  if st.seed and st.seed.profile ~= nil then
+    if not profiles.NAMES[st.seed.profile] then
+      error("seed: profile must be \"instant\" or \"realistic\" (got " .. tostring(st.seed.profile) .. ")", 0)
+    end
+    apply_knobs(st, knobs.validate_knobs({ profile = st.seed.profile }, "seed"))
+  end
   if st.seed and st.seed.knobs then apply_knobs(st, knobs.validate_knobs(st.seed.knobs, "seed: knobs")) end
   if config and config.knobs then apply_knobs(st, knobs.validate_knobs(config.knobs, "knobs")) end
 end
@@ -205,6 +221,55 @@ local function take(st, req, cfg)
   return false, header, 0, wait, scope_kind, scope, kind
 end
 
+-- Takes one token from bucket `key` (capacity n, refilled n/per_s per second). Returns ok, wait_s.
+local function take_from(st, key, n, per_s)
+  local c = ctl(st)
+  local now = st:now()
+  local b = c.buckets[key]
+  if not b then b = { tokens = n, t = now } c.buckets[key] = b end
+  local rate = n / per_s
+  b.tokens = math.min(n, b.tokens + math.max(0, now - b.t) * rate)
+  b.t = now
+  if b.tokens >= 1 then b.tokens = b.tokens - 1 return true end
+  return false, math.max(1, math.ceil((1 - b.tokens) / rate))
+end
+
+local function claims_of(req)
+  local token = (req.headers.authorization or ""):match("^[Bb]earer%s+(%S+)$")
+  local ok, _, claims = pcall(core.jose.decode, token or "")
+  return ok and type(claims) == "table" and claims or {}
+end
+
+-- Graph, Key Vault and the Storage resource provider's throttling (knobs.check_throttling): the
+-- 429 in the service's own envelope with Retry-After, or nil to let the request through.
+local function service_throttle(st, req, service)
+  local t = st.knobs.throttling
+  if service == "graph" and t.graph then
+    local c = claims_of(req)
+    local ok, wait = take_from(st, "graph:" .. tostring(c.tid) .. ":" .. tostring(c.appid or c.azp),
+      t.graph.requests, t.graph.per_seconds)
+    -- https://learn.microsoft.com/graph/throttling
+    if not ok then return wait, respond.graph_error(req, 429, "TooManyRequests", "Too many requests.") end
+  elseif service == "keyvault" and t.keyvault then
+    local ok, wait = take_from(st, "keyvault:" .. tostring(req.vault), t.keyvault.requests, t.keyvault.per_seconds)
+    -- https://learn.microsoft.com/azure/key-vault/general/overview-throttling
+    if not ok then
+      return wait, respond.kv_error(req, 429, "Throttled", "Request was not processed because too many requests "
+        .. "were received. Reason: too many transactions for this vault; retry after the Retry-After interval.")
+    end
+  elseif service == "arm" and t.storage and t.storage.writes and req.method ~= "GET" and req.method ~= "HEAD"
+         and (req.service_path or req.path or ""):lower():find("/providers/microsoft.storage/", 1, true) then
+    local sub = (req.service_path or req.path or ""):match("^/[Ss]ubscriptions/([%x%-]+)") or "none"
+    local ok, wait = take_from(st, "storage:" .. sub:lower(), t.storage.writes, t.storage.per_seconds or 3600)
+    if not ok then
+      return wait, respond.arm_error(req, 429, "TooManyRequests", "The request is being throttled as the limit has "
+        .. "been reached for operation type - Write_ObservationWindow_3600. For more information, see - "
+        .. "https://aka.ms/srpthrottlinglimits")
+    end
+  end
+  return nil
+end
+
 -- ---- hooks --------------------------------------------------------------------------------------
 
 -- A rule with `after = N` lets its first N matching requests through untouched (counting down).
@@ -236,6 +301,21 @@ function M.before(st, req, service)
       info.delay_ms = rule.latency_ms
       return false, nil, nil, nil, rule.latency_ms -- latency only: the service still answers
     end
+  end
+  local wait, status, headers, body = service_throttle(st, req, service)
+  if wait then
+    headers["retry-after"] = tostring(wait)
+    info.throttled = true
+    return true, status, headers, body
+  end
+  -- the profile's latency for this operation (a seeded log-normal draw)
+  local latency = st.knobs.latency
+  local op = latency and profiles.operation(service, req)
+  if op and latency[op] then
+    local c = ctl(st)
+    c.latency_n = (c.latency_n or 0) + 1
+    info.delay_ms = math.floor(profiles.sample(latency[op], st.random_seed or 0, c.latency_n) * 1000)
+    return false, nil, nil, nil, info.delay_ms
   end
   local cfg = service == "arm" and st.knobs.throttling.arm
   if cfg then

@@ -7,6 +7,7 @@ local core = require "cmkflow.core"
 local form = require "cmkflow.form"
 local respond = require "cmkflow.emulator.respond"
 local tokens = require "cmkflow.emulator.tokens"
+local clouds = require "cmkflow.util.clouds"
 local grant = require "cmkflow.emulator.entra_grant"
 local crypto, json = core.crypto, core.json
 
@@ -29,7 +30,7 @@ local function aad_fail(req, e) return respond.aad_error(req, e.error, e.aadsts,
 
 local DISCOVERY_HEADERS = { ["cache-control"] = "max-age=86400, private", ["access-control-allow-origin"] = "*" }
 
-local function oidc_v2(req, tid)
+local function oidc_v2(req, tid, t)
   local o = origin(req)
   local b = o .. "/" .. tid
   return respond.json(req, 200, {
@@ -41,7 +42,7 @@ local function oidc_v2(req, tid)
     id_token_signing_alg_values_supported = json.array { "RS256" },
     response_types_supported = json.array { "code", "id_token", "code id_token", "id_token token" },
     scopes_supported = json.array { "openid", "profile", "email", "offline_access" },
-    issuer = tokens.issuer_v2(tid),
+    issuer = tokens.issuer_v2(tid, t and t.cloud),
     request_uri_parameter_supported = false,
     userinfo_endpoint = "https://graph.microsoft.com/oidc/userinfo",
     authorization_endpoint = b .. "/oauth2/v2.0/authorize",
@@ -55,7 +56,7 @@ local function oidc_v2(req, tid)
   }, DISCOVERY_HEADERS)
 end
 
-local function oidc_v1(req, tid)
+local function oidc_v1(req, tid, t)
   local b = origin(req) .. "/" .. tid
   return respond.json(req, 200, {
     token_endpoint = b .. "/oauth2/token",
@@ -66,7 +67,7 @@ local function oidc_v1(req, tid)
     id_token_signing_alg_values_supported = json.array { "RS256" },
     response_types_supported = json.array { "code", "id_token", "code id_token", "token id_token", "token" },
     scopes_supported = json.array { "openid" },
-    issuer = tokens.issuer_v1(tid),
+    issuer = tokens.issuer_v1(tid, t and t.cloud),
     authorization_endpoint = b .. "/oauth2/authorize",
     device_authorization_endpoint = b .. "/oauth2/devicecode",
     end_session_endpoint = b .. "/oauth2/logout",
@@ -151,7 +152,8 @@ local function token_endpoint(st, req, tenant_ref, kind)
   else
     audiences[1] = o .. "/adfs/oauth2/token"
   end
-  local opts = { v1 = kind == "v1", adfs = kind == "adfs", basic = basic_auth(req), audiences = audiences }
+  local opts = { v1 = kind == "v1", adfs = kind == "adfs", basic = basic_auth(req), audiences = audiences,
+    cloud = clouds.of_host(req.host) }
   if kind == "adfs" and (f.scope == nil or f.scope == "") and f.resource then opts.v1 = true end
   local r, e = grant.client_credentials(st, tenant_ref, f, opts)
   if not r then return aad_fail(req, e) end
@@ -227,7 +229,8 @@ end
 local function with_tenant(st, req, ref, fn)
   if SPECIAL_TENANTS[ref:lower()] then return fn("{tenantid}") end
   local t = st:tenant(ref)
-  if not t then
+  local host_cloud = clouds.of_host(req.host)
+  if not t or (host_cloud and host_cloud ~= (t.cloud or "azure")) then
     local _, e = grant.tenant_not_found(ref)
     return respond.aad_error(req, "invalid_tenant", e.aadsts, e.text)
   end
@@ -244,9 +247,9 @@ function M.handle(st, req, service)
   local ref, rest = path:match("^/([^/]+)(/.*)$")
   if ref then
     if rest == "/v2.0/.well-known/openid-configuration" then
-      return with_tenant(st, req, ref, function(tid) return oidc_v2(req, tid) end)
+      return with_tenant(st, req, ref, function(tid, t) return oidc_v2(req, tid, t) end)
     elseif rest == "/.well-known/openid-configuration" then
-      return with_tenant(st, req, ref, function(tid) return oidc_v1(req, tid) end)
+      return with_tenant(st, req, ref, function(tid, t) return oidc_v1(req, tid, t) end)
     elseif rest == "/discovery/v2.0/keys" or rest == "/discovery/keys" then
       return with_tenant(st, req, ref, function(_, t)
         if not t then return respond.json(req, 200, jwks_all(st), DISCOVERY_HEADERS) end

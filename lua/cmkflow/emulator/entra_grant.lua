@@ -10,6 +10,7 @@
 --   M.tenant_not_found(ref) -> nil, err;  M.SPECIAL_TENANTS, M.LIFETIME
 -- err = {error = oauth code, aadsts = number, text = message without the "AADSTSn: " prefix}.
 local core = require "cmkflow.core"
+local clouds = require "cmkflow.util.clouds"
 local tokens = require "cmkflow.emulator.tokens"
 local crypto, jose, json = core.crypto, core.jose, core.json
 
@@ -19,7 +20,6 @@ local JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 local EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
 local WIF_DOC = "https://learn.microsoft.com/entra/workload-id/workload-identity-federation"
 local CERT_DOC = "https://docs.microsoft.com/en-us/azure/active-directory/develop/active-directory-certificate-credentials"
-local PUBLIC_ORIGIN = "https://login.microsoftonline.com"
 local LIFETIME = 3599
 
 -- ---- errors ---------------------------------------------------------------------------------
@@ -69,14 +69,29 @@ local KNOWN = {
   [EXCHANGE_AUDIENCE:lower()] = "exchange", [tokens.TOKEN_EXCHANGE_APP] = "exchange",
 }
 local API = {
-  arm = { name = "arm", aud = "https://management.azure.com/", version = "1.0" },
-  graph = { name = "graph", aud = "https://graph.microsoft.com", version = "1.0" },
-  kv = { name = "kv", aud = "https://vault.azure.net", version = "1.0" },
-  exchange = { name = "exchange", aud = tokens.TOKEN_EXCHANGE_APP, version = "2.0" },
+  arm = { name = "arm", aud = "https://management.azure.com/", version = "1.0", cloud = "azure" },
+  graph = { name = "graph", aud = "https://graph.microsoft.com", version = "1.0", cloud = "azure" },
+  kv = { name = "kv", aud = "https://vault.azure.net", version = "1.0", cloud = "azure" },
+  exchange = { name = "exchange", aud = tokens.TOKEN_EXCHANGE_APP, version = "2.0", cloud = "azure" },
 }
+-- The other clouds' resources: "cloud:kind" -> API (the token's aud is the resource URI; a token
+-- exchange token's aud is the cloud's exchange audience itself).
+for _, cloud in ipairs(clouds.NAMES) do
+  if cloud ~= "azure" then
+    for _, kind in ipairs { "arm", "graph", "kv" } do
+      local uri = clouds.resource(cloud, kind)
+      KNOWN[uri:gsub("/+$", ""):lower()] = cloud .. ":" .. kind
+      API[cloud .. ":" .. kind] = { name = kind, aud = uri, version = "1.0", cloud = cloud }
+    end
+    local exchange = clouds.CLOUDS[cloud].token_exchange_audience
+    KNOWN[exchange:lower()] = cloud .. ":exchange"
+    API[cloud .. ":exchange"] = { name = "exchange", aud = exchange, version = "2.0", cloud = cloud }
+  end
+end
 
 -- The API a resource identifier names (trailing slashes ignored; the single-origin forms
 -- https://127.0.0.1:PORT[/] = ARM, …/graph = Graph, https://vault.localhost[:PORT] = Key Vault).
+-- api.cloud names the cloud of a sovereign cloud's resource (nil: public or single origin).
 function M.resource(text)
   if type(text) ~= "string" or text == "" then return nil end
   local r = text:gsub("/+$", ""):lower()
@@ -142,7 +157,7 @@ local function issue_app_token(st, tenant, sp, api, acr, extra)
   if api.version == "2.0" then
     claims.azp, claims.azpacr = sp.appId, acr
   else
-    claims.appid, claims.appidacr, claims.idp = sp.appId, acr, tokens.issuer_v1(tenant.id)
+    claims.appid, claims.appidacr, claims.idp = sp.appId, acr, tokens.issuer_v1(tenant.id, tenant.cloud)
   end
   if api.name == "graph" and sp.app_roles and #sp.app_roles > 0 then claims.roles = json.array(sp.app_roles) end
   for k, v in pairs(extra or {}) do claims[k] = v end
@@ -208,23 +223,27 @@ local function check_certificate_assertion(st, app, assertion, header, claims, a
   return true
 end
 
--- The emulator tenant whose issuer iss is, or nil.
+-- The emulator tenant whose issuer iss is (in the tenant's own cloud), or nil.
 local function issuer_tenant(st, iss)
-  local tid = iss:match("^https://login%.microsoftonline%.com/([%x%-]+)/v2%.0$") or iss:match("^https://sts%.windows%.net/([%x%-]+)/$")
+  local cloud, tid = clouds.parse_issuer(iss)
   local t = tid and st.tenants[tid]
-  return t
+  return t and (t.cloud or "azure") == cloud and t or nil
 end
 
 -- Federated assertion: matched exactly on issuer, subject (case-sensitive) and audience against the
 -- FICs of the client's HOME application; signature, token type and expiry for emulator issuers.
-local function check_federated_assertion(st, app, assertion, claims)
+local function check_federated_assertion(st, app, assertion, claims, cloud)
   local iss, sub = claims.iss, claims.sub
   if type(iss) ~= "string" or type(sub) ~= "string" then
     return err("invalid_client", 50027, "JWT token is invalid or malformed.")
   end
+  -- Entra of cloud C accepts only C's exchange audience: a credential naming another cloud's
+  -- audience never matches (AADSTS700212 below)
+  local own = clouds.CLOUDS[cloud or "azure"].token_exchange_audience
   local auds = {}
   for _, a in ipairs(aud_list(claims.aud)) do
-    auds[#auds + 1] = (a == tokens.TOKEN_EXCHANGE_APP) and EXCHANGE_AUDIENCE or a
+    a = (a == tokens.TOKEN_EXCHANGE_APP) and EXCHANGE_AUDIENCE or a
+    if a == own then auds[#auds + 1] = a end
   end
   local function aud_matches(fic)
     for _, fa in ipairs(fic.audiences or {}) do
@@ -293,7 +312,10 @@ end
 -- tenant GUID or the segment as sent, plus opts.audiences).
 local function assertion_audiences(tenant, tenant_ref, extra)
   local set = {}
-  for _, origin in ipairs { PUBLIC_ORIGIN, "https://login.windows.net", "https://login.microsoft.com" } do
+  local c = clouds.CLOUDS[tenant.cloud or "azure"]
+  local origins = { "https://" .. c.login }
+  for _, a in ipairs(c.login_aliases) do origins[#origins + 1] = "https://" .. a end
+  for _, origin in ipairs(origins) do
     for _, t in ipairs { tenant.id, tenant_ref } do
       set[origin .. "/" .. t .. "/oauth2/v2.0/token"] = true
       set[origin .. "/" .. t .. "/oauth2/token"] = true
@@ -333,7 +355,10 @@ function M.client_credentials(st, tenant_ref, f, opts)
         .. "endpoints. Please use the /organizations or tenant-specific endpoint.")
     end
     tenant = st:tenant(tenant_ref)
-    if not tenant then return tenant_not_found(tenant_ref or "") end
+    -- a tenant lives in one cloud: another cloud's login host does not know it
+    if not tenant or (opts.cloud and opts.cloud ~= (tenant.cloud or "azure")) then
+      return tenant_not_found(tenant_ref or "")
+    end
   end
   local resource, e
   if opts.v1 then
@@ -374,7 +399,7 @@ function M.client_credentials(st, tenant_ref, f, opts)
       ok, e = check_certificate_assertion(st, app, assertion, header, claims,
         assertion_audiences(tenant, tenant_ref, opts.audiences))
     else
-      ok, e = check_federated_assertion(st, app, assertion, claims)
+      ok, e = check_federated_assertion(st, app, assertion, claims, tenant.cloud)
     end
     if not ok then return nil, e end
     acr = "2"
@@ -385,7 +410,10 @@ function M.client_credentials(st, tenant_ref, f, opts)
     acr = "1"
   end
   local api = M.resource(resource)
-  if not api then return resource_not_found(resource, tenant) end
+  -- another cloud's resource is unknown to this tenant's cloud (AADSTS500011)
+  if not api or (api.cloud and api.cloud ~= (tenant.cloud or "azure")) then
+    return resource_not_found(resource, tenant)
+  end
   local token, claims = issue_app_token(st, tenant, sp, api, acr)
   return { token = token, claims = claims, api = api, resource = resource, tenant = tenant }
 end
@@ -404,13 +432,15 @@ function M.managed_identity_token(st, identity, resource)
   local tenant = st.tenants[identity.tenant or ""]
   if not tenant then return tenant_not_found(tostring(identity.tenant)) end
   local api = M.resource(resource)
-  if not api then return resource_not_found(tostring(resource), tenant) end
+  if not api or (api.cloud and api.cloud ~= (tenant.cloud or "azure")) then
+    return resource_not_found(tostring(resource), tenant)
+  end
   local claims = { aud = api.aud, oid = identity.principalId, sub = identity.principalId, idtyp = "app",
     xms_mirid = identity.resource_id }
   if api.version == "2.0" then
     claims.azp, claims.azpacr = identity.clientId, "2"
   else
-    claims.appid, claims.appidacr, claims.idp = identity.clientId, "2", tokens.issuer_v1(tenant.id)
+    claims.appid, claims.appidacr, claims.idp = identity.clientId, "2", tokens.issuer_v1(tenant.id, tenant.cloud)
   end
   local token = tokens.issue(st, tenant, claims, api.version, LIFETIME)
   return token, claims, api

@@ -5,6 +5,7 @@
 -- https://learn.microsoft.com/graph/api/resources/federatedidentitycredential
 -- M.routes: route key -> {METHOD = fn(st, req, tenant, keys, body)}, merged by graph.lua.
 local core = require "cmkflow.core"
+local clouds = require "cmkflow.util.clouds"
 local respond = require "cmkflow.emulator.respond"
 local odata = require "cmkflow.emulator.graph_odata"
 local applications = require "cmkflow.emulator.graph_applications"
@@ -124,6 +125,25 @@ local function check_fic(req, app, body, existing)
   end
 end
 
+-- A credential whose issuer is Entra ID itself (one of the emulator's tenants) names as subject the
+-- object id of a service principal (a managed identity's) that "needs to exist in the tenant"
+-- (https://learn.microsoft.com/graph/api/resources/federatedidentitycredential): one that has not
+-- replicated yet is refused. The detail code SubjectNotFound is ours (Graph's text only).
+local function subject_missing(st, req, body, existing)
+  if body.issuer == nil and body.subject == nil then return nil end
+  local issuer = body.issuer or (existing and existing.issuer)
+  local subject = body.subject or (existing and existing.subject)
+  local cloud, tid = clouds.parse_issuer(issuer)
+  local tenant = tid and st.tenants[tid:lower()]
+  if not tenant or (tenant.cloud or "azure") ~= cloud then return nil end
+  local sp = tenant.service_principals[lower(subject)]
+  if sp and st:visible(sp) then return nil end
+  return table.pack(err(req, 400, "InvalidFederatedIdentityCredentialValue", ("The subject '%s' of a federated "
+    .. "identity credential for the Microsoft Entra issuer '%s' must be the object id of a service principal in "
+    .. "that tenant; none was found."):format(subject, issuer),
+    { { code = "SubjectNotFound", target = "subject", message = "No service principal with this object id." } }))
+end
+
 local function store_fic(fic, body)
   for _, k in ipairs { "issuer", "subject" } do
     if body[k] ~= nil then fic[k] = body[k] end
@@ -134,7 +154,7 @@ local function store_fic(fic, body)
 end
 
 local function create_fic(st, req, app, body)
-  local e = check_fic(req, app, body, nil)
+  local e = check_fic(req, app, body, nil) or subject_missing(st, req, body, nil)
   if e then return table.unpack(e, 1, e.n) end
   local fic = st:add_federated_credential(app, { name = body.name, issuer = body.issuer, subject = body.subject,
     audiences = { body.audiences[1] }, description = type(body.description) == "string" and body.description or nil })
@@ -188,7 +208,7 @@ H["applications/{}/federatedIdentityCredentials/{}"] = {
       end
       return table.unpack(e, 1, e.n)
     end
-    local perr = check_fic(req, app, body, fic)
+    local perr = check_fic(req, app, body, fic) or subject_missing(st, req, body, fic)
     if perr then return table.unpack(perr, 1, perr.n) end
     store_fic(fic, body)
     fic.visible_at = st:visible_from("federated_credential")

@@ -7,10 +7,21 @@
 local respond = require "cmkflow.emulator.respond"
 local auth = require "cmkflow.emulator.keyvault_auth"
 local keys = require "cmkflow.emulator.keyvault_keys"
+local api_versions = require "cmkflow.emulator.api_versions"
+local store = require "cmkflow.emulator.keyvault_store"
 
 local ipairs, tostring = ipairs, tostring
 
 local M = {}
+
+-- The api-versions of the Key Vault keys data plane (Azure/azure-rest-api-specs,
+-- specification/keyvault/data-plane/Keys/readme.md and the legacy data-plane readme), and the
+-- newest stable one, which Key Vault names when it refuses an unknown version.
+local KNOWN_VERSIONS, LATEST_STABLE = {}, nil
+for _, v in ipairs(api_versions.keyvault) do
+  KNOWN_VERSIONS[v] = true
+  if not v:find("preview", 1, true) then LATEST_STABLE = v end
+end
 
 -- Route table: method, path pattern, op, auth op. Fixed words match in any case; the key name
 -- keeps the case the caller used; an empty version segment ("/keys/k//wrapkey") means latest.
@@ -54,6 +65,9 @@ end
 
 function M.handle(st, req)
   local vault = st:vault(req.vault or "")
+  -- a vault whose DNS name is not registered yet is, to a client, a host that does not resolve:
+  -- the connection closes without an answer
+  if vault and not store.dns_ready(st, vault) then return nil end
   if not vault then
     return respond.kv_error(req, 404, "VaultNotFound", "The vault '" .. tostring(req.vault) ..
       "' does not exist (Azure would fail to resolve its DNS name).")
@@ -62,8 +76,9 @@ function M.handle(st, req)
   if not claims then return s, h, b end
   local api = req.args and req.args["api-version"]
   if not api or api == "" then return keys.bad(req, vault, "The api-version parameter is missing") end
-  if not api:match("^7%.%d+") then
-    return keys.bad(req, vault, "The specified version (" .. api .. ") is not recognized. Consider using the latest supported version (7.6).")
+  if not KNOWN_VERSIONS[api] then
+    return keys.bad(req, vault, "The specified version (" .. api .. ") is not recognized. Consider using the latest "
+      .. "supported version (" .. LATEST_STABLE .. ").")
   end
   local path = (req.service_path or req.path or "/"):gsub("%?.*$", "")
   local r, name, version = route(req.method, path)

@@ -10,6 +10,7 @@ local core = require "cmkflow.core"
 local respond = require "cmkflow.emulator.respond"
 local rbac = require "cmkflow.emulator.rbac"
 local tokens = require "cmkflow.emulator.tokens"
+local clouds = require "cmkflow.util.clouds"
 local store = require "cmkflow.emulator.keyvault_store"
 
 local props = store.props
@@ -54,6 +55,11 @@ local function challenge(vault, req)
     local p = port == 443 and "" or (":" .. port)
     return ('Bearer authorization="https://127.0.0.1%s/%s", resource="https://vault.localhost%s"'):format(
       p, store.vault_tenant(vault), p)
+  end
+  local cloud = clouds.of_host(host)
+  if cloud and cloud ~= "azure" then -- a sovereign cloud's login host and Key Vault resource
+    return ('Bearer authorization="https://%s/%s", resource="%s"'):format(clouds.CLOUDS[cloud].login,
+      store.vault_tenant(vault), clouds.resource(cloud, "kv"))
   end
   return ('Bearer authorization="https://login.windows.net/%s", resource="%s"'):format(store.vault_tenant(vault), M.RESOURCE)
 end
@@ -127,7 +133,8 @@ function M.authenticate(st, req, vault)
     return nil, kv_error(req, vault, 401, "Unauthorized",
       "AKV10022: Invalid audience. Expected " .. M.RESOURCE .. ", found: " .. tostring(payload.aud) .. ".")
   elseif reason == "tenant" or reason == "issuer" then
-    local expected = { tokens.issuer_v1(store.vault_tenant(vault)) }
+    local vt = st.tenants[store.vault_tenant(vault)]
+    local expected = { tokens.issuer_v1(store.vault_tenant(vault), vt and vt.cloud) }
     for _, i in ipairs(FIRST_PARTY_ISSUERS) do expected[#expected + 1] = i end
     return nil, kv_error(req, vault, 401, "Unauthorized", "AKV10032: Invalid issuer. Expected one of " ..
       table.concat(expected, ", ") .. ", found " .. tostring(payload.iss) .. ".")

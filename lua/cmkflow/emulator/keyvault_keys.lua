@@ -222,6 +222,12 @@ local function crypto_op(opname)
       return key_not_found(req, vault, name)
     end
     if not ver.enabled then return disabled(req, vault, opname) end
+    local outside = opname == "wrapKey" and store.outside_window(ver, st:now())
+    if outside then
+      return kv_error(req, vault, 403, "Forbidden", "Operation " .. opname .. " is not allowed on " ..
+        (outside == "expired" and "an expired key." or "a key that is not yet valid."),
+        outside == "expired" and "KeyExpired" or "KeyNotYetValid")
+    end
     local allowed = false
     for _, op in ipairs(ver.key_ops or {}) do if op == opname then allowed = true end end
     if not allowed then

@@ -281,6 +281,19 @@ end
 
 
 M.store, M.expire, M.props, M.attributes, M.tags_of = store, expire, props, attributes, tags_of
+
+-- Does the vault's host name resolve yet (its DNS registered after the vault_dns delay)?
+function M.dns_ready(st, vault) return st:now() >= ((vault.internal or {}).dns_at or 0) end
+
+-- Where key version ver stands in its nbf/exp window at time now: nil (usable), "expired" or
+-- "not_yet_valid". Key Vault refuses encrypt, wrapKey and sign outside the window and still
+-- allows decrypt, unwrapKey and verify
+-- (https://learn.microsoft.com/azure/key-vault/keys/about-keys-details#date-time-controlled-operations).
+function M.outside_window(ver, now)
+  if type(ver.exp) == "number" and now >= ver.exp then return "expired" end
+  if type(ver.nbf) == "number" and now < ver.nbf then return "not_yet_valid" end
+  return nil
+end
 M.deleted_bundle, M.sorted_records, M.key_item = deleted_bundle, sorted_records, key_item
 M.apply_attributes, M.check_tags, M.check_key_ops = apply_attributes, check_tags, check_key_ops
 

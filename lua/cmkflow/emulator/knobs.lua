@@ -5,11 +5,12 @@
 --   knobs.check_scalars(t, path)  lro_retry_after_s (integer 0..600), key_material ("unique"|"pooled")
 --   knobs.check_scalar_knobs(t, path)  an object of scalar knobs only
 local pattern = require "cmkflow.emulator.pattern"
+local profiles = require "cmkflow.emulator.profiles"
 
 local M = {}
 
 M.SERVICES = { entra = true, graph = true, arm = true, keyvault = true, imds = true }
-M.DELAY_KINDS = { service_principal = true, federated_credential = true, role_assignment = true }
+M.DELAY_KINDS = { service_principal = true, federated_credential = true, role_assignment = true, vault_dns = true }
 local MAX_LATENCY_MS = 600000
 
 -- ---- validation -------------------------------------------------------------------------------
@@ -37,16 +38,45 @@ local function join_keys(t)
   return table.concat(out, ", ")
 end
 
--- Validates and normalises {service_principal?, federated_credential?, role_assignment?} (seconds).
+-- A distribution {median, p95, cap} in seconds (profiles.lua), checked; returns a copy.
+local function check_dist(v, path)
+  if not is_object(v) then bad(path, "must be a number of seconds >= 0 or {median, p95, cap}") end
+  only_fields(v, set_of("median", "p95", "cap"), path)
+  for _, f in ipairs { "median", "p95", "cap" } do
+    if type(v[f]) ~= "number" or v[f] <= 0 or v[f] ~= v[f] or v[f] == math.huge then
+      bad(path .. "." .. f, "must be a number of seconds > 0")
+    end
+  end
+  if v.p95 < v.median then bad(path .. ".p95", "must be >= median") end
+  return { median = v.median, p95 = v.p95, cap = v.cap }
+end
+
+-- Validates and normalises {service_principal?, federated_credential?, role_assignment?,
+-- vault_dns?}: seconds, or a distribution {median, p95, cap} drawn once per object.
 function M.check_delays(d, path)
   if not is_object(d) then bad(path, "must be an object") end
   local out = {}
   for k, v in pairs(d) do
     if not M.DELAY_KINDS[k] then bad(path, "has an unknown field '" .. tostring(k) .. "' (known: " .. join_keys(M.DELAY_KINDS) .. ")") end
-    if type(v) ~= "number" or v < 0 or v ~= v or v == math.huge then
-      bad(path .. "." .. k, "must be a number of seconds >= 0")
+    if type(v) == "table" then
+      out[k] = check_dist(v, path .. "." .. k)
+    else
+      if type(v) ~= "number" or v < 0 or v ~= v or v == math.huge then
+        bad(path .. "." .. k, "must be a number of seconds >= 0")
+      end
+      out[k] = v
     end
-    out[k] = v
+  end
+  return out
+end
+
+-- Validates {operation key = {median, p95, cap}} (profiles.operation's keys).
+local function check_latency(t, path)
+  if not is_object(t) then bad(path, "must be an object") end
+  local out = {}
+  for k, v in pairs(t) do
+    if not profiles.REALISTIC.latency[k] then bad(path, "has an unknown operation '" .. tostring(k) .. "'") end
+    out[k] = check_dist(v, path .. "." .. k)
   end
   return out
 end
@@ -117,19 +147,54 @@ function M.check_fault(f, path)
 end
 
 -- Validates {arm = {reads_per_minute?, writes_per_minute?}}; returns a normalised copy.
+-- Throttling per service, off unless configured. "published" (or `true`) takes the service's
+-- published limits (M.PUBLISHED_LIMITS); an object sets its own numbers:
+--   arm      {reads_per_minute?, writes_per_minute?}       per subscription (or tenant)
+--   graph    {requests, per_seconds}                       per application and tenant
+--   keyvault {requests, per_seconds}                       per vault
+--   storage  {writes?, per_seconds?, accounts_per_region?} Storage resource provider writes per
+--            subscription, and the storage accounts a subscription may have per region
+M.PUBLISHED_LIMITS = {
+  -- https://learn.microsoft.com/azure/azure-resource-manager/management/request-limits-and-throttling
+  -- (subscription: reads refill 25/s, writes 10/s: the sustained rates, per minute)
+  arm = { reads_per_minute = 1500, writes_per_minute = 600 },
+  -- https://learn.microsoft.com/graph/throttling-limits#identity-and-access-service-limits
+  -- (applications and service principals, a small tenant: 3,500 resource units per 10 s per app)
+  graph = { requests = 3500, per_seconds = 10 },
+  -- https://learn.microsoft.com/azure/key-vault/general/service-limits (4,000 transactions per
+  -- 10 s per vault for RSA 2048 software keys and for all other transactions)
+  keyvault = { requests = 4000, per_seconds = 10 },
+  -- https://learn.microsoft.com/azure/storage/common/scalability-targets-resource-provider
+  -- (1,200 write operations per hour) and
+  -- https://learn.microsoft.com/azure/storage/common/scalability-targets-standard-account
+  -- (250 storage accounts per region per subscription, by default)
+  storage = { writes = 1200, per_seconds = 3600, accounts_per_region = 250 },
+}
+local THROTTLE_FIELDS = {
+  arm = set_of("reads_per_minute", "writes_per_minute"),
+  graph = set_of("requests", "per_seconds"), keyvault = set_of("requests", "per_seconds"),
+  storage = set_of("writes", "per_seconds", "accounts_per_region"),
+}
+
 function M.check_throttling(t, path)
   if not is_object(t) then bad(path, "must be an object") end
-  only_fields(t, set_of("arm"), path)
+  only_fields(t, THROTTLE_FIELDS, path)
   local out = {}
-  if t.arm ~= nil then
-    if not is_object(t.arm) then bad(path .. ".arm", "must be an object") end
-    only_fields(t.arm, set_of("reads_per_minute", "writes_per_minute"), path .. ".arm")
-    out.arm = {}
-    for k, v in pairs(t.arm) do
-      if math.type(v) ~= "integer" or v < 1 then bad(path .. ".arm." .. k, "must be an integer >= 1") end
-      out.arm[k] = v
+  for service, fields in pairs(THROTTLE_FIELDS) do
+    local v = t[service]
+    if v == "published" or v == true then
+      out[service] = {}
+      for k, n in pairs(M.PUBLISHED_LIMITS[service]) do out[service][k] = n end
+    elseif v ~= nil then
+      if not is_object(v) then bad(path .. "." .. service, "must be \"published\" or an object") end
+      only_fields(v, fields, path .. "." .. service)
+      out[service] = {}
+      for k, n in pairs(v) do
+        if math.type(n) ~= "integer" or n < 1 then bad(path .. "." .. service .. "." .. k, "must be an integer >= 1") end
+        out[service][k] = n
+      end
+      if next(out[service]) == nil then out[service] = nil end
     end
-    if next(out.arm) == nil then out.arm = nil end
   end
   return out
 end
@@ -169,10 +234,26 @@ end
 function M.validate_knobs(knobs, path)
   path = path or "knobs"
   if not is_object(knobs) then bad(path, "must be an object") end
-  only_fields(knobs, set_of("delays", "faults", "throttling", "lro_retry_after_s", "key_material"), path)
+  only_fields(knobs, set_of("delays", "faults", "throttling", "lro_retry_after_s", "key_material", "profile",
+    "latency"), path)
   local out = M.check_scalars(knobs, path)
+  if knobs.profile ~= nil then
+    local base = type(knobs.profile) == "string" and profiles.knobs(knobs.profile)
+    if not base then bad(path .. ".profile", "must be \"instant\" or \"realistic\" (got " .. tostring(knobs.profile) .. ")") end
+    -- the profile first, the knobs given beside it on top
+    out.profile, out.latency = knobs.profile, base.latency
+    if out.lro_retry_after_s == nil then out.lro_retry_after_s = base.lro_retry_after_s end
+    out.delays = base.delays
+  end
+  if knobs.latency ~= nil then
+    out.latency = out.latency or {}
+    for k, v in pairs(check_latency(knobs.latency, path .. ".latency")) do out.latency[k] = v end
+  end
   out.faults = {}
-  if knobs.delays ~= nil then out.delays = M.check_delays(knobs.delays, path .. ".delays") end
+  if knobs.delays ~= nil then
+    out.delays = out.delays or {}
+    for k, v in pairs(M.check_delays(knobs.delays, path .. ".delays")) do out.delays[k] = v end
+  end
   if knobs.faults ~= nil then
     if type(knobs.faults) ~= "table" or (next(knobs.faults) ~= nil and knobs.faults[1] == nil) then
       bad(path .. ".faults", "must be an array")

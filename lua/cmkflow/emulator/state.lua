@@ -3,7 +3,7 @@
 -- lives in the server's Lua state; every service module reads and writes it through here.
 --
 -- Shapes (all ids lower-case GUID text unless noted):
---   st.tenants[tid] = { id, name, domain, key (cmkflow.key, RS256 signing), kid,
+--   st.tenants[tid] = { id, name, domain, cloud ("azure" | "usgov" | "china"), key (cmkflow.key, RS256 signing), kid,
 --                       subscriptions = {[sub] = {id, name, state}},
 --                       applications = {[object_id] = app}, service_principals = {[object_id] = sp} }
 --   app = { id, appId, displayName, uniqueName?, signInAudience, tenant, created,
@@ -26,7 +26,9 @@
 -- never emits them.
 local core = require "cmkflow.core"
 local rbac = require "cmkflow.emulator.rbac"
+local clouds = require "cmkflow.util.clouds"
 local knobs = require "cmkflow.emulator.knobs"
+local profiles = require "cmkflow.emulator.profiles"
 local crypto = core.crypto
 local json = core.json
 
@@ -75,6 +77,9 @@ function M.validate_seed(seed)
     if seen_t[tid] then fail(p .. ".id", "repeats tenant " .. tid) end
     seen_t[tid] = true
     check_string(t.name, p .. ".name", "^[%w%-_]+$", "letters, digits, '-' or '_'")
+    if t.cloud ~= nil and not clouds.CLOUDS[t.cloud] then
+      fail(p .. ".cloud", "must be one of " .. table.concat(clouds.NAMES, ", ") .. " (got '" .. tostring(t.cloud) .. "')")
+    end
     if t.domain ~= nil then
       check_string(t.domain, p .. ".domain", "^[%w%-]+%.[%w%-%.]+$", "a domain name like contoso.example")
       if seen_domain[t.domain:lower()] then fail(p .. ".domain", "repeats " .. t.domain) end
@@ -123,7 +128,7 @@ local function new_tenant(st, t)
   local tid = t.id:lower()
   local tenant = {
     id = tid, name = t.name, domain = (t.domain or (t.name .. ".onmicrosoft.com")):lower(),
-    key = key, kid = crypto.b64url_encode(crypto.sha256(key:jwk().n)):sub(1, 27),
+    cloud = t.cloud or "azure", key = key, kid = crypto.b64url_encode(crypto.sha256(key:jwk().n)):sub(1, 27),
     subscriptions = {}, applications = {}, service_principals = {},
   }
   for _, s in ipairs(t.subscriptions or {}) do
@@ -169,7 +174,12 @@ function State:advance(seconds) self.clock_offset = self.clock_offset + seconds 
 function State:iso(t) return os.date("!%Y-%m-%dT%H:%M:%SZ", t or self:now()) end
 
 -- The time at which an object created now becomes visible, per the eventual-consistency knob.
-function State:visible_from(kind) return self:now() + (self.knobs.delays[kind] or 0) end
+function State:visible_from(kind)
+  local d = self.knobs.delays[kind]
+  if type(d) ~= "table" then return self:now() + (d or 0) end
+  self.draws = (self.draws or 0) + 1 -- a profile's distribution: one seeded draw per object
+  return self:now() + math.floor(profiles.sample(d, self.random_seed, self.draws) + 0.5)
+end
 function State:visible(obj) return obj ~= nil and (obj.visible_at or 0) <= self:now() end
 
 -- ---- directory helpers ----------------------------------------------------------------------
@@ -364,7 +374,7 @@ function State:dump()
     end
     local by = function(a, b) return tostring(a.id or a.name) < tostring(b.id or b.name) end
     table.sort(apps, by) table.sort(sps, by) table.sort(fics, by) table.sort(resources, by) table.sort(assignments, by)
-    tenants[#tenants + 1] = { id = t.id, name = t.name, domain = t.domain,
+    tenants[#tenants + 1] = { id = t.id, name = t.name, domain = t.domain, cloud = t.cloud,
       subscriptions = sorted_values(t.subscriptions), applications = apps, federated_credentials = fics,
       service_principals = sps, resources = resources, role_assignments = assignments }
   end

@@ -19,6 +19,7 @@
 --   refresh(st, account_body, internal) -> changed (bool): a versionless key follows the key's newest
 --     version, at most once per st.knobs.key_version_check_s (default 86400 s) of the emulator's clock.
 local core = require "cmkflow.core"
+local clouds = require "cmkflow.util.clouds"
 local keyvault = require "cmkflow.emulator.keyvault_store"
 local keyvault_auth = require "cmkflow.emulator.keyvault_auth"
 local entra = require "cmkflow.emulator.entra_grant"
@@ -27,8 +28,9 @@ local crypto = core.crypto
 
 local M = {}
 
-M.EXCHANGE_RESOURCE = "api://AzureADTokenExchange"
-M.VAULT_SCOPE = "https://vault.azure.net/.default"
+-- The token-exchange audience and the Key Vault resource of a tenant's cloud.
+local function exchange_resource(tenant) return clouds.CLOUDS[tenant and tenant.cloud or "azure"].token_exchange_audience end
+local function vault_resource(tenant) return clouds.resource(tenant and tenant.cloud or "azure", "kv") end
 
 local SIZES = { [2048] = true, [3072] = true, [4096] = true }
 
@@ -75,12 +77,13 @@ end
 -- Obtains the Key Vault token claims Storage would use. Returns claims or nil, err.
 local function vault_claims(st, identity, uami, fic, vault_tenant)
   if fic then
-    local mi, e = entra.managed_identity_token(st, identity, M.EXCHANGE_RESOURCE)
+    local mi, e = entra.managed_identity_token(st, identity, exchange_resource(st.tenants[identity.tenant or ""]))
     if not mi then
       return fail("KeyVaultAccessTokenCannotBeAcquired", "The user-assigned identity '" .. uami .. "' cannot obtain a " ..
         "token from Microsoft Entra ID: AADSTS" .. tostring(e and e.aadsts) .. ": " .. tostring(e and e.text))
     end
-    local token, claims_or_err = entra.exchange(st, vault_tenant, fic, mi, M.VAULT_SCOPE)
+    local token, claims_or_err = entra.exchange(st, vault_tenant, fic, mi,
+      vault_resource(st.tenants[vault_tenant]) .. "/.default")
     if not token then
       local e2 = claims_or_err or {}
       return fail("KeyVaultAuthenticationFailure", "Gateway authentication failed for 'Microsoft.Storage'. " ..
@@ -90,7 +93,7 @@ local function vault_claims(st, identity, uami, fic, vault_tenant)
     end
     return claims_or_err
   end
-  local token, claims = entra.managed_identity_token(st, identity, "https://vault.azure.net")
+  local token, claims = entra.managed_identity_token(st, identity, vault_resource(st.tenants[identity.tenant or ""]))
   if not token then
     local e = claims or {}
     return fail("KeyVaultAccessTokenCannotBeAcquired", "The user-assigned identity '" .. uami .. "' cannot obtain a " ..
@@ -137,7 +140,7 @@ function M.check(st, ctx)
   end
   local base, vname = parse_vault_uri(kvp.keyvaulturi)
   local vault = vname and st:vault(vname)
-  if not vault then
+  if not vault or not keyvault.dns_ready(st, vault) then
     return fail("KeyVaultVaultNotFound", "The key vault is not found for encryption. ('" .. tostring(kvp.keyvaulturi) .. "')")
   end
   local vault_tenant = keyvault.vault_tenant(vault)
@@ -162,6 +165,12 @@ function M.check(st, ctx)
   local kid = keyvault.kid(base, rec, ver)
   if not ver.enabled then
     return fail("KeyVaultKeyDisabled", "The key vault key '" .. kid .. "' is disabled: Operation get is not allowed on a disabled key.")
+  end
+  local outside = keyvault.outside_window(ver, st:now())
+  if outside then
+    return fail(outside == "expired" and "KeyVaultKeyExpired" or "KeyVaultKeyNotYetValid", "The key vault key '" ..
+      kid .. "' " .. (outside == "expired" and "has expired" or "is not yet valid") ..
+      ": Operation wrapKey is not allowed outside the key's activation and expiration dates.")
   end
   if (ver.kty ~= "RSA" and ver.kty ~= "RSA-HSM") or not SIZES[ver.key_size or 0] then
     return fail("KeyVaultKeyTypeNotSupported", "The key vault key '" .. kid .. "' is " .. tostring(ver.kty) ..

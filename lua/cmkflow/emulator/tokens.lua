@@ -1,13 +1,15 @@
 -- Access tokens: real RS256 JWTs signed with each tenant's key, and their verification on every
 -- ARM, Graph and Key Vault call (signature, issuer, audience, tenant, expiry).
 local core = require "cmkflow.core"
+local clouds = require "cmkflow.util.clouds"
 local jose, json = core.jose, core.json
 
 local M = {}
 
 M.TOKEN_EXCHANGE_APP = "fb60f99c-7a34-4190-8149-302f77469936" -- "AAD Token Exchange Endpoint"
 
--- Audiences accepted per service, as the resource app id URIs Entra puts in `aud`.
+-- Audiences accepted per service, as the resource app id URIs Entra puts in `aud`: the public
+-- cloud's (also on the single-origin layout) and, per cloud, AUDIENCES_BY_CLOUD[cloud][service].
 M.AUDIENCES = {
   arm = { ["https://management.azure.com"] = true, ["https://management.azure.com/"] = true,
           ["https://management.core.windows.net"] = true, ["https://management.core.windows.net/"] = true },
@@ -16,6 +18,19 @@ M.AUDIENCES = {
   kv = { ["https://vault.azure.net"] = true, ["https://vault.azure.net/"] = true,
          ["cfa8b339-82a2-471a-a3c9-0fc0be7a4093"] = true },
 }
+M.AUDIENCES_BY_CLOUD = { azure = M.AUDIENCES }
+for _, name in ipairs(clouds.NAMES) do
+  if name ~= "azure" then
+    local by = {}
+    for _, service in ipairs { "arm", "graph", "kv" } do
+      local r = clouds.resource(name, service):gsub("/$", "")
+      by[service] = { [r] = true, [r .. "/"] = true }
+    end
+    by.graph["00000003-0000-0000-c000-000000000000"] = true
+    by.kv["cfa8b339-82a2-471a-a3c9-0fc0be7a4093"] = true
+    M.AUDIENCES_BY_CLOUD[name] = by
+  end
+end
 
 -- Single-origin layout (docs/realclients.md, "Token audiences in the single-origin layout"): third-party clients configured with
 -- BASE = https://127.0.0.1:PORT ask for the resources BASE + "/" (az: ARM, scope BASE .. "//.default"),
@@ -50,22 +65,25 @@ function M.origin_audiences(req, service)
   return next(set) and set or nil
 end
 
--- True when aud is valid for service on req: a resource app id URI, or the request's own origin.
+-- True when aud is valid for service on req: a resource app id URI of the cloud the request's
+-- host belongs to (the public cloud's on loopback), or the request's own origin.
 function M.audience_ok(req, service, aud)
   if type(aud) ~= "string" then return false end
-  if M.AUDIENCES[service][aud] then return true end
+  local cloud = clouds.of_host(req.host) or "azure"
+  if M.AUDIENCES_BY_CLOUD[cloud][service][aud] then return true end
   local origin = M.origin_audiences(req, service)
   return origin ~= nil and origin[aud] == true
 end
 
-function M.issuer_v1(tid) return "https://sts.windows.net/" .. tid .. "/" end
-function M.issuer_v2(tid) return "https://login.microsoftonline.com/" .. tid .. "/v2.0" end
+-- A tenant's token issuers in its cloud (cloud: "azure" when nil).
+function M.issuer_v1(tid, cloud) return clouds.issuer_v1(cloud, tid) end
+function M.issuer_v2(tid, cloud) return clouds.issuer_v2(cloud, tid) end
 
 -- The JWKS document of a tenant.
 function M.jwks(tenant)
   local jwk = tenant.key:jwk()
   return { keys = json.array { { kty = "RSA", use = "sig", kid = tenant.kid, x5t = tenant.kid, n = jwk.n, e = jwk.e,
-    issuer = M.issuer_v2(tenant.id) } } }
+    issuer = M.issuer_v2(tenant.id, tenant.cloud) } } }
 end
 
 -- Issues a token. claims: aud (required), plus oid/sub/appid/azp/roles/idtyp/xms_mirid as the
@@ -79,7 +97,7 @@ function M.issue(st, tenant, claims, version, lifetime)
   c.iat, c.nbf, c.exp = now, now - 300, now + lifetime
   c.uti = core.crypto.b64url_encode(core.crypto.random_bytes(16))
   c.ver = version or "1.0"
-  c.iss = c.ver == "2.0" and M.issuer_v2(tenant.id) or M.issuer_v1(tenant.id)
+  c.iss = c.ver == "2.0" and M.issuer_v2(tenant.id, tenant.cloud) or M.issuer_v1(tenant.id, tenant.cloud)
   c.idtyp = c.idtyp or "app"
   local token = jose.sign(c, tenant.key, { alg = "RS256", header = { kid = tenant.kid, x5t = tenant.kid } })
   return token, lifetime
@@ -118,8 +136,15 @@ function M.verify(st, req, service)
     return nil, "expired", "the token expired at " .. os.date("!%Y-%m-%dT%H:%M:%SZ", tonumber(claims.exp) or 0)
   end
   if type(claims.nbf) == "number" and claims.nbf > now + 300 then return nil, "not_yet_valid", "the token is not yet valid" end
-  if claims.iss ~= M.issuer_v1(claims.tid) and claims.iss ~= M.issuer_v2(claims.tid) then
+  local tenant = st:tenant(claims.tid)
+  local cloud = tenant.cloud or "azure"
+  if claims.iss ~= M.issuer_v1(claims.tid, cloud) and claims.iss ~= M.issuer_v2(claims.tid, cloud) then
     return nil, "issuer", "the token's issuer '" .. tostring(claims.iss) .. "' does not match its tenant"
+  end
+  -- a tenant exists in one cloud only: its tokens mean nothing to another cloud's services
+  local host_cloud = clouds.of_host(req.host)
+  if host_cloud and host_cloud ~= cloud then
+    return nil, "issuer", "the token's tenant belongs to the " .. cloud .. " cloud, not to " .. host_cloud
   end
   if not M.audience_ok(req, service, claims.aud) then
     return nil, "audience", "the token's audience '" .. tostring(claims.aud) .. "' is not valid for this service"

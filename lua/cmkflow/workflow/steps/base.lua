@@ -23,10 +23,6 @@ M.ROLE = {
 -- The roles that give the ISV application the use of the customer's key.
 M.KEY_ACCESS_ROLES = { [M.ROLE.crypto_service_encryption_user] = true, [M.ROLE.crypto_officer] = true }
 
--- The audience of a managed identity's token exchanged through a federated credential
--- (https://learn.microsoft.com/entra/workload-id/workload-identity-federation-create-trust).
-M.TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
-
 -- ---- failures --------------------------------------------------------------------------------
 
 -- Raises a failure as an error table: t = {code, message, tenant = "isv" | "customer" (the party
@@ -39,7 +35,8 @@ local PARTY_BY_CODE = {
   AADSTS700016 = "customer", AADSTS7000112 = "customer", ForbiddenByRbac = "customer",
   KeyVaultAccessForbidden = "customer", KeyVaultPolicyError = "customer", KeyVaultKeyDisabled = "customer",
   KeyDisabled = "customer", KeyNotFound = "customer", KeyVaultEncryptionKeyNotFound = "customer",
-  KeyVaultKeyTypeNotSupported = "customer", PrincipalNotFound = "customer",
+  KeyVaultKeyTypeNotSupported = "customer", PrincipalNotFound = "customer", KeyVaultKeyExpired = "customer",
+  KeyVaultKeyNotYetValid = "customer", KeyExpired = "customer", KeyNotYetValid = "customer",
   AADSTS70021 = "isv", AADSTS700211 = "isv", AADSTS700212 = "isv", AADSTS700213 = "isv",
   KeyVaultAccessTokenCannotBeAcquired = "isv",
 }
@@ -97,17 +94,19 @@ function M.tags(ctx) return ctx.policy.tags({ customer = ctx.params.customer }) 
 local PROPAGATION = {
   PrincipalNotFound = true, KeyVaultAccessForbidden = true, KeyVaultAuthenticationFailure = true,
   Request_ResourceNotFound = true, ForbiddenByRbac = true, AADSTS70021 = true, AADSTS700016 = true,
-  AADSTS700211 = true, AADSTS700213 = true, NoBackingApplicationObject = true,
+  AADSTS700211 = true, AADSTS700213 = true, NoBackingApplicationObject = true, VaultRegisteringDns = true,
+  SubjectNotFound = true,
 }
 local function propagating(err)
   return type(err) == "table" and (PROPAGATION[err.code] or PROPAGATION[err.detail_code] or PROPAGATION[err.inner_code])
 end
 
 -- Runs fn() until it succeeds or fails with something other than a propagation delay; waits
--- 1, 2, 4, 8, 16, 30, 30 ... s up to the policy's bound (default 300 s). `what` names what is not
+-- 1, 2, 4, 8, 16, 30, 30 ... s up to the policy's bound (default 600 s), logging each wait (so a
+-- waiting run says what it waits for at least every 30 s). `what` names what is not
 -- yet visible, `party` who must act when it never becomes visible. Returns fn's result | nil, err.
 function M.until_visible(ctx, what, fn, party)
-  local bound = ctx.policy.propagation_timeout_s or 300
+  local bound = ctx.policy.propagation_timeout_s or 600
   local waited, delay = 0, 1
   while true do
     local res, err = fn()
@@ -136,9 +135,51 @@ function M.get_or_absent(client, path, opts, what, party)
   M.remote_fail(what, err, party)
 end
 
--- PUT of a whole ARM resource (idempotent), raising on failure.
-function M.put(arm, path, body, api, what, party)
-  local res, err = arm:put(path, body, { api_version = api })
+-- An ARM client on_wait hook that logs each wait of a long-running operation (ctx.log), so a
+-- waiting run says what it waits for at least every 30 s.
+function M.log_waits(ctx, what)
+  return function(_, seconds, state)
+    ctx.log("  waiting %d s for %s (%s)", seconds, what, tostring(state or "InProgress"))
+  end
+end
+
+-- PUT of a whole ARM resource (idempotent), raising on failure. on_wait: see log_waits.
+function M.put(arm, path, body, api, what, party, on_wait)
+  local res, err = arm:put(path, body, { api_version = api, on_wait = on_wait })
+  if res == nil then M.remote_fail(what, err, party) end
+  return res
+end
+
+-- The tags a resource should carry: its own (anyone's) with ours added; nil when it has ours already.
+local function merged_tags(have, ours)
+  local out, missing = {}, false
+  for k, v in pairs(type(have) == "table" and have or {}) do out[k] = v end
+  for k, v in pairs(ours or {}) do
+    if out[k] ~= v then out[k], missing = v, true end
+  end
+  return missing and out or nil
+end
+M.merged_tags = merged_tags
+
+-- Create-or-keep of an ARM resource that others may change after us. ARM's PUT replaces a
+-- resource whole (what the body leaves out is reset:
+-- https://github.com/Azure/azure-resource-manager-rpc/blob/master/v1.0/resource-api-reference.md),
+-- so a PUT goes out only when the resource is absent; an existing one gets a PATCH (a merge) of
+-- just what this step owns and finds missing: our tags (theirs kept) and `wanted.properties`
+-- whose values differ. Nothing is sent when it has them all. Returns the resource.
+function M.ensure(arm, path, body, api, what, party, wanted, on_wait)
+  local existing = M.get_or_absent(arm, path, { api_version = api }, what, party)
+  if not existing then return M.put(arm, path, body, api, what, party, on_wait) end
+  local patch, props = {}, nil
+  local tags = merged_tags(existing.tags, body.tags)
+  if tags then patch.tags = tags end
+  local have = type(existing.properties) == "table" and existing.properties or {}
+  for k, v in pairs(wanted and wanted.properties or {}) do
+    if have[k] ~= v then props = props or {} props[k] = v end
+  end
+  if props then patch.properties = props end
+  if next(patch) == nil then return existing end
+  local res, err = arm:patch(path, patch, { api_version = api, on_wait = on_wait })
   if res == nil then M.remote_fail(what, err, party) end
   return res
 end

@@ -18,7 +18,9 @@ function M.service_principal(ctx)
   local customer = ctx.context("customer")
   local app_id = fact(ctx, "app", "appId", "app_id")
   local sp, err = customer.graph:create_service_principal(app_id, nil,
-    { replication_timeout_s = ctx.policy.propagation_timeout_s })
+    { replication_timeout_s = ctx.policy.propagation_timeout_s, on_wait = function(what, s, e)
+      ctx.log("  waiting %d s for %s to replicate to the customer tenant (%s)", s, what, tostring(e and e.code))
+    end })
   if not sp then remote_fail("service principal for the ISV application " .. app_id, err, "customer") end
   return { id = sp.id, appId = sp.appId }
 end
@@ -27,19 +29,36 @@ function M.customer_resource_group(ctx)
   return isv_steps.resource_group(ctx, "customer", names(ctx).customer_resource_group)
 end
 
--- The vault: soft delete and purge protection (Azure Storage refuses a key without them) and RBAC
--- authorization (Vaults - Create Or Update,
--- https://learn.microsoft.com/rest/api/keyvault/keyvault/vaults/create-or-update).
+-- What the flow needs of a vault: soft delete and purge protection (Azure Storage refuses a key
+-- without them) and RBAC authorization (the role assignment below).
+local VAULT_NEEDS = { enableSoftDelete = true, enablePurgeProtection = true, enableRbacAuthorization = true }
+
+-- The vault (Vaults - Create Or Update,
+-- https://learn.microsoft.com/rest/api/keyvault/keyvault/vaults/create-or-update). A PUT would reset
+-- what the customer set since (firewall, network access), so an existing vault only gets a PATCH
+-- (Vaults - Update) of what VAULT_NEEDS finds missing.
 function M.key_vault(ctx)
   local customer = ctx.context("customer")
   local n = names(ctx)
   local path = base.arm_id(customer.subscription, n.customer_resource_group, "Microsoft.KeyVault/vaults", n.key_vault)
-  local vault = base.put(customer.arm, path, {
+  local vault = base.ensure(customer.arm, path, {
     location = ctx.policy.location, tags = base.tags(ctx),
     properties = { tenantId = customer.tenant, sku = { family = "A", name = "standard" },
       enableSoftDelete = true, enablePurgeProtection = true, enableRbacAuthorization = true,
       softDeleteRetentionInDays = ctx.policy.soft_delete_retention_days, accessPolicies = json.array() },
-  }, base.API.vaults, "key vault " .. n.key_vault, "customer")
+  }, base.API.vaults, "key vault " .. n.key_vault, "customer", { properties = VAULT_NEEDS },
+    base.log_waits(ctx, "the DNS name of key vault " .. n.key_vault))
+  -- a new vault registers its DNS name first (provisioningState RegisteringDns); its data plane
+  -- (and Storage's key check) cannot reach it until Succeeded
+  if vault.properties.provisioningState ~= "Succeeded" then
+    vault = base.until_visible(ctx, "the DNS name of key vault " .. n.key_vault, function()
+      local v = base.get_or_absent(customer.arm, path, { api_version = base.API.vaults }, "key vault " .. n.key_vault,
+        "customer")
+      if v and v.properties.provisioningState == "Succeeded" then return v end
+      return nil, { code = "VaultRegisteringDns", message = "provisioningState "
+        .. tostring(v and v.properties.provisioningState) }
+    end, "customer")
+  end
   return { id = vault.id, name = vault.name, vaultUri = vault.properties.vaultUri }
 end
 

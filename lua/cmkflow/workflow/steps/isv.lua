@@ -9,12 +9,13 @@ local M = {}
 
 local fail, remote_fail, fact, names = base.fail, base.remote_fail, base.fact, base.names
 
--- Creates or updates resource group `name` in the subscription of the tenant context `context`
--- ("isv" or "customer"), in the policy's location (ARM Resource Groups - Create Or Update,
--- https://learn.microsoft.com/rest/api/resources/resource-groups/create-or-update).
+-- Creates resource group `name` in the subscription of the tenant context `context` ("isv" or
+-- "customer"), in the policy's location (ARM Resource Groups - Create Or Update,
+-- https://learn.microsoft.com/rest/api/resources/resource-groups/create-or-update); an existing one
+-- keeps its tags and gets ours added (Resource Groups - Update).
 function M.resource_group(ctx, context, name)
   local tenant = ctx.context(context)
-  local rg = base.put(tenant.arm, ("/subscriptions/%s/resourcegroups/%s"):format(tenant.subscription, name),
+  local rg = base.ensure(tenant.arm, ("/subscriptions/%s/resourcegroups/%s"):format(tenant.subscription, name),
     { location = ctx.policy.location, tags = base.tags(ctx) }, base.API.groups, "resource group " .. name, context)
   return { id = rg.id, name = rg.name }
 end
@@ -49,13 +50,16 @@ end
 function M.identity(ctx)
   local isv = ctx.context("isv")
   local path = base.identity_id(ctx)
-  local id = base.put(isv.arm, path, { location = ctx.policy.location, tags = base.tags(ctx) },
+  local id = base.ensure(isv.arm, path, { location = ctx.policy.location, tags = base.tags(ctx) },
     base.API.identities, "user-assigned identity " .. names(ctx).identity, "isv")
   return { id = id.id, principalId = id.properties.principalId, clientId = id.properties.clientId }
 end
 
--- The issuer of the ISV tenant's managed identity tokens, as the federated credential names it.
-function M.fic_issuer(tenant) return ("https://login.microsoftonline.com/%s/v2.0"):format(tenant) end
+-- The issuer and audience a federated credential names for the managed identity tokens of the
+-- tenant context `tc` (ctx.context("isv")): both come from its cloud (public, US Government, China:
+-- https://learn.microsoft.com/entra/workload-id/workload-identity-federation-config-app-trust-managed-identity).
+function M.fic_issuer(tc) return tc.cloud:fic_issuer(tc.tenant) end
+function M.fic_audience(tc) return tc.cloud.token_exchange_audience end
 
 -- The federated credential on the application whose subject is the identity's principalId: the
 -- identity's token, exchanged, becomes the application's token in the customer tenant (Graph
@@ -64,10 +68,14 @@ function M.federated_credential(ctx)
   local isv = ctx.context("isv")
   local n = names(ctx)
   local subject = fact(ctx, "identity", "principalId", "identity_principal_id")
-  local body = { name = n.federated_credential, issuer = M.fic_issuer(isv.tenant),
-    subject = subject, audiences = json.array { base.TOKEN_EXCHANGE_AUDIENCE },
+  local body = { name = n.federated_credential, issuer = M.fic_issuer(isv),
+    subject = subject, audiences = json.array { M.fic_audience(isv) },
     description = "cmkflow: lets Azure Storage use the customer's key as this app" }
-  local fic, err = isv.graph:upsert_federated_credential(fact(ctx, "app", "objectId"), n.federated_credential, body)
+  -- the subject (the identity's principal) must have replicated to Entra first: wait while Graph
+  -- says it does not exist (SubjectNotFound)
+  local fic, err = base.until_visible(ctx, "the identity's service principal " .. subject, function()
+    return isv.graph:upsert_federated_credential(fact(ctx, "app", "objectId"), n.federated_credential, body)
+  end, "isv")
   if not fic then remote_fail("federated credential " .. n.federated_credential, err, "isv") end
   return { name = n.federated_credential, issuer = body.issuer, subject = subject }
 end

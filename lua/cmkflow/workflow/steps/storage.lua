@@ -78,11 +78,23 @@ local function send_until_accepted(ctx, what, send, party)
 end
 
 -- A new StorageV2 account with the ISV's identity attached and the customer's key (Storage Accounts
--- - Create, https://learn.microsoft.com/rest/api/storagerp/storage-accounts/create).
+-- - Create, https://learn.microsoft.com/rest/api/storagerp/storage-accounts/create). An account that
+-- exists already (a re-run) is not sent a PUT, which would replace its tags and settings: it gets a
+-- PATCH of what it lacks (identity, encryption, our tags), or nothing.
 function M.storage_account(ctx)
   local isv = ctx.context("isv")
   local identity_id = base.identity_id(ctx)
   local path = base.account_id(ctx)
+  local existing = M.get_account(ctx, path)
+  if existing then
+    local changes = M.account_changes(ctx, existing)
+    local tags = base.merged_tags(existing.tags, base.tags(ctx))
+    if tags then changes = changes or {} changes.tags = tags end
+    if not changes then return { account = existing, id = existing.id, name = existing.name } end
+    local account = send_until_accepted(ctx, "storage account " .. names(ctx).storage_account,
+      function() return isv.arm:patch(path, changes, { api_version = base.API.storage }) end, "isv")
+    return { account = account, id = account.id, name = account.name }
+  end
   local body = {
     location = ctx.policy.location, kind = "StorageV2", sku = { name = "Standard_LRS" },
     tags = base.tags(ctx),
@@ -90,7 +102,8 @@ function M.storage_account(ctx)
     properties = { minimumTlsVersion = "TLS1_2", allowBlobPublicAccess = false, encryption = M.encryption(ctx) },
   }
   local account = send_until_accepted(ctx, "storage account " .. names(ctx).storage_account,
-    function() return isv.arm:put(path, body, { api_version = base.API.storage }) end, "isv")
+    function() return isv.arm:put(path, body, { api_version = base.API.storage,
+      on_wait = base.log_waits(ctx, "storage account " .. names(ctx).storage_account .. " to be created") }) end, "isv")
   return { account = account, id = account.id, name = account.name }
 end
 
@@ -190,8 +203,15 @@ function M.release_account(ctx)
   local res, err = isv.arm:patch(id, { properties = { encryption = { keySource = "Microsoft.Storage",
     services = { blob = { enabled = true }, file = { enabled = true } } } } }, { api_version = base.API.storage })
   if not res then
-    remote_fail(("storage account %s: switching to Microsoft-managed keys"):format(id), err, "isv",
-      "Storage needs the customer's key once more to re-wrap; offboard before revoke, or pass delete_account=true")
+    -- Storage unwraps the account key with the customer's key one last time; after a revoke (role
+    -- gone, key disabled or expired) it cannot: the customer must restore that access first
+    local _, kvp = encryption_of(account)
+    local party = base.party_of(err, "isv")
+    remote_fail(("storage account %s: switching to Microsoft-managed keys"):format(id), err, party,
+      party == "customer" and ("the customer must first restore the ISV app's use of key %s in %s (role Key Vault "
+        .. "Crypto Service Encryption User, key enabled and unexpired), then offboard again; or pass "
+        .. "delete_account=true"):format(tostring(kvp.keyname), tostring(kvp.keyvaulturi))
+      or "Storage needs the customer's key once more to re-wrap; offboard before revoke, or pass delete_account=true")
   end
   return { keySource = res.properties.encryption.keySource, reverted = true }
 end

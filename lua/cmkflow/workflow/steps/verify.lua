@@ -47,23 +47,23 @@ function CHECKS.identity(ctx)
   return good { id = uami.id, principalId = uami.properties.principalId, clientId = uami.properties.clientId }
 end
 
-local function has_exchange_audience(f)
-  for _, a in ipairs(f.audiences or {}) do if a == base.TOKEN_EXCHANGE_AUDIENCE then return true end end
+local function has_audience(f, audience)
+  for _, a in ipairs(f.audiences or {}) do if a == audience then return true end end
   return false
 end
 
 -- A federated credential on the application for the identity: subject its principalId, issuer the
--- ISV tenant, audience api://AzureADTokenExchange.
+-- ISV tenant, audience its cloud's token-exchange audience.
 function CHECKS.federated_credential(ctx)
   local app, identity = ctx.outputs.app, ctx.outputs.identity
   if not usable(identity) then return identity end
   if not usable(app) then return unverified("the application is broken") end
   local isv = ctx.context("isv")
-  local issuer = isv_steps.fic_issuer(isv.tenant)
+  local issuer, audience = isv_steps.fic_issuer(isv), isv_steps.fic_audience(isv)
   local near
   for _, f in ipairs(isv_steps.federated_credentials_of(isv, app)) do
     if f.subject == identity.principalId then
-      if f.issuer == issuer and has_exchange_audience(f) then
+      if f.issuer == issuer and has_audience(f, audience) then
         return good { name = f.name, subject = f.subject, issuer = f.issuer }
       end
       near = f
@@ -72,7 +72,7 @@ function CHECKS.federated_credential(ctx)
   if near then
     return broken("federated_credential", "ISV",
       ("federated credential %s does not match: issuer %s (want %s), audiences %s (want %s)"):format(near.name,
-        tostring(near.issuer), issuer, table.concat(near.audiences or {}, ","), base.TOKEN_EXCHANGE_AUDIENCE),
+        tostring(near.issuer), issuer, table.concat(near.audiences or {}, ","), audience),
       "run isv-setup (it rewrites the federated credential)")
   end
   return broken("federated_credential", "ISV",
