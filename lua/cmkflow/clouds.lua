@@ -1,41 +1,23 @@
--- The public Azure clouds as data: each cloud's Entra ID authority, ARM and Microsoft Graph
--- endpoints, Key Vault and Storage DNS suffixes and token-exchange audience. A data module at the
--- bottom layer (it requires nothing), so the Azure clients (cmkflow.azure.cloud builds cloud
--- objects from it) and the C core (core.server.default_names, the emulator's certificate names)
--- read the same table.
+-- What the C core asks of the clouds: the host names a server standing in for Azure answers on
+-- (core.server.default_names, the emulator's certificate) and where a bearer token may go
+-- (core/lhttp.c). The data is cmkflow.util.clouds, the one table of every cloud's hosts.
 --   https://learn.microsoft.com/en-us/entra/identity-platform/authentication-national-cloud
 --   https://learn.microsoft.com/en-us/azure/azure-government/compare-azure-government-global-azure
 --   https://learn.microsoft.com/en-us/azure/china/resources-developer-guide
+local data = require "cmkflow.util.clouds"
+
 local ipairs, pairs, sort = ipairs, pairs, table.sort
 
 local M = {}
 
-M.public = {
-  azure = {
-    authority = "https://login.microsoftonline.com",
-    arm = "https://management.azure.com",
-    graph = "https://graph.microsoft.com",
-    keyvault_suffix = "vault.azure.net",
-    storage_suffix = "core.windows.net",
-    token_exchange_audience = "api://AzureADTokenExchange",
-  },
-  usgov = {
-    authority = "https://login.microsoftonline.us",
-    arm = "https://management.usgovcloudapi.net",
-    graph = "https://graph.microsoft.us",
-    keyvault_suffix = "vault.usgovcloudapi.net",
-    storage_suffix = "core.usgovcloudapi.net",
-    token_exchange_audience = "api://AzureADTokenExchangeUSGov",
-  },
-  china = {
-    authority = "https://login.chinacloudapi.cn",
-    arm = "https://management.chinacloudapi.cn",
-    graph = "https://microsoftgraph.chinacloudapi.cn",
-    keyvault_suffix = "vault.azure.cn",
-    storage_suffix = "core.chinacloudapi.cn",
-    token_exchange_audience = "api://AzureADTokenExchangeChina",
-  },
-}
+-- Each public cloud as URLs and suffixes, built from the one table of host names
+-- (cmkflow.util.clouds, which the emulator serves too).
+M.public = {}
+for name, c in pairs(data.CLOUDS) do
+  M.public[name] = { authority = "https://" .. c.login, arm = "https://" .. c.arm, graph = "https://" .. c.graph,
+                     keyvault_suffix = c.keyvault_suffix, storage_suffix = c.storage_suffix,
+                     token_exchange_audience = c.token_exchange_audience }
+end
 
 -- Every public cloud's host names a server standing in for Azure answers on: the login, ARM and
 -- Graph hosts, and wildcards for Key Vault vaults and Storage blob endpoints. Sorted, no repeats.

@@ -86,7 +86,9 @@ end
 -- application's statically configured permissions (`.default`; this application needs none).
 -- Without the customer's tenant the link keeps the placeholder {customer-tenant}.
 function M.consent_url(ctx, app_id, customer_tenant)
-  local cloud = ctx.cloud_info and ctx.cloud_info() or {}
+  -- the cloud of the ISV context (its clients know it), else what the run was configured for
+  local ok, isv = pcall(ctx.context, "isv")
+  local cloud = ok and type(isv) == "table" and isv.cloud or (ctx.cloud_info and ctx.cloud_info()) or {}
   local authority = (cloud.authority or "https://login.microsoftonline.com"):gsub("/+$", "")
   local graph = (cloud.graph or "https://graph.microsoft.com"):gsub("/+$", "")
   return ("%s/%s/v2.0/adminconsent?client_id=%s&scope=%s/.default"):format(authority,
@@ -127,7 +129,9 @@ function M.handoff_details(ctx, waits, done)
   local isv = ctx.context_info("isv")
   local app_id = fact(ctx, "app", "appId", "app_id")
   local tenant = ctx.params.customer_tenant
-  local cloud = ctx.cloud_info and ctx.cloud_info() or {}
+  -- the cloud of the ISV context (its clients know it), else what the run was configured for
+  local ok, isv = pcall(ctx.context, "isv")
+  local cloud = ok and type(isv) == "table" and isv.cloud or (ctx.cloud_info and ctx.cloud_info()) or {}
   -- the customer's tool must talk to the ISV's cloud: name it unless it is the public cloud
   local cloud_opt = (cloud.name and cloud.name ~= "azure" and cloud.name ~= "emulator")
     and (" --cloud " .. cloud.name) or ""
