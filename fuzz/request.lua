@@ -1,12 +1,16 @@
--- Fuzz harness: the emulator's request handling, without sockets. Each input is one HTTP/1.1
--- request as text (request line, headers, blank line, body); it becomes the request table
+-- Fuzz harness: the emulator's request handling, without sockets. Each input is a sequence of
+-- HTTP/1.1 requests as text (request line, headers, blank line, body), separated by lines "###"
+-- (as .http files do); "{{isv.arm}}" and the like stand for a bearer token the emulator issued
+-- at start to that demo tenant's principal for that API (arm, graph, vault), so that inputs reach
+-- past authentication. Each request becomes the request table
 -- core/server_dispatch.c builds (method, path, query, args, headers, body, host, port, remote,
 -- scheme) and goes to the handler the server calls, cmkflow.emulator's handle, in a state set up as
 -- the server sets it up (handler_module, init(config)). What the handler returns must pass the
 -- server's own checks (status 100..599 or nil, header values strings or numbers, body a string,
 -- delay 0..600000 ms), a JSON content type must carry JSON, and the handler must not raise: the
 -- server answers a raise with a 500, which is a bug of the emulator.
--- Every input starts from the seed's state (control.reset, as POST /_emulator/reset does).
+-- Every input starts from the seed's state (control.reset, as POST /_emulator/reset does, with
+-- the journal and snapshots emptied too).
 local core = require "cmkflow.core"
 local json = core.json
 
@@ -17,6 +21,7 @@ local control = require "cmkflow.emulator.control"
 
 local CONFIG = json.encode({}) -- the embedded emulator's config minus state_dir: the demo seed
 emulator.init(CONFIG)
+local demo_seed = require "cmkflow.emulator.demo_seed"
 
 local function check(cond, what, ...)
   if not cond then error(what .. ": " .. table.concat({ ... }, " | "), 2) end
@@ -64,12 +69,29 @@ local function parse(text)
            headers = headers, body = body, host = host, port = 443, remote = "127.0.0.1", scheme = "https" }
 end
 
+-- {{tenant.api}} -> a token from the emulator's own token endpoint (client credentials, demo seed)
+local TOKENS = {}
+do
+  local SCOPES = { arm = "https://management.azure.com/.default", graph = "https://graph.microsoft.com/.default",
+                   vault = "https://vault.azure.net/.default" }
+  for _, t in ipairs(demo_seed.tenants) do
+    local pr = t.principals[1]
+    for api, scope in pairs(SCOPES) do
+      local status, _, body = emulator.handle({ method = "POST", path = "/" .. t.id .. "/oauth2/v2.0/token", query = "",
+        args = {}, host = "login.microsoftonline.com", port = 443, remote = "127.0.0.1", scheme = "https",
+        headers = { ["content-type"] = "application/x-www-form-urlencoded" },
+        body = ("grant_type=client_credentials&client_id=%s&client_secret=%s&scope=%s"):format(pr.appId, pr.secret, scope) })
+      assert(status == 200, body)
+      TOKENS[t.name .. "." .. api] = json.decode(body).access_token
+    end
+  end
+end
+
 local function header_value_ok(v) return type(v) == "string" or type(v) == "number" end
 
-return function(text)
+local function one(text)
   local req = parse(text)
   if not req then return end
-  control.reset(emulator.state())
   local status, headers, body, delay = emulator.handle(req, CONFIG)
   if status == nil then return end -- a dropped connection (a fault rule)
   check(math.type(status) == "integer" and status >= 100 and status <= 599, "an invalid status", tostring(status))
@@ -90,4 +112,12 @@ return function(text)
     local v, err = json.decode(body)
     check(v ~= nil, "a JSON content type without JSON", tostring(err), body:sub(1, 200))
   end
+end
+
+return function(input)
+  local st = emulator.state()
+  st.control = nil
+  control.reset(st)
+  input = input:gsub("{{([%w_]+%.[%w_]+)}}", TOKENS)
+  for text in (input .. "\n###\n"):gmatch("(.-)\r?\n###\r?\n") do one(text:gsub("^[\r\n]+", "")) end
 end
