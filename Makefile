@@ -35,6 +35,7 @@ bench: build
 
 # The libFuzzer harnesses (fuzz/), each for FUZZ_SECONDS on its corpus; never part of `check`.
 FUZZ_SECONDS ?= 60
+FUZZERS ?=
 fuzz:
 	tools/bootstrap --fuzz
 	cmake --preset fuzz
