@@ -4,7 +4,7 @@ BUILD  := build$(if $(filter-out default,$(PRESET)),-$(PRESET))
 PREFIX ?= /usr/local
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps deps-test configure build test-build check check-unit soak demo install bench clean
+.PHONY: all deps deps-test configure build test-build check check-unit soak demo install bench fuzz clean
 
 all: build
 
@@ -55,5 +55,14 @@ bench: build
 	tools/bootstrap --test --bench
 	tools/bench/run $(BUILD)
 
+# The libFuzzer harnesses (fuzz/), each for FUZZ_SECONDS on its corpus; never part of `check`.
+FUZZ_SECONDS ?= 60
+FUZZERS ?=
+fuzz:
+	tools/bootstrap --fuzz
+	cmake --preset fuzz
+	cmake --build --preset fuzz -j $(JOBS)
+	fuzz/run build-fuzz $(FUZZ_SECONDS) $(FUZZERS)
+
 clean:
-	rm -rf build build-debug build-asan
+	rm -rf build build-debug build-asan build-fuzz

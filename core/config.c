@@ -13,6 +13,7 @@
  *                                <other string/number/boolean fields> }, customer = {...} } }
  * Errors name the file and the field: "config /x/cmkflow.lua: field 'isv.tenant' must be ...".
  */
+#include <stdio.h>
 #include <string.h>
 #include <lualib.h>
 #include "cmk.h"
@@ -82,19 +83,35 @@ static void copy_scalar(lua_State *T, lua_State *L, int idx)
     }
 }
 
-/* Copies a (non-secret) table of scalars and nested tables from T (index idx) into a new table on L. */
-static void copy_table(lua_State *T, lua_State *L, int idx, int depth)
+/* Copies a (non-secret) table of scalars and nested tables from T (index idx) into a new table on L.
+ * where is the field's dotted name ("isv.tags"). A key named like a secret field at any depth is
+ * refused: a misspelt "credential" table (credentials = { client_secret = ... }) must not hand its
+ * secret to the workflow state as a plain string. */
+static void copy_table(lua_State *T, lua_State *L, int idx, int depth, const char *path, const char *where)
 {
     idx = lua_absindex(T, idx);
+    luaL_checkstack(L, 4, "config: tables nested too deep");
+    if (!lua_checkstack(T, 4))
+        luaL_error(L, "config %s: tables nested too deep", path);
     lua_newtable(L);
     if (depth > 8)
         return;
     lua_pushnil(T);
     while (lua_next(T, idx)) {
         if (lua_type(T, -2) == LUA_TSTRING || lua_isinteger(T, -2)) {
+            char sub[256];
+            if (lua_type(T, -2) == LUA_TSTRING) {
+                const char *k = lua_tostring(T, -2);
+                snprintf(sub, sizeof sub, "%s.%s", where, k);
+                if (is_secret(k))
+                    luaL_error(L, "config %s: field '%s' is a secret: it belongs inside a context's 'credential' table",
+                               path, sub);
+            } else {
+                snprintf(sub, sizeof sub, "%s[%lld]", where, (long long)lua_tointeger(T, -2));
+            }
             copy_scalar(T, L, -2);
             if (lua_type(T, -1) == LUA_TTABLE)
-                copy_table(T, L, -1, depth + 1);
+                copy_table(T, L, -1, depth + 1, path, sub);
             else
                 copy_scalar(T, L, -1);
             if (lua_isnil(L, -2) || lua_isnil(L, -1))
@@ -235,7 +252,7 @@ static int config_load(lua_State *L)
     } else if (lua_type(T, -1) == LUA_TSTRING) {
         lua_pushstring(L, lua_tostring(T, -1));
     } else if (lua_istable(T, -1)) {
-        copy_table(T, L, -1, 0);
+        copy_table(T, L, -1, 0, path, "cloud");
     } else {
         return config_error(L, path, "field 'cloud' must be \"azure\", \"usgov\", \"china\" or { emulator = url, ca_cert = path }");
     }
@@ -306,10 +323,13 @@ static int config_load(lua_State *L)
                     lua_pushfstring(L, "field '%s.%s' belongs inside '%s.credential'", CONTEXTS[i], k, CONTEXTS[i]);
                     return config_error(L, path, lua_tostring(L, -1));
                 }
-                if (lua_istable(T, -1))
-                    copy_table(T, L, -1, 0);
-                else
+                if (lua_istable(T, -1)) {
+                    char where[128];
+                    snprintf(where, sizeof where, "%s.%s", CONTEXTS[i], k);
+                    copy_table(T, L, -1, 0, path, where);
+                } else {
                     copy_scalar(T, L, -1);
+                }
                 lua_setfield(L, ctx, k);
             }
             lua_pop(T, 1);

@@ -70,6 +70,12 @@ struct http_retry_policy {
 /* 1 when a status or a curl result code is worth retrying. */
 int http_status_retryable(long status);
 int http_curlcode_retryable(int curl_code);
+/* 1 when a failed attempt (curl result code, the socket's errno from CURLINFO_OS_ERRNO) is worth
+ * retrying: the codes above, and a TLS handshake the peer reset or closed (CURLE_SSL_CONNECT_ERROR
+ * with ECONNRESET, ECONNABORTED or EPIPE), which is a dropped connection, not a TLS problem.
+ * Never a certificate verification failure. */
+int http_handshake_reset(int curl_code, long os_errno);
+int http_transport_retryable(int curl_code, long os_errno);
 
 /* The wait before attempt number `attempt` (2 = first retry). Honours, in order, the
  * x-ms-retry-after-ms / retry-after-ms header (milliseconds) and Retry-After (seconds or

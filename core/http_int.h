@@ -66,6 +66,7 @@ struct http_xfer {
     size_t nhdrs, hcap;
     struct buf resp;
     int too_large;
+    long os_errno; /* CURLINFO_OS_ERRNO of the last failed attempt */
     /* failure (failed = 1) */
     int failed;
     struct owned_error err;

@@ -1,6 +1,7 @@
 /* http_retry.c: the retry policy, a pure function of attempt, clock and jitter (http.h).
  * The unit tests drive it with a fake clock (spec/c/test_http.c). */
 #include <ctype.h>
+#include <errno.h>
 #include <limits.h>
 #include <time.h>
 #include <curl/curl.h>
@@ -33,6 +34,17 @@ int http_curlcode_retryable(int curl_code)
     default: /* in particular never a TLS verification failure */
         return 0;
     }
+}
+
+int http_handshake_reset(int curl_code, long os_errno)
+{
+    return (CURLcode)curl_code == CURLE_SSL_CONNECT_ERROR &&
+           (os_errno == ECONNRESET || os_errno == ECONNABORTED || os_errno == EPIPE);
+}
+
+int http_transport_retryable(int curl_code, long os_errno)
+{
+    return http_curlcode_retryable(curl_code) || http_handshake_reset(curl_code, os_errno);
 }
 
 /* A non-negative decimal integer (surrounding blanks allowed); -1 otherwise. */

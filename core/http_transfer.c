@@ -292,6 +292,11 @@ static void xfer_fail_curl(struct http_xfer *x, CURLcode rc, int retryable)
                  host, d);
         break;
     case CURLE_SSL_CONNECT_ERROR:
+        if (http_handshake_reset(rc, x->os_errno)) { /* a dropped connection, not a TLS problem */
+            code = "ConnectionFailed";
+            snprintf(msg, sizeof msg, "the connection to %s was reset during the TLS handshake: %s", host, d);
+            break;
+        }
         code = "TLSHandshakeFailed";
         kind = "tls";
         snprintf(msg, sizeof msg, "TLS handshake with %s failed: %s", host, d);
@@ -449,7 +454,9 @@ void http_xfer_attempt_done(struct http_xfer *x, CURLcode rc)
         if (!ra_ms)
             ra_ms = http_hdr_get(x, "retry-after-ms");
     } else {
-        retry = http_curlcode_retryable(rc);
+        x->os_errno = 0;
+        curl_easy_getinfo(x->easy, CURLINFO_OS_ERRNO, &x->os_errno);
+        retry = http_transport_retryable(rc, x->os_errno);
     }
     if (retry) {
         int64_t delay = http_retry_delay_ms(&x->policy, x->attempts + 1, now - x->start_ms, ra,

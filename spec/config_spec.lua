@@ -67,6 +67,12 @@ describe("config files", function()
       "field 'isv.credential' has a client_id but no client_secret" },
     { "a secret outside the credential", [[return { isv = { client_secret = "x" } }]],
       "field 'isv.client_secret' belongs inside 'isv.credential'" },
+    -- found by fuzz/config.lua: a misspelt credential table was copied, secret and all, as a plain field
+    { "a secret in a misspelt credential table", [[return { isv = { credentials = {
+        client_id = "0a1b2c3d-0000-4000-8000-000000000001", client_secret = "x" } } }]],
+      "field 'isv.credentials.client_secret' is a secret: it belongs inside a context's 'credential' table" },
+    { "a secret nested in the cloud", [[return { cloud = { emulator = "https://127.0.0.1:1", auth = { { certificate_password = "x" } } } }]],
+      "field 'cloud.auth[1].certificate_password' is a secret" },
     { "a non-table context", [[return { customer = "contoso" }]], "field 'customer' must be a table" },
     { "a secret of the wrong type", [[return { isv = { credential = { client_id = "0a1b2c3d-0000-4000-8000-000000000001",
         client_secret = 5 } } }]], "field 'isv.credential.client_secret' must be a string" },

@@ -482,6 +482,28 @@ describe("emulator knobs from the seed", function()
     assert.is_false(ok)
     assert.matches("knobs has an unknown field 'jitter'", err)
   end)
+
+  -- found by fuzz/seed.lua: these raised Lua errors ("attempt to index a number value") or loaded a
+  -- state that then failed every save
+  local T = '{"id": "11111111-2222-4333-8444-555555555555", "name": "a"'
+  local P = '{"name": "p", "appId": "0a1b2c3d-0000-4000-8000-000000000001"'
+  local malformed = {
+    { '{"tenants": [1]}', "seed: tenants[1] must be an object" },
+    { '{"tenants": [' .. T .. ', "subscriptions": [[]]}]}', "seed: tenants[1].subscriptions[1] must be an object" },
+    { '{"tenants": [' .. T .. ', "principals": ["p"]}]}', "seed: tenants[1].principals[1] must be an object" },
+    { '{"tenants": [' .. T .. ', "principals": [' .. P .. ', "roles": [true]}]}]}',
+      "seed: tenants[1].principals[1].roles[1] must be an object" },
+    { '{"tenants": [' .. T .. '}], "extra": ' .. ("["):rep(210) .. ("]"):rep(210) .. "}",
+      "seed:  cannot be stored: nesting deeper than 200 levels at $.extra[0]" },
+  }
+  for _, case in ipairs(malformed) do
+    it("refuses a malformed seed naming the field: " .. case[2]:sub(1, 60), function()
+      local state = require "cmkflow.emulator.state"
+      local ok, err = pcall(state.validate_seed, json.decode(case[1]))
+      assert.is_false(ok)
+      assert.equal(case[2], tostring(err):sub(1, #case[2]))
+    end)
+  end
 end)
 
 describe("emulator --state persistence", function()

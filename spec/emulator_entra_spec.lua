@@ -564,4 +564,16 @@ describe("emulator Entra ID functions (federated exchange, managed identity)", f
     local _, _, _, nf = entra.select_identity(st, { client_id = "00000000-0000-4000-8000-000000000009" })
     assert.equal("Identity not found", nf)
   end)
+
+  -- found by fuzz/request.lua: the message echoed the bytes, json.encode refused them, the handler raised (500)
+  it("answers a token request whose echoed fields are not UTF-8 with JSON, the bad bytes as U+FFFD", function()
+    local req = { method = "POST", path = "/" .. CUSTOMER .. "/oauth2/v2.0/token", query = "", args = {},
+      host = "login.microsoftonline.com", headers = { ["content-type"] = "application/x-www-form-urlencoded" },
+      body = "grant_type=client_\x81credentials&client_id=" .. CUSTOMER_APP .. "&client_secret=x&scope=" .. VAULT }
+    local status, _, body = entra.handle(st, req, "entra")
+    assert.equal(400, status)
+    local doc = assert(json.decode(body))
+    assert.equal("unsupported_grant_type", doc.error)
+    assert.matches("client_\u{FFFD}credentials", doc.error_description, 1, true)
+  end)
 end)

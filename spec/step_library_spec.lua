@@ -53,6 +53,18 @@ describe("step library errors", function()
     assert.equal(errors.explain(remote), err.hint)
   end)
 
+  it("a transport failure (a TLS handshake reset, a refused connection) blames no tenant", function()
+    for _, kind in ipairs { "network", "tls", "timeout" } do
+      local transport = errors.new { code = "ConnectionFailed", kind = kind, retryable = true,
+        message = "the connection to management.azure.com was reset during the TLS handshake" }
+      local err = raised(cmk.read_account, ctx_with(function() return nil, transport end))
+      assert.equal("ConnectionFailed", err.code)
+      assert.is_nil(err.tenant)
+      assert.equal(kind, err.kind)
+      assert.is_nil(require("cmkflow.errors").text(err):find("must fix this", 1, true))
+    end
+  end)
+
   it("the propagation wait decides by code: AADSTS70021 quoted under another code is not waited out", function()
     local calls = 0
     local other = errors.new { code = "InvalidTemplate", message = "see AADSTS70021 in the docs", status = 400 }

@@ -7,6 +7,29 @@ local M = {}
 
 local JSON_CT = "application/json; charset=utf-8"
 
+-- Text echoed from a request into an answer (a grant type, a name, a path) may be any bytes, and
+-- JSON strings are UTF-8: invalid bytes become U+FFFD, as a decoder would show them.
+local function valid_utf8(s)
+  local out, i = {}, 1
+  while true do
+    local ok, bad = utf8.len(s, i)
+    if ok then
+      out[#out + 1] = s:sub(i)
+      return table.concat(out)
+    end
+    out[#out + 1] = s:sub(i, bad - 1) .. "\u{FFFD}"
+    i = bad + 1
+  end
+end
+
+local function scrub(v, depth)
+  if type(v) == "string" then return valid_utf8(v) end
+  if type(v) ~= "table" or depth > 200 then return v end -- the codec refuses deeper ones anyway
+  local t = {}
+  for k, x in pairs(v) do t[scrub(k, depth + 1)] = scrub(x, depth + 1) end
+  return setmetatable(t, getmetatable(v))
+end
+
 -- status, headers, body for a JSON value (or a pre-encoded string) with the common headers.
 -- req may be nil; when given, x-ms-client-request-id is echoed.
 function M.json(req, status, value, headers)
@@ -16,7 +39,8 @@ function M.json(req, status, value, headers)
   end
   for k, v in pairs(headers or {}) do h[k] = v end
   if value == nil then return status, h, "" end
-  return status, h, type(value) == "string" and value or assert(json.encode(value))
+  if type(value) == "string" then return status, h, value end
+  return status, h, json.encode(value) or assert(json.encode(scrub(value, 0)))
 end
 
 function M.empty(req, status, headers)

@@ -59,15 +59,28 @@ local function check_array(v, path)
   return v
 end
 
+-- An array whose elements are all objects (tenants, subscriptions, principals, roles).
+local function check_objects(v, path)
+  v = check_array(v, path)
+  for i, x in ipairs(v) do
+    if type(x) ~= "table" or json.is_array(x) or x[1] ~= nil then fail(("%s[%d]"):format(path, i), "must be an object") end
+  end
+  return v
+end
+
 local KNOWN_ROLES -- rbac.role_names(), on the first seed checked
 
 -- Validates the seed table; raises "seed: <field path> <problem>" naming the field.
 function M.validate_seed(seed)
   if type(seed) ~= "table" then fail("", "must be a JSON object") end
+  -- the state file keeps the seed's digest: a seed the codec cannot encode (nesting deeper than
+  -- its limit) would load, then fail every save and every /_emulator/state
+  local encoded, why = json.encode(seed)
+  if not encoded then fail("", "cannot be stored: " .. tostring(why):sub(1, 120)) end
   if seed.random_seed ~= nil and math.type(seed.random_seed) ~= "integer" then
     fail("random_seed", "must be an integer")
   end
-  local tenants = check_array(seed.tenants, "tenants")
+  local tenants = check_objects(seed.tenants, "tenants")
   if #tenants == 0 then fail("tenants", "must list at least one tenant") end
   KNOWN_ROLES = KNOWN_ROLES or rbac.role_names()
   local seen_t, seen_app, seen_domain = {}, {}, {}
@@ -85,12 +98,12 @@ function M.validate_seed(seed)
       if seen_domain[t.domain:lower()] then fail(p .. ".domain", "repeats " .. t.domain) end
       seen_domain[t.domain:lower()] = true
     end
-    for j, s in ipairs(check_array(t.subscriptions, p .. ".subscriptions")) do
+    for j, s in ipairs(check_objects(t.subscriptions, p .. ".subscriptions")) do
       local sp = ("%s.subscriptions[%d]"):format(p, j)
       check_guid(s.id, sp .. ".id")
       if s.name ~= nil then check_string(s.name, sp .. ".name") end
     end
-    for j, pr in ipairs(check_array(t.principals, p .. ".principals")) do
+    for j, pr in ipairs(check_objects(t.principals, p .. ".principals")) do
       local pp = ("%s.principals[%d]"):format(p, j)
       check_string(pr.name, pp .. ".name")
       local app_id = check_guid(pr.appId, pp .. ".appId")
@@ -101,7 +114,7 @@ function M.validate_seed(seed)
         check_string(pr.certificate_pem, pp .. ".certificate_pem", "%-%-%-%-%-BEGIN CERTIFICATE%-%-%-%-%-",
                      "a PEM certificate")
       end
-      for k, r in ipairs(check_array(pr.roles, pp .. ".roles")) do
+      for k, r in ipairs(check_objects(pr.roles, pp .. ".roles")) do
         local rp = ("%s.roles[%d]"):format(pp, k)
         check_string(r.role, rp .. ".role")
         if not KNOWN_ROLES[r.role:lower()] then

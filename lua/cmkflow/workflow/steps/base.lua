@@ -40,8 +40,12 @@ local PARTY_BY_CODE = {
   AADSTS70021 = "isv", AADSTS700211 = "isv", AADSTS700212 = "isv", AADSTS700213 = "isv",
   KeyVaultAccessTokenCannotBeAcquired = "isv",
 }
+-- A transport failure (no answer: a reset or refused connection, a TLS handshake, a timeout) is no
+-- tenant's to fix, whoever the call was for.
+local TRANSPORT = { network = true, tls = true, timeout = true }
 function M.party_of(err, default)
   if type(err) ~= "table" then return default end
+  if TRANSPORT[err.kind] then return nil end
   return PARTY_BY_CODE[err.detail_code] or PARTY_BY_CODE[err.inner_code] or PARTY_BY_CODE[err.code] or default
 end
 
@@ -49,7 +53,9 @@ end
 -- cmkflow.azure.errors knows for it, and `party`, who must act.
 function M.remote_fail(what, err, party, hint)
   local e = type(err) == "table" and err or { message = tostring(err) }
-  M.fail { code = e.code or "Error", message = ("%s: %s"):format(what, tostring(e.message or e)), tenant = party,
+  local transport = TRANSPORT[e.kind] and e.kind or nil -- a local network problem blames no party
+  M.fail { code = e.code or "Error", message = ("%s: %s"):format(what, tostring(e.message or e)),
+           tenant = not transport and party or nil,
            hint = hint or e.hint or errors.explain(e), status = e.status, request_id = e.request_id,
            retryable = e.retryable, kind = e.kind, target = e.target, detail_code = e.detail_code,
            inner_code = e.inner_code, akv_code = e.akv_code, azure_tenant = e.tenant }

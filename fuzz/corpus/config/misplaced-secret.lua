@@ -1,0 +1,1 @@
+return { isv = { tenant = "t", client_secret = os.getenv("ISV_SECRET") } }
