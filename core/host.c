@@ -605,6 +605,11 @@ int cmkflow_host_approve(cmkflow_host *h, const char *run_id, const char *gate, 
     return api_call_s(h, "approve", 4, run_id, gate, approve ? "approved" : "rejected", values_json);
 }
 
+int cmkflow_host_cancel(cmkflow_host *h, const char *run_id)
+{
+    return api_call_s(h, "cancel", 1, run_id, NULL, NULL, NULL);
+}
+
 int cmkflow_host_list_runs(cmkflow_host *h)
 {
     return api_call_s(h, "list_runs", 0, NULL, NULL, NULL, NULL);

@@ -109,6 +109,9 @@ CMKFLOW_API int cmkflow_host_resume(cmkflow_host *h, const char *run_id);
  * `cmkflow approve RUN GATE --param k=v`; reject with approve = 0. */
 CMKFLOW_API int cmkflow_host_approve(cmkflow_host *h, const char *run_id, const char *gate, int approve,
                                      const char *values_json);
+/* End a run for good (it will not be resumed), as `cmkflow runs cancel`; result_json says what
+ * it was: {"run_id", "status": "cancelled", "was"}. */
+CMKFLOW_API int cmkflow_host_cancel(cmkflow_host *h, const char *run_id);
 /* The runs of the store as a JSON array (cmkflow_host_result_json), newest first. */
 CMKFLOW_API int cmkflow_host_list_runs(cmkflow_host *h);
 /* One run with its steps and approvals as JSON (cmkflow_host_result_json), as `runs show`. */

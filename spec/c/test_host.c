@@ -2,6 +2,8 @@
  * the same pipeline and engine as the CLI, results as JSON, failures as text and structured JSON,
  * the sandbox, interruption from another thread. */
 #include <pthread.h>
+#include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,6 +35,51 @@ static void runs_a_workflow_and_returns_its_run(void)
     CHECK(json && strstr(json, "\"status\":\"succeeded\""));
     CHECK(json && strstr(json, "\"s\":{\"n\":3,\"name\":\"contoso\"}"));
     CHECK(json && strstr(json, "\"run_id\":\""));
+
+    /* the run store: list, show, cancel */
+    CHECK_INT(cmkflow_host_list_runs(h), CMKFLOW_OK);
+    CHECK(cmkflow_host_result_json(h) && strstr(cmkflow_host_result_json(h), "\"workflow\":\"t\""));
+    CHECK_INT(cmkflow_host_cancel(h, "no-such-run"), CMKFLOW_USAGE);
+    CHECK(cmkflow_host_last_error_json(h) && strstr(cmkflow_host_last_error_json(h), "\"kind\":\"usage\""));
+    /* a run waiting at a gate (the policy asks for the review): approve with a value and resume,
+     * or cancel for good; a run of a file is resumed from the file */
+    char wf[512], policy[512];
+    snprintf(wf, sizeof wf, "%s/gated.lua", getenv("CMKFLOW_STATE_DIR"));
+    snprintf(policy, sizeof policy, "%s/policy.lua", getenv("CMKFLOW_STATE_DIR"));
+    FILE *f = fopen(wf, "w");
+    CHECK(f != NULL);
+    if (f) {
+        fputs("return { name = 'gated', steps = { { name = 'review', gate = true },\n"
+              "  { name = 'after', needs = { 'review' }, mutates = false,\n"
+              "    run = function(ctx) return { got = ctx.outputs.review.note } end } } }\n", f);
+        fclose(f);
+    }
+    f = fopen(policy, "w");
+    CHECK(f != NULL);
+    if (f) {
+        fputs("return { approval = function(gate) return gate == 'review' end }\n", f);
+        fclose(f);
+    }
+    CHECK_INT(cmkflow_host_set_policy(h, policy), CMKFLOW_OK);
+    rc = cmkflow_host_run_file(h, wf, NULL);
+    CHECK_INT(rc, CMKFLOW_WAITING);
+    char run_id[64] = "";
+    const char *at = cmkflow_host_result_json(h) ? strstr(cmkflow_host_result_json(h), "\"run_id\":\"") : NULL;
+    if (at)
+        sscanf(at + 10, "%63[^\"]", run_id);
+    CHECK(run_id[0] != '\0');
+    CHECK_INT(cmkflow_host_approve(h, run_id, "review", 1, "{\"note\":\"looks fine\"}"), CMKFLOW_OK);
+    CHECK_INT(cmkflow_host_resume(h, run_id), CMKFLOW_OK);
+    CHECK(cmkflow_host_result_json(h) && strstr(cmkflow_host_result_json(h), "\"got\":\"looks fine\""));
+    rc = cmkflow_host_run_file(h, wf, NULL);
+    CHECK_INT(rc, CMKFLOW_WAITING);
+    at = cmkflow_host_result_json(h) ? strstr(cmkflow_host_result_json(h), "\"run_id\":\"") : NULL;
+    if (at)
+        sscanf(at + 10, "%63[^\"]", run_id);
+    CHECK_INT(cmkflow_host_cancel(h, run_id), CMKFLOW_OK);
+    CHECK_INT(cmkflow_host_show_run(h, run_id), CMKFLOW_OK);
+    CHECK(cmkflow_host_result_json(h) && strstr(cmkflow_host_result_json(h), "\"status\":\"cancelled\""));
+    CHECK_INT(cmkflow_host_set_policy(h, NULL), CMKFLOW_OK);
 
     /* a stock workflow by name (resolved like the CLI's): its parameters are checked first */
     rc = cmkflow_host_run_file(h, "onboard", "{\"customer\":\"Not Valid\"}");

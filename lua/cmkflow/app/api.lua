@@ -86,6 +86,12 @@ function M.approve(run_id, gate, decision, values_json)
   return EXIT.ok, nil
 end
 
+function M.cancel(run_id)
+  local done, err = pipeline.cancel(run_id)
+  if not done then return errors.exit_code(err), err end
+  return EXIT.ok, json.encode(done)
+end
+
 function M.list_runs() return EXIT.ok, json.encode(app_runs.list(1000)) end
 
 function M.show_run(run_id)
