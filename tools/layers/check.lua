@@ -7,6 +7,7 @@ local M = {}
 -- ---- Lua: groups by module name, lowest first; a group may require itself and what it lists ----
 M.LUA_GROUPS = {
   -- pattern (anchored module name) -> group; the first match wins
+  { "^cmkflow$", "app" },            -- require "cmkflow": the Lua host API (lua/cmkflow/init.lua)
   { "^cmkflow%.core$", "core" },
   { "^cmkflow%.core%.", "core" },
   { "^cmkflow%.emulator$", "emulator" },
