@@ -12,6 +12,7 @@
  *       one to name.
  */
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/file.h>
@@ -105,6 +106,16 @@ static int lock_release(lua_State *L)
     return 0;
 }
 
+/* [-0, +1|2, m] cwd(): the process's working directory (getcwd(3)), never from a shell */
+static int fs_cwd(lua_State *L)
+{
+    char buf[PATH_MAX];
+    if (!getcwd(buf, sizeof buf))
+        return fs_fail(L, "cannot read the working directory", ".", errno);
+    lua_pushstring(L, buf);
+    return 1;
+}
+
 /* [-2, +1|2, m] lock(path, holder): false and the holder's text when another process holds it */
 static int fs_lock(lua_State *L)
 {
@@ -143,7 +154,7 @@ static int fs_pid(lua_State *L)
 int luaopen_cmkflow_core_fs(lua_State *L)
 {
     static const luaL_Reg fns[] = {{"mkdir_p", fs_mkdir_p}, {"write", fs_write}, {"lock", fs_lock},
-                                   {"pid", fs_pid},         {NULL, NULL}};
+                                   {"pid", fs_pid},         {"cwd", fs_cwd},   {NULL, NULL}};
     static const luaL_Reg lock_methods[] = {{"release", lock_release}, {NULL, NULL}};
     if (luaL_newmetatable(L, LOCK_MT)) {
         luaL_newlib(L, lock_methods);

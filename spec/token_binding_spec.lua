@@ -1,6 +1,7 @@
 -- Credentials bound to their cloud: the core attaches a token only for the hosts of the cloud the
 -- credential was configured for and of the service its scope names; anything else fails before a
--- byte is sent. With the emulator selected, no connection of any kind leaves for another address.
+-- byte is sent. With the emulator selected, no connection of any kind leaves for another address,
+-- and the host starts no other program (no shell) for its own work.
 local core = require "cmkflow.core"
 local clouds = require "cmkflow.clouds"
 local F = require "support.auth_fixtures"
@@ -72,7 +73,7 @@ describe("with the emulator selected", function()
     local dir = files.tmpdir()
     local trace = dir .. "/connect.trace"
     -- strace sees every connect(2) of the process and its threads (tools/bootstrap --test)
-    local cmd = ("cd %s && env -u CMKFLOW_LUA_PATH -u CMKFLOW_CONFIG CMKFLOW_STATE_DIR=%s strace -f -qq -e trace=connect "
+    local cmd = ("cd %s && env -u CMKFLOW_LUA_PATH -u CMKFLOW_CONFIG CMKFLOW_STATE_DIR=%s strace -f -qq -e trace=connect,execve "
       .. "-o %s %s run onboard --output json >%s 2>&1"):format(cli.quote(dir), cli.quote(dir .. "/state"),
       cli.quote(trace), cli.quote(cli.bin), cli.quote(dir .. "/out"))
     local _, _, code = os.execute(cmd)
@@ -89,5 +90,9 @@ describe("with the emulator selected", function()
     end
     assert.is_true(inet >= 3, "strace saw too few connections:\n" .. text:sub(1, 2000))
     assert.same({}, elsewhere)
+    -- and the host ran no other program (no shell, no mkdir, no chmod): one execve, its own
+    local execs = {}
+    for line in text:gmatch("[^\n]*execve%([^\n]*") do execs[#execs + 1] = line end
+    assert.equal(1, #execs, table.concat(execs, "\n"))
   end)
 end)

@@ -12,7 +12,7 @@
 --     cmkflow.http offers clients only, never the session (whose set_debug writes files).
 -- Nothing offered writes a file or reaches a shell. The string metatable is protected for every
 -- chunk of the state (getmetatable("") answers false), so no chunk can replace the methods that
--- host code calls on strings (util/file.lua's quote() uses s:gsub).
+-- host code calls on strings.
 local core = require "cmkflow.core"
 
 local cerror, limits = core.error, core.limits

@@ -4,7 +4,7 @@
 -- use cmkflow, and a customer.lua template with the customer-authorize command for those who do.
 -- Every route ends by printing the ISV's exact continuation command (run id, vault URI, key name).
 local base = require "cmkflow.workflow.steps.base"
-local file = require "cmkflow.util.file"
+local core = require "cmkflow.core"
 
 local M = {}
 
@@ -188,7 +188,8 @@ end
 
 -- Writes the kit into dir (created); returns the list of files written | nil, message.
 function M.write(dir, h, ctx)
-  os.execute("mkdir -p -m 700 " .. file.quote(dir))
+  local made, merr = core.fs.mkdir_p(dir, tonumber("700", 8))
+  if not made then return nil, merr end
   local f = facts(h, ctx)
   local files = {
     { "README.md", readme(h, f) },
@@ -200,11 +201,11 @@ function M.write(dir, h, ctx)
   local written = {}
   for _, entry in ipairs(files) do
     local path = dir .. "/" .. entry[1]
-    local ok, err = file.write(path, entry[2])
+    -- the az script is executable (it is run as ./customer.sh), created so by C, no chmod
+    local ok, err = core.fs.write(path, entry[2], tonumber(entry[1] == "customer.sh" and "755" or "644", 8))
     if not ok then return nil, ("cannot write %s: %s"):format(path, tostring(err)) end
     written[#written + 1] = path
   end
-  os.execute("chmod 755 " .. file.quote(dir .. "/customer.sh"))
   return written
 end
 

@@ -137,8 +137,10 @@ function M.main(opts, EXIT)
     return EXIT.usage
   end
   local state_dir = opts.state
-  if state_dir and not os.execute("mkdir -p " .. file.quote(state_dir)) then
-    io.stderr:write("cmkflow: --state: cannot create directory '", state_dir, "'\n")
+  local made, merr = true, nil
+  if state_dir then made, merr = core.fs.mkdir_p(state_dir, tonumber("700", 8)) end
+  if not made then
+    io.stderr:write("cmkflow: --state: cannot create directory '", state_dir, "': ", tostring(merr), "\n")
     return EXIT.usage
   end
   local config = { state_dir = state_dir }

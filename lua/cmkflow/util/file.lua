@@ -1,11 +1,8 @@
--- Whole-file read and write, and quoting for /bin/sh, for the command-line modules
--- (`cmkflow emulator`, `cmkflow run` and friends).
+-- Whole-file read and write and absolute paths for the command-line modules (`cmkflow emulator`,
+-- `cmkflow run` and friends). Nothing here goes through a shell.
 local fs = require("cmkflow.core").fs
 
 local M = {}
-
--- s in single quotes for /bin/sh (a quote inside becomes '\'').
-function M.quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
 -- The whole file, or nil when it cannot be read.
 function M.read(path)
@@ -27,16 +24,11 @@ function M.write(path, content, private)
   return true
 end
 
--- path made absolute against the working directory ($PWD, else pwd), so that what a run stores
+-- path made absolute against the working directory (getcwd, in C), so that what a run stores
 -- still names the same file when it is resumed from elsewhere.
 function M.absolute(path)
   if path == nil or path:sub(1, 1) == "/" then return path end
-  local cwd = os.getenv("PWD")
-  if not cwd or cwd == "" then
-    local p = io.popen("pwd")
-    cwd = p and p:read("l") or "."
-    if p then p:close() end
-  end
+  local cwd = fs.cwd() or "."
   return (cwd .. "/" .. path:gsub("^%./", ""))
 end
 
