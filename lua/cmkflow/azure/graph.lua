@@ -87,11 +87,8 @@ local function replication_symptom(err)
   if type(err) ~= "table" or err.code == "ReplicationTimeout" then return false end
   if err.status == 404 then return true end
   if err.status == 400 then
+    -- (cmkflow.azure.errors.from_response decodes Graph's message into this detail code)
     if err.detail_code == "NoBackingApplicationObject" then return true end
-    local msg = err.message
-    if type(msg) == "string" and msg:find("does not reference a valid application object", 1, true) then
-      return true
-    end
   end
   return false
 end
