@@ -66,6 +66,33 @@ describe("emulator profiles", function()
     end
   end)
 
+  it("cmkflow emulator --profile realistic serves the realistic knobs; without it, instant", function()
+    local ext = require "support.external_emulator"
+    local cli = require "support.cli"
+    local real = ext.start { knobs = false, args = { "--profile", "realistic" } }
+    local plain = ext.start { knobs = false }
+    local ok, err = pcall(function()
+      local s, delays = real:request("GET", "/_emulator/delays")
+      assert.are.equal(200, s)
+      for name, dist in pairs(profiles.REALISTIC.delays) do
+        assert.are.same(dist, delays[name], name)
+      end
+      local _, k = real:request("GET", "/_emulator/knobs")
+      assert.are.equal(profiles.REALISTIC.lro_retry_after_s, k.lro_retry_after_s)
+      assert.are.equal("realistic", k.profile)
+      local _, pk = plain:request("GET", "/_emulator/knobs")
+      assert.are.equal("instant", pk.profile)
+      local _, pd = plain:request("GET", "/_emulator/delays")
+      assert.are.equal(0, pd.role_assignment)
+      local r = cli.run { "emulator", "--listen", "127.0.0.1:0", "--profile", "slow" }
+      assert.are.equal(2, r.code)
+      assert.matches("profile", r.stderr, 1, true)
+    end)
+    real:stop()
+    plain:stop()
+    assert(ok, err)
+  end)
+
   it("--profile realistic on the command line; an unknown profile is refused naming it", function()
     local knobs = assert(ecli.parse_knobs { profile = "realistic", delay = { "vault_dns=2" } })
     assert.are.equal("realistic", knobs.profile)

@@ -68,6 +68,7 @@ local function apply_knobs(st, k)
     if k[name] ~= nil then st.knobs[name] = k[name] end
   end
   for name, v in pairs(k.delays or {}) do st.knobs.delays[name] = v end
+  if k.profile then st.knobs.profile = k.profile end
   if k.profile == "instant" then
     st.knobs.latency = nil
     for name in pairs(st.knobs.delays) do if k.delays[name] == nil then st.knobs.delays[name] = nil end end

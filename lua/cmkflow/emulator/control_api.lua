@@ -97,7 +97,9 @@ routes["PUT /_emulator/delays"] = function(st, req)
 end
 
 local function scalars_view(st)
-  return { lro_retry_after_s = st.knobs.lro_retry_after_s or 1, key_material = st.knobs.key_material or "unique" }
+  -- profile: read-only here (chosen at start: --profile or the seed's "profile")
+  return { lro_retry_after_s = st.knobs.lro_retry_after_s or 1, key_material = st.knobs.key_material or "unique",
+           profile = st.knobs.profile or "instant" }
 end
 
 routes["GET /_emulator/knobs"] = function(st, req) return ok(req, scalars_view(st)) end
