@@ -210,13 +210,13 @@ describe("the two-party onboarding", function()
     assert.equals(7, code, r.stderr)
     assert.equals("Unverified", doc.error.code)
     assert.same({ app = "ok", identity = "ok", federated_credential = "ok", storage_account = "ok",
-                  service_principal = "unverified", key_vault = "unverified", key = "unverified",
+                  key_access = "ok", service_principal = "unverified", key_vault = "unverified", key = "unverified",
                   role_assignment = "unverified" }, doc.outputs.checks)
     assert.equals("customer", doc.outputs.unverified[1].who)
     code, doc, r = verify("customer")
     assert.equals(7, code, r.stderr)
     assert.same({ app = "unverified", identity = "unverified", federated_credential = "unverified",
-                  storage_account = "unverified", service_principal = "ok", key_vault = "ok", key = "ok",
+                  storage_account = "unverified", key_access = "unverified", service_principal = "ok", key_vault = "ok", key = "ok",
                   role_assignment = "ok" }, doc.outputs.checks)
     assert.equals("isv", doc.outputs.unverified[1].who)
 
@@ -228,10 +228,13 @@ describe("the two-party onboarding", function()
     assert.equals("BrokenLink", doc.error.code)
     assert.equals("role_assignment", doc.outputs.broken.link)
     assert.equals("customer", doc.error.tenant)
+    -- the ISV alone sees the account's key access fail, and who must act
     code, doc, r = verify("isv")
-    assert.not_equals(0, code)
-    assert.equals(7, code, r.stderr)
+    assert.equals(1, code, r.stderr)
     assert.is_false(doc.outputs.ok)
+    assert.equals("BrokenLink", doc.error.code)
+    assert.equals("key_access", doc.outputs.broken.link)
+    assert.equals("customer", doc.error.tenant)
 
     -- the customer grants again (customer-authorize is idempotent) for what follows
     local again = run_in(dir .. "/customer", { "run", "customer-authorize", "--config", "customer.lua",

@@ -363,7 +363,8 @@ describe("stock workflows on every cloud", function()
         domain = t.name .. "-" .. cloud .. ".example", subscriptions = { { id = sub, name = t.name .. "-" .. cloud } },
         principals = { { name = pr.name, appId = swap(pr.appId), secret = pr.secret, graph_roles = pr.graph_roles,
           roles = { { role = "Owner", scope = "/subscriptions/" .. sub },
-                    i == 2 and { role = "Key Vault Crypto Officer", scope = "/subscriptions/" .. sub } or nil } } } }
+                    { role = i == 2 and "Key Vault Crypto Officer" or "Storage Blob Data Reader",
+                      scope = "/subscriptions/" .. sub } } } } }
     end
   end
   local clouds_emu

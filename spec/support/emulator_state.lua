@@ -24,8 +24,9 @@ local function canon(v)
   return "{" .. table.concat(parts, ",") .. "}"
 end
 
--- Fields whose value is a point in time (emulator clock) rather than a fact of the end state.
-local TIME_FIELDS = { clock = true, created = true, updated = true, createdOn = true, updatedOn = true,
+-- Fields whose value is a point in time (emulator clock) rather than a fact of the end state
+-- (a blob container's etag is its last-modified time in hex, as Storage's are).
+local TIME_FIELDS = { clock = true, etag = true, lastModifiedTime = true, created = true, updated = true, createdOn = true, updatedOn = true,
   createdAt = true, lastModifiedAt = true, createdDateTime = true, creationTime = true,
   lastKeyRotationTimestamp = true, lastEnabledTime = true, nbf = true, exp = true }
 

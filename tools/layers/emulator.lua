@@ -57,6 +57,8 @@ return {
   [E .. "arm_identity"] = may(E .. "arm_context"),
   [E .. "arm_keyvault"] = may(E .. "arm_context", E .. "keyvault_arm_keys"),
   [E .. "arm_storage"] = may(E .. "arm_context", E .. "storage_cmk"),
+  -- Storage's data plane (List Blobs: can the account use its key?)
+  [E .. "storage_blob"] = may(E .. "arm_storage", E .. "rbac", E .. "storage_cmk", E .. "tokens"),
   -- services: each router holds its resource modules as data (arm.PROVIDERS, graph's merged routes,
   -- keyvault's route table); entra serves the token endpoints, discovery and IMDS
   [E .. "entra"] = may(E .. "entra_grant", E .. "respond", E .. "tokens"),
@@ -70,6 +72,6 @@ return {
   [E .. "control_api"] = may(E .. "control", E .. "knobs", E .. "respond"),
   -- entry points: the server handler (core/server.c loads it) and `cmkflow emulator`
   ["cmkflow.emulator"] = may(E .. "arm", E .. "control", E .. "control_api", E .. "demo_seed", E .. "entra",
-    E .. "graph", E .. "keyvault", E .. "respond", E .. "router", E .. "state"),
+    E .. "graph", E .. "keyvault", E .. "respond", E .. "router", E .. "state", E .. "storage_blob"),
   [E .. "cli"] = may(E .. "knobs", E .. "state"),
 }

@@ -9,6 +9,7 @@
 --   c.keyvault_scope, c.token_exchange_audience, c.connect_to, c.ca_file
 --   c:connect_to_for(host) -> "host:443:addr:port" | nil
 --   c:vault_uri(name) -> "https://{name}.{keyvault_suffix}"
+--   c:blob_endpoint(account) -> "https://{account}.blob.{storage suffix}"
 --   c:is_vault_host(host) -> bool
 local error, getmetatable, ipairs, pairs, setmetatable, tostring, type =
   error, getmetatable, ipairs, pairs, setmetatable, tostring, type
@@ -21,7 +22,8 @@ local M = {}
 local PUBLIC = {}
 for name, c in pairs(clouds.CLOUDS) do
   PUBLIC[name] = { authority = "https://" .. c.login, arm = "https://" .. c.arm, graph = "https://" .. c.graph,
-    keyvault_suffix = c.keyvault_suffix, token_exchange_audience = c.token_exchange_audience, family = name }
+    keyvault_suffix = c.keyvault_suffix, storage_suffix = c.storage_suffix,
+    token_exchange_audience = c.token_exchange_audience, family = name }
 end
 
 local ENDPOINT_FIELDS = { "authority", "arm", "graph" }
@@ -70,6 +72,13 @@ end
 -- https://{login host}/{tenant}/v2.0 of this cloud.
 function Cloud:fic_issuer(tenant) return self.authority .. "/" .. tostring(tenant) .. "/v2.0" end
 
+-- The Blob endpoint of storage account `account` in this cloud (its storage suffix: the spec's, or
+-- its family's, or the public cloud's).
+function Cloud:blob_endpoint(account)
+  local suffix = self.storage_suffix or (PUBLIC[self.family or "azure"] or PUBLIC.azure).storage_suffix
+  return "https://" .. tostring(account) .. ".blob." .. suffix
+end
+
 -- The admin-consent link for app_id in tenant (a GUID or the placeholder "{customer-tenant}")
 -- (https://learn.microsoft.com/entra/identity/enterprise-apps/grant-admin-consent).
 function Cloud:consent_url(tenant, app_id)
@@ -112,6 +121,7 @@ local function build(name, spec)
   end
   c.token_exchange_audience = spec.token_exchange_audience or "api://AzureADTokenExchange"
   c.family = spec.family
+  c.storage_suffix = type(spec.storage_suffix) == "string" and spec.storage_suffix:lower() or nil
   c.graph_version = spec.graph_version or "v1.0"
   c.connect_to = {}
   if spec.connect_to then

@@ -30,6 +30,8 @@ local function find_by_name(st, name)
     if r.type == TYPE and r.body.name == name then return r end
   end
 end
+-- The account record of a (globally unique) account name, or nil.
+M.find_by_name = find_by_name
 
 local function lower_key_map(t)
   local out = {}
@@ -217,9 +219,60 @@ local function list_view(_, rec)
   if not rec.internal.pending then return rec.body end
 end
 
+-- Blob containers, the management-plane way (Azure/azure-rest-api-specs:
+-- specification/storage/resource-manager/Microsoft.Storage/Storage/stable/*/blob.json,
+-- BlobContainers_Create / _Get / _Delete): PUT creates (or replaces its publicAccess and metadata),
+-- GET reads, DELETE removes. The Storage readme's tags list blob.json beside storage.json, so a
+-- container takes the account's api-versions.
+local CONTAINER_TYPE = TYPE .. "/blobServices/containers"
+M.CONTAINER_TYPE = CONTAINER_TYPE
+
+local function valid_container(name)
+  return #name >= 3 and #name <= 63 and name:match("^[a-z0-9][a-z0-9%-]*[a-z0-9]$") ~= nil and not name:find("--", 1, true)
+end
+
+local function containers(ctx, account, cname)
+  local st, method = ctx.st, ctx.req.method
+  local id = account.id .. "/blobServices/default/containers/" .. cname
+  local ok, req_body, h, b = arm.resource_request(ctx, TYPE, id, { action_type = CONTAINER_TYPE })
+  if not ok then return req_body, h, b end
+  local rec = arm.find(st, id)
+  if method == "GET" then
+    if not rec then return ctx:error(404, "ContainerNotFound", "The specified container does not exist.") end
+    return ctx:json(200, rec.body)
+  elseif method == "DELETE" then
+    if rec then st.resources[id:lower()] = nil end
+    return ctx:empty(rec and 200 or 204)
+  elseif method ~= "PUT" then
+    return ctx:error(405, "MethodNotAllowed", "The requested method is not allowed for this resource.")
+  end
+  if not valid_container(cname) then
+    return ctx:error(400, "ContainerOperationFailure", "The specified resource name contains invalid characters.")
+  end
+  local props = type(req_body.properties) == "table" and req_body.properties or {}
+  local body = { id = id, name = cname, type = CONTAINER_TYPE, etag = '"0x' .. ("%X"):format(st:now()) .. '"',
+    properties = { publicAccess = props.publicAccess or "None", metadata = props.metadata,
+      hasImmutabilityPolicy = false, hasLegalHold = false, deleted = false, remainingRetentionDays = 0,
+      leaseStatus = "Unlocked", leaseState = "Available", lastModifiedTime = st:iso() } }
+  local status = rec and 200 or 201
+  st.resources[id:lower()] = { id = id, type = CONTAINER_TYPE, tenant = ctx.tid, subscription = ctx.sub,
+    resource_group = ctx.rg:lower(), visible_at = st:now(), internal = {}, body = body }
+  return ctx:json(status, body)
+end
+
 local function accounts(ctx, rest)
   local st, method = ctx.st, ctx.req.method
   if #rest == 1 then return arm.list_collection(ctx, TYPE, list_view) end
+  if ctx.rg and (#rest == 5 or #rest == 6) and rest[3]:lower() == "blobservices" and rest[4]:lower() == "default"
+     and rest[5]:lower() == "containers" then
+    local account = arm.find(st, arm.resource_id(ctx, TYPE, rest[2]))
+    if not account or account.internal.pending then return ctx:not_found(TYPE, rest[2], ctx.rg) end
+    if #rest == 5 then -- BlobContainers_List
+      if method ~= "GET" then return nil end
+      return arm.list(ctx, CONTAINER_TYPE, account.id, nil, TYPE, CONTAINER_TYPE .. "/read")
+    end
+    return containers(ctx, account, rest[6])
+  end
   if not ctx.rg or #rest > 2 then return nil end
   local name = rest[2]
   local id = arm.resource_id(ctx, TYPE, name)
@@ -249,6 +302,7 @@ local function accounts(ctx, rest)
   elseif method == "DELETE" then
     if not rec then return ctx:empty(204) end
     st.resources[id:lower()] = nil
+    for _, c in ipairs(arm.records(st, CONTAINER_TYPE, id)) do st.resources[c.id:lower()] = nil end
     return ctx:empty(200)
   elseif method == "PATCH" then
     if not rec then return ctx:not_found(TYPE, name, ctx.rg) end

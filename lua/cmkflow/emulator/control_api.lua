@@ -107,6 +107,13 @@ routes["GET /_emulator/knobs"] = function(st, req) return ok(req, scalars_view(s
 routes["PUT /_emulator/knobs"] = function(st, req)
   local b, e = body_of(req)
   if not b then return err(req, 400, "BadRequest", e) end
+  -- profile is read-only: what GET answered may be PUT back, another profile may not
+  if type(b) == "table" and b.profile ~= nil then
+    if b.profile ~= (st.knobs.profile or "instant") then
+      return err(req, 400, "BadRequest", "knobs.profile is chosen at start (--profile or the seed's profile), not here")
+    end
+    b.profile = nil
+  end
   local good, k = pcall(knobs.check_scalar_knobs, b, "knobs")
   if not good then return err(req, 400, "BadRequest", k) end
   for name, v in pairs(k) do st.knobs[name] = v end

@@ -9,7 +9,9 @@ return {
       subscriptions = { { id = "1a2b3c4d-0000-4000-8000-00000000a001", name = "isv-prod" } },
       principals = { {
         name = "isv-deployer", appId = "5e6f7a8b-0000-4000-8000-00000000a0d1", secret = "emulator-isv-deployer-secret",
-        roles = { { role = "Owner", scope = "/subscriptions/1a2b3c4d-0000-4000-8000-00000000a001" } },
+        -- Storage Blob Data Reader: verify's key_access check reads a container of the account
+        roles = { { role = "Owner", scope = "/subscriptions/1a2b3c4d-0000-4000-8000-00000000a001" },
+                  { role = "Storage Blob Data Reader", scope = "/subscriptions/1a2b3c4d-0000-4000-8000-00000000a001" } },
         graph_roles = { "Application.ReadWrite.All" },
       } },
     },

@@ -66,12 +66,15 @@ local KNOWN = {
   ["797f4846-ba00-4fd7-ba43-dac1f8f63013"] = "arm",
   ["https://graph.microsoft.com"] = "graph", ["00000003-0000-0000-c000-000000000000"] = "graph",
   ["https://vault.azure.net"] = "kv", ["cfa8b339-82a2-471a-a3c9-0fc0be7a4093"] = "kv",
+  ["https://storage.azure.com"] = "storage", ["e406a681-f3d4-42a8-90b6-c2b029497af1"] = "storage",
   [EXCHANGE_AUDIENCE:lower()] = "exchange", [tokens.TOKEN_EXCHANGE_APP] = "exchange",
 }
 local API = {
   arm = { name = "arm", aud = "https://management.azure.com/", version = "1.0", cloud = "azure" },
   graph = { name = "graph", aud = "https://graph.microsoft.com", version = "1.0", cloud = "azure" },
   kv = { name = "kv", aud = "https://vault.azure.net", version = "1.0", cloud = "azure" },
+  -- Azure Storage's resource is the same in every cloud (cloud nil: any tenant's)
+  storage = { name = "storage", aud = "https://storage.azure.com", version = "1.0" },
   exchange = { name = "exchange", aud = tokens.TOKEN_EXCHANGE_APP, version = "2.0", cloud = "azure" },
 }
 -- The other clouds' resources: "cloud:kind" -> API (the token's aud is the resource URI; a token

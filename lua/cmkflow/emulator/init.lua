@@ -16,7 +16,8 @@ local M = {}
 
 -- The service modules by the name router.route gives a request; each has handle(st, req, service).
 local SERVICES = { entra = entra, imds = entra, graph = require "cmkflow.emulator.graph",
-                   arm = require "cmkflow.emulator.arm", keyvault = require "cmkflow.emulator.keyvault" }
+                   arm = require "cmkflow.emulator.arm", keyvault = require "cmkflow.emulator.keyvault",
+                   blob = require "cmkflow.emulator.storage_blob" }
 local st
 
 local function read_file(path)

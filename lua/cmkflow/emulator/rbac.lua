@@ -46,6 +46,11 @@ local BUILTINS = {
     { "Microsoft.ManagedIdentity/userAssignedIdentities/read", "Microsoft.ManagedIdentity/userAssignedIdentities/write",
       "Microsoft.ManagedIdentity/userAssignedIdentities/delete", "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/*",
       "Microsoft.Authorization/*/read", "Microsoft.Resources/subscriptions/resourceGroups/read" }, {}, {}, {} },
+  -- https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/storage#storage-blob-data-reader
+  { "Storage Blob Data Reader", "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
+    { "Microsoft.Storage/storageAccounts/blobServices/containers/read",
+      "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action" }, {},
+    { "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read" }, {} },
   { "Storage Account Contributor", "17d1049b-9a84-46fb-8f53-869881c3d3ab",
     { "Microsoft.Storage/storageAccounts/*", "Microsoft.Authorization/*/read", "Microsoft.Resources/subscriptions/resourceGroups/read",
       "Microsoft.Insights/alertRules/*", "Microsoft.Support/*" }, {}, {}, {} },

@@ -17,6 +17,10 @@ M.AUDIENCES = {
             ["00000003-0000-0000-c000-000000000000"] = true },
   kv = { ["https://vault.azure.net"] = true, ["https://vault.azure.net/"] = true,
          ["cfa8b339-82a2-471a-a3c9-0fc0be7a4093"] = true },
+  -- Azure Storage: one resource for every cloud
+  -- (https://learn.microsoft.com/azure/storage/blobs/authorize-access-azure-active-directory)
+  storage = { ["https://storage.azure.com"] = true, ["https://storage.azure.com/"] = true,
+              ["e406a681-f3d4-42a8-90b6-c2b029497af1"] = true },
 }
 M.AUDIENCES_BY_CLOUD = { azure = M.AUDIENCES }
 for _, name in ipairs(clouds.NAMES) do
@@ -28,6 +32,7 @@ for _, name in ipairs(clouds.NAMES) do
     end
     by.graph["00000003-0000-0000-c000-000000000000"] = true
     by.kv["cfa8b339-82a2-471a-a3c9-0fc0be7a4093"] = true
+    by.storage = M.AUDIENCES.storage
     M.AUDIENCES_BY_CLOUD[name] = by
   end
 end

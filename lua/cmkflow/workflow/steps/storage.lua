@@ -77,6 +77,20 @@ local function send_until_accepted(ctx, what, send, party)
   return account
 end
 
+-- verify reads this container's blob list to see whether Storage can use the customer's key (a
+-- data operation: Azure Storage reports a key it cannot reach on data requests, not through ARM;
+-- https://learn.microsoft.com/azure/storage/common/customer-managed-keys-overview#revoke-access-to-a-key-vault-or-key).
+-- An empty private container, created by new-account and existing-account when absent
+-- (Blob Containers - Create, https://learn.microsoft.com/rest/api/storagerp/blob-containers/create).
+M.PROBE_CONTAINER = "cmkflow-verify"
+
+local function ensure_probe_container(ctx, account_id)
+  local path = account_id .. "/blobServices/default/containers/" .. M.PROBE_CONTAINER
+  local arm = ctx.context("isv").arm
+  if base.get_or_absent(arm, path, { api_version = base.API.storage }, "container " .. path, "isv") then return end
+  base.put(arm, path, { properties = { publicAccess = "None" } }, base.API.storage, "container " .. path, "isv")
+end
+
 -- A new StorageV2 account with the ISV's identity attached and the customer's key (Storage Accounts
 -- - Create, https://learn.microsoft.com/rest/api/storagerp/storage-accounts/create). An account that
 -- exists already (a re-run) is not sent a PUT, which would replace its tags and settings: it gets a
@@ -90,6 +104,7 @@ function M.storage_account(ctx)
     local changes = M.account_changes(ctx, existing)
     local tags = base.merged_tags(existing.tags, base.tags(ctx))
     if tags then changes = changes or {} changes.tags = tags end
+    ensure_probe_container(ctx, existing.id)
     if not changes then return { account = existing, id = existing.id, name = existing.name } end
     local account = send_until_accepted(ctx, "storage account " .. names(ctx).storage_account,
       function() return isv.arm:patch(path, changes, { api_version = base.API.storage }) end, "isv")
@@ -104,6 +119,7 @@ function M.storage_account(ctx)
   local account = send_until_accepted(ctx, "storage account " .. names(ctx).storage_account,
     function() return isv.arm:put(path, body, { api_version = base.API.storage,
       on_wait = base.log_waits(ctx, "storage account " .. names(ctx).storage_account .. " to be created") }) end, "isv")
+  ensure_probe_container(ctx, account.id)
   return { account = account, id = account.id, name = account.name }
 end
 
@@ -172,6 +188,7 @@ function M.switch_encryption(ctx)
   local isv = ctx.context("isv")
   local id = ctx.outputs.account.id
   local current = must_exist(id, M.get_account(ctx, id))
+  ensure_probe_container(ctx, current.id)
   local changes = M.account_changes(ctx, current)
   if not changes then return { account = current, id = current.id, changed = false } end
   local account = send_until_accepted(ctx, "storage account " .. id,

@@ -200,9 +200,66 @@ function CHECKS.storage_account(ctx)
   return good { id = account.id, currentVersionedKeyIdentifier = kvp.currentVersionedKeyIdentifier }
 end
 
+-- Storage can use the key now: a data read that needs it (List Blobs with include=metadata on a
+-- container of the account; Azure Storage reports a key it cannot reach on such requests, with
+-- KeyVaultEncryptionKeyNotFound, KeyVaultAccessTokenCannotBeAcquired or KeyVaultVaultNotFound,
+-- https://learn.microsoft.com/azure/storage/common/customer-managed-keys-overview#revoke-access-to-a-key-vault-or-key),
+-- as the principal running verify, which needs Storage Blob Data Reader on the account for it
+-- (without it the link is unverified, naming the role). This is how the ISV alone sees a revoke.
+local KEY_ERRORS = { KeyVaultEncryptionKeyNotFound = true, KeyVaultAccessTokenCannotBeAcquired = true,
+                     KeyVaultVaultNotFound = true }
+local BLOB_API = "2021-08-06" -- x-ms-version (OAuth needs 2017-11-09 or later)
+
+local function probe_container(ctx, account)
+  local arm = ctx.context("isv").arm
+  local list = arm:list(account.id .. "/blobServices/default/containers", { api_version = base.API.storage })
+  if not list then return nil end
+  local first
+  for _, c in ipairs(list) do
+    if c.name == storage.PROBE_CONTAINER then return c.name end
+    first = first or c.name
+  end
+  return first
+end
+
+function CHECKS.key_access(ctx)
+  local acct = ctx.outputs.storage_account
+  if not usable(acct) then return unverified("the storage account's encryption is not in place") end
+  local isv = ctx.context("isv")
+  local account = storage.get_account(ctx, acct.id)
+  if not account then return unverified("the storage account is gone") end
+  local container = probe_container(ctx, account)
+  if not container then
+    return unverified(("storage account %s has no blob container to read through (new-account and existing-account "
+      .. "create %s)"):format(account.name, storage.PROBE_CONTAINER), "isv")
+  end
+  local url = ("%s/%s?restype=container&comp=list&include=metadata&maxresults=1")
+    :format(isv.cloud:blob_endpoint(account.name), container)
+  local resp, err = isv.http:request { method = "GET", url = url, credential = isv.credential,
+    scope = "https://storage.azure.com/.default", headers = { ["x-ms-version"] = BLOB_API } }
+  if not resp then
+    return unverified(("the Blob endpoint of %s did not answer: %s"):format(account.name,
+      tostring(err and err.message or err)), "isv")
+  end
+  local code = resp.headers and resp.headers["x-ms-error-code"]
+  if resp.status == 200 then return good { account = account.name, container = container } end
+  if resp.status == 403 and KEY_ERRORS[code] then
+    return broken("key_access", "customer", ("Azure Storage cannot use the customer's key for %s: %s")
+      :format(account.name, code),
+      "the customer restores the key, the vault or the ISV app's grant (verify with the customer's config names which)")
+  end
+  if resp.status == 403 or resp.status == 401 then
+    return unverified(("the principal running verify may not read blobs of %s (%s): grant it Storage Blob Data Reader "
+      .. "on the account to check that Storage can use the key"):format(account.name, tostring(code or resp.status)),
+      "isv")
+  end
+  return unverified(("reading container %s of %s answered %d %s"):format(container, account.name, resp.status,
+    tostring(code or "")), "isv")
+end
+
 -- The step running check `name`; a check of the other party's side is unverified without that
 -- party's credentials, naming who can check it.
-local SIDE = { app = "isv", identity = "isv", federated_credential = "isv", storage_account = "isv",
+local SIDE = { app = "isv", identity = "isv", federated_credential = "isv", storage_account = "isv", key_access = "isv",
                service_principal = "customer", key_vault = "customer", key = "customer", role_assignment = "customer" }
 function M.check(name, title, needs)
   local check = assert(CHECKS[name], name)
@@ -218,7 +275,7 @@ function M.check(name, title, needs)
 end
 
 local ORDER = { "app", "identity", "federated_credential", "service_principal", "role_assignment", "key", "key_vault",
-                "storage_account" }
+                "storage_account", "key_access" }
 
 -- {ok, checks = {link = "ok" | "broken" | "unverified" | "not run"}, broken = {link, tenant, problem,
 -- fix}, unverified = [{link, who, why}]}; ok only when every link was checked and holds.
