@@ -114,36 +114,25 @@ static struct req *req_get(struct cmk_server *s)
     return r;
 }
 
-static void unlink_suspended(struct cmk_server *s, struct req *r)
+/* Takes r out of the list at *head (the suspended or the committing one). */
+static void unlink_req(struct req **head, struct req *r)
 {
-    for (struct req **p = &s->suspended; *p; p = &(*p)->next) {
+    for (struct req **p = head; *p; p = &(*p)->next) {
         if (*p == r) {
             *p = r->next;
             break;
         }
     }
-    r->suspended = 0;
-    r->next = NULL;
-}
-
-static void unlink_committing(struct cmk_server *s, struct req *r)
-{
-    for (struct req **p = &s->committing; *p; p = &(*p)->next) {
-        if (*p == r) {
-            *p = r->next;
-            break;
-        }
-    }
-    r->committing = 0;
     r->next = NULL;
 }
 
 static void req_put(struct cmk_server *s, struct req *r)
 {
     if (r->suspended)
-        unlink_suspended(s, r);
+        unlink_req(&s->suspended, r);
     if (r->committing)
-        unlink_committing(s, r);
+        unlink_req(&s->committing, r);
+    r->suspended = r->committing = 0;
     server_release_body(s, r);
     if (r->response) {
         MHD_destroy_response(r->response);
