@@ -3,7 +3,7 @@
 -- generated seed), onboarded end to end against one emulator on the instant profile, at most C
 -- at a time (default 32). Prints the time per onboard of customers 1-100 and of the last 100 and
 -- their ratio (target <= 1.2), the total wall time, the failures, and both processes' peak RSS.
---   lua5.4 tools/bench/emulator_scale.lua [N=10000] [C=32]
+--   lua5.4 tools/bench/emulator_scale.lua [N=10000] [C=32]   (BENCH_TRACE=1: each step's times)
 --
 -- Two processes, so that each one's memory is its own:
 --   this one   generates the seed, runs the emulator (core.server, its own thread and Lua state:
@@ -64,6 +64,7 @@ local function drive(url, ca, n, concurrency)
   local now = core.monotonic_ms
   local started, durations, finished = now(), {}, {}
   local failures, first_error = 0, nil
+  local trace = os.getenv("BENCH_TRACE") -- every step's start and end on the driver's stderr
 
   local function onboard(i)
     local c = customer(i)
@@ -79,7 +80,9 @@ local function drive(url, ca, n, concurrency)
     ctx.has_context = function(n) return has(mine(n)) end
     local t0 = now()
     local run_id = db:create_run { workflow = def.name, params = json.encode(params), config = config }
-    local result = engine.execute { def = def, ctx = ctx, store = db, run_id = run_id, progress = os.getenv("BENCH_TRACE") and function(e) io.stderr:write(("%d %s %s %s\n"):format(now() - t0, c.name, e.kind, tostring(e.step))) end }
+    local result = engine.execute { def = def, ctx = ctx, store = db, run_id = run_id, progress = trace and function(e)
+      io.stderr:write(("%d ms %s %s %s\n"):format(now() - t0, c.name, e.kind, tostring(e.step)))
+    end }
     durations[i], finished[i] = now() - t0, now() - started
     if result.status ~= "succeeded" then
       failures = failures + 1
@@ -192,5 +195,5 @@ print(("emulator_scale: total %.1f s wall, %d failed%s; driver (CLI) peak RSS %.
   r.hwm_kb / 1024, r.cpu_s, status_kb("self", "VmHWM") / 1024, cpu_s() - cpu0))
 print(("emulator_scale: the driver's HTTP: %d requests (%.1f per onboard), %d connections, %d TLS handshakes, %d token "
   .. "fetches"):format(r.http.requests, r.http.requests / N, r.http.connects, r.http.tls_handshakes, r.http.token_fetches))
-if os.getenv("BENCH_TRACE") then io.stderr:write(read(work .. "/driver.err") or "") end
+if os.getenv("BENCH_TRACE") then io.stderr:write(read(work .. "/driver.err") or "") end -- the steps' times
 os.execute("rm -rf " .. q(work))
