@@ -107,29 +107,32 @@ static struct req *req_get(struct cmk_server *s)
     r->next = NULL;
     r->conn = NULL;
     r->response = NULL;
-    r->started = r->suspended = r->bad_path = 0;
+    r->started = r->suspended = r->committing = r->bad_path = 0;
     r->charged = 0;
     buf_reset(&r->body);
     buf_reset(&r->query);
     return r;
 }
 
-static void unlink_suspended(struct cmk_server *s, struct req *r)
+/* Takes r out of the list at *head (the suspended or the committing one). */
+static void unlink_req(struct req **head, struct req *r)
 {
-    for (struct req **p = &s->suspended; *p; p = &(*p)->next) {
+    for (struct req **p = head; *p; p = &(*p)->next) {
         if (*p == r) {
             *p = r->next;
             break;
         }
     }
-    r->suspended = 0;
     r->next = NULL;
 }
 
 static void req_put(struct cmk_server *s, struct req *r)
 {
     if (r->suspended)
-        unlink_suspended(s, r);
+        unlink_req(&s->suspended, r);
+    if (r->committing)
+        unlink_req(&s->committing, r);
+    r->suspended = r->committing = 0;
     server_release_body(s, r);
     if (r->response) {
         MHD_destroy_response(r->response);
@@ -238,8 +241,13 @@ static void *server_main(void *arg)
         if (s->suspended)
             resume_due(s, server_now_ms(), 0);
         MHD_run(s->daemon);
+        /* group commit: the answers of every request this turn handled wait for one commit */
+        if (s->committing)
+            server_commit(s);
     }
     /* connections must not be suspended when the daemon stops */
+    if (s->committing)
+        server_commit(s);
     resume_due(s, 0, 1);
     MHD_run(s->daemon);
     MHD_stop_daemon(s->daemon);
@@ -287,6 +295,10 @@ static int load_handler(lua_State *L)
         if (lua_getfield(L, -2, "handle") != LUA_TFUNCTION)
             return luaL_error(L, "handler table has no 'handle' function");
         a->s->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        if (lua_getfield(L, -2, "commit") == LUA_TFUNCTION)
+            a->s->commit_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        else
+            lua_pop(L, 1);
         if (lua_getfield(L, -2, "init") == LUA_TFUNCTION) {
             lua_pushvalue(L, -2);
             lua_call(L, 1, 0);
@@ -382,7 +394,7 @@ struct cmk_server *server_start(const struct server_options *o, int *kind, char 
         return NULL;
     }
     s->wake_fd = -1;
-    s->handler_ref = s->config_ref = LUA_NOREF;
+    s->handler_ref = s->config_ref = s->commit_ref = LUA_NOREF;
     s->tls = o->tls;
     s->ipv6 = ipv6;
     s->debug = o->debug;

@@ -29,7 +29,8 @@
  * The handler chunk (file, source or module) returns either
  *   function(req, config) -> status, headers, body [, delay_ms]
  * or a table { init = function(config) end (optional, run once at start; an error fails start),
- *              handle = function(req, config) -> status, headers, body [, delay_ms] }.
+ *              handle = function(req, config) -> status, headers, body [, delay_ms [, commit]],
+ *              commit = function() -> true | false, code, message (optional; group commit) }.
  *   req = { method, path (percent-decoded, no query), query (raw query string, "" if none),
  *           args (decoded query arguments; first value wins), headers (lower-case names; repeated
  *           headers joined with ", "), body (string, "" if none), host (Host header, lower-case,
@@ -38,6 +39,11 @@
  *            ignored). body: string (or nil = empty).
  *   status nil       -> the connection is closed without a response (fault injection: curl exit 52)
  *   delay_ms > 0     -> the response is sent after that many milliseconds (max 600000)
+ *   commit true      -> (with a commit function) the response is held until commit() has run: once
+ *                       per turn of the server loop, for every request that turn handled, before any
+ *                       of their answers leaves (the emulator makes all their changes durable with
+ *                       one write); when it returns false, each of them is answered 500 with
+ *                       {"error":{"code","message"}} from its results instead
  *   handler error    -> 500 {"error":{"code":"InternalServerError","message":"... (error N; details
  *                       are in its log)"}}; the error and its traceback go to stderr only (they
  *                       name source paths)

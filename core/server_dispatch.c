@@ -28,6 +28,7 @@ struct dispatch {
     struct MHD_Response *response; /* out */
     unsigned status;               /* out; 0 = drop the connection */
     long delay_ms;                 /* out */
+    int commit;                    /* out: the answer waits for the next commit */
 };
 
 /* MHD_KeyValueIterator: headers into the table on top of the stack, names lower-cased. */
@@ -206,7 +207,7 @@ static int dispatch_lua(lua_State *L)
     lua_pushstring(L, s->tls ? "https" : "http");
     lua_setfield(L, -2, "scheme");
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->config_ref);
-    lua_call(L, 2, 4); /* status, headers, body, delay_ms at 1..4 */
+    lua_call(L, 2, 5); /* status, headers, body, delay_ms, commit at 1..5 */
 
     if (lua_isnil(L, 1)) {
         d->status = 0;
@@ -243,6 +244,7 @@ static int dispatch_lua(lua_State *L)
         return luaL_error(L, "could not add the response headers");
     d->status = (unsigned)status;
     d->delay_ms = (long)delay;
+    d->commit = lua_toboolean(L, 5);
     return 0;
 }
 
@@ -267,20 +269,29 @@ static void json_escape(const char *msg, size_t msglen, char *out, size_t outlen
     out[o] = '\0';
 }
 
-enum MHD_Result server_respond_error(struct MHD_Connection *conn, unsigned status, const char *code,
-                                     const char *msg, int close_after)
+/* A JSON error answer {"error":{"code","message"}}, or NULL (out of memory). The caller owns it. */
+static struct MHD_Response *error_response(const char *code, const char *msg, int close_after)
 {
     char esc[2048], body[2300];
     json_escape(msg, strlen(msg), esc, sizeof esc);
     int n = snprintf(body, sizeof body, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code, esc);
     if (n < 0)
-        return MHD_NO;
+        return NULL;
     struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_COPY);
     if (!resp)
-        return MHD_NO;
+        return NULL;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json; charset=utf-8");
     if (close_after)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    return resp;
+}
+
+enum MHD_Result server_respond_error(struct MHD_Connection *conn, unsigned status, const char *code,
+                                     const char *msg, int close_after)
+{
+    struct MHD_Response *resp = error_response(code, msg, close_after);
+    if (!resp)
+        return MHD_NO;
     enum MHD_Result ret = MHD_queue_response(conn, status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -335,7 +346,8 @@ static int charge_body(struct cmk_server *s, struct req *r, size_t n)
     return 0;
 }
 
-static void suspend_until(struct cmk_server *s, struct req *r, uint64_t due)
+/* Puts r (already suspended) in the due-time-sorted list the server loop resumes from. */
+static void hold_until(struct cmk_server *s, struct req *r, uint64_t due)
 {
     r->due_ms = due;
     struct req **p = &s->suspended;
@@ -344,7 +356,60 @@ static void suspend_until(struct cmk_server *s, struct req *r, uint64_t due)
     r->next = *p;
     *p = r;
     r->suspended = 1;
+}
+
+static void suspend_until(struct cmk_server *s, struct req *r, uint64_t due)
+{
+    hold_until(s, r, due);
     MHD_suspend_connection(r->conn);
+}
+
+/* [-0, +2, e] commit() protected: its results (true | false, code, message) */
+static int commit_lua(lua_State *L)
+{
+    struct cmk_server *s = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->commit_ref);
+    lua_call(L, 0, 3);
+    return 3;
+}
+
+void server_commit(struct cmk_server *s)
+{
+    lua_State *L = s->L;
+    lua_settop(L, 0);
+    lua_pushcfunction(L, cmk_msghandler);
+    lua_pushcfunction(L, commit_lua);
+    lua_pushlightuserdata(L, s);
+    int ok = 0;
+    const char *code = "InternalServerError", *msg = "The server could not make the change durable.";
+    if (lua_pcall(L, 1, 3, 1) != LUA_OK) {
+        fprintf(stderr, "cmkflow server: commit failed: %s\n", lua_tostring(L, -1) ? lua_tostring(L, -1) : "(error)");
+    } else if (lua_toboolean(L, 2)) {
+        ok = 1;
+    } else {
+        if (lua_type(L, 3) == LUA_TSTRING)
+            code = lua_tostring(L, 3);
+        if (lua_type(L, 4) == LUA_TSTRING)
+            msg = lua_tostring(L, 4);
+    }
+    /* every held answer goes out now (or after its own delay); after a failed commit none of them
+     * is a success: each becomes the error */
+    uint64_t now = server_now_ms();
+    while (s->committing) {
+        struct req *r = s->committing;
+        s->committing = r->next;
+        r->next = NULL;
+        r->committing = 0;
+        if (!ok) {
+            if (r->response)
+                MHD_destroy_response(r->response);
+            r->response = error_response(code, msg, 0);
+            r->status = 500;
+        }
+        hold_until(s, r, ok && r->due_ms > now ? r->due_ms : now);
+    }
+    lua_settop(L, 0);
 }
 
 static enum MHD_Result dispatch(struct cmk_server *s, struct req *r, struct MHD_Connection *conn,
@@ -377,6 +442,17 @@ static enum MHD_Result dispatch(struct cmk_server *s, struct req *r, struct MHD_
     lua_settop(L, 0);
     if (d.status == 0)
         return MHD_NO; /* drop the connection */
+    if (d.commit && s->commit_ref != LUA_NOREF) {
+        /* held (suspended) until the commit after this turn of the loop: server_commit */
+        r->response = d.response;
+        r->status = d.status;
+        r->due_ms = server_now_ms() + (uint64_t)d.delay_ms;
+        r->next = s->committing;
+        s->committing = r;
+        r->committing = 1;
+        MHD_suspend_connection(conn);
+        return MHD_YES;
+    }
     if (d.delay_ms > 0) {
         r->response = d.response;
         r->status = d.status;

@@ -30,6 +30,7 @@ struct req {
     uint64_t due_ms;
     int started;                     /* the access handler has seen the headers */
     int suspended;
+    int committing;                  /* in cmk_server.committing: answered once the commit is done */
     int bad_path;                    /* the raw target holds an encoded NUL (%00) */
     size_t charged;                  /* bytes of this body counted in cmk_server.body_bytes */
     struct buf query;                /* raw query string */
@@ -39,7 +40,7 @@ struct req {
 struct cmk_server {
     struct MHD_Daemon *daemon;
     lua_State *L;
-    int handler_ref, config_ref;
+    int handler_ref, config_ref, commit_ref; /* commit_ref: the handler table's commit(), or LUA_NOREF */
     pthread_t thread;
     int thread_started;
     int wake_fd;
@@ -50,6 +51,7 @@ struct cmk_server {
     char url[80];
     char *cert_pem, *key_pem;
     struct req *free_list, *all, *suspended;
+    struct req *committing; /* answers held until the next commit (group commit; server.h) */
     unsigned free_count;
     size_t body_bytes;    /* bodies being received (server thread only; MAX_BODY_TOTAL) */
     unsigned long error_n; /* handler errors so far: the id an answer names, the log line carries */
@@ -64,6 +66,9 @@ enum MHD_Result server_respond_error(struct MHD_Connection *conn, unsigned statu
 void server_release_body(struct cmk_server *s, struct req *r);
 /* Monotonic milliseconds. */
 uint64_t server_now_ms(void);
+/* Runs the handler's commit() once for every answer held since the last one, then lets them go
+ * (each after its own delay), or replaces them all with the error commit() returned. */
+void server_commit(struct cmk_server *s);
 /* MHD's access handler: collects the body, runs the Lua handler, queues (or delays) the answer. */
 enum MHD_Result server_on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,

@@ -519,8 +519,12 @@ describe("emulator --state persistence", function()
     local tenant = st:tenant("isv")
     local app = st:add_application(tenant, { displayName = "persisted-app" })
     local kid = tenant.kid
-    local status = emulator.handle(req("POST", "/_emulator/clock", '{"advance_seconds": 3600}'))
+    -- as the server does (core/server.h, group commit): the answer is held, commit() writes
+    local status, _, _, _, commit = emulator.handle(req("POST", "/_emulator/clock", '{"advance_seconds": 3600}'))
     assert.equal(200, status)
+    assert.is_true(commit)
+    assert.equal("not yet", files.read(dir .. "/state.json", "not yet"))
+    assert.is_true(emulator.commit())
     local text = files.read(dir .. "/state.json")
     assert.is_string(text)
     assert.matches("BEGIN PRIVATE KEY", text)

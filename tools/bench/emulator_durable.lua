@@ -1,10 +1,12 @@
 -- What durability costs (issue 8 point 4): N resource-group PUTs over one keep-alive connection to
 -- an in-process emulator with a state directory (every acknowledged mutation is on disk before its
 -- answer) and without one; the same group again and again (the state stays small) and a new group
--- each time (the state grows). Reports requests/s of the four (docs/performance.md).
+-- each time (the state grows); and new groups from 8 clients at once (group commit: one durable
+-- write for the requests of one turn of the server loop). Reports requests/s (docs/performance.md).
 --   lua5.4 tools/bench/emulator_durable.lua [N=1000]
 local core = require "cmkflow.core"
 local http = require "cmkflow.http"
+local async = require "cmkflow.async"
 local json = core.json
 
 local N = tonumber(arg[1]) or 1000
@@ -19,8 +21,9 @@ write_file(ca_file, ca)
 local seed = require "cmkflow.emulator.demo_seed"
 
 -- requests/s of N PUTs against an emulator with config cfg: each a new group (the state grows to N
--- groups) or, with same, one group again and again (the state stays the size of a small run's)
-local function measure(cfg, same)
+-- groups) or, with same, one group again and again (the state stays the size of a small run's);
+-- from `clients` tasks at once (default 1), each on its own connection
+local function measure(cfg, same, clients)
   cfg.seed = seed
   local emu <close> = core.server.start { listen = "127.0.0.1:0", tls = true, cert_pem = cert, key_pem = key,
     handler_module = "cmkflow.emulator", config = json.encode(cfg) }
@@ -35,12 +38,22 @@ local function measure(cfg, same)
       .. "&scope=https%3A%2F%2Fmanagement.azure.com%2F.default" })
   local headers = { authorization = "Bearer " .. json.decode(tok.body).access_token, ["content-type"] = "application/json" }
   local t0 = session:now()
-  for i = 1, N do
+  local function put(i)
     local resp = assert(client:request { method = "PUT", headers = headers, body = '{"location":"westeurope"}',
       url = ("https://management.azure.com/subscriptions/%s/resourcegroups/bench-rg-%d?api-version=2021-04-01")
         :format(sub, same and 0 or i) })
     assert(resp.status // 100 == 2, "PUT " .. i .. ": " .. resp.status)
   end
+  clients = clients or 1
+  async.run(function()
+    local tasks = {}
+    for c = 1, clients do
+      tasks[c] = async.spawn(function()
+        for i = c, N, clients do put(i) end
+      end)
+    end
+    for _, t in ipairs(tasks) do async.await(t) end
+  end)
   return N / ((session:now() - t0) / 1000)
 end
 
@@ -57,8 +70,10 @@ local rows = {
   { "one group, in memory", measure({}, true) },
   { "new groups, with --state", measure({ state_dir = dir_of("new") }) },
   { "new groups, in memory", measure({}) },
+  { "new groups, 8 clients, with --state", measure({ state_dir = dir_of("new8") }, false, 8) },
+  { "new groups, 8 clients, in memory", measure({}, false, 8) },
 }
-print(("%d resource-group PUTs over one connection"):format(N))
-for _, r in ipairs(rows) do print(("  %-26s %8.0f req/s"):format(r[1], r[2])) end
+print(("%d resource-group PUTs over one connection (or 8)"):format(N))
+for _, r in ipairs(rows) do print(("  %-36s %8.0f req/s"):format(r[1], r[2])) end
 os.execute("rm -rf " .. dir)
 os.remove(ca_file)

@@ -37,8 +37,9 @@ return {
   [E .. "demo_seed"] = may(),
   [E .. "keyvault_store"] = may(),
   [E .. "api_versions"] = may(),
+  [E .. "resource_index"] = may(),
   -- the emulated world (the one state every service reads and writes)
-  [E .. "state"] = may(E .. "knobs", E .. "profiles", E .. "rbac"),
+  [E .. "state"] = may(E .. "knobs", E .. "profiles", E .. "rbac", E .. "resource_index"),
   -- what the modules of one service share: ARM's request context, Graph's OData layer, Key Vault's
   -- authentication and envelope, Entra's token issuance (also used by Storage's key check)
   [E .. "arm_context"] = may(E .. "api_versions", E .. "rbac", E .. "respond"),

@@ -70,7 +70,14 @@ local function list(ctx)
     end
   end
   local items = {}
-  for _, r in ipairs(arm.records(ctx.st, RA)) do
+  -- the tenant's (or the principal's) assignments, in id order as a full listing gives them
+  local candidates = {}
+  for _, r in pairs(principal and ctx.st:role_assignments_of(ctx.tid, principal)
+                    or ctx.st:resources_in_tenant(ctx.tid, RA)) do
+    candidates[#candidates + 1] = r
+  end
+  table.sort(candidates, function(a, b) return a.id:lower() < b.id:lower() end)
+  for _, r in ipairs(candidates) do
     local p = r.body.properties
     if r.tenant == ctx.tid and (not principal or p.principalId:lower() == principal:lower()) then
       local above = rbac.scope_contains(p.scope, scope)
@@ -116,7 +123,7 @@ local function put(ctx, name, id)
   end
   local scope = ctx.scope
   local existing = arm.find(st, id)
-  for _, r in ipairs(arm.records(st, RA)) do
+  for _, r in pairs(st:role_assignments_of(tenant.id, principal)) do
     if r ~= existing and r.tenant == tenant.id and same_tuple(r.body.properties, def.id, principal, scope) then
       return ctx:error(409, "RoleAssignmentExists", "The role assignment already exists. The ID of the existing role "
         .. "assignment is " .. r.body.name:gsub("%-", "") .. ".")

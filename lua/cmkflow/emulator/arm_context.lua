@@ -114,12 +114,7 @@ function M.find(st, id) return st.resources[id:lower()] end
 
 -- Records of type rtype (case-insensitive) whose id lies under prefix (an ARM scope), sorted by id.
 function M.records(st, rtype, prefix)
-  local out = {}
-  local lower = rbac.lower
-  rtype = lower(rtype)
-  for _, r in pairs(st.resources) do
-    if lower(r.type) == rtype and (prefix == nil or rbac.scope_contains(prefix, r.id)) then out[#out + 1] = r end
-  end
+  local out = st:resources_of(rtype, prefix)
   table.sort(out, function(a, b) return a.id:lower() < b.id:lower() end)
   return out
 end

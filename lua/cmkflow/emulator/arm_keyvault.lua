@@ -56,7 +56,7 @@ end
 -- The live vault record named name (any subscription), or nil.
 function M.find_by_name(st, name)
   name = name:lower()
-  for _, r in pairs(st.resources) do
+  for _, r in pairs(st:resources_named(TYPE, name)) do
     if r.type == TYPE and r.body.name:lower() == name then return r end
   end
 end

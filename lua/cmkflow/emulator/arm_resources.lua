@@ -77,8 +77,8 @@ end
 -- providers: the router's table, lower-case namespace -> provider module (ctx.providers).
 function M.delete_under(st, scope, providers)
   local doomed = {}
-  for key, r in pairs(st.resources) do
-    if r.type ~= RG_TYPE and rbac.scope_contains(scope, r.id) then doomed[#doomed + 1] = key end
+  for _, r in ipairs(st:resources_under(scope)) do
+    if r.type ~= RG_TYPE then doomed[#doomed + 1] = r.id:lower() end
   end
   table.sort(doomed)
   for _, key in ipairs(doomed) do

@@ -26,7 +26,7 @@ local function invalid_text(name)
 end
 
 local function find_by_name(st, name)
-  for _, r in pairs(st.resources) do
+  for _, r in pairs(st:resources_named(TYPE, name)) do
     if r.type == TYPE and r.body.name == name then return r end
   end
 end
@@ -387,7 +387,8 @@ local function subscription_level(ctx, rest)
     local s, h, b = ctx:check_api(TYPE)
     if s then return s, h, b end
     local op = rest[4]:lower()
-    for _, r in pairs(st.resources) do
+    local r = st:resource_by_operation(op)
+    if r then
       if r.type == TYPE and r.subscription == ctx.sub and r.internal.operation == op then
         local denied = { ctx:authorize(r.id, TYPE .. "/read") }
         if denied[1] then return table.unpack(denied, 1, 3) end

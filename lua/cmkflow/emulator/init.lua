@@ -48,7 +48,7 @@ function M.new_state(config)
   return s
 end
 
-local persist = { path = nil }
+local persist = { path = nil, dirty = false }
 
 local function persist_path(cfg)
   return cfg.state_dir and cfg.state_dir ~= "" and (cfg.state_dir .. "/state.json") or nil
@@ -65,6 +65,24 @@ local function save(changed)
     return nil, err
   end
   return true
+end
+
+-- Group commit (core/server.h): a request that changed the state returns its answer with
+-- commit = true and the server holds it; after each turn of its loop the server calls M.commit
+-- once, which writes the state (one durable write for every request of that turn), and only then
+-- lets their answers go, or answers each of them 500 when the write failed.
+local function changed_answer(changed, status, headers, body, delay)
+  if not persist.path or not changed then return status, headers, body, delay end
+  persist.dirty = true
+  return status, headers, body, delay or 0, true
+end
+
+function M.commit()
+  if not persist.dirty then return true end
+  persist.dirty = false
+  if save(true) then return true end
+  return false, "InternalServerError",
+    "The emulator could not write its state file; the request may not have been applied."
 end
 
 -- The answer when the state could not be saved: the change is not acknowledged.
@@ -113,8 +131,7 @@ function M.handle(req)
   end
   if service == "control" then
     local status, headers, body = control_api.handle(st, req)
-    if not save(control_api.mutates(req)) then return not_saved(req) end
-    return status, headers, body
+    return changed_answer(control_api.mutates(req), status, headers, body)
   end
   local intercepted, status, headers, body, delay = control.before(st, req, service)
   -- a fired fault rule changed its counters; other requests change the world unless they read
@@ -133,8 +150,7 @@ function M.handle(req)
     if headers == nil then headers = {} end
   end
   control.after(st, req, service, status, headers, delay)
-  if not save(changed) then return not_saved(req) end
-  return status, headers, body, delay
+  return changed_answer(changed, status, headers, body, delay)
 end
 
 return M

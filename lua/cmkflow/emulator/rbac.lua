@@ -144,7 +144,7 @@ end
 function M.assignments(st, tenant_id, principal_id)
   local out = {}
   principal_id = (principal_id or ""):lower()
-  for _, r in pairs(st.resources) do
+  for _, r in pairs(st:role_assignments_of(tenant_id or "", principal_id)) do
     if r.type == RA_TYPE and r.tenant == tenant_id and st:visible(r)
        and r.body.properties.principalId:lower() == principal_id then
       out[#out + 1] = r

@@ -16,6 +16,8 @@
 --           alternativeNames?, visible_at }
 --   st.resources[lower(arm id)] = { id, type (canonical case), tenant, subscription, body (ARM JSON
 --           as returned), visible_at, internal = {...provider-private, never in responses} }
+--           (a resource_index map: reads, writes and pairs as a plain table, with indexes by type,
+--           scope, name, tenant, principal and operation that every write keeps current)
 --   st.vault_keys[vault_name_lower] = { [key_name_lower] = { name, versions = {{version, key
 --           (cmkflow.key), created, updated, enabled, ...}}, deleted = nil | {deletedDate, ...} } }
 --   st.identities[principal_id] = { clientId, principalId, tenant, resource_id }   (managed identities)
@@ -29,6 +31,7 @@ local rbac = require "cmkflow.emulator.rbac"
 local clouds = require "cmkflow.util.clouds"
 local knobs = require "cmkflow.emulator.knobs"
 local profiles = require "cmkflow.emulator.profiles"
+local resource_index = require "cmkflow.emulator.resource_index"
 local crypto = core.crypto
 local json = core.json
 
@@ -136,8 +139,21 @@ end
 
 -- ---- construction ---------------------------------------------------------------------------
 
+-- Tenant signing keys when the seed's knobs say key_material = "pooled" (benchmarks only, as for
+-- vault keys): 4 RSA keys per process, round-robin, so a seed of 10,000 tenants does not cost
+-- 10,000 RSA generations. Tenants then share keys (and kids); tokens name their tenant (tid) and
+-- are checked against that tenant's key, so they still verify only as that tenant's.
+local POOLED_TENANT_KEYS, pooled_next = {}, 0
+
+local function tenant_key(seed)
+  if not (type(seed.knobs) == "table" and seed.knobs.key_material == "pooled") then return crypto.rsa_generate(2048) end
+  pooled_next = pooled_next % 4 + 1
+  POOLED_TENANT_KEYS[pooled_next] = POOLED_TENANT_KEYS[pooled_next] or crypto.rsa_generate(2048)
+  return POOLED_TENANT_KEYS[pooled_next]
+end
+
 local function new_tenant(st, t)
-  local key = crypto.rsa_generate(2048)
+  local key = tenant_key(st.seed)
   local tid = t.id:lower()
   local tenant = {
     id = tid, name = t.name, domain = (t.domain or (t.name .. ".onmicrosoft.com")):lower(),
@@ -160,7 +176,7 @@ function M.new(seed)
   local st = setmetatable({
     seed = seed, random_seed = seed.random_seed or 0, counter = 0, clock_offset = 0,
     tenants = {}, domains = {}, subscription_tenant = {}, apps_by_appid = {},
-    resources = {}, vault_keys = {}, identities = {},
+    resources = resource_index.wrap({}), vault_keys = {}, identities = {},
     knobs = { delays = { service_principal = 0, federated_credential = 0, role_assignment = 0 },
               faults = {}, throttling = {}, lro_retry_after_s = 1, key_material = "unique" },
   }, State)
@@ -206,6 +222,25 @@ end
 
 function State:tenant_of_subscription(sub) return self.subscription_tenant[(sub or ""):lower()] end
 
+-- Service principals by lower appId per tenant.service_principals table: {[appid] = {[sp] = true}},
+-- built on the first lookup, added to by add_service_principal. A removal is seen on reading (the
+-- principal must still be in the table), so code that removes one directly needs no hook.
+local SP_BY_APPID = setmetatable({}, { __mode = "k" })
+
+local function sp_index(sps)
+  local ix = SP_BY_APPID[sps]
+  if not ix then
+    ix = {}
+    for _, sp in pairs(sps) do
+      local a = sp.appId:lower()
+      ix[a] = ix[a] or {}
+      ix[a][sp] = true
+    end
+    SP_BY_APPID[sps] = ix
+  end
+  return ix
+end
+
 function State:add_application(tenant, fields)
   local app = {
     id = fields.id or self:id("application"), appId = fields.appId or self:id("appId"),
@@ -229,6 +264,12 @@ function State:add_service_principal(tenant, fields)
     visible_at = fields.visible_at or self:now(),
   }
   tenant.service_principals[sp.id] = sp
+  local ix = SP_BY_APPID[tenant.service_principals]
+  if ix and sp.appId then
+    local a = sp.appId:lower()
+    ix[a] = ix[a] or {}
+    ix[a][sp] = true
+  end
   return sp
 end
 
@@ -237,9 +278,9 @@ function State:application_by_appid(app_id) return self.apps_by_appid[(app_id or
 
 -- The service principal for appId in tenant (only visible ones unless include_hidden), or nil.
 function State:service_principal_by_appid(tenant, app_id, include_hidden)
-  app_id = (app_id or ""):lower()
-  for _, sp in pairs(tenant.service_principals) do
-    if sp.appId:lower() == app_id and (include_hidden or self:visible(sp)) then return sp end
+  local sps = tenant.service_principals
+  for sp in pairs(sp_index(sps)[(app_id or ""):lower()] or {}) do
+    if sps[sp.id] == sp and (include_hidden or self:visible(sp)) then return sp end
   end
 end
 
@@ -321,12 +362,62 @@ end
 function State:vault(name)
   if type(name) ~= "string" or name == "" then return nil end
   name = name:lower()
-  for _, r in pairs(self.resources) do
-    if r.type:lower() == "microsoft.keyvault/vaults" and not r.deleted and r.body and type(r.body.name) == "string"
-       and r.body.name:lower() == name then
+  for _, r in pairs(self:resources_named("Microsoft.KeyVault/vaults", name)) do
+    if not r.deleted and r.body and type(r.body.name) == "string" and r.body.name:lower() == name then
       return r
     end
   end
+end
+
+-- ---- resource lookups (st.resources' indexes, resource_index.lua) --------------------------------
+-- Each returns a table lower id -> record (read-only; empty when none), unsorted.
+
+-- Records of rtype whose body.name is name (case-insensitive).
+function State:resources_named(rtype, name)
+  return resource_index.bucket(self.resources, "name", rtype, name)
+end
+
+-- Records of rtype in tenant tenant_id.
+function State:resources_in_tenant(tenant_id, rtype)
+  return resource_index.bucket(self.resources, "tenant", tenant_id, rtype)
+end
+
+-- Role assignment records of principal principal_id in tenant tenant_id (visible or not).
+function State:role_assignments_of(tenant_id, principal_id)
+  return resource_index.bucket(self.resources, "principal", tenant_id, principal_id)
+end
+
+-- The record whose internal.operation is op, or nil.
+function State:resource_by_operation(op)
+  local _, r = next(resource_index.bucket(self.resources, "operation", op))
+  return r
+end
+
+-- Records of any type whose id lies under scope prefix (a resource group's bucket when prefix is
+-- in one; every record otherwise).
+function State:resources_under(prefix)
+  local scope = resource_index.indexed_scope(prefix)
+  local b = scope and scope:find("/resourcegroups/", 1, true) and resource_index.bucket(self.resources, "under", scope)
+    or self.resources
+  local out = {}
+  for _, r in pairs(b) do
+    if rbac.scope_contains(prefix, r.id) then out[#out + 1] = r end
+  end
+  return out
+end
+
+-- Records of rtype whose id lies under scope prefix (every one when prefix is nil): from the
+-- bucket of the deepest subscription or resource group containing prefix, then checked against
+-- prefix itself (rbac.scope_contains).
+function State:resources_of(rtype, prefix)
+  local scope = prefix and resource_index.indexed_scope(prefix)
+  local b = scope and resource_index.bucket(self.resources, "scope", scope, rtype)
+    or resource_index.bucket(self.resources, "type", rtype)
+  local out = {}
+  for _, r in pairs(b) do
+    if prefix == nil or rbac.scope_contains(prefix, r.id) then out[#out + 1] = r end
+  end
+  return out
 end
 
 -- Key Vault contents without material: { [vault] = array of {name, deleted, versions = array of
@@ -361,6 +452,13 @@ end
 -- Public view: no secrets, no key material, no internals.
 function State:dump()
   local tenants = json.array()
+  local by_tenant = {}
+  for _, r in pairs(self.resources) do
+    if r.tenant ~= nil then
+      by_tenant[r.tenant] = by_tenant[r.tenant] or {}
+      table.insert(by_tenant[r.tenant], r)
+    end
+  end
   for _, t in pairs(self.tenants) do
     local apps, sps, fics = json.array(), json.array(), json.array()
     for _, a in pairs(t.applications) do
@@ -376,13 +474,11 @@ function State:dump()
         servicePrincipalType = s.servicePrincipalType }
     end
     local resources, assignments = json.array(), json.array()
-    for _, r in pairs(self.resources) do
-      if r.tenant == t.id then
-        if r.type:lower() == "microsoft.authorization/roleassignments" then
-          assignments[#assignments + 1] = r.body
-        else
-          resources[#resources + 1] = r.body
-        end
+    for _, r in ipairs(by_tenant[t.id] or {}) do
+      if r.type:lower() == "microsoft.authorization/roleassignments" then
+        assignments[#assignments + 1] = r.body
+      else
+        resources[#resources + 1] = r.body
       end
     end
     local by = function(a, b) return tostring(a.id or a.name) < tostring(b.id or b.name) end
@@ -403,6 +499,11 @@ local NOT_WORLD = { control = true, config = true, seed = true, knobs = true }
 local function deep_copy(v, memo)
   if type(v) ~= "table" then return v end
   if memo[v] then return memo[v] end
+  if resource_index.is_map(v) then -- a copy of the records, with its own indexes
+    local c = resource_index.wrap(deep_copy(resource_index.raw(v), memo))
+    memo[v] = c
+    return c
+  end
   local c = {}
   memo[v] = c
   for k, x in pairs(v) do c[deep_copy(k, memo)] = deep_copy(x, memo) end
@@ -425,6 +526,7 @@ function State:restore(snap)
   end
   local memo = {}
   for k, v in pairs(snap) do self[k] = deep_copy(v, memo) end
+  if not resource_index.is_map(self.resources) then self.resources = resource_index.wrap(self.resources) end
 end
 
 -- The PEM of a key userdata, computed once per key (keys are immutable; the state is saved after
@@ -511,6 +613,8 @@ function State:deserialize(text)
     if k ~= "control" and k ~= "config" and k ~= "seed" then self[k] = nil end
   end
   for k, v in pairs(world) do self[k] = v end
+  -- the file holds the records as a plain map (as before the indexes existed); they are rebuilt
+  self.resources = resource_index.wrap(type(self.resources) == "table" and self.resources or {})
   return true
 end
 

@@ -49,6 +49,11 @@ end
 
 local function find_identity(st, resource_id)
   local want = lower(resource_id)
+  -- the identity resource names its principal: one lookup; a scan only when that finds nothing
+  local rec = st.resources[want]
+  local pid = rec and type(rec.body) == "table" and type(rec.body.properties) == "table" and rec.body.properties.principalId
+  local ident = pid and st.identities[pid]
+  if ident and lower(ident.resource_id) == want then return ident end
   for _, ident in pairs(st.identities or {}) do
     if lower(ident.resource_id) == want then return ident end
   end
