@@ -162,5 +162,49 @@ function M.path(journal, opts)
   return out
 end
 
+-- ---- how a client learns that a wait is over: the probe schedules compared ------------------------
+
+-- Schedules: the wait before the next probe, given the seconds slept so far (as the clients count).
+M.SCHEDULES = {
+  { name = "1 s, then a tenth of the wait, at most 30 s (cmkflow now)",
+    delay = require("cmkflow.azure.client").probe_delay_s },
+  { name = "doubling 1, 2, 4 ... 30 s (cmkflow's propagation waits before)", delay = function(w)
+      local d = 1
+      while d <= w and d < 30 do d = d * 2 end
+      return math.min(d, 30)
+    end },
+  { name = "10 s fixed (cmkflow's LRO polls without Retry-After before)", delay = function() return 10 end },
+  { name = "5 s fixed (az CLI's retries for replication, and this benchmark's az script)", delay = function() return 5 end },
+  { name = "1 s fixed", delay = function() return 1 end },
+}
+
+-- For n draws of a wait W (profile distribution `wait`) probed by requests whose latency is drawn
+-- from `probe`: the probe that finds it over arrives `lag` s after W. Returns, per schedule,
+-- {name, mean_lag, p90_lag, mean_probes}.
+function M.compare_schedules(wait, probe, n, random_seed)
+  local profiles = require "cmkflow.emulator.profiles"
+  local out = {}
+  for _, sch in ipairs(M.SCHEDULES) do
+    local lags, probes = {}, 0
+    for i = 1, n do
+      local W = profiles.sample(wait, random_seed, i)
+      local t, slept, k = 0, 0, 0
+      while true do
+        k = k + 1
+        if t >= W then break end
+        t = t + profiles.sample(probe, random_seed + 1, i * 64 + k) -- the failed probe's answer
+        local d = sch.delay(slept)
+        t, slept = t + d, slept + d
+      end
+      lags[i], probes = t - W, probes + k
+    end
+    table.sort(lags)
+    local sum = 0
+    for _, l in ipairs(lags) do sum = sum + l end
+    out[#out + 1] = { name = sch.name, mean_lag = sum / n, p90_lag = lags[math.ceil(n * 0.9)], mean_probes = probes / n }
+  end
+  return out
+end
+
 M.json = core.json
 return M

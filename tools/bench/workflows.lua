@@ -286,6 +286,15 @@ local function inside()
         print(("critical: the steps' critical path from this run's draws %.1f s: %s"):format(cp.total_ms / 1000,
           table.concat(spans, " -> ")))
         print(("critical: cmkflow / critical path = %.3f (target <= 1.10)"):format(wall / cp.total_ms))
+        -- the waits on that path, probed by each schedule (20,000 draws of the profile)
+        local P = require("cmkflow.emulator.profiles").REALISTIC
+        for _, w in ipairs { { "role assignment, probed by the storage PUT", P.delays.role_assignment, P.latency["arm.storage.put"] },
+                             { "vault DNS, probed by an ARM GET", P.delays.vault_dns, P.latency["arm.read"] } } do
+          for _, row in ipairs(critical.compare_schedules(w[2], w[3], 20000, 1)) do
+            print(("critical: wait for the %s: %s: lag mean %.1f s, p90 %.1f s; %.1f probes")
+              :format(w[1], row.name, row.mean_lag, row.p90_lag, row.mean_probes))
+          end
+        end
         r.control("DELETE", "/_emulator/journal")
         local az_ms, code = az_script(r, work2, 600)
         local n_az, by_az = r.journal()
