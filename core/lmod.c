@@ -64,6 +64,16 @@ static int core_monotonic_ms(lua_State *L)
     return 1;
 }
 
+/* [-0, +1, -] realtime_ms(): milliseconds since the epoch (the wall clock, sub-second: the
+ * emulator's journal times what it draws with it; os.time() has whole seconds). */
+static int core_realtime_ms(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    return 1;
+}
+
 static const struct {
     const char *name;
     lua_CFunction open;
@@ -110,5 +120,7 @@ int luaopen_cmkflow_core(lua_State *L)
     lua_setfield(L, -2, "versions");
     lua_pushcfunction(L, core_monotonic_ms);
     lua_setfield(L, -2, "monotonic_ms");
+    lua_pushcfunction(L, core_realtime_ms);
+    lua_setfield(L, -2, "realtime_ms");
     return 1;
 }

@@ -547,7 +547,7 @@ static int store_step_begin(lua_State *L)
 }
 
 /* [-6, +1|2, e] db:step_finish(run_id, name, status, outputs_json?, error?) -> true | nil, err
- * Returns once the row is durable (synchronous=FULL commit). */
+ * Returns once the row is committed to the WAL (survives a SIGKILL; synchronous=NORMAL, store.c). */
 static int store_step_finish(lua_State *L)
 {
     struct store *s = check_store(L, 1);

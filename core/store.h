@@ -1,6 +1,6 @@
 /* store.c: the SQLite run store behind durable, resumable workflow runs (runs, steps, approvals,
- * events). One file per store, mode 0600, WAL with synchronous=FULL so a committed step survives
- * the process being killed right after. */
+ * events). One file per store, mode 0600, WAL with synchronous=NORMAL so a committed step survives
+ * the process being killed right after (a power loss may lose the last commits, never the file). */
 #ifndef CMKFLOW_STORE_H
 #define CMKFLOW_STORE_H
 #include <stddef.h>
@@ -22,7 +22,7 @@ enum store_open_error {
 };
 
 /* Open the store at path, creating the file (mode 0600, never its directory) when missing;
- * set WAL, synchronous=FULL, busy_timeout 5000, foreign_keys=ON and migrate the schema to
+ * set WAL, synchronous=NORMAL, busy_timeout 5000, foreign_keys=ON and migrate the schema to
  * STORE_SCHEMA_VERSION. On success *out owns the handle (sqlite3_close_v2 it) and 0 is returned;
  * otherwise *out is NULL, a STORE_E_* is returned and err holds a message naming the path. */
 int store_open_db(const char *path, sqlite3 **out, char *err, size_t errlen);

@@ -52,7 +52,7 @@ local LRO_CASES = {
     },
     call = function(arm) return arm:put(ACCT, { location = "eastus" }, { api_version = API }) end,
     result = function(res) assert.equals("acct1", res.name) end,
-    sleeps = { 3000, 2000, 10000 }, -- no Retry-After on the second 202: the 10 s default
+    sleeps = { 3000, 2000, 1000 }, -- no Retry-After on the second 202: probe again after 1 s (5 s waited)
     sequence = { "PUT " .. ACCT, "GET " .. LOC, "GET " .. LOC, "GET " .. LOC },
   },
   {
@@ -96,8 +96,30 @@ local LRO_CASES = {
     },
     call = function(arm) return arm:put(VAULT, { location = "eastus" }, { api_version = "2024-11-01" }) end,
     result = function(res) assert.equals("https://kv1.vault.azure.net/", res.properties.vaultUri) end,
-    sleeps = { 10000, 4000 },
+    sleeps = { 1000, 4000 }, -- no Retry-After on the 201: 1 s, the first probe
     sequence = { "PUT " .. VAULT, "GET " .. VAULT, "GET " .. VAULT },
+  },
+  {
+    name = "without Retry-After the probes back off to a tenth of the time waited",
+    routes = {
+      { method = "PUT", path = ACCT, responses = { r(202, nil, { Location = LOC_URL, ["Retry-After"] = "25" }) } },
+      { method = "GET", path = LOC, responses = {
+        r(202, nil, { Location = LOC_URL }), r(202, nil, { Location = LOC_URL }), r(202, nil, { Location = LOC_URL }),
+        r(200, { name = "acct1" }) } },
+    },
+    call = function(arm) return arm:put(ACCT, {}, { api_version = API }) end,
+    result = function(res) assert.equals("acct1", res.name) end,
+    sleeps = { 25000, 2000, 2000, 2000 }, -- 25, 27, 29 s waited: 2 s each
+  },
+  {
+    name = "an explicit poll_interval_s is the fixed wait without Retry-After",
+    routes = {
+      { method = "PUT", path = VAULT, responses = { r(201, { name = "kv1", properties = { provisioningState = "RegisteringDns" } }) } },
+      { method = "GET", path = VAULT, responses = { r(200, { name = "kv1", properties = { provisioningState = "Succeeded" } }) } },
+    },
+    call = function(arm) return arm:put(VAULT, {}, { api_version = "2024-11-01", poll_interval_s = 7 }) end,
+    result = function(res) assert.equals("Succeeded", res.properties.provisioningState) end,
+    sleeps = { 7000 },
   },
   {
     name = "provisioningState that ends Failed is an error",
@@ -194,6 +216,13 @@ describe("arm long-running operations (" .. H.mode .. ")", function()
       if not ok then error(e, 0) end
     end)
   end
+
+  it("probes 1 s apart for the first 20 s waited, then a tenth of the wait, at most 30 s", function()
+    local probe = require("cmkflow.azure.client").probe_delay_s
+    local got = {}
+    for _, w in ipairs { 0, 5, 19, 20, 45, 99, 300, 3600 } do got[#got + 1] = probe(w) end
+    assert.same({ 1, 1, 1, 2, 4, 9, 30, 30 }, got)
+  end)
 
   it("sends the ARM token of the client's tenant on every request", function()
     local env = H.start(LRO_CASES[1].routes)

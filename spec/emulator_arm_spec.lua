@@ -482,6 +482,17 @@ describe("emulated ARM: key vaults", function()
     assert.are.equal(401, (data_plane()))         -- resolves now: the challenge
   end)
 
+  it("a vault_dns delay drawn from a profile (the realistic one) registers the vault's DNS too", function()
+    local st, _, cus = world()
+    st.knobs.delays.vault_dns = { median = 20, p95 = 40, cap = 60 }
+    cus("PUT", RG, RG_API, { location = "westeurope" })
+    local s, _, b = cus("PUT", KV .. "cmk-dns2", KV_API, vault_body())
+    assert.are.equal(201, s)
+    assert.are.equal("RegisteringDns", b.properties.provisioningState)
+    st:advance(61) -- past the cap
+    assert.are.equal("Succeeded", select(3, cus("GET", KV .. "cmk-dns2", KV_API)).properties.provisioningState)
+  end)
+
   it("PUT replaces (firewall and tags left out are reset), PATCH merges (issue 10 point 2)", function()
     local _, _, cus = world()
     cus("PUT", RG, RG_API, { location = "westeurope", tags = { owner = "contoso" } })

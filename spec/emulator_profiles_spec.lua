@@ -50,6 +50,22 @@ describe("emulator profiles", function()
     assert.are.equal(delay, delay_b)
   end)
 
+  it("journals the visibility delays a request drew, as milliseconds from its handling", function()
+    local st = world("realistic", 7)
+    local req = { method = "PUT", path = "/x", host = "management.azure.com", headers = {} }
+    control.before(st, req, "arm")
+    local at = st:visible_from("role_assignment") -- as the role assignment handler does
+    control.after(st, req, "arm", 201, {}, nil)
+    local plain = { method = "GET", path = "/x", host = "management.azure.com", headers = {} }
+    control.before(st, plain, "arm")
+    control.after(st, plain, "arm", 200, {}, nil)
+    local j = control.journal(st)
+    local ms = j[#j - 1].visible_in_ms.role_assignment
+    -- the emulator's clock has whole seconds: the object is visible at `at`, within a second of the draw
+    assert.is_true(ms > (at - st:now() - 1) * 1000 and ms <= (at - st:now()) * 1000, tostring(ms))
+    assert.is_nil(j[#j].visible_in_ms) -- a request that drew nothing
+  end)
+
   it("classifies the workflows' requests into the profile's operations", function()
     local cases = {
       { "arm", "PUT", "/subscriptions/s/resourcegroups/rg", "arm.resourceGroups.put" },

@@ -172,6 +172,55 @@ describe("workflow engine", function()
       assert.is_true(r.outputs.go.done)
     end)
 
+    describe("a gate decided first (decide_first)", function()
+      -- isv runs 100 ms; customer follows the gate, which follows isv
+      local function def_with(trace)
+        return { name = "overlap", steps = {
+          { name = "isv", run = function() trace[#trace + 1] = "isv:start" async.sleep(100)
+              trace[#trace + 1] = "isv:end" return {} end },
+          { name = "handoff", gate = true, decide_first = true, needs = { "isv" } },
+          { name = "customer", needs = { "handoff" }, run = function() trace[#trace + 1] = "customer:start"
+              async.sleep(100) trace[#trace + 1] = "customer:end" return {} end },
+        } }
+      end
+
+      it("waived by the policy, orders nothing: the steps after it overlap the gate's needs", function()
+        local db, trace = new_store(), {}
+        local def = def_with(trace)
+        local id, ctx = start(db, def)
+        ctx.policy = { approval = function() return false end }
+        local r = engine.execute { def = def, ctx = ctx, store = db, run_id = id }
+        assert.equals("succeeded", r.status)
+        assert.same({ "isv:start", "customer:start" }, { trace[1], trace[2] })
+        assert.equals("succeeded", db:step(id, "handoff").status)
+      end)
+
+      it("required by the policy, waits for its needs, then stops the steps after it", function()
+        local db, trace = new_store(), {}
+        local def = def_with(trace)
+        local id, ctx = start(db, def)
+        ctx.policy = { approval = function() return true end }
+        local r = engine.execute { def = def, ctx = ctx, store = db, run_id = id }
+        assert.equals("waiting", r.status)
+        assert.equals("handoff", r.gate)
+        assert.same({ "isv:start", "isv:end" }, trace)
+        assert(db:decide(id, "handoff", "approved", "spec"))
+        r = engine.execute { def = def, ctx = ctx, store = db, run_id = id }
+        assert.equals("succeeded", r.status)
+        assert.same({ "isv:start", "isv:end", "customer:start", "customer:end" }, trace)
+      end)
+
+      it("without decide_first, a waived gate still waits for its needs", function()
+        local db, trace = new_store(), {}
+        local def = def_with(trace)
+        def.steps[2].decide_first = nil
+        local id, ctx = start(db, def)
+        ctx.policy = { approval = function() return false end }
+        assert.equals("succeeded", engine.execute { def = def, ctx = ctx, store = db, run_id = id }.status)
+        assert.same({ "isv:start", "isv:end", "customer:start", "customer:end" }, trace)
+      end)
+    end)
+
     it("plans every mutation without running anything", function()
       local ran = 0
       local def = engine.check_definition { name = "plan", params = {}, steps = {

@@ -301,6 +301,28 @@ describe("stock workflows", function()
     assert(emu:control("PUT", "/_emulator/delays", {}).status < 300)
   end)
 
+  -- Issue 13 point 3: with both tenants' credentials the handoff gate orders nothing; the dependency
+  -- graph does. The customer's first request comes before the ISV's federated credential is written
+  -- (the credential waits for the identity's principal to replicate: 2 s here).
+  it("onboard with both tenants' credentials overlaps the customer's steps with the ISV's", function()
+    assert(emu:control("PUT", "/_emulator/delays", { service_principal = 2 }).status < 300)
+    assert(emu:control("DELETE", "/_emulator/journal").status < 300)
+    ok_run("onboard", { customer = CUSTOMER }, { policy = { propagation_timeout_s = 120 } })
+    local journal = json.decode(emu:control("GET", "/_emulator/journal").body).value
+    local customer_sub = contexts.customer.subscription:lower()
+    local first_customer, fic_written
+    for _, r in ipairs(journal) do
+      if not first_customer and r.service == "arm" and r.path:lower():find(customer_sub, 1, true) then first_customer = r.seq end
+      if r.service == "graph" and r.method ~= "GET" and r.path:find("federatedIdentityCredentials", 1, true)
+         and r.status < 300 then fic_written = r.seq end
+    end
+    assert.is_number(first_customer)
+    assert.is_number(fic_written)
+    assert.is_true(first_customer < fic_written, ("customer's first request #%d, credential written #%d")
+      :format(first_customer, fic_written))
+    assert(emu:control("PUT", "/_emulator/delays", {}).status < 300)
+  end)
+
   -- Issue 10 point 2: ARM's PUT replaces a resource, so a re-run must not PUT over what others set.
   it("re-running every stock workflow keeps a vault firewall and tags added after onboarding", function()
     local onboard = ok_run("onboard", { customer = CUSTOMER })

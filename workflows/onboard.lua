@@ -23,12 +23,15 @@ return {
     step("federated_credential"),
     -- waits for the customer's vault URI and key name (cmkflow approve RUN handoff --param ...,
     -- or cmkflow resume RUN --param ...), checked before they are accepted; while it waits, the run
-    -- prints what the customer needs (cmk.handoff_details)
+    -- prints what the customer needs (cmk.handoff_details). With credentials for both tenants the
+    -- policy waives it when the run starts (decide_first), so the customer's steps overlap the
+    -- ISV's, ordered by their own needs only.
     { name = "handoff", title = "customer handoff", gate = true, needs = { "federated_credential" },
+      decide_first = true,
       values = cmk.params { key_vault_uri = { required = true }, key_name = { required = true } },
       values_needed = function(ctx) return not ctx.has_context("customer") end,
       handoff = function(ctx) return cmk.handoff_details(ctx, true) end },
-    customer_side(step("service_principal", { needs = { "handoff" } })),
+    customer_side(step("service_principal", { needs = { "handoff", "app" } })),
     customer_side(step("customer_resource_group", { needs = { "handoff" } })),
     customer_side(step("key_vault")),
     customer_side(step("key")),

@@ -30,6 +30,21 @@ az_in() {
     cat "$WORK/az.last.err" >&2
 }
 
+# az_until PROFILE STEP ARGS...: az_in, tried again every 5 s while it fails, for at most
+# $AZ_RETRY_S seconds (default 0: once). Against an Azure that propagates (the emulator's
+# realistic profile) a script must wait out what it just created (the federated credential's
+# subject, the role assignment): az has no wait of its own for these, so it retries.
+az_until() {
+    local profile=$1 step=$2 deadline=$((SECONDS + ${AZ_RETRY_S:-0}))
+    shift 2
+    until OUT=$(AZURE_CONFIG_DIR="$WORK/az-$profile" timeout 120 az "$@" 2>"$WORK/az.last.err"); do
+        [ "$SECONDS" -lt "$deadline" ] ||
+            fail "$step" "az $1 $2 failed: $(grep -v '^$' "$WORK/az.last.err" | tail -n 3 | tr '\n' ' ')"
+        sleep 5
+    done
+    cat "$WORK/az.last.err" >&2
+}
+
 # expect STEP WHAT ACTUAL EXPECTED
 expect() { [ "$3" = "$4" ] || fail "$1" "$2 is '$3', expected '$4'"; }
 # expect_id STEP WHAT ACTUAL EXPECTED: ARM ids compare case-insensitively (MSI answers "resourcegroups")
@@ -87,7 +102,7 @@ cat >"$WORK/fic.json" <<EOF
 {"name": "$FIC", "issuer": "https://login.microsoftonline.com/$ISV_TENANT/v2.0", "subject": "$UAMI_PID",
  "description": "cmkflow real-client check", "audiences": ["api://AzureADTokenExchange"]}
 EOF
-az_in isv "isv federated-credential create" ad app federated-credential create --id "$APP_ID" \
+az_until isv "isv federated-credential create" ad app federated-credential create --id "$APP_ID" \
     --parameters "@$WORK/fic.json" --query "{a:name, b:subject}" -o tsv
 expect "isv federated-credential create" "name and subject" "$OUT" "$FIC	$UAMI_PID"
 az_in isv "isv federated-credential create" ad app federated-credential list --id "$APP_ID" --query "[].name" -o tsv
@@ -119,7 +134,7 @@ expect "customer keyvault create" enableRbacAuthorization "$KV_RBAC" True
 pass "customer keyvault create"
 
 # `az keyvault key create` is broken in Debian's package set (docs/realclients.md, "Known deviations"): the data plane via az rest.
-az_in customer "customer key create (az rest)" rest --method post --url "${VAULT_URI}keys/$KEY/create?api-version=7.4" \
+az_until customer "customer key create (az rest)" rest --method post --url "${VAULT_URI}keys/$KEY/create?api-version=7.4" \
     --resource "https://vault.localhost:$PORT" --body '{"kty":"RSA","key_size":2048}' --query "{a:key.kid, b:key.kty}" -o tsv
 IFS=$'\t' read -r KID KTY <<<"$OUT"
 case "$KID" in "${VAULT_URI}keys/$KEY/"?*) ;; *) fail "customer key create (az rest)" "kid '$KID' is not under ${VAULT_URI}keys/$KEY/" ;; esac
@@ -138,7 +153,7 @@ expect "customer role assignment (az rest)" "name, principalId, roleDefinitionId
 pass "customer role assignment (az rest)"
 
 # ---- ISV tenant: the storage account encrypted with the customer's key ------------------------------
-az_in isv "isv storage account create" storage account create -n "$SA" -g "$RG_ISV" -l "$LOC" --sku Standard_LRS \
+az_until isv "isv storage account create" storage account create -n "$SA" -g "$RG_ISV" -l "$LOC" --sku Standard_LRS \
     --kind StorageV2 --identity-type UserAssigned --user-identity-id "$UAMI_ID" \
     --encryption-key-source Microsoft.Keyvault --encryption-key-vault "$VAULT_URI" --encryption-key-name "$KEY" \
     --key-vault-user-identity-id "$UAMI_ID" --key-vault-federated-client-id "$APP_ID" \

@@ -148,7 +148,8 @@ local PARTY = { isv = "isv", customer = "customer" }
 -- Before the first change: every configured context's credential gets a token and sees its
 -- subscription (Subscriptions - Get, https://learn.microsoft.com/rest/api/resources/subscriptions/get;
 -- Subscriptions - List when a context names none), so that a wrong secret fails in seconds with
--- nothing created rather than half-way through. Returns true | nil, error (kind "auth": exit 4).
+-- nothing created rather than half-way through. The contexts are checked at the same time; the
+-- failure reported is the first in name order. Returns true | nil, error (kind "auth": exit 4).
 function M.check_credentials(def)
   if not mutates(def) then return true end
   local names, seen = {}, {}
@@ -159,13 +160,15 @@ function M.check_credentials(def)
     end
   end
   table.sort(names)
-  local failure
-  local ok, err = pcall(async.run, function()
-    for _, name in ipairs(names) do
-      local c = host.contexts[name]
-      local key = tostring(c.credential) .. "|" .. tostring(c.subscription)
-      if not seen[key] then
-        seen[key] = true
+  local failures, checks = {}, {}
+  for _, name in ipairs(names) do
+    local c = host.contexts[name]
+    local key = tostring(c.credential) .. "|" .. tostring(c.subscription)
+    if not seen[key] then
+      seen[key] = true
+      local order = #checks + 1
+      checks[order] = function()
+        local failure
         local clients = host.context(name)
         local doc, e
         if c.subscription then
@@ -186,16 +189,19 @@ function M.check_credentials(def)
                 .. "'subscription' in the config file"):format(name, tostring(c.subscription))
               or ((e.hint and (e.hint .. "; ") or "") .. ("check the credential of context '%s' in the config file "
                 .. "(client_id, client_secret or certificate, tenant): nothing was created"):format(name)) }
-          return
+          failures[order] = failure
         end
       end
     end
-  end)
+  end
+  local ok, err = pcall(async.all, checks)
   if not ok then
     if errors.is_interrupt(err) then error(err, 0) end
     return nil, errors.from(err)
   end
-  if failure then return nil, failure end
+  for i = 1, #checks do
+    if failures[i] then return nil, failures[i] end -- the first in name order, whichever ended first
+  end
   return true
 end
 

@@ -14,7 +14,8 @@
 --   arm:list(path, opts)           -> array | nil, err
 -- result is the final JSON body, or true when the final response has none (204, empty 200/202).
 -- opts: api_version (required unless the URL has one), headers, wait (default true),
---       timeout_s (default 1800), poll_interval_s (default 10, used without Retry-After), max_pages (1000),
+--       timeout_s (default 1800), poll_interval_s (used without Retry-After; default:
+--       client.probe_delay_s of the time waited, 1 s at first), max_pages (1000),
 --       on_wait(url, seconds, state) (told of each wait of a long-running operation).
 -- Paths starting with "/" are relative to cloud.arm; "{subscription}" is replaced by the client's
 -- subscription. Absolute URLs must point at the cloud's ARM host (tokens never go elsewhere).
@@ -44,7 +45,7 @@ function M.new(spec)
     tenant = spec.tenant,
     subscription = spec.subscription,
     sleep = spec.sleep or client.default_sleep,
-    poll_interval_s = spec.poll_interval_s or 10,
+    poll_interval_s = spec.poll_interval_s,
     timeout_s = spec.timeout_s or 1800,
     host = (cloudmod.https_host(cloud.arm)):lower(),
   }, Arm)
@@ -172,10 +173,10 @@ end
 -- makes the bound exact) and raises OperationTimedOut.
 local function new_waiter(self, opts, url)
   local timeout_s = opts.timeout_s or self.timeout_s
-  local default_s = opts.poll_interval_s or self.poll_interval_s
+  local fixed_s = opts.poll_interval_s or self.poll_interval_s
   local waited_s = 0
   return function(resp, last_state, monitor)
-    local delay = retry_after_s(resp, default_s)
+    local delay = retry_after_s(resp, fixed_s or client.probe_delay_s(waited_s))
     if waited_s + delay > timeout_s then
       if waited_s < timeout_s then
         delay = timeout_s - waited_s

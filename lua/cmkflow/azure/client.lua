@@ -3,6 +3,7 @@
 --
 --   client.check_spec(spec, "arm.new") -> cloud   (raises for a missing table or http client)
 --   client.default_sleep(ms)                      (cmkflow.async's sleep, loaded when first used)
+--   client.probe_delay_s(waited_s) -> seconds     (the wait before probing again, below)
 --   client.send(self, scope, method, url, body?, headers?) -> resp | nil, err
 --   client.ok_status(status) -> 2xx?
 --   client.fail(self, resp, url) -> nil, err      (the error envelope of resp)
@@ -26,6 +27,21 @@ end
 
 function M.default_sleep(ms)
   return require("cmkflow.async").sleep(ms)
+end
+
+-- The wait before probing again for something not ready yet when Azure says nothing of when
+-- (a long-running operation without Retry-After: "implement your own retry logic",
+-- https://learn.microsoft.com/azure/azure-resource-manager/management/async-operations; a
+-- role assignment, a federated credential or a vault's DNS name propagating): 1 s while less
+-- than 20 s have been waited, then a tenth of the time waited, at most 30 s. A wait of W seconds
+-- is thus seen at most max(1 s, W/10) late (plus one probe's own latency), and costs about
+-- 20 + 23 ln(W/20) probes instead of W (docs/performance.md, "Waiting").
+M.PROBE_MAX_S = 30
+function M.probe_delay_s(waited_s)
+  local d = (waited_s or 0) // 10
+  if d < 1 then return 1 end
+  if d > M.PROBE_MAX_S then return M.PROBE_MAX_S end
+  return math.tointeger(d) or d
 end
 
 -- Sends one request with self's credential and tenant for scope (retries of 408/429/5xx happen

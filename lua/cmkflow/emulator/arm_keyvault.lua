@@ -233,9 +233,16 @@ local function vaults(ctx, rest)
   end
   props.accessPolicies = props.accessPolicies or json.array()
   props.vaultUri = props.vaultUri or M.vault_uri(ctx.req, name)
-  -- (without a vault_dns delay the name exists at once: Succeeded, so clients do not poll)
-  props.provisioningState = rec and props.provisioningState
-    or ((st.knobs.delays.vault_dns or 0) > 0 and "RegisteringDns" or "Succeeded")
+  -- (without a vault_dns delay the name exists at once: Succeeded, so clients do not poll; the
+  -- delay is a number of seconds or a profile's distribution, drawn once for the new vault)
+  local dns_at, registering = not rec and st:visible_from("vault_dns"), nil
+  if dns_at then
+    registering = dns_at > st:now()
+  else
+    local d = st.knobs.delays.vault_dns
+    registering = type(d) == "table" or (d or 0) > 0
+  end
+  props.provisioningState = rec and props.provisioningState or (registering and "RegisteringDns" or "Succeeded")
   props.publicNetworkAccess = props.publicNetworkAccess or "Enabled"
   props.createMode = nil
   if rec then
@@ -246,7 +253,7 @@ local function vaults(ctx, rest)
   -- a new vault registers its DNS name first (provisioningState RegisteringDns, then Succeeded);
   -- until then its data plane is an unknown host (keyvault.lua), https://learn.microsoft.com/azure/key-vault/general/overview
   rec = { id = id, type = TYPE, tenant = ctx.tid, subscription = ctx.sub, resource_group = ctx.rg:lower(),
-    visible_at = st:now(), internal = { dns_at = st:visible_from("vault_dns") },
+    visible_at = st:now(), internal = { dns_at = dns_at },
     body = { id = id, name = name, type = TYPE, location = loc, tags = body.tags or json.object(), properties = props,
              systemData = { createdBy = ctx.claims.appid or ctx.oid, createdByType = "Application", createdAt = st:iso(),
                             lastModifiedBy = ctx.claims.appid or ctx.oid, lastModifiedByType = "Application",

@@ -34,7 +34,7 @@ local function ctl(st)
   local c = st.control
   if not c then
     c = { journal = {}, seq = 0, cleared = 0, snapshots = {}, snapshot_n = 0, fault_n = 0, buckets = {},
-          prng = prng_seed(st) }
+          prng = prng_seed(st), drawn = {} }
     st.control = c
   end
   return c
@@ -285,6 +285,7 @@ end
 function M.before(st, req, service)
   local info = {}
   req.emulator = info
+  ctl(st).drawn = {} -- visibility delays this request draws (State:visible_from)
   local faults = st.knobs.faults
   for i = 1, #faults do
     local rule = faults[i]
@@ -347,6 +348,18 @@ local function redact_query(q)
   end))
 end
 
+-- {kind = ms} from now (the request's handling) until what it created becomes visible, for the
+-- delays a profile drew for it (tools/bench/onboard_critical.lua computes the critical path from
+-- them); nil when it drew none.
+local function visible_in_ms(st, c)
+  if not next(c.drawn) then return nil end
+  local now_ms = core.realtime_ms() + (st.clock_offset or 0) * 1000
+  local out = {}
+  for kind, at in pairs(c.drawn) do out[kind] = math.max(0, at * 1000 - now_ms) end
+  c.drawn = {}
+  return out
+end
+
 function M.after(st, req, service, status, headers, delay_ms)
   local info = req.emulator or {}
   if info.ratelimit and type(headers) == "table" then headers[info.ratelimit[1]] = info.ratelimit[2] end
@@ -357,6 +370,7 @@ function M.after(st, req, service, status, headers, delay_ms)
     query = redact_query(req.query), service = service, status = status or json.null, dropped = status == nil or nil,
     client_request_id = req.headers["x-ms-client-request-id"] or req.headers["client-request-id"] or json.null,
     fault = info.fault, throttled = info.throttled, delay_ms = (delay_ms and delay_ms > 0) and delay_ms or nil,
+    visible_in_ms = visible_in_ms(st, c),
   }
 end
 

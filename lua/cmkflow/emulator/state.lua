@@ -203,11 +203,14 @@ function State:advance(seconds) self.clock_offset = self.clock_offset + seconds 
 function State:iso(t) return os.date("!%Y-%m-%dT%H:%M:%SZ", t or self:now()) end
 
 -- The time at which an object created now becomes visible, per the eventual-consistency knob.
+-- A delay drawn from a profile is also noted for the request's journal entry (control.lua).
 function State:visible_from(kind)
   local d = self.knobs.delays[kind]
   if type(d) ~= "table" then return self:now() + (d or 0) end
   self.draws = (self.draws or 0) + 1 -- a profile's distribution: one seeded draw per object
-  return self:now() + math.floor(profiles.sample(d, self.random_seed, self.draws) + 0.5)
+  local at = self:now() + math.floor(profiles.sample(d, self.random_seed, self.draws) + 0.5)
+  if self.control and self.control.drawn then self.control.drawn[kind] = at end
+  return at
 end
 function State:visible(obj) return obj ~= nil and (obj.visible_at or 0) <= self:now() end
 

@@ -12,6 +12,10 @@
 --               values_needed = function(ctx) end,    -- a gate's: are its values required now?
 --               handoff = function(ctx) return {...} end, -- a gate's: what the run hands over while
 --                                                     -- it waits there (result.handoff)
+--               decide_first = true,                  -- a gate's: asks the policy when the run starts;
+--                                                     -- waived, it passes at once and orders nothing
+--                                                     -- (the steps after it wait for their other needs
+--                                                     -- only); else it waits for its needs, then asks
 --               plan = function(ctx) return "what it would change" end,   -- string or list
 --               run = function(ctx) return { outputs } end }, ... },
 --   outputs = function(ctx) return { ... } end,       -- optional; default: every step's outputs
@@ -150,7 +154,22 @@ function M.execute(opts)
   store:set_run(run_id, { status = "running" })
 
   local tasks = {}
+  local function gate_needed(s)
+    if ctx.policy and ctx.policy.approval then return ctx.policy.approval(s.name, ctx) ~= false end
+    return true
+  end
+  local function pass_gate(s, a)
+    results[s.name] = "succeeded"
+    ctx.outputs[s.name] = { approved = true }
+    -- values given with the approval (cmkflow approve RUN GATE --param k=v) become outputs
+    for k, v in pairs(M.approval_values(a)) do ctx.outputs[s.name][k] = v end
+    store:step_begin(run_id, s.name)
+    store:step_finish(run_id, s.name, "succeeded", json.encode(ctx.outputs[s.name]))
+    progress { kind = "done", step = s.name, title = s.title, elapsed_ms = 0 }
+  end
   local function run_step(s)
+    -- a gate decided first that the policy waives orders nothing: it passes before its needs finish
+    if s.gate and s.decide_first and not gate_needed(s) then return pass_gate(s, store:approval(run_id, s.name)) end
     for _, n in ipairs(s.needs) do async.await(tasks[n]) end
     if results[s.name] == "succeeded" then
       progress { kind = "skip", step = s.name, title = s.title }
@@ -161,18 +180,7 @@ function M.execute(opts)
     end
     if s.gate then
       local a = store:approval(run_id, s.name)
-      local needed = true
-      if ctx.policy and ctx.policy.approval then needed = ctx.policy.approval(s.name, ctx) ~= false end
-      if a and a.status == "approved" or not needed then
-        results[s.name] = "succeeded"
-        ctx.outputs[s.name] = { approved = true }
-        -- values given with the approval (cmkflow approve RUN GATE --param k=v) become outputs
-        for k, v in pairs(M.approval_values(a)) do ctx.outputs[s.name][k] = v end
-        store:step_begin(run_id, s.name)
-        store:step_finish(run_id, s.name, "succeeded", json.encode(ctx.outputs[s.name]))
-        progress { kind = "done", step = s.name, title = s.title, elapsed_ms = 0 }
-        return
-      end
+      if a and a.status == "approved" or not gate_needed(s) then return pass_gate(s, a) end
       if a and a.status == "rejected" then
         results[s.name] = "failed"
         failure = failure or errors.new { code = "GateRejected", kind = "remote", step = s.name, retryable = false,

@@ -4,6 +4,7 @@
 local core = require "cmkflow.core"
 local async = require "cmkflow.async"
 local errors = require "cmkflow.azure.errors"
+local probe_delay_s = require("cmkflow.azure.client").probe_delay_s
 
 local M = {}
 
@@ -107,13 +108,15 @@ local function propagating(err)
   return type(err) == "table" and (PROPAGATION[err.code] or PROPAGATION[err.detail_code] or PROPAGATION[err.inner_code])
 end
 
--- Runs fn() until it succeeds or fails with something other than a propagation delay; waits
--- 1, 2, 4, 8, 16, 30, 30 ... s up to the policy's bound (default 600 s), logging each wait (so a
--- waiting run says what it waits for at least every 30 s). `what` names what is not
--- yet visible, `party` who must act when it never becomes visible. Returns fn's result | nil, err.
+-- Runs fn() until it succeeds or fails with something other than a propagation delay, probing
+-- again after client.probe_delay_s of the time waited (1 s, then a tenth of the wait, at most
+-- 30 s: what becomes visible after W s is seen at most max(1, W/10) s late; docs/performance.md)
+-- up to the policy's bound (default 600 s). Logs the first wait and then at least every 30 s, so
+-- a waiting run says what it waits for. `what` names what is not yet visible, `party` who must
+-- act when it never becomes visible. Returns fn's result | nil, err.
 function M.until_visible(ctx, what, fn, party)
   local bound = ctx.policy.propagation_timeout_s or 600
-  local waited, delay = 0, 1
+  local waited, logged = 0, nil
   while true do
     local res, err = fn()
     if res ~= nil then return res end
@@ -123,11 +126,14 @@ function M.until_visible(ctx, what, fn, party)
         message = ("%s is still not visible after %d s of waiting: %s"):format(what, waited, tostring(err)),
         cause_code = err.code, status = err.status, request_id = err.request_id }
     end
-    local d = math.min(delay, bound - waited)
-    ctx.log("  waiting %d s for %s to propagate (%s)", d, what, err.code or "not visible yet")
+    local d = math.min(probe_delay_s(waited), bound - waited)
+    if not logged or waited - logged >= 30 then
+      ctx.log("  waiting %d s for %s to propagate (%s; waited %d s so far)", d, what, err.code or "not visible yet",
+        waited)
+      logged = waited
+    end
     async.sleep(d * 1000)
     waited = waited + d
-    delay = math.min(delay * 2, 30)
   end
 end
 
