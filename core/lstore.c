@@ -4,7 +4,11 @@
  * Every statement is prepared once per connection (SQLITE_PREPARE_PERSISTENT) and owned by the
  * userdata, so a raise between sqlite3_step calls leaks nothing: the statement is reset on its
  * next use and finalized on __gc / __close. Text that may hold an error message (run and step
- * errors, event messages, approval notes) goes through redact_text before it is bound. */
+ * errors, event messages, approval notes) goes through redact_text before it is bound.
+ *
+ * The same userdata speaks to a PostgreSQL store (store_pg.h) when opened with a postgresql:// URL:
+ * the same statements in PostgreSQL's dialect (pg_statements), the same rows back, and libpq's
+ * outcomes mapped to the SQLite codes the methods below act on, so each method is written once. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +19,7 @@
 #include "crypto.h"
 #include "redact.h"
 #include "store.h"
+#include "store_pg.h"
 
 /* ---- the "cmkflow.store" userdata --------------------------------------------------------- */
 
@@ -86,8 +91,60 @@ static const char *const statements[S_COUNT] = {
     [S_RUN_EXISTS] = "SELECT 1 FROM runs WHERE id = ?1",
 };
 
+/* The statements above in PostgreSQL's dialect: $n parameters, sent as text and cast where the
+ * type cannot be inferred; `seq` orders rows as SQLite's rowid does (store_pg.c). */
+static const char *const pg_statements[S_COUNT] = {
+    [S_RUN_INSERT] = "INSERT INTO runs (id, workflow, params, status, created_at, updated_at, config)"
+                     " VALUES ($1, $2, $3, 'pending', $4::bigint, $4::bigint, $5)",
+    [S_RUN_GET] = "SELECT " RUN_COLUMNS " FROM runs WHERE id = $1",
+    [S_RUN_LIST] = "SELECT " RUN_COLUMNS " FROM runs"
+                   " WHERE ($1::text IS NULL OR status = $1::text)"
+                   " AND ($2::text IS NULL OR workflow = $2::text)"
+                   " ORDER BY created_at DESC, seq DESC LIMIT $3::bigint",
+    [S_RUN_UPDATE] = "UPDATE runs SET"
+                     " status = CASE WHEN $1::int <> 0 THEN $2::text ELSE status END,"
+                     " error = CASE WHEN $3::int <> 0 THEN $4::text ELSE error END,"
+                     " outputs = CASE WHEN $5::int <> 0 THEN $6::text ELSE outputs END,"
+                     " updated_at = $7::bigint WHERE id = $8",
+    [S_STEP_BEGIN] = "INSERT INTO steps (run_id, name, status, attempts, started_at)"
+                     " VALUES ($1, $2, 'running', 1, $3::bigint)"
+                     " ON CONFLICT (run_id, name) DO UPDATE SET status = 'running',"
+                     " attempts = steps.attempts + 1, started_at = excluded.started_at,"
+                     " finished_at = NULL, outputs = NULL, error = NULL"
+                     " RETURNING attempts",
+    [S_STEP_FINISH] = "INSERT INTO steps (run_id, name, status, attempts, finished_at, outputs, error)"
+                      " VALUES ($1, $2, $3, 0, $4::bigint, $5, $6)"
+                      " ON CONFLICT (run_id, name) DO UPDATE SET status = excluded.status,"
+                      " finished_at = excluded.finished_at, outputs = excluded.outputs,"
+                      " error = excluded.error",
+    [S_STEP_GET] = "SELECT " STEP_COLUMNS " FROM steps WHERE run_id = $1 AND name = $2",
+    [S_STEP_LIST] = "SELECT " STEP_COLUMNS " FROM steps WHERE run_id = $1"
+                    " ORDER BY coalesce(started_at, finished_at), seq",
+    [S_APPROVAL_REQUEST] = "INSERT INTO approvals (run_id, gate, status, requested_at)"
+                           " VALUES ($1, $2, 'waiting', $3::bigint)"
+                           " ON CONFLICT (run_id, gate) DO UPDATE SET status = approvals.status"
+                           " RETURNING status",
+    [S_APPROVAL_DECIDE] = "UPDATE approvals SET status = $3, decided_at = $4::bigint, decided_by = $5,"
+                          " note = $6 WHERE run_id = $1 AND gate = $2"
+                          " AND (status = 'waiting' OR $7::int <> 0)",
+    [S_APPROVAL_GET] = "SELECT " APPROVAL_COLUMNS " FROM approvals WHERE run_id = $1 AND gate = $2",
+    [S_APPROVAL_LIST] = "SELECT " APPROVAL_COLUMNS " FROM approvals WHERE run_id = $1"
+                        " ORDER BY requested_at, seq",
+    [S_EVENT_INSERT] = "INSERT INTO events (run_id, seq, time, kind, message)"
+                       " SELECT $1, coalesce(max(seq), 0) + 1, $2::bigint, $3, $4 FROM events"
+                       " WHERE run_id = $1 RETURNING seq",
+    [S_EVENT_LIST] = "SELECT seq, time, kind, message FROM events WHERE run_id = $1"
+                     " AND seq > $2::bigint ORDER BY seq",
+    [S_RUN_EXISTS] = "SELECT 1 FROM runs WHERE id = $1",
+};
+
 struct store {
-    sqlite3 *db;
+    sqlite3 *db;                 /* an SQLite store, or */
+    PGconn *pg;                  /* a PostgreSQL one */
+    PGresult *res;               /* PostgreSQL: the last result, owned here (a raise leaks nothing) */
+    long long changes;           /* PostgreSQL: rows the last write changed */
+    char where[512];             /* PostgreSQL: the URL without its password */
+    char pg_err[512];            /* PostgreSQL: the last failure's message */
     sqlite3_stmt *stmt[S_COUNT];
     int depth; /* db:transaction nesting: 1 is BEGIN IMMEDIATE, deeper ones are savepoints */
 };
@@ -105,14 +162,30 @@ static void store_close_db(struct store *s)
     }
     sqlite3_close_v2(s->db); /* rolls back an open transaction */
     s->db = NULL;
+    PQclear(s->res);
+    s->res = NULL;
+    PQfinish(s->pg); /* the server rolls back an open transaction and drops the session's locks */
+    s->pg = NULL;
     s->depth = 0;
+}
+
+/* Where the store is: its file, or its URL without the password. */
+static const char *store_where(struct store *s)
+{
+    return s->pg ? s->where : sqlite3_db_filename(s->db, "main");
+}
+
+/* Rows the last write changed. */
+static long long store_changes(struct store *s)
+{
+    return s->pg ? s->changes : sqlite3_changes(s->db);
 }
 
 /* [-0, +0, v] The open store at idx; raises when it is not one or was closed. */
 static struct store *check_store(lua_State *L, int idx)
 {
     struct store *s = luaL_checkudata(L, idx, STORE_MT);
-    if (!s->db)
+    if (!s->db && !s->pg)
         luaL_argerror(L, idx, "store is closed");
     return s;
 }
@@ -120,9 +193,9 @@ static struct store *check_store(lua_State *L, int idx)
 /* [-0, +2, m] nil and an error table for a failure SQLite reported. */
 static int store_fail_rc(lua_State *L, struct store *s, int rc, const char *what)
 {
-    const char *path = sqlite3_db_filename(s->db, "main");
+    const char *path = store_where(s);
     const char *msg = lua_pushfstring(L, "store %s: %s: %s", path ? path : "?", what,
-                                      sqlite3_errmsg(s->db));
+                                      s->pg ? s->pg_err : sqlite3_errmsg(s->db));
     int busy = (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
     struct cmk_error e = {.code = busy ? "StoreBusy" : "StoreError",
                           .message = msg,
@@ -134,7 +207,7 @@ static int store_fail_rc(lua_State *L, struct store *s, int rc, const char *what
 /* [-0, +2, m] nil and an error table with a message of ours. */
 static int store_fail_msg(lua_State *L, struct store *s, const char *code, const char *msg)
 {
-    struct cmk_error e = {.code = code, .message = msg, .target = sqlite3_db_filename(s->db, "main")};
+    struct cmk_error e = {.code = code, .message = msg, .target = store_where(s)};
     return cmk_fail(L, &e);
 }
 
@@ -231,6 +304,112 @@ static sqlite3_stmt *bound_stmt(lua_State *L, struct store *s, int which, int fi
     return st;
 }
 
+/* ---- PostgreSQL ----------------------------------------------------------------------------- */
+
+#define PG_MAX_PARAMS 8
+
+/* The outcome of s->res as the SQLite code the methods act on (SQLITE_DONE on success), keeping
+ * the server's message in s->pg_err: a foreign or unique key, a serialization failure or
+ * deadlock (busy, retryable), a lost connection (SQLSTATE absent). */
+static int pg_outcome(struct store *s)
+{
+    ExecStatusType st = PQresultStatus(s->res);
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+        s->changes = strtoll(PQcmdTuples(s->res), NULL, 10);
+        return SQLITE_DONE;
+    }
+    snprintf(s->pg_err, sizeof s->pg_err, "%s",
+             s->res ? PQresultErrorMessage(s->res) : PQerrorMessage(s->pg));
+    s->pg_err[strcspn(s->pg_err, "\n")] = '\0';
+    const char *state = s->res ? PQresultErrorField(s->res, PG_DIAG_SQLSTATE) : NULL;
+    if (!state)
+        return SQLITE_IOERR;
+    if (strcmp(state, "23503") == 0)
+        return SQLITE_CONSTRAINT_FOREIGNKEY;
+    if (strcmp(state, "23505") == 0)
+        return SQLITE_CONSTRAINT_PRIMARYKEY;
+    if (strncmp(state, "40", 2) == 0 || strcmp(state, "55P03") == 0)
+        return SQLITE_BUSY;
+    return SQLITE_ERROR;
+}
+
+/* Run sql with n text parameters (NULL is SQL NULL) into s->res; SQLITE_DONE or a failure. */
+static int pg_run(struct store *s, const char *sql, int n, const char *const *values)
+{
+    PQclear(s->res);
+    s->res = PQexecParams(s->pg, sql, n, NULL, values, NULL, NULL, 0);
+    return pg_outcome(s);
+}
+
+/* pg_statements[which] with its parameters taken from Lua as bind_args takes them (the same fmt
+ * letters), sent as text; the result is in s->res. Nothing here raises: the redacted copies are
+ * freed before returning. */
+static int pg_exec(lua_State *L, struct store *s, int which, int first, const char *fmt)
+{
+    const char *values[PG_MAX_PARAMS];
+    char nums[PG_MAX_PARAMS][24];
+    char *owned[PG_MAX_PARAMS] = {NULL};
+    int n = 0, idx = first, rc = SQLITE_DONE;
+    for (; fmt[n] && n < PG_MAX_PARAMS; n++) {
+        size_t len, out_len;
+        const char *v;
+        switch (fmt[n]) {
+        case 'f':
+            values[n] = lua_isnoneornil(L, idx) ? "0" : "1";
+            continue;
+        case 't':
+            snprintf(nums[n], sizeof nums[n], "%lld", (long long)time(NULL));
+            values[n] = nums[n];
+            continue;
+        case 's':
+            values[n] = lua_tostring(L, idx);
+            break;
+        case 'r':
+        case 'j':
+            v = lua_tolstring(L, idx, &len);
+            if (!v) {
+                values[n] = fmt[n] == 'j' ? "{}" : NULL;
+                break;
+            }
+            owned[n] = redact_text_n(v, len, &out_len);
+            values[n] = owned[n];
+            if (!owned[n])
+                rc = SQLITE_NOMEM;
+            break;
+        case 'i':
+            snprintf(nums[n], sizeof nums[n], "%lld", (long long)lua_tointeger(L, idx));
+            values[n] = nums[n];
+            break;
+        }
+        idx++;
+    }
+    if (rc == SQLITE_DONE)
+        rc = pg_run(s, pg_statements[which], n, values);
+    else
+        snprintf(s->pg_err, sizeof s->pg_err, "out of memory");
+    for (int i = 0; i < n; i++)
+        free(owned[i]);
+    return rc;
+}
+
+/* [-0, +1, m] Row r of s->res as a table keyed by column name (integers as integers); NULL
+ * columns are left out. */
+static void pg_push_row(lua_State *L, struct store *s, int r)
+{
+    int n = PQnfields(s->res);
+    lua_createtable(L, 0, n);
+    for (int i = 0; i < n; i++) {
+        if (PQgetisnull(s->res, r, i))
+            continue;
+        Oid type = PQftype(s->res, i);
+        if (type == 20 || type == 21 || type == 23) /* int8, int2, int4 (pg_type.dat) */
+            lua_pushinteger(L, (lua_Integer)strtoll(PQgetvalue(s->res, r, i), NULL, 10));
+        else
+            lua_pushlstring(L, PQgetvalue(s->res, r, i), (size_t)PQgetlength(s->res, r, i));
+        lua_setfield(L, -2, PQfname(s->res, i));
+    }
+}
+
 /* [-0, +0, v] Raise unless the string at idx is JSON text (any value) or nil when optional. */
 static void check_json(lua_State *L, int idx, const char *what, int optional)
 {
@@ -315,6 +494,26 @@ static int run_query(lua_State *L, struct store *s, int which, int first, const 
                      int many, const char *what)
 {
     int rc, n = 0;
+    if (s->pg) {
+        rc = pg_exec(L, s, which, first, fmt);
+        if (rc != SQLITE_DONE)
+            return store_fail_rc(L, s, rc, what);
+        int rows = PQntuples(s->res);
+        if (!many && rows == 0) {
+            lua_pushnil(L);
+            return 1;
+        }
+        if (!many) {
+            pg_push_row(L, s, 0);
+            return 1;
+        }
+        lua_createtable(L, rows, 0);
+        for (int r = 0; r < rows; r++) {
+            pg_push_row(L, s, r);
+            lua_rawseti(L, -2, r + 1);
+        }
+        return 1;
+    }
     sqlite3_stmt *st = bound_stmt(L, s, which, first, fmt, &rc);
     if (!st)
         return store_fail_rc(L, s, rc, what);
@@ -347,6 +546,17 @@ static int run_query(lua_State *L, struct store *s, int which, int first, const 
 static int run_write(lua_State *L, struct store *s, int which, int first, const char *fmt)
 {
     int rc;
+    if (s->pg) {
+        rc = pg_exec(L, s, which, first, fmt);
+        if (rc == SQLITE_DONE && PQntuples(s->res) > 0) {
+            if (PQftype(s->res, 0) == 25) /* text: RETURNING status */
+                lua_pushlstring(L, PQgetvalue(s->res, 0, 0), (size_t)PQgetlength(s->res, 0, 0));
+            else /* RETURNING attempts / seq */
+                lua_pushinteger(L, (lua_Integer)strtoll(PQgetvalue(s->res, 0, 0), NULL, 10));
+            lua_replace(L, -2);
+        }
+        return rc;
+    }
     sqlite3_stmt *st = bound_stmt(L, s, which, first, fmt, &rc);
     if (!st)
         return rc;
@@ -378,12 +588,19 @@ static int store_open(lua_State *L)
     memset(s, 0, sizeof *s);
     luaL_setmetatable(L, STORE_MT);
     char err[1024];
-    int kind = store_open_db(path, &s->db, err, sizeof err);
+    int kind;
+    if (pgstore_is_url(path)) {
+        pgstore_describe(path, s->where, sizeof s->where);
+        kind = pgstore_open(path, &s->pg, err, sizeof err);
+    } else {
+        kind = store_open_db(path, &s->db, err, sizeof err);
+    }
     if (kind != STORE_OK) {
         static const char *const codes[] = {
             [STORE_E_OPEN] = "StoreOpenFailed", [STORE_E_NOTSTORE] = "NotAStore",
             [STORE_E_VERSION] = "StoreTooNew", [STORE_E_SQL] = "StoreError"};
-        struct cmk_error e = {.code = codes[kind], .message = err, .target = path};
+        struct cmk_error e = {.code = codes[kind], .message = err,
+                              .target = s->where[0] ? s->where : path};
         return cmk_fail(L, &e);
     }
     return 1;
@@ -393,7 +610,7 @@ static int store_open(lua_State *L)
 static int store_gc(lua_State *L)
 {
     struct store *s = luaL_checkudata(L, 1, STORE_MT);
-    if (s->db)
+    if (s->db || s->pg)
         store_close_db(s);
     return 0;
 }
@@ -402,18 +619,76 @@ static int store_gc(lua_State *L)
 static int store_tostring(lua_State *L)
 {
     struct store *s = luaL_checkudata(L, 1, STORE_MT);
-    if (!s->db)
+    if (!s->db && !s->pg)
         lua_pushliteral(L, "cmkflow.store(closed)");
     else
-        lua_pushfstring(L, "cmkflow.store(%s)", sqlite3_db_filename(s->db, "main"));
+        lua_pushfstring(L, "cmkflow.store(%s)", store_where(s));
     return 1;
 }
 
-/* [-0, +1, m] db:path() -> the file name */
+/* [-0, +1, m] db:path() -> the file name, or the URL without its password */
 static int store_path(lua_State *L)
 {
     struct store *s = check_store(L, 1);
-    lua_pushstring(L, sqlite3_db_filename(s->db, "main"));
+    lua_pushstring(L, store_where(s));
+    return 1;
+}
+
+/* [-0, +1, m] db:backend() -> "sqlite" | "postgresql" */
+static int store_backend(lua_State *L)
+{
+    struct store *s = check_store(L, 1);
+    lua_pushstring(L, s->pg ? "postgresql" : "sqlite");
+    return 1;
+}
+
+/* A run's advisory lock (store_pg.h): the name's hash in the class of cmkflow's locks. */
+#define PG_LOCK_KEY "1129139014, hashtext($1) & 2147483647"
+
+/* [-2, +1|2, e] db:try_lock(name) -> true | false, holder | nil, err. A PostgreSQL store only:
+ * a session advisory lock on this connection, held until db:unlock(name) or the connection ends
+ * (the process exits or dies: the server drops it), as an flock(2) is on SQLite's side (the lock
+ * files of app/state.lua). holder names the process that holds it (its application_name). */
+static int store_try_lock(lua_State *L)
+{
+    struct store *s = check_store(L, 1);
+    const char *name = check_name(L, 2, "lock name");
+    if (!s->pg)
+        return luaL_error(L, "try_lock: an SQLite store locks runs with lock files (app/state.lua)");
+    int rc = pg_run(s, "SELECT pg_try_advisory_lock(" PG_LOCK_KEY ")", 1, &name);
+    if (rc != SQLITE_DONE)
+        return store_fail_rc(L, s, rc, "try_lock");
+    if (strcmp(PQgetvalue(s->res, 0, 0), "t") == 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    rc = pg_run(s,
+                "SELECT a.application_name || ', connected since ' ||"
+                " to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+                " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2"
+                " AND l.classid = 1129139014 AND l.objid = (hashtext($1) & 2147483647)::bigint::oid"
+                " LIMIT 1",
+                1, &name);
+    lua_pushboolean(L, 0);
+    if (rc == SQLITE_DONE && PQntuples(s->res) > 0)
+        lua_pushstring(L, PQgetvalue(s->res, 0, 0));
+    else
+        lua_pushliteral(L, "");
+    return 2;
+}
+
+/* [-2, +1|2, e] db:unlock(name) -> true (whether it was held or not) | nil, err */
+static int store_unlock(lua_State *L)
+{
+    struct store *s = check_store(L, 1);
+    const char *name = check_name(L, 2, "lock name");
+    if (!s->pg)
+        return luaL_error(L, "unlock: an SQLite store locks runs with lock files (app/state.lua)");
+    int rc = pg_run(s, "SELECT pg_advisory_unlock(" PG_LOCK_KEY ")", 1, &name);
+    if (rc != SQLITE_DONE)
+        return store_fail_rc(L, s, rc, "unlock");
+    lua_pushboolean(L, 1);
     return 1;
 }
 
@@ -526,7 +801,7 @@ static int store_set_run(lua_State *L)
     int rc = run_write(L, s, S_RUN_UPDATE, 4, "fsfrfsts");
     if (rc != SQLITE_DONE)
         return store_fail_rc(L, s, rc, "set_run");
-    if (sqlite3_changes(s->db) == 0)
+    if (store_changes(s) == 0)
         return store_fail_msg(L, s, "UnknownRun", lua_pushfstring(L, "unknown run %s", id));
     lua_pushboolean(L, 1);
     return 1;
@@ -600,7 +875,7 @@ static int store_decide(lua_State *L)
     int rc = run_write(L, s, S_APPROVAL_DECIDE, 2, "ssstsrf");
     if (rc != SQLITE_DONE)
         return store_fail_rc(L, s, rc, "decide");
-    if (sqlite3_changes(s->db) > 0) {
+    if (store_changes(s) > 0) {
         lua_pushboolean(L, 1);
         return 1;
     }
@@ -647,10 +922,45 @@ static int store_events(lua_State *L)
     return run_query(L, s, S_EVENT_LIST, 2, "si", 1, "events");
 }
 
+/* Run one SQL command of ours on the store: SQLITE_OK or the failure (message kept). */
+static int tx_exec(struct store *s, const char *sql)
+{
+    if (s->pg) { /* PQexec: sql may hold two commands */
+        PQclear(s->res);
+        s->res = PQexec(s->pg, sql);
+        return pg_outcome(s) == SQLITE_DONE ? SQLITE_OK : pg_outcome(s);
+    }
+    return sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+}
+
+/* PostgreSQL: end the transaction level s->depth. COMMIT of a transaction a failed statement
+ * aborted answers ROLLBACK, which is a failure here. */
+static int pg_tx_end(struct store *s, int commit)
+{
+    int rc = SQLITE_OK;
+    if (commit) {
+        rc = tx_exec(s, s->depth == 1 ? "COMMIT" : "RELEASE cmkflow_tx");
+        if (rc == SQLITE_OK && s->depth == 1 && strcmp(PQcmdStatus(s->res), "COMMIT") != 0) {
+            snprintf(s->pg_err, sizeof s->pg_err, "a statement failed: the transaction rolled back");
+            rc = SQLITE_ABORT;
+        }
+    }
+    if ((!commit || rc != SQLITE_OK) && PQtransactionStatus(s->pg) != PQTRANS_IDLE) {
+        char keep[sizeof s->pg_err];
+        memcpy(keep, s->pg_err, sizeof keep);
+        tx_exec(s, s->depth == 1 ? "ROLLBACK" : "ROLLBACK TO cmkflow_tx; RELEASE cmkflow_tx");
+        memcpy(s->pg_err, keep, sizeof keep);
+    }
+    s->depth--;
+    return rc;
+}
+
 /* End the transaction level s->depth (1: the outer BEGIN IMMEDIATE, else a savepoint). */
 static int tx_end(struct store *s, int commit)
 {
     int rc = SQLITE_OK;
+    if (s->pg)
+        return pg_tx_end(s, commit);
     if (commit)
         rc = sqlite3_exec(s->db, s->depth == 1 ? "COMMIT" : "RELEASE cmkflow_tx", NULL, NULL, NULL);
     if ((!commit || rc != SQLITE_OK) && !sqlite3_get_autocommit(s->db))
@@ -663,20 +973,23 @@ static int tx_end(struct store *s, int commit)
 
 /* [-2, +n|2, e] db:transaction(fn) -> fn(db)'s results | nil, err when COMMIT fails.
  * BEGIN IMMEDIATE (a savepoint when nested); an error in fn rolls back and is raised again
- * unchanged. fn must not yield. */
+ * unchanged. fn must not yield. On PostgreSQL, BEGIN and the store-wide advisory lock
+ * (PGSTORE_TX_LOCK): transactions of one store run one at a time, as SQLite's do, so a
+ * read-then-write in fn (is there a run for this customer? then create one) is never raced. */
 static int store_transaction(lua_State *L)
 {
     struct store *s = check_store(L, 1);
     luaL_checktype(L, 2, LUA_TFUNCTION);
     lua_settop(L, 2);
-    int rc = sqlite3_exec(s->db, s->depth == 0 ? "BEGIN IMMEDIATE" : "SAVEPOINT cmkflow_tx", NULL,
-                          NULL, NULL);
+    int rc = tx_exec(s, s->depth > 0 ? "SAVEPOINT cmkflow_tx"
+                        : s->pg      ? "BEGIN; " PGSTORE_TX_LOCK
+                                     : "BEGIN IMMEDIATE");
     if (rc != SQLITE_OK)
         return store_fail_rc(L, s, rc, "transaction");
     s->depth++;
     lua_pushvalue(L, 1);
     int status = lua_pcall(L, 1, LUA_MULTRET, 0);
-    if (!s->db) /* fn closed the store: SQLite rolled back */
+    if (!s->db && !s->pg) /* fn closed the store: it rolled back */
         return status == LUA_OK ? lua_gettop(L) - 1 : lua_error(L);
     if (status != LUA_OK) {
         tx_end(s, 0);
@@ -702,6 +1015,9 @@ static void push_metatable(lua_State *L)
         {"events", store_events},
         {"transaction", store_transaction},
         {"path", store_path},
+        {"backend", store_backend},
+        {"try_lock", store_try_lock},
+        {"unlock", store_unlock},
         {"close", store_gc},
         {NULL, NULL}};
     static const luaL_Reg meta[] = {
