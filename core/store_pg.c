@@ -165,7 +165,7 @@ int pgstore_open(const char *url, PGconn **out, char *err, size_t errlen)
     gethostname(host, sizeof host - 1);
     host[sizeof host - 1] = '\0';
     /* the lock holder others are told about (pg_stat_activity.application_name, 63 bytes) */
-    snprintf(app, sizeof app, "cmkflow process %ld on %s", (long)getpid(), host);
+    snprintf(app, sizeof app, "process %ld (cmkflow on %s)", (long)getpid(), host);
     /* later keywords override earlier ones: the URL may set its own connect_timeout */
     const char *const keys[] = {"connect_timeout", "dbname", "application_name", NULL};
     const char *const values[] = {"10", url, app, NULL};

@@ -21,7 +21,7 @@ int pgstore_is_url(const char *name);
  * terminated). */
 void pgstore_describe(const char *url, char *out, size_t outlen);
 
-/* Connect to url (application_name "cmkflow process PID on HOST", connect_timeout 10 s unless
+/* Connect to url (application_name "process PID (cmkflow on HOST)", connect_timeout 10 s unless
  * the URL says otherwise; no notices on stderr) and bring the schema to STORE_SCHEMA_VERSION
  * under the store-wide lock. On success *out owns the connection (PQfinish it) and STORE_OK is
  * returned; otherwise *out is NULL, a STORE_E_* is returned and err names the store (never its
