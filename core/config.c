@@ -243,6 +243,19 @@ static lua_State *eval_config(lua_State *L, const char *path)
     return T;
 }
 
+#define NO_PASSWORD                                                                                \
+    "must not hold a password: give it to libpq in PGPASSWORD or a password file (PGPASSFILE, "    \
+    "~/.pgpass), or use a client certificate (sslcert, sslkey in the URL)"
+
+/* Does a store URL carry a password (user:password@ or password=)? */
+static int has_password(const char *v)
+{
+    const char *rest = strstr(v, "://");
+    size_t auth = rest ? strcspn(rest + 3, "/?") : 0;
+    const char *at = rest ? memchr(rest + 3, '@', auth) : NULL;
+    return (at && memchr(rest + 3, ':', (size_t)(at - rest - 3))) || strstr(v, "password=");
+}
+
 /* [-0, +1, v] The `state` field of the file's table at T's root onto L (nil when absent): the
  * run store, a postgresql:// URL or a file name. A URL carrying a password is refused: it would
  * become a Lua string in the state that runs workflows (libpq reads PGPASSWORD or a password
@@ -257,17 +270,20 @@ static void push_state_field(lua_State *T, int root, lua_State *L, const char *p
                               "or the path of an SQLite file");
     } else {
         const char *v = lua_tostring(T, -1);
-        const char *rest = strstr(v, "://");
-        size_t auth = rest ? strcspn(rest + 3, "/?") : 0;
-        const char *at = rest ? memchr(rest + 3, '@', auth) : NULL;
-        if ((at && memchr(rest + 3, ':', (size_t)(at - rest - 3))) || strstr(v, "password=")) {
-            config_error(L, path, "field 'state' must not hold a password: give it to libpq in "
-                                  "PGPASSWORD or a password file (PGPASSFILE, ~/.pgpass), or use "
-                                  "a client certificate (sslcert, sslkey in the URL)");
-        }
+        if (has_password(v))
+            config_error(L, path, "field 'state' " NO_PASSWORD);
         lua_pushstring(L, v);
     }
     lua_pop(T, 1);
+}
+
+/* [-1, +0, v] config.check_state(store): raises when a store location holds a password
+ * ($CMKFLOW_STORE is checked as the config's `state` is). */
+static int config_check_state(lua_State *L)
+{
+    if (has_password(luaL_checkstring(L, 1)))
+        return luaL_error(L, "CMKFLOW_STORE " NO_PASSWORD);
+    return 0;
 }
 
 /* [-1, +1, e] config.state(path) -> store | nil */
@@ -407,7 +423,7 @@ static int config_load(lua_State *L)
 
 int luaopen_cmkflow_core_config(lua_State *L)
 {
-    static const luaL_Reg fns[] = {{"load", config_load}, {"state", config_state}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"load", config_load}, {"state", config_state}, {"check_state", config_check_state}, {NULL, NULL}};
     luaL_newlib(L, fns);
     return 1;
 }

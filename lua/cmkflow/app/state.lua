@@ -23,8 +23,8 @@ function M.dir()
 end
 
 -- The run store: `state` in the config file named (--config, which the commands pass to
--- use_config, or $CMKFLOW_CONFIG) - a postgresql:// URL, shared by every machine that runs
--- workflows (docs/scaling.md), or an SQLite file - else $STATE/runs.db.
+-- use_config, or $CMKFLOW_CONFIG), else $CMKFLOW_STORE - a postgresql:// URL, shared by every
+-- machine that runs workflows (docs/scaling.md), or an SQLite file - else $STATE/runs.db.
 local config_named, from_config = nil, {}
 
 function M.use_config(path) config_named = path end
@@ -40,6 +40,14 @@ function M.location()
       from_config[path] = store or false
     end
     if from_config[path] then return from_config[path] end
+  end
+  local env = os.getenv("CMKFLOW_STORE")
+  if env and env ~= "" then
+    local ok, err = pcall(core.config.check_state, env)
+    if not ok then
+      error(core.error.new { code = "InvalidConfig", kind = "config", field = "CMKFLOW_STORE", message = err }, 0)
+    end
+    return env
   end
   return M.dir() .. "/runs.db"
 end
