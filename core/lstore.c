@@ -7,7 +7,8 @@
  * errors, event messages, approval notes) goes through redact_text before it is bound.
  *
  * The same userdata speaks to a PostgreSQL store (store_pg.h) when opened with a postgresql:// URL:
- * the same statements in PostgreSQL's dialect (pg_statements), the same rows back, and libpq's
+ * the same statements in PostgreSQL's dialect (pg_statements), sent with their parameters as text
+ * (PQexecParams: one round trip each, nothing to finalize), the same rows back, and libpq's
  * outcomes mapped to the SQLite codes the methods below act on, so each method is written once. */
 #include <errno.h>
 #include <stdlib.h>
@@ -333,6 +334,30 @@ static int pg_outcome(struct store *s)
     return SQLITE_ERROR;
 }
 
+/* Make text of n bytes acceptable to a UTF-8 database, in place: PostgreSQL refuses a NUL and an
+ * invalid UTF-8 sequence (SQLite stores any bytes), and an error message may quote a response body
+ * in another encoding. Each offending byte becomes '?'. Lead bytes and the ranges of their second
+ * byte as RFC 3629 section 4 gives them: no overlong forms, no surrogates, nothing above U+10FFFF. */
+static void utf8_scrub(char *text, size_t n)
+{
+    unsigned char *p = (unsigned char *)text;
+    for (size_t i = 0; i < n;) {
+        unsigned c = p[i];
+        size_t len = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3
+                                : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+        unsigned lo = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80;
+        unsigned hi = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;
+        int ok = len > 0 && i + len <= n && c != 0;
+        for (size_t k = 1; ok && k < len; k++)
+            ok = k == 1 ? p[i + k] >= lo && p[i + k] <= hi : p[i + k] >= 0x80 && p[i + k] <= 0xbf;
+        if (!ok) {
+            p[i++] = '?';
+            continue;
+        }
+        i += len;
+    }
+}
+
 /* Run sql with n text parameters (NULL is SQL NULL) into s->res; SQLITE_DONE or a failure. */
 static int pg_run(struct store *s, const char *sql, int n, const char *const *values)
 {
@@ -375,6 +400,8 @@ static int pg_exec(lua_State *L, struct store *s, int which, int first, const ch
             values[n] = owned[n];
             if (!owned[n])
                 rc = SQLITE_NOMEM;
+            else
+                utf8_scrub(owned[n], out_len);
             break;
         case 'i':
             snprintf(nums[n], sizeof nums[n], "%lld", (long long)lua_tointeger(L, idx));
@@ -928,7 +955,8 @@ static int tx_exec(struct store *s, const char *sql)
     if (s->pg) { /* PQexec: sql may hold two commands */
         PQclear(s->res);
         s->res = PQexec(s->pg, sql);
-        return pg_outcome(s) == SQLITE_DONE ? SQLITE_OK : pg_outcome(s);
+        int rc = pg_outcome(s);
+        return rc == SQLITE_DONE ? SQLITE_OK : rc;
     }
     return sqlite3_exec(s->db, sql, NULL, NULL, NULL);
 }

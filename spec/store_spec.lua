@@ -234,6 +234,14 @@ describe("cmkflow.core.store (" .. backend.name .. ")", function()
       assert(db:set_run(id, {error = "token request failed: client_secret=abc&x=1"}))
       assert.equals("token request failed: client_secret=REDACTED&x=1", db:run(id).error)
     end)
+
+    if not sqlite then
+    it("stores an error quoting bytes that are not UTF-8 (or a NUL), each such byte as '?'", function()
+      local id = assert(db:create_run{workflow = "wf"})
+      assert(db:set_run(id, {error = "body \xff\xfe\0 \xc3\xa9t\xc3\xa9 \xed\xa0\x80 \xf0\x9f\x94\x91"}))
+      assert.equals("body ??? \xc3\xa9t\xc3\xa9 ??? \xf0\x9f\x94\x91", db:run(id).error)
+    end)
+    end
   end)
 
   describe("steps", function()
