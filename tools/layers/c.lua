@@ -31,7 +31,7 @@ local LAYERS = {
       { auth = { "auth.h", "auth_int.h", "auth_*.c" }, lcrypto = { "lcrypto.h", "lcrypto*.c" } },
       -- 6: Lua bindings and C-API configuration
       { lhttp = { "lhttp.c" }, lauth = { "lauth.c" }, ljose = { "ljose.c" },
-        lserver = { "lserver.c" }, lstore = { "lstore.c" }, keypool = { "keypool.c" }, config = { "config.c" },
+        lserver = { "lserver.c" }, lstore = { "lstore.c", "lstore_pg.c", "lstore_int.h" }, keypool = { "keypool.c" }, config = { "config.c" },
         lexit = { "lexit.c" }, fs = { "fs.c" },
         ldurable = { "ldurable.c" } },
       -- 7: cmkflow.core and the host
@@ -42,6 +42,7 @@ local LAYERS = {
       ["http_int.h"] = { http = true, lhttp = true },
       ["auth_int.h"] = { auth = true, lauth = true },
       ["server_int.h"] = { server = true },
+      ["lstore_int.h"] = { lstore = true },
     },
   },
 }
