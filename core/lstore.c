@@ -459,17 +459,27 @@ static int store_backend(lua_State *L)
 /* A run's advisory lock (store_pg.h): the name's hash in the class of cmkflow's locks. */
 #define PG_LOCK_KEY "1129139014, hashtext($1) & 2147483647"
 
+/* [-0, +0, v] Run sql (its one parameter: the lock name at 2) on the PostgreSQL store at 1, which
+ * *out is set to; raises for an SQLite store, whose runs are locked by lock files (app/state.lua).
+ * SQLITE_DONE or the failure. */
+static int lock_query(lua_State *L, const char *what, const char *sql, struct store **out)
+{
+    struct store *s = *out = check_store(L, 1);
+    const char *name = check_name(L, 2, "lock name");
+    if (!s->pg)
+        return luaL_error(L, "%s: an SQLite store locks runs with lock files (app/state.lua)", what);
+    return lstore_pg_run(s, sql, 1, &name);
+}
+
 /* [-2, +1|2, e] db:try_lock(name) -> true | false, holder | nil, err. A PostgreSQL store only:
  * a session advisory lock on this connection, held until db:unlock(name) or the connection ends
  * (the process exits or dies: the server drops it), as an flock(2) is on SQLite's side (the lock
  * files of app/state.lua). holder names the process that holds it (its application_name). */
 static int store_try_lock(lua_State *L)
 {
-    struct store *s = check_store(L, 1);
-    const char *name = check_name(L, 2, "lock name");
-    if (!s->pg)
-        return luaL_error(L, "try_lock: an SQLite store locks runs with lock files (app/state.lua)");
-    int rc = lstore_pg_run(s, "SELECT pg_try_advisory_lock(" PG_LOCK_KEY ")", 1, &name);
+    struct store *s;
+    int rc = lock_query(L, "try_lock", "SELECT pg_try_advisory_lock(" PG_LOCK_KEY ")", &s);
+    const char *name = lua_tostring(L, 2);
     if (rc != SQLITE_DONE)
         return store_fail_rc(L, s, rc, "try_lock");
     if (strcmp(PQgetvalue(s->res, 0, 0), "t") == 0) {
@@ -495,11 +505,8 @@ static int store_try_lock(lua_State *L)
 /* [-2, +1|2, e] db:unlock(name) -> true (whether it was held or not) | nil, err */
 static int store_unlock(lua_State *L)
 {
-    struct store *s = check_store(L, 1);
-    const char *name = check_name(L, 2, "lock name");
-    if (!s->pg)
-        return luaL_error(L, "unlock: an SQLite store locks runs with lock files (app/state.lua)");
-    int rc = lstore_pg_run(s, "SELECT pg_advisory_unlock(" PG_LOCK_KEY ")", 1, &name);
+    struct store *s;
+    int rc = lock_query(L, "unlock", "SELECT pg_advisory_unlock(" PG_LOCK_KEY ")", &s);
     if (rc != SQLITE_DONE)
         return store_fail_rc(L, s, rc, "unlock");
     lua_pushboolean(L, 1);
