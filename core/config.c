@@ -7,11 +7,14 @@
  *   resolve_cloud(cloud_description) -> { authority, ca_file, connect_to } (runs in the caller's
  *   state, before any credential is built); cloud_description is "azure" | "usgov" | "china" or
  *   { emulator = url, ca_cert = path }.
- *   cfg = { path, cloud = <description>, policy = path | nil,
+ *   cfg = { path, cloud = <description>, policy = path | nil, state = store | nil,
  *           limits = { instructions = n, memory_mb = n } | nil,
  *           contexts = { isv = { tenant, subscription, credential = <cmkflow.credential>,
  *                                <other string/number/boolean fields> }, customer = {...} } }
  * Errors name the file and the field: "config /x/cmkflow.lua: field 'isv.tenant' must be ...".
+ *
+ * config.state(path) -> store | nil: only the file's `state` (the run store: a postgresql:// URL
+ *   or a file name), for commands that open the store before anything else (cmkflow runs, resume).
  */
 #include <stdio.h>
 #include <string.h>
@@ -210,11 +213,11 @@ static void build_credential(lua_State *T, lua_State *L, const char *path, const
 }
 
 /* [-2, +1, e] config.load(path, resolve_cloud) */
-static int config_load(lua_State *L)
+/* [-0, +1, e] Evaluate the file at path in a new throwaway state, owned by a to-be-closed
+ * userdata pushed on L (its slot closes the state); returns that state with the file's table on
+ * its top, or raises naming the file. */
+static lua_State *eval_config(lua_State *L, const char *path)
 {
-    const char *path = luaL_checkstring(L, 1);
-    luaL_checktype(L, 2, LUA_TFUNCTION);
-
     struct config_state *cs = lua_newuserdatauv(L, sizeof *cs, 0);
     cs->T = NULL;
     if (luaL_newmetatable(L, CONFIG_STATE_MT)) {
@@ -224,20 +227,83 @@ static int config_load(lua_State *L)
         lua_setfield(L, -2, "__close");
     }
     lua_setmetatable(L, -2);
-    int guard = lua_gettop(L);
-    lua_toclose(L, guard);
+    lua_toclose(L, -1);
 
     cs->T = luaL_newstate();
     if (!cs->T)
-        return luaL_error(L, "config %s: out of memory", path);
+        luaL_error(L, "config %s: out of memory", path);
     lua_State *T = cs->T;
     luaL_openlibs(T);
     if (luaL_loadfile(T, path) != LUA_OK || lua_pcall(T, 0, 1, 0) != LUA_OK) {
         lua_pushstring(L, lua_tostring(T, -1));
-        return luaL_error(L, "config %s: %s", path, lua_tostring(L, -1));
+        luaL_error(L, "config %s: %s", path, lua_tostring(L, -1));
     }
     if (!lua_istable(T, -1))
-        return config_error(L, path, "the file must return a table (return { cloud = ..., isv = {...}, customer = {...} })");
+        config_error(L, path, "the file must return a table (return { cloud = ..., isv = {...}, customer = {...} })");
+    return T;
+}
+
+#define NO_PASSWORD                                                                                \
+    "must not hold a password: give it to libpq in PGPASSWORD or a password file (PGPASSFILE, "    \
+    "~/.pgpass), or use a client certificate (sslcert, sslkey in the URL)"
+
+/* Does a store URL carry a password (user:password@ or password=)? */
+static int has_password(const char *v)
+{
+    const char *rest = strstr(v, "://");
+    size_t auth = rest ? strcspn(rest + 3, "/?") : 0;
+    const char *at = rest ? memchr(rest + 3, '@', auth) : NULL;
+    return (at && memchr(rest + 3, ':', (size_t)(at - rest - 3))) || strstr(v, "password=");
+}
+
+/* [-0, +1, v] The `state` field of the file's table at T's root onto L (nil when absent): the
+ * run store, a postgresql:// URL or a file name. A URL carrying a password is refused: it would
+ * become a Lua string in the state that runs workflows (libpq reads PGPASSWORD or a password
+ * file instead, in C). */
+static void push_state_field(lua_State *T, int root, lua_State *L, const char *path)
+{
+    lua_getfield(T, root, "state");
+    if (lua_isnil(T, -1)) {
+        lua_pushnil(L);
+    } else if (lua_type(T, -1) != LUA_TSTRING || lua_rawlen(T, -1) == 0) {
+        config_error(L, path, "field 'state' must be the run store: \"postgresql://user@host/db\" "
+                              "or the path of an SQLite file");
+    } else {
+        const char *v = lua_tostring(T, -1);
+        if (has_password(v))
+            config_error(L, path, "field 'state' " NO_PASSWORD);
+        lua_pushstring(L, v);
+    }
+    lua_pop(T, 1);
+}
+
+/* [-1, +0, v] config.check_state(store): raises when a store location holds a password
+ * ($CMKFLOW_STORE is checked as the config's `state` is). */
+static int config_check_state(lua_State *L)
+{
+    if (has_password(luaL_checkstring(L, 1)))
+        return luaL_error(L, "CMKFLOW_STORE " NO_PASSWORD);
+    return 0;
+}
+
+/* [-1, +1, e] config.state(path) -> store | nil */
+static int config_state(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    lua_settop(L, 1);
+    lua_State *T = eval_config(L, path);
+    push_state_field(T, lua_gettop(T), L, path);
+    lua_closeslot(L, 2);
+    return 1;
+}
+
+static int config_load(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_settop(L, 2);
+    lua_State *T = eval_config(L, path);
+    int guard = lua_gettop(L);
     int root = lua_gettop(T);
 
     lua_newtable(L); /* cfg */
@@ -259,6 +325,8 @@ static int config_load(lua_State *L)
     lua_pop(T, 1);
     lua_pushvalue(L, -1);
     lua_setfield(L, cfg, "cloud");
+    push_state_field(T, root, L, path);
+    lua_setfield(L, cfg, "state");
     /* routing = resolve_cloud(cloud) */
     lua_pushvalue(L, 2);
     lua_insert(L, -2);
@@ -355,7 +423,7 @@ static int config_load(lua_State *L)
 
 int luaopen_cmkflow_core_config(lua_State *L)
 {
-    static const luaL_Reg fns[] = {{"load", config_load}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"load", config_load}, {"state", config_state}, {"check_state", config_check_state}, {NULL, NULL}};
     luaL_newlib(L, fns);
     return 1;
 }

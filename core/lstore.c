@@ -4,7 +4,11 @@
  * Every statement is prepared once per connection (SQLITE_PREPARE_PERSISTENT) and owned by the
  * userdata, so a raise between sqlite3_step calls leaks nothing: the statement is reset on its
  * next use and finalized on __gc / __close. Text that may hold an error message (run and step
- * errors, event messages, approval notes) goes through redact_text before it is bound. */
+ * errors, event messages, approval notes) goes through redact_text before it is bound.
+ *
+ * The same userdata speaks to a PostgreSQL store (store_pg.h) when opened with a postgresql:// URL:
+ * run_query, run_write and the transactions hand over to lstore_pg.c, whose outcomes are the
+ * SQLite codes the methods below act on, so each method is written once. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,31 +19,10 @@
 #include "crypto.h"
 #include "redact.h"
 #include "store.h"
+#include "store_pg.h"
+#include "lstore_int.h"
 
 /* ---- the "cmkflow.store" userdata --------------------------------------------------------- */
-
-enum {
-    S_RUN_INSERT,
-    S_RUN_GET,
-    S_RUN_LIST,
-    S_RUN_UPDATE,
-    S_STEP_BEGIN,
-    S_STEP_FINISH,
-    S_STEP_GET,
-    S_STEP_LIST,
-    S_APPROVAL_REQUEST,
-    S_APPROVAL_DECIDE,
-    S_APPROVAL_GET,
-    S_APPROVAL_LIST,
-    S_EVENT_INSERT,
-    S_EVENT_LIST,
-    S_RUN_EXISTS,
-    S_COUNT
-};
-
-#define RUN_COLUMNS "id, workflow, params, status, created_at, updated_at, error, outputs, config"
-#define STEP_COLUMNS "run_id, name, status, attempts, started_at, finished_at, outputs, error"
-#define APPROVAL_COLUMNS "run_id, gate, status, requested_at, decided_at, decided_by, note"
 
 static const char *const statements[S_COUNT] = {
     [S_RUN_INSERT] = "INSERT INTO runs (id, workflow, params, status, created_at, updated_at, config)"
@@ -86,12 +69,6 @@ static const char *const statements[S_COUNT] = {
     [S_RUN_EXISTS] = "SELECT 1 FROM runs WHERE id = ?1",
 };
 
-struct store {
-    sqlite3 *db;
-    sqlite3_stmt *stmt[S_COUNT];
-    int depth; /* db:transaction nesting: 1 is BEGIN IMMEDIATE, deeper ones are savepoints */
-};
-
 static const char *const run_statuses[] = {"pending",   "running", "waiting", "succeeded",
                                            "failed",    "interrupted", "cancelled", NULL};
 static const char *const finish_statuses[] = {"succeeded", "failed", "skipped", NULL};
@@ -105,14 +82,30 @@ static void store_close_db(struct store *s)
     }
     sqlite3_close_v2(s->db); /* rolls back an open transaction */
     s->db = NULL;
+    PQclear(s->res);
+    s->res = NULL;
+    PQfinish(s->pg); /* the server rolls back an open transaction and drops the session's locks */
+    s->pg = NULL;
     s->depth = 0;
+}
+
+/* Where the store is: its file, or its URL without the password. */
+static const char *store_where(struct store *s)
+{
+    return s->pg ? s->where : sqlite3_db_filename(s->db, "main");
+}
+
+/* Rows the last write changed. */
+static long long store_changes(struct store *s)
+{
+    return s->pg ? s->changes : sqlite3_changes(s->db);
 }
 
 /* [-0, +0, v] The open store at idx; raises when it is not one or was closed. */
 static struct store *check_store(lua_State *L, int idx)
 {
     struct store *s = luaL_checkudata(L, idx, STORE_MT);
-    if (!s->db)
+    if (!s->db && !s->pg)
         luaL_argerror(L, idx, "store is closed");
     return s;
 }
@@ -120,9 +113,9 @@ static struct store *check_store(lua_State *L, int idx)
 /* [-0, +2, m] nil and an error table for a failure SQLite reported. */
 static int store_fail_rc(lua_State *L, struct store *s, int rc, const char *what)
 {
-    const char *path = sqlite3_db_filename(s->db, "main");
+    const char *path = store_where(s);
     const char *msg = lua_pushfstring(L, "store %s: %s: %s", path ? path : "?", what,
-                                      sqlite3_errmsg(s->db));
+                                      s->pg ? s->pg_err : sqlite3_errmsg(s->db));
     int busy = (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
     struct cmk_error e = {.code = busy ? "StoreBusy" : "StoreError",
                           .message = msg,
@@ -134,7 +127,7 @@ static int store_fail_rc(lua_State *L, struct store *s, int rc, const char *what
 /* [-0, +2, m] nil and an error table with a message of ours. */
 static int store_fail_msg(lua_State *L, struct store *s, const char *code, const char *msg)
 {
-    struct cmk_error e = {.code = code, .message = msg, .target = sqlite3_db_filename(s->db, "main")};
+    struct cmk_error e = {.code = code, .message = msg, .target = store_where(s)};
     return cmk_fail(L, &e);
 }
 
@@ -315,6 +308,26 @@ static int run_query(lua_State *L, struct store *s, int which, int first, const 
                      int many, const char *what)
 {
     int rc, n = 0;
+    if (s->pg) {
+        rc = lstore_pg_exec(L, s, which, first, fmt);
+        if (rc != SQLITE_DONE)
+            return store_fail_rc(L, s, rc, what);
+        int rows = PQntuples(s->res);
+        if (!many && rows == 0) {
+            lua_pushnil(L);
+            return 1;
+        }
+        if (!many) {
+            lstore_pg_push_row(L, s, 0);
+            return 1;
+        }
+        lua_createtable(L, rows, 0);
+        for (int r = 0; r < rows; r++) {
+            lstore_pg_push_row(L, s, r);
+            lua_rawseti(L, -2, r + 1);
+        }
+        return 1;
+    }
     sqlite3_stmt *st = bound_stmt(L, s, which, first, fmt, &rc);
     if (!st)
         return store_fail_rc(L, s, rc, what);
@@ -347,6 +360,17 @@ static int run_query(lua_State *L, struct store *s, int which, int first, const 
 static int run_write(lua_State *L, struct store *s, int which, int first, const char *fmt)
 {
     int rc;
+    if (s->pg) {
+        rc = lstore_pg_exec(L, s, which, first, fmt);
+        if (rc == SQLITE_DONE && PQntuples(s->res) > 0) {
+            if (PQftype(s->res, 0) == 25) /* text: RETURNING status */
+                lua_pushlstring(L, PQgetvalue(s->res, 0, 0), (size_t)PQgetlength(s->res, 0, 0));
+            else /* RETURNING attempts / seq */
+                lua_pushinteger(L, (lua_Integer)strtoll(PQgetvalue(s->res, 0, 0), NULL, 10));
+            lua_replace(L, -2);
+        }
+        return rc;
+    }
     sqlite3_stmt *st = bound_stmt(L, s, which, first, fmt, &rc);
     if (!st)
         return rc;
@@ -378,12 +402,19 @@ static int store_open(lua_State *L)
     memset(s, 0, sizeof *s);
     luaL_setmetatable(L, STORE_MT);
     char err[1024];
-    int kind = store_open_db(path, &s->db, err, sizeof err);
+    int kind;
+    if (pgstore_is_url(path)) {
+        pgstore_describe(path, s->where, sizeof s->where);
+        kind = pgstore_open(path, &s->pg, err, sizeof err);
+    } else {
+        kind = store_open_db(path, &s->db, err, sizeof err);
+    }
     if (kind != STORE_OK) {
         static const char *const codes[] = {
             [STORE_E_OPEN] = "StoreOpenFailed", [STORE_E_NOTSTORE] = "NotAStore",
             [STORE_E_VERSION] = "StoreTooNew", [STORE_E_SQL] = "StoreError"};
-        struct cmk_error e = {.code = codes[kind], .message = err, .target = path};
+        struct cmk_error e = {.code = codes[kind], .message = err,
+                              .target = s->where[0] ? s->where : path};
         return cmk_fail(L, &e);
     }
     return 1;
@@ -393,7 +424,7 @@ static int store_open(lua_State *L)
 static int store_gc(lua_State *L)
 {
     struct store *s = luaL_checkudata(L, 1, STORE_MT);
-    if (s->db)
+    if (s->db || s->pg)
         store_close_db(s);
     return 0;
 }
@@ -402,18 +433,83 @@ static int store_gc(lua_State *L)
 static int store_tostring(lua_State *L)
 {
     struct store *s = luaL_checkudata(L, 1, STORE_MT);
-    if (!s->db)
+    if (!s->db && !s->pg)
         lua_pushliteral(L, "cmkflow.store(closed)");
     else
-        lua_pushfstring(L, "cmkflow.store(%s)", sqlite3_db_filename(s->db, "main"));
+        lua_pushfstring(L, "cmkflow.store(%s)", store_where(s));
     return 1;
 }
 
-/* [-0, +1, m] db:path() -> the file name */
+/* [-0, +1, m] db:path() -> the file name, or the URL without its password */
 static int store_path(lua_State *L)
 {
     struct store *s = check_store(L, 1);
-    lua_pushstring(L, sqlite3_db_filename(s->db, "main"));
+    lua_pushstring(L, store_where(s));
+    return 1;
+}
+
+/* [-0, +1, m] db:backend() -> "sqlite" | "postgresql" */
+static int store_backend(lua_State *L)
+{
+    struct store *s = check_store(L, 1);
+    lua_pushstring(L, s->pg ? "postgresql" : "sqlite");
+    return 1;
+}
+
+/* A run's advisory lock (store_pg.h): the name's hash in the class of cmkflow's locks. */
+#define PG_LOCK_KEY "1129139014, hashtext($1) & 2147483647"
+
+/* [-0, +0, v] Run sql (its one parameter: the lock name at 2) on the PostgreSQL store at 1, which
+ * *out is set to; raises for an SQLite store, whose runs are locked by lock files (app/state.lua).
+ * SQLITE_DONE or the failure. */
+static int lock_query(lua_State *L, const char *what, const char *sql, struct store **out)
+{
+    struct store *s = *out = check_store(L, 1);
+    const char *name = check_name(L, 2, "lock name");
+    if (!s->pg)
+        return luaL_error(L, "%s: an SQLite store locks runs with lock files (app/state.lua)", what);
+    return lstore_pg_run(s, sql, 1, &name);
+}
+
+/* [-2, +1|2, e] db:try_lock(name) -> true | false, holder | nil, err. A PostgreSQL store only:
+ * a session advisory lock on this connection, held until db:unlock(name) or the connection ends
+ * (the process exits or dies: the server drops it), as an flock(2) is on SQLite's side (the lock
+ * files of app/state.lua). holder names the process that holds it (its application_name). */
+static int store_try_lock(lua_State *L)
+{
+    struct store *s;
+    int rc = lock_query(L, "try_lock", "SELECT pg_try_advisory_lock(" PG_LOCK_KEY ")", &s);
+    const char *name = lua_tostring(L, 2);
+    if (rc != SQLITE_DONE)
+        return store_fail_rc(L, s, rc, "try_lock");
+    if (strcmp(PQgetvalue(s->res, 0, 0), "t") == 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    rc = lstore_pg_run(s,
+                "SELECT a.application_name || ', connected since ' ||"
+                " to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+                " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2"
+                " AND l.classid = 1129139014 AND l.objid = (hashtext($1) & 2147483647)::bigint::oid"
+                " LIMIT 1",
+                1, &name);
+    lua_pushboolean(L, 0);
+    if (rc == SQLITE_DONE && PQntuples(s->res) > 0)
+        lua_pushstring(L, PQgetvalue(s->res, 0, 0));
+    else
+        lua_pushliteral(L, "");
+    return 2;
+}
+
+/* [-2, +1|2, e] db:unlock(name) -> true (whether it was held or not) | nil, err */
+static int store_unlock(lua_State *L)
+{
+    struct store *s;
+    int rc = lock_query(L, "unlock", "SELECT pg_advisory_unlock(" PG_LOCK_KEY ")", &s);
+    if (rc != SQLITE_DONE)
+        return store_fail_rc(L, s, rc, "unlock");
+    lua_pushboolean(L, 1);
     return 1;
 }
 
@@ -526,7 +622,7 @@ static int store_set_run(lua_State *L)
     int rc = run_write(L, s, S_RUN_UPDATE, 4, "fsfrfsts");
     if (rc != SQLITE_DONE)
         return store_fail_rc(L, s, rc, "set_run");
-    if (sqlite3_changes(s->db) == 0)
+    if (store_changes(s) == 0)
         return store_fail_msg(L, s, "UnknownRun", lua_pushfstring(L, "unknown run %s", id));
     lua_pushboolean(L, 1);
     return 1;
@@ -600,7 +696,7 @@ static int store_decide(lua_State *L)
     int rc = run_write(L, s, S_APPROVAL_DECIDE, 2, "ssstsrf");
     if (rc != SQLITE_DONE)
         return store_fail_rc(L, s, rc, "decide");
-    if (sqlite3_changes(s->db) > 0) {
+    if (store_changes(s) > 0) {
         lua_pushboolean(L, 1);
         return 1;
     }
@@ -647,10 +743,20 @@ static int store_events(lua_State *L)
     return run_query(L, s, S_EVENT_LIST, 2, "si", 1, "events");
 }
 
+/* Run one SQL command of ours on the store: SQLITE_OK or the failure (message kept). */
+static int tx_exec(struct store *s, const char *sql)
+{
+    if (s->pg)
+        return lstore_pg_command(s, sql);
+    return sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+}
+
 /* End the transaction level s->depth (1: the outer BEGIN IMMEDIATE, else a savepoint). */
 static int tx_end(struct store *s, int commit)
 {
     int rc = SQLITE_OK;
+    if (s->pg)
+        return lstore_pg_tx_end(s, commit);
     if (commit)
         rc = sqlite3_exec(s->db, s->depth == 1 ? "COMMIT" : "RELEASE cmkflow_tx", NULL, NULL, NULL);
     if ((!commit || rc != SQLITE_OK) && !sqlite3_get_autocommit(s->db))
@@ -663,20 +769,23 @@ static int tx_end(struct store *s, int commit)
 
 /* [-2, +n|2, e] db:transaction(fn) -> fn(db)'s results | nil, err when COMMIT fails.
  * BEGIN IMMEDIATE (a savepoint when nested); an error in fn rolls back and is raised again
- * unchanged. fn must not yield. */
+ * unchanged. fn must not yield. On PostgreSQL, BEGIN and the store-wide advisory lock
+ * (PGSTORE_TX_LOCK): transactions of one store run one at a time, as SQLite's do, so a
+ * read-then-write in fn (is there a run for this customer? then create one) is never raced. */
 static int store_transaction(lua_State *L)
 {
     struct store *s = check_store(L, 1);
     luaL_checktype(L, 2, LUA_TFUNCTION);
     lua_settop(L, 2);
-    int rc = sqlite3_exec(s->db, s->depth == 0 ? "BEGIN IMMEDIATE" : "SAVEPOINT cmkflow_tx", NULL,
-                          NULL, NULL);
+    int rc = tx_exec(s, s->depth > 0 ? "SAVEPOINT cmkflow_tx"
+                        : s->pg      ? "BEGIN; " PGSTORE_TX_LOCK
+                                     : "BEGIN IMMEDIATE");
     if (rc != SQLITE_OK)
         return store_fail_rc(L, s, rc, "transaction");
     s->depth++;
     lua_pushvalue(L, 1);
     int status = lua_pcall(L, 1, LUA_MULTRET, 0);
-    if (!s->db) /* fn closed the store: SQLite rolled back */
+    if (!s->db && !s->pg) /* fn closed the store: it rolled back */
         return status == LUA_OK ? lua_gettop(L) - 1 : lua_error(L);
     if (status != LUA_OK) {
         tx_end(s, 0);
@@ -702,6 +811,9 @@ static void push_metatable(lua_State *L)
         {"events", store_events},
         {"transaction", store_transaction},
         {"path", store_path},
+        {"backend", store_backend},
+        {"try_lock", store_try_lock},
+        {"unlock", store_unlock},
         {"close", store_gc},
         {NULL, NULL}};
     static const luaL_Reg meta[] = {

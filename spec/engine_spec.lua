@@ -5,13 +5,14 @@ local core = require "cmkflow.core"
 local engine = require "cmkflow.workflow.engine"
 local async = require "cmkflow.async"
 local files = require "support.files"
+local postgres = require "support.postgres"
 
 -- the engine knows no Azure types; as the application layer does, register the Azure layer's
 require("cmkflow.workflow.params").register_types(require("cmkflow.azure.validate").PARAM_TYPES)
 
-local function new_store()
-  return assert(core.store.open(files.tmpdir() .. "/runs.db"))
-end
+-- A new empty run store of the backend under test (set by each describe below: the engine runs
+-- on both, an SQLite file and a PostgreSQL schema of a private server).
+local new_store
 
 local function start(db, def, params)
   engine.check_definition(def)
@@ -20,9 +21,22 @@ local function start(db, def, params)
   return id, { params = values, log = function() end }
 end
 
-describe("workflow engine", function()
-  setup(function() core.http.session():set_clock("fake") end)
-  teardown(function() core.http.session():set_clock("real") end)
+for _, backend in ipairs { "SQLite", "PostgreSQL" } do
+describe("workflow engine (" .. backend .. " run store)", function()
+  local pg, n = nil, 0
+  setup(function()
+    core.http.session():set_clock("fake")
+    if backend == "PostgreSQL" then pg = postgres.start() end
+    new_store = function()
+      if not pg then return assert(core.store.open(files.tmpdir() .. "/runs.db")) end
+      n = n + 1
+      return assert(core.store.open(pg:store("e" .. n)))
+    end
+  end)
+  teardown(function()
+    core.http.session():set_clock("real")
+    if pg then pg:stop() end
+  end)
 
   describe("definitions", function()
     local bad = {
@@ -299,3 +313,4 @@ describe("workflow engine", function()
     end)
   end)
 end)
+end

@@ -1,14 +1,33 @@
--- cmkflow.core.store from Lua: runs, steps, approvals and events in the SQLite run store.
+-- cmkflow.core.store from Lua: runs, steps, approvals and events in the run store, on both of its
+-- backends: an SQLite file, and a PostgreSQL database (a private server this spec starts).
 local core = require("cmkflow.core")
 local files = require("support.files")
+local postgres = require("support.postgres")
 local store, json = core.store, core.json
 
-describe("cmkflow.core.store", function()
-  local dir, db
+local BACKENDS = {
+  { name = "SQLite", location = function(dir) return dir .. "/runs.db" end },
+  { name = "PostgreSQL", server = true },
+}
+
+for _, backend in ipairs(BACKENDS) do
+describe("cmkflow.core.store (" .. backend.name .. ")", function()
+  local dir, db, location, pg, n = nil, nil, nil, nil, 0
+  local sqlite = not backend.server
+
+  setup(function()
+    if backend.server then pg = postgres.start() end
+  end)
+
+  teardown(function()
+    if pg then pg:stop() end
+  end)
 
   before_each(function()
     dir = files.tmpdir()
-    db = assert(store.open(dir .. "/runs.db"))
+    n = n + 1
+    location = pg and pg:store("t" .. n) or backend.location(dir)
+    db = assert(store.open(location))
   end)
 
   after_each(function()
@@ -17,6 +36,7 @@ describe("cmkflow.core.store", function()
   end)
 
   describe("open", function()
+    if sqlite then
     it("creates the file, private to its owner, and keeps data across reopen", function()
       local id = assert(db:create_run{workflow = "cross-tenant-cmk", params = '{"vault":"kv1"}'})
       db:close()
@@ -59,7 +79,9 @@ describe("cmkflow.core.store", function()
       assert.equals("cancelled", db:run("old").status)
       assert.equals("2", io.popen("sqlite3 " .. files.quote(v1) .. " 'PRAGMA user_version'"):read("l"))
     end)
+    end
 
+    if sqlite then
     it("returns nil and an error naming the path when the directory does not exist", function()
       local s, err = store.open("/nonexistent/dir/x.db")
       assert.is_nil(s)
@@ -78,6 +100,42 @@ describe("cmkflow.core.store", function()
       -- and leaves it untouched
       assert.equals(string.rep("not sqlite at all ", 500), files.read(path))
     end)
+    else
+    it("keeps data across reopen, and tells the backend", function()
+      local id = assert(db:create_run{workflow = "cross-tenant-cmk", params = '{"vault":"kv1"}'})
+      assert.equals("postgresql", db:backend())
+      assert.equals(location:match("^[^?]*"), db:path())
+      db:close()
+      db = assert(store.open(location))
+      assert.equals('{"vault":"kv1"}', db:run(id).params)
+      assert.equals("2", pg:psql("SELECT schema_version FROM cmkflow_store", "t" .. n):match("%d+"))
+    end)
+
+    it("returns nil and an error naming the server, never the password, when it cannot connect", function()
+      local s, err = store.open(("postgresql://cmkflow:hunter2@127.0.0.1:%d/nowhere?sslmode=disable"):format(pg.port))
+      assert.is_nil(s)
+      assert.equals("StoreOpenFailed", err.code)
+      assert.matches("nowhere", err.message, 1, true)
+      assert.is_nil(tostring(err):find("hunter2", 1, true))
+      assert.equals(("postgresql://cmkflow@127.0.0.1:%d/nowhere"):format(pg.port), err.target)
+    end)
+
+    it("refuses a database whose tables are another program's, and a newer schema", function()
+      local other = pg:store("other" .. n)
+      pg:psql("CREATE TABLE runs (x int)", "other" .. n)
+      local s, err = store.open(other)
+      assert.is_nil(s)
+      assert.equals("NotAStore", err.code)
+      assert.matches("not a cmkflow store", err.message, 1, true)
+      db:close()
+      pg:psql("UPDATE cmkflow_store SET schema_version = 99", "t" .. n)
+      s, err = store.open(location)
+      assert.is_nil(s)
+      assert.equals("StoreTooNew", err.code)
+      assert.matches("schema version 99", err.message, 1, true)
+      db = nil
+    end)
+    end
 
     it("raises for a path that is not a string", function()
       assert.has_error(function() store.open(nil) end)
@@ -176,6 +234,14 @@ describe("cmkflow.core.store", function()
       assert(db:set_run(id, {error = "token request failed: client_secret=abc&x=1"}))
       assert.equals("token request failed: client_secret=REDACTED&x=1", db:run(id).error)
     end)
+
+    if not sqlite then
+    it("stores an error quoting bytes that are not UTF-8 (or a NUL), each such byte as '?'", function()
+      local id = assert(db:create_run{workflow = "wf"})
+      assert(db:set_run(id, {error = "body \xff\xfe\0 \xc3\xa9t\xc3\xa9 \xed\xa0\x80 \xf0\x9f\x94\x91"}))
+      assert.equals("body ??? \xc3\xa9t\xc3\xa9 ??? \xf0\x9f\x94\x91", db:run(id).error)
+    end)
+    end
   end)
 
   describe("steps", function()
@@ -348,7 +414,7 @@ describe("cmkflow.core.store", function()
       -- the store is usable afterwards, outside any transaction
       assert(db:create_run{id = "after", workflow = "wf"})
       db:close()
-      db = assert(store.open(dir .. "/runs.db"))
+      db = assert(store.open(location))
       assert.is_table(db:run("after"))
     end)
 
@@ -371,12 +437,51 @@ describe("cmkflow.core.store", function()
     end)
   end)
 
-  it("is seen by a second connection to the same file", function()
-    local other = assert(store.open(dir .. "/runs.db"))
+  it("is seen by a second connection to the same store", function()
+    local other = assert(store.open(location))
     local id = assert(db:create_run{workflow = "wf"})
     assert(db:request_approval(id, "g"))
     assert.is_true(other:decide(id, "g", "approved", "bob"))
     assert.equals("approved", db:approval(id, "g").status)
     other:close()
   end)
+
+  if not sqlite then
+  describe("locks", function()
+    it("lets one connection hold a run, names its process to others, and ends with its connection", function()
+      local other = assert(store.open(location))
+      assert.is_true(db:try_lock("run-1"))
+      local ok, holder = other:try_lock("run-1")
+      assert.is_false(ok)
+      assert.matches("^process " .. core.fs.pid() .. " %(cmkflow on .+%), connected since %d+%-%d+%-%d+T", holder)
+      assert.is_true(other:try_lock("run-2")) -- another run is free
+      assert.is_true(db:unlock("run-1"))
+      assert.is_true(other:try_lock("run-1"))
+      -- a connection that ends (a process that dies) takes its locks with it, once the server has
+      -- seen it go (its backend exits after the client's goodbye)
+      other:close()
+      local got = false
+      for _ = 1, 200 do
+        got = db:try_lock("run-2")
+        if got then break end
+        os.execute("sleep 0.05")
+      end
+      assert.is_true(got)
+    end)
+
+    it("runs transactions of two connections one after the other", function()
+      local other = assert(store.open(location))
+      -- while db's transaction is open, other's waits: psql's lock_timeout makes it give up
+      db:transaction(function()
+        assert(db:create_run{id = "in-tx", workflow = "wf"})
+        local out = pg:psql("SET lock_timeout = '200ms'; BEGIN; SELECT pg_advisory_xact_lock(1129139014, 0); COMMIT",
+          "t" .. n)
+        assert.matches("lock timeout", out, 1, true)
+      end)
+      assert.is_table(other:run("in-tx"))
+      other:close()
+    end)
+  end)
+  end
 end)
+end

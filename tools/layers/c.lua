@@ -24,14 +24,14 @@ local LAYERS = {
         certgen = { "certgen.h", "certgen.c" }, redact = { "redact.h", "redact.c" } },
       -- 3: JSON over jansson, JOSE over crypto
       { json = { "json.h", "json.c" }, jose = { "jose.h", "jose.c" } },
-      -- 4: the HTTP session, the run store, the server loop
-      { http = { "http.h", "http_int.h", "http_*.c" }, store = { "store.h", "store.c" },
+      -- 4: the HTTP session, the run store (SQLite and PostgreSQL), the server loop
+      { http = { "http.h", "http_int.h", "http_*.c" }, store = { "store.h", "store.c", "store_pg.h", "store_pg.c" },
         server = { "server.h", "server_int.h", "server.c", "server_dispatch.c" } },
       -- 5: credentials (over HTTP); the crypto module's Lua side (over jose)
       { auth = { "auth.h", "auth_int.h", "auth_*.c" }, lcrypto = { "lcrypto.h", "lcrypto*.c" } },
       -- 6: Lua bindings and C-API configuration
       { lhttp = { "lhttp.c" }, lauth = { "lauth.c" }, ljose = { "ljose.c" },
-        lserver = { "lserver.c" }, lstore = { "lstore.c" }, keypool = { "keypool.c" }, config = { "config.c" },
+        lserver = { "lserver.c" }, lstore = { "lstore.c", "lstore_pg.c", "lstore_int.h" }, keypool = { "keypool.c" }, config = { "config.c" },
         lexit = { "lexit.c" }, fs = { "fs.c" },
         ldurable = { "ldurable.c" } },
       -- 7: cmkflow.core and the host
@@ -42,6 +42,7 @@ local LAYERS = {
       ["http_int.h"] = { http = true, lhttp = true },
       ["auth_int.h"] = { auth = true, lauth = true },
       ["server_int.h"] = { server = true },
+      ["lstore_int.h"] = { lstore = true },
     },
   },
 }

@@ -218,7 +218,8 @@ local function summary_table(runs, key)
   for _, r in ipairs(runs) do
     out[#out + 1] = ("%-24s %-36s %-10s %s"):format(r[key], r.run_id, r.status,
       r.storage_account or (r.error and ("error: " .. errors.text(r.error)))
-        or (r.gate and ("waiting at gate " .. r.gate)) or "-")
+        or (r.gate and ("waiting at gate " .. r.gate))
+        or (r.twin_status and ("its run is " .. r.twin_status .. " (another process, or waiting)")) or "-")
   end
   return table.concat(out, "\n") .. "\n"
 end
@@ -289,12 +290,12 @@ function M.run(def, opts)
   local db = state.open_store()
   target.workflow = ref
   target.bulk = def.name
-  local config = json.encode(target)
-  -- every run exists before the first starts: an interrupted bulk run leaves resumable runs
+  -- every run exists before the first starts: an interrupted bulk run leaves resumable runs; a
+  -- customer with an unfinished run (another shard's, or waiting for the customer) is skipped
   local runs = {}
-  for i, p in ipairs(checked) do
-    runs[i] = { [key] = p[key], run_id = db:create_run { workflow = inner.name, params = json.encode(p), config = config },
-                status = "pending" }
+  for i, c in ipairs(pipeline.create_runs(db, inner, checked, pipeline.describe_target(target))) do
+    runs[i] = { [key] = checked[i][key], run_id = c.run_id or c.twin.id, status = c.twin and "skipped" or "pending",
+                twin_status = c.twin and c.twin.status }
   end
   local total, done = #runs, 0
   if opts.progress then
@@ -310,8 +311,15 @@ function M.run(def, opts)
       if i > total then return end
       local r = runs[i]
       local t0 = now()
-      local result = engine.execute { def = inner, ctx = pipeline.make_ctx(inner, checked[i], policy), store = db,
-                                      run_id = r.run_id }
+      -- held while the run executes: a `cmkflow resume` of it meanwhile stops, naming this process
+      local lock <close>, holder = state.lock_run(r.status == "pending" and r.run_id or nil, db)
+      local result = { status = "skipped" }
+      if lock == false then
+        r.twin_status = "running in " .. tostring(holder)
+      elseif r.status == "pending" then
+        result = engine.execute { def = inner, ctx = pipeline.make_ctx(inner, checked[i], policy), store = db,
+                                  run_id = r.run_id }
+      end
       r.status, r.error, r.gate = result.status, result.error, result.gate
       local acct = result.outputs and result.outputs.storage_account
       r.storage_account = type(acct) == "table" and acct.name or nil
@@ -332,22 +340,24 @@ function M.run(def, opts)
     io.stderr:write("cmkflow: ", def.name, ": ", errors.text(aerr), "\n")
     return errors.exit_code(errors.from(aerr))
   end
-  local succeeded, failed, waiting = 0, 0, 0
+  local succeeded, failed, waiting, skipped = 0, 0, 0, 0
   local list = json.array()
   for i, r in ipairs(runs) do
     if r.status == "succeeded" then succeeded = succeeded + 1
     elseif r.status == "waiting" then waiting = waiting + 1
+    elseif r.status == "skipped" then skipped = skipped + 1
     else failed = failed + 1 end
     list[i] = { [key] = r[key], run_id = r.run_id, status = r.status, storage_account = r.storage_account,
-                error = r.error and errors.data(r.error), gate = r.gate }
+                error = r.error and errors.data(r.error), gate = r.gate, unfinished = r.twin_status }
   end
   if opts.output == "json" then
     io.stdout:write(json.encode({ workflow = def.name, runs = list, succeeded = succeeded, failed = failed,
-                                  waiting = waiting, elapsed_ms = now() - started }), "\n")
+                                  waiting = waiting, skipped = skipped, elapsed_ms = now() - started }), "\n")
   else
     io.stdout:write(summary_table(runs, key))
-    io.stdout:write(("%d succeeded, %d failed%s\n"):format(succeeded, failed,
-      waiting > 0 and (", " .. waiting .. " waiting at an approval gate") or ""))
+    io.stdout:write(("%d succeeded, %d failed%s%s\n"):format(succeeded, failed,
+      waiting > 0 and (", " .. waiting .. " waiting at an approval gate") or "",
+      skipped > 0 and (", " .. skipped .. " skipped (an unfinished run of theirs exists: resume it)") or ""))
   end
   if failed > 0 then return EXIT.failed end
   if waiting > 0 then return EXIT.waiting end

@@ -3,6 +3,7 @@
 local core = require "cmkflow.core"
 local host = require "cmkflow.host"
 local embedded = require "cmkflow.app.embedded"
+local state = require "cmkflow.app.state"
 local file = require "cmkflow.util.file"
 
 local M = {}
@@ -57,6 +58,7 @@ function M.configure(opts)
   -- absolute, so that a run resumed from another directory finds the same file
   local config_path = file.absolute(M.named(opts))
   if config_path then
+    state.use_config(config_path) -- its `state` names the run store
     local base = dir_of(config_path)
     local function resolve_cloud(desc)
       if type(desc) == "table" then

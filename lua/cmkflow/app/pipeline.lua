@@ -208,19 +208,59 @@ end
 -- Statuses of a run that is over: nothing resumes it.
 local FINISHED = { succeeded = true, cancelled = true }
 
--- The unfinished run of the same workflow for the same ISV tenant and customer, if any: one
--- customer's onboarding is one run, resumed or cancelled, never two racing each other.
-local function unfinished_twin(db, def, values, target)
-  if values.customer == nil or not mutates(def) then return nil end -- a read-only run races nothing
-  for _, r in ipairs(db:runs { workflow = def.name, limit = 1000 } or {}) do
-    -- a run that failed before its first step (its credentials were refused) holds nothing up
-    local started = r.status ~= "failed" or #(db:steps(r.id) or {}) > 0
-    if not FINISHED[r.status] and started then
-      local p = json.decode(r.params or "{}") or {}
-      local c = json.decode(r.config or "{}") or {}
-      if p.customer == values.customer and c.isv_tenant == target.isv_tenant then return r end
+-- The unfinished runs of def for the ISV tenant of target, by customer (the newest of each): one
+-- customer's onboarding is one run, resumed or cancelled, never two racing each other. Read in one
+-- pass (per unfinished status) so that a bulk run of thousands of customers checks them all at once.
+local UNFINISHED = { "pending", "running", "waiting", "interrupted", "failed" }
+local function unfinished_runs(db, def, target)
+  local by_customer = {}
+  for _, status in ipairs(UNFINISHED) do
+    for _, r in ipairs(db:runs { workflow = def.name, status = status, limit = 1000000 } or {}) do
+      -- a run that failed before its first step (its credentials were refused) holds nothing up
+      if r.status ~= "failed" or #(db:steps(r.id) or {}) > 0 then
+        local p = json.decode(r.params or "{}") or {}
+        local c = json.decode(r.config or "{}") or {}
+        local seen = p.customer ~= nil and by_customer[p.customer]
+        if p.customer ~= nil and c.isv_tenant == target.isv_tenant and (not seen or seen.created_at < r.created_at) then
+          by_customer[p.customer] = r
+        end
+      end
     end
   end
+  return by_customer
+end
+
+local function unfinished_twin(db, def, values, target)
+  if values.customer == nil or not mutates(def) then return nil end -- a read-only run races nothing
+  return unfinished_runs(db, def, target)[values.customer]
+end
+
+-- The ISV tenant a run is for (the "isv" context's) and which tenants it has credentials for,
+-- stored with the run: a later approve checks the handed-over values against them without reading
+-- any secret, and a customer has one unfinished run per ISV tenant.
+function M.describe_target(target)
+  target.isv_tenant = host.contexts.isv and (host.contexts.isv.tenant
+    or (host.contexts.isv.credential and host.contexts.isv.credential:describe().tenant)) or nil
+  target.contexts = { isv = has_context("isv"), customer = has_context("customer") }
+  return target
+end
+
+-- New runs of def, one per params table of list (bulk-onboard's rows), created in one store
+-- transaction: a customer who has an unfinished run already - another process's or shard's, or one
+-- waiting for the customer - gets none, so two shards given overlapping lists never run one
+-- customer twice at once (docs/scaling.md). Returns an array: {run_id = new id} or {twin = run}.
+function M.create_runs(db, def, list, target)
+  local config_text = json.encode(target)
+  return db:transaction(function()
+    local twins = mutates(def) and unfinished_runs(db, def, target) or {}
+    local out = {}
+    for i, values in ipairs(list) do
+      local twin = values.customer ~= nil and twins[values.customer]
+      out[i] = twin and { twin = twin } or
+        { run_id = assert(db:create_run { workflow = def.name, params = json.encode(values), config = config_text }) }
+    end
+    return out
+  end)
 end
 
 -- Starts a prepared run: a new run in the store, executed by the engine. progress(event) sees the
@@ -230,12 +270,15 @@ function M.start(prepared, opts, progress, on_created)
   if not target then return nil, policy end
   local db = state.open_store()
   target.workflow = prepared.ref
-  -- which tenants this run has credentials for, and the ISV tenant: a later approve checks the
-  -- handed-over values against them without reading any secret
-  target.isv_tenant = host.contexts.isv and (host.contexts.isv.tenant
-    or (host.contexts.isv.credential and host.contexts.isv.credential:describe().tenant)) or nil
-  target.contexts = { isv = has_context("isv"), customer = has_context("customer") }
-  local twin = unfinished_twin(db, prepared.def, prepared.values, target)
+  M.describe_target(target)
+  -- the check and the new run in one store transaction: two processes starting the same customer
+  -- at once (two shards, docs/scaling.md) are serialized there, and the second sees the first's run
+  local twin, run_id = db:transaction(function()
+    local t = unfinished_twin(db, prepared.def, prepared.values, target)
+    if t then return t end
+    return nil, assert(db:create_run { workflow = prepared.def.name, params = json.encode(prepared.values),
+                                       config = json.encode(target) })
+  end)
   if twin then
     config.finish()
     return nil, usage_error(("run %s of %s for customer %s is not finished (%s): continue it with 'cmkflow resume %s'"
@@ -243,9 +286,7 @@ function M.start(prepared, opts, progress, on_created)
       :format(twin.id, prepared.def.name, prepared.values.customer, twin.status, twin.id, twin.id, twin.id),
       { code = "RunNotFinished", run_id = twin.id })
   end
-  local run_id = db:create_run { workflow = prepared.def.name, params = json.encode(prepared.values),
-                                 config = json.encode(target) }
-  local lock <close> = state.lock_run(run_id) or nil -- a new run: nobody else can hold it yet
+  local lock <close> = state.lock_run(run_id, db) or nil -- a new run: nobody else can hold it yet
   if on_created then on_created(run_id) end
   -- (a run killed while its credentials are checked is resumed like any other)
   local cok, cerr = M.check_credentials(prepared.def)
@@ -266,7 +307,7 @@ end
 local function stored_run(run_id)
   local db = state.open_store()
   local run = db:run(run_id)
-  if not run then return nil, usage_error(("no run '%s' in %s/runs.db"):format(run_id, state.dir())) end
+  if not run then return nil, usage_error(("no run '%s' in %s"):format(run_id, db:path())) end
   local where = json.decode(run.config or "{}") or {}
   local kind, what = M.resolve_workflow(where.workflow or run.workflow)
   if not kind then return nil, what end
@@ -400,7 +441,7 @@ end
 function M.cancel(run_id)
   local db = state.open_store()
   local run = db:run(run_id)
-  if not run then return nil, usage_error(("no run '%s' in %s/runs.db"):format(run_id, state.dir())) end
+  if not run then return nil, usage_error(("no run '%s' in %s"):format(run_id, db:path())) end
   if run.status == "succeeded" then
     return nil, usage_error(("run %s has succeeded: there is nothing to cancel (offboard undoes its work)"):format(run_id),
       { code = "RunFinished" })
@@ -415,10 +456,11 @@ end
 -- result, or nil, error.
 function M.resume(run_id, progress, opts)
   opts = opts or {}
+  if opts.config then state.use_config(file.absolute(opts.config)) end
   local run, where, def, db = stored_run(run_id)
   if not run then return nil, where end
   -- one process at a time per run: a second resume stops here, naming the first
-  local lock <close>, holder = state.lock_run(run_id)
+  local lock <close>, holder = state.lock_run(run_id, db)
   if lock == false then
     return nil, usage_error(("run %s is being resumed or run by %s; wait for it to finish"):format(run_id,
       holder ~= "" and holder or "another process"))
