@@ -62,19 +62,28 @@ describe("cmkflow run bulk-onboard (embedded emulator)", function()
     end
   end)
 
-  it("prints a summary table, and a second pass changes nothing", function()
+  it("prints a summary table; a second pass leaves the customers done alone, again=true runs them again", function()
     local doc = json.decode(first.stdout)
     local again = cli.run({ "run", "bulk-onboard", "--param", "file=" .. csv }, { CMKFLOW_STATE_DIR = state_dir })
     assert.equals(0, again.code, again.stderr)
-    assert.matches("^customer%s+run id%s+status%s+storage account\n", again.stdout)
+    assert.matches("^customer%s+run id%s+outcome%s+storage account, kit or error\n", again.stdout)
     for _, r in ipairs(doc.runs) do
-      -- same storage account, a new run id
+      -- the same run, done, with its storage account
       local line = again.stdout:match("\n(" .. r.customer .. " [^\n]*)")
       assert.is_string(line, again.stdout)
-      assert.matches("succeeded%s+" .. r.storage_account .. "$", line)
-      assert.is_nil(line:find(r.run_id, 1, true))
+      assert.matches(r.run_id .. "%s+done%s+" .. r.storage_account .. "$", line)
     end
-    assert.matches("\n4 succeeded, 0 failed\n$", again.stdout)
+    assert.matches("\n4 done, 0 failed\n$", again.stdout)
+    assert.equals(4, #runs_in(state_dir))
+    local redo = cli.run({ "run", "bulk-onboard", "--param", "file=" .. csv, "--param", "again=true", "--output", "json" },
+                         { CMKFLOW_STATE_DIR = state_dir })
+    assert.equals(0, redo.code, redo.stderr)
+    local rdoc = json.decode(redo.stdout)
+    for i, r in ipairs(rdoc.runs) do
+      assert.equals("done", r.outcome)
+      assert.equals(doc.runs[i].storage_account, r.storage_account)
+      assert.are_not.equals(doc.runs[i].run_id, r.run_id)
+    end
     assert.equals(8, #runs_in(state_dir))
   end)
 

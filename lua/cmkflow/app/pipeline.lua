@@ -70,14 +70,19 @@ local function has_context(name)
   local c = host.contexts[name]
   return c ~= nil and c.credential ~= nil
 end
+M.has_context = has_context
 
 -- The ctx steps see: ctx.context("isv") -> {tenant, subscription, arm, graph, keyvault, ...}.
+-- "customer" is the config's `customers` entry for the run's customer_tenant when there is one.
 function M.make_ctx(def, values, policy)
-  local ctx = { params = values, policy = policy, has_context = has_context, hooks = policy.hooks }
-  ctx.context = function(name) return host.context(name) end
+  local customer = config.customer_context_of(values)
+  local function real(name) return name == "customer" and customer or name end
+  local ctx = { params = values, policy = policy, hooks = policy.hooks }
+  ctx.has_context = function(name) return has_context(real(name)) end
+  ctx.context = function(name) return host.context(real(name)) end
   -- tenant and subscription of a context without building clients (plans make no calls)
   ctx.context_info = function(name)
-    local c = host.contexts[name] or {}
+    local c = host.contexts[real(name)] or {}
     return { tenant = c.tenant or (c.credential and c.credential:describe().tenant), subscription = c.subscription }
   end
   -- the run's cloud as steps may name it to people: its sign-in authority, Graph, vault suffix,
@@ -149,12 +154,16 @@ local PARTY = { isv = "isv", customer = "customer" }
 -- subscription (Subscriptions - Get, https://learn.microsoft.com/rest/api/resources/subscriptions/get;
 -- Subscriptions - List when a context names none), so that a wrong secret fails in seconds with
 -- nothing created rather than half-way through. Returns true | nil, error (kind "auth": exit 4).
-function M.check_credentials(def)
+function M.check_credentials(def, values)
   if not mutates(def) then return true end
   local names, seen = {}, {}
+  local own = config.customer_context_of(values)
   for name, c in pairs(host.contexts) do
-    -- "default" is the environment's credential, also given to "isv": checked once, as isv
-    if c.credential and not (name == "default" and host.contexts.isv and host.contexts.isv.credential == c.credential) then
+    -- "default" is the environment's credential, also given to "isv": checked once, as isv; of the
+    -- config's customer tenants only the run's own
+    local other_customer = name:match("^customer:") and name ~= own
+    if c.credential and not other_customer
+       and not (name == "default" and host.contexts.isv and host.contexts.isv.credential == c.credential) then
       names[#names + 1] = name
     end
   end
@@ -177,7 +186,7 @@ function M.check_credentials(def)
           e = type(e) == "table" and e or { message = tostring(e) }
           local seen_sub = e.status == 404 or e.status == 403 or e.code == "SubscriptionNotFound"
           failure = core.error.new { code = e.code or "AuthenticationFailed", kind = "auth", retryable = false,
-            tenant = PARTY[name] or clients.tenant, status = e.status, request_id = e.request_id, message =
+            tenant = PARTY[name] or (name:match("^customer:") and "customer") or clients.tenant, status = e.status, request_id = e.request_id, message =
               seen_sub and ("context '%s' (tenant %s): subscription %s is not visible to its credential: %s")
                 :format(name, tostring(clients.tenant), tostring(c.subscription), tostring(e.message))
               or ("context '%s' (tenant %s): its credential gets no token: %s")
@@ -228,7 +237,7 @@ function M.start(prepared, opts, progress, on_created)
   -- handed-over values against them without reading any secret
   target.isv_tenant = host.contexts.isv and (host.contexts.isv.tenant
     or (host.contexts.isv.credential and host.contexts.isv.credential:describe().tenant)) or nil
-  target.contexts = { isv = has_context("isv"), customer = has_context("customer") }
+  target.contexts = { isv = has_context("isv"), customer = has_context(config.customer_context_of(prepared.values)) }
   local twin = unfinished_twin(db, prepared.def, prepared.values, target)
   if twin then
     config.finish()
@@ -242,7 +251,7 @@ function M.start(prepared, opts, progress, on_created)
   local lock <close> = state.lock_run(run_id) or nil -- a new run: nobody else can hold it yet
   if on_created then on_created(run_id) end
   -- (a run killed while its credentials are checked is resumed like any other)
-  local cok, cerr = M.check_credentials(prepared.def)
+  local cok, cerr = M.check_credentials(prepared.def, prepared.values)
   if not cok then
     -- the run exists (a later resume checks again); nothing was changed
     db:set_run(run_id, { status = "failed", error = json.encode(errors.data(cerr)) })
@@ -315,6 +324,8 @@ local function check_gate_values(gate, values, where)
   end
   return engine.check_params({ params = specs }, values)
 end
+
+M.check_gate_values = check_gate_values
 
 -- Decides a gate of a stored run: approve (with values the gate declares, merged over values
 -- given earlier) or reject. A gate may be decided again, to correct its values, until the run has
@@ -438,7 +449,7 @@ function M.resume(run_id, progress, opts)
   local target, policy = M.connect(opts.connect or
     { config = where.config, cloud = where.cloud ~= "emulator" and where.cloud or nil }, where.policy)
   if not target then return nil, policy end
-  local cok, cerr = M.check_credentials(def)
+  local cok, cerr = M.check_credentials(def, json.decode(run.params) or {})
   if not cok then
     db:set_run(run_id, { status = "failed", error = json.encode(errors.data(cerr)) })
     config.finish()

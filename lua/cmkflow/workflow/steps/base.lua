@@ -226,12 +226,13 @@ function M.identity_id(ctx)
 end
 
 -- The ARM id of the customer's storage account: storage_account_id, or storage_account (+
--- resource_group), or the policy's names.
+-- resource_group), or the policy's names (in the subscription parameter, else the ISV context's).
 function M.account_id(ctx)
   local p = ctx.params
   if p.storage_account_id then return p.storage_account_id end
   local names = M.names(ctx)
-  return arm_path(ctx.context_info("isv").subscription, p.resource_group or names.storage_account_resource_group,
+  return arm_path(p.subscription or ctx.context_info("isv").subscription,
+    p.resource_group or names.storage_account_resource_group,
     "Microsoft.Storage/storageAccounts", p.storage_account or names.storage_account)
 end
 

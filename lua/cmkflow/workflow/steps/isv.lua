@@ -12,11 +12,13 @@ local fail, remote_fail, fact, names = base.fail, base.remote_fail, base.fact, b
 -- Creates resource group `name` in the subscription of the tenant context `context` ("isv" or
 -- "customer"), in the policy's location (ARM Resource Groups - Create Or Update,
 -- https://learn.microsoft.com/rest/api/resources/resource-groups/create-or-update); an existing one
--- keeps its tags and gets ours added (Resource Groups - Update).
-function M.resource_group(ctx, context, name)
+-- keeps its tags and gets ours added (Resource Groups - Update). subscription and location, when
+-- given, replace the context's subscription and the policy's location.
+function M.resource_group(ctx, context, name, subscription, location)
   local tenant = ctx.context(context)
-  local rg = base.ensure(tenant.arm, ("/subscriptions/%s/resourcegroups/%s"):format(tenant.subscription, name),
-    { location = ctx.policy.location, tags = base.tags(ctx) }, base.API.groups, "resource group " .. name, context)
+  local rg = base.ensure(tenant.arm, ("/subscriptions/%s/resourcegroups/%s"):format(subscription or tenant.subscription,
+    name), { location = location or ctx.policy.location, tags = base.tags(ctx) }, base.API.groups,
+    "resource group " .. name, context)
   return { id = rg.id, name = rg.name }
 end
 
