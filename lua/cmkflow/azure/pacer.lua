@@ -12,7 +12,8 @@
 -- header (a server that sends none is not paced: the emulator without throttling). The header is
 -- the truth at the time the server handled that request: the bucket is set to it less the requests
 -- sent since and not answered yet, so the pacer follows the server up and down whatever bucket size
--- it has; between answers the bucket refills at the documented rate (or the one configured). A 429
+-- it has; between answers the bucket refills at the documented rate until the answers tell the
+-- server's own (what it refilled between two answers while below capacity). A 429
 -- that survived the HTTP client's retries closes the bucket for its Retry-After, and the request is
 -- sent again (Arm:send).
 --
@@ -24,6 +25,7 @@
 local core = require "cmkflow.core"
 
 local math_floor, math_max, math_min, tonumber, type = math.floor, math.max, math.min, tonumber, type
+local learn_rate
 
 local M = {}
 
@@ -68,8 +70,10 @@ function Pacer:key(principal, url, method)
     kind_of(method)), kind_of(method)
 end
 
+local function rate_of(self, b) return b.rate or self.rates[b.kind] or 10 end
+
 local function refill(self, b, now)
-  local rate = self.rates[b.kind] or 10
+  local rate = rate_of(self, b)
   b.tokens = b.tokens + math_max(0, now - b.t) * rate / 1000
   if b.capacity and b.tokens > b.capacity then b.tokens = b.capacity end
   b.t = now
@@ -99,7 +103,7 @@ function Pacer:acquire(key, kind)
     b.inflight, b.sent = b.inflight + 1, b.sent + 1
     return 0
   end
-  local w = math_max(1, math.ceil((1 - b.tokens) * 1000 / (self.rates[b.kind] or 10)))
+  local w = math_max(1, math.ceil((1 - b.tokens) * 1000 / rate_of(self, b)))
   b.waited_ms = b.waited_ms + w
   return w
 end
@@ -107,6 +111,22 @@ end
 local function header(resp, name)
   local h = type(resp) == "table" and resp.headers
   return type(h) == "table" and (h[name] or h[name:lower()]) or nil
+end
+
+-- The server's refill rate, learnt while its bucket is below capacity: between two answers the
+-- server refilled (remaining now - remaining then) + the requests it granted in between.
+local LEARN_MS = 2000
+learn_rate = function(b, remaining, now)
+  local s = b.sample
+  local below = b.capacity and remaining < b.capacity - 2
+  if not (s and below and s.below) then
+    b.sample = { t = now, remaining = remaining, answered = b.answered, below = below }
+    return
+  end
+  if now - s.t < LEARN_MS then return end
+  local est = (remaining - s.remaining + (b.answered - s.answered)) * 1000 / (now - s.t)
+  if est > 0 then b.rate = b.rate and (b.rate + est) / 2 or est end
+  b.sample = { t = now, remaining = remaining, answered = b.answered, below = below }
 end
 
 -- Accounts an answer (or a transport failure: resp nil) to key.
@@ -126,6 +146,8 @@ function Pacer:observe(key, resp)
     b.closed_until = math_max(b.closed_until or 0, now + math_min(math_max(after, 1), 600) * 1000)
     remaining = remaining or 0
   end
+  if resp.status ~= 429 then b.answered = (b.answered or 0) + 1 end
+  if remaining and resp.status ~= 429 then learn_rate(b, remaining, now) end
   if remaining then
     if not b.paced then b.paced, b.t = true, now end
     -- what the server had when it answered, less what was sent since and is still unanswered
@@ -139,7 +161,8 @@ end
 function Pacer:stats()
   local out = {}
   for k, b in pairs(self.buckets) do
-    out[k] = { sent = b.sent, throttled = b.throttled, waited_ms = math_floor(b.waited_ms), remaining = b.remaining }
+    out[k] = { sent = b.sent, throttled = b.throttled, waited_ms = math_floor(b.waited_ms), remaining = b.remaining,
+               capacity = b.capacity, rate = b.rate and math_floor(b.rate * 100 + 0.5) / 100 or self.rates[b.kind] }
   end
   return out
 end
