@@ -113,6 +113,20 @@ describe("cmkflow run bulk-onboard (embedded emulator)", function()
     assert.matches("federated credential cmkflow%-storage%-cmk", r.stdout)
   end)
 
+  it("refuses more storage accounts than one region of one subscription holds when the policy places none", function()
+    local before = #runs_in(state_dir)
+    local lines = { "customer" }
+    for i = 1, 251 do lines[#lines + 1] = "many-" .. i end
+    local list = cli.write_temp(table.concat(lines, "\n") .. "\n", ".csv")
+    local r = cli.run({ "run", "bulk-onboard", "--param", "file=" .. list }, { CMKFLOW_STATE_DIR = state_dir })
+    os.remove(list)
+    assert.equals(2, r.code, r.stderr)
+    -- the four customers onboarded above count too
+    assert.matches("255 storage accounts do not fit in subscription [%x%-]+, region westeurope: Azure allows 250", r.stderr)
+    assert.matches("placement", r.stderr)
+    assert.equals(before, #runs_in(state_dir))
+  end)
+
   it("reads a JSON array and refuses unknown columns and unreadable files with exit 2", function()
     local list = cli.write_temp('[{"customer": "echo", "region": "x"}, 7]', ".json")
     local r = cli.run({ "run", "bulk-onboard", "--param", "file=" .. list }, { CMKFLOW_STATE_DIR = state_dir })

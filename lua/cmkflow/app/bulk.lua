@@ -427,8 +427,8 @@ function M.run(def, opts)
     -- no placement in the policy: the one slot must still hold what the store and the list put there
     local k = placement.slot_key(isv.subscription, policy.location)
     if (taken[k] or 0) > cap then
-      return refuse { ("%d storage accounts in subscription %s, region %s: past Azure's %d per region per "
-        .. "subscription; list subscriptions and regions in the policy's placement (docs/customizing.md)")
+      return refuse { ("%d storage accounts do not fit in subscription %s, region %s: Azure allows %d per region "
+        .. "per subscription; list subscriptions and regions in the policy's placement (docs/customizing.md)")
         :format(taken[k], tostring(isv.subscription), tostring(policy.location), cap) }
     end
   end
@@ -504,7 +504,7 @@ function M.run(def, opts)
     local acct = result.outputs and result.outputs.storage_account
     r.storage_account = type(acct) == "table" and acct.name or nil
   end
-  local function worker()
+  local function worker(once)
     while true do
       next_index = next_index + 1
       local i = next_index
@@ -517,9 +517,15 @@ function M.run(def, opts)
         io.stderr:write(("  [%d/%d] %-9s %s  %s  %.2f s\n"):format(finished, total, r.status, r[key], r.run_id,
           (now() - t0) / 1000))
       end
+      if once then return end
     end
   end
   local aok, aerr = pcall(async.run, function()
+    -- the first customer alone: it creates what all customers share (the ISV's resource group,
+    -- application, identity and federated credential), which the others then find, rather than
+    -- every worker racing to write the same objects
+    local first = async.spawn(worker, true)
+    async.await(first)
     local workers = {}
     for w = 1, math.min(params.concurrency, total) do workers[w] = async.spawn(worker) end
     for _, w in ipairs(workers) do async.await(w) end
