@@ -71,7 +71,7 @@ describe("cmkflow run bulk-onboard (embedded emulator)", function()
       -- the same run, done, with its storage account
       local line = again.stdout:match("\n(" .. r.customer .. " [^\n]*)")
       assert.is_string(line, again.stdout)
-      assert.matches(r.run_id .. "%s+done%s+" .. r.storage_account .. "$", line)
+      assert.matches(r.run_id:gsub("%p", "%%%0") .. "%s+done%s+" .. r.storage_account .. "$", line)
     end
     assert.matches("\n4 done, 0 failed\n$", again.stdout)
     assert.equals(4, #runs_in(state_dir))
