@@ -32,6 +32,9 @@ local M = {}
 -- Azure Resource Manager's refill rates per second (the page above).
 M.RATES = { reads = 25, writes = 10, deletes = 10 }
 
+-- how often a request waiting for the first answer of its bucket asks again
+local PROBE_MS = 20
+
 local Pacer = {}
 Pacer.__index = Pacer
 
@@ -89,6 +92,8 @@ function Pacer:acquire(key, kind)
     return 0
   end
   if not b.paced then
+    -- one request until the first answer says whether this server reports its budget at all
+    if not b.seen and b.inflight > 0 then return PROBE_MS end
     b.inflight, b.sent = b.inflight + 1, b.sent + 1
     return 0
   end
@@ -135,6 +140,7 @@ function Pacer:observe(key, resp)
   if not b then return end
   b.inflight = math_max(0, b.inflight - 1)
   if type(resp) ~= "table" then return end
+  b.seen = true
   local now = self.now()
   local remaining
   for _, scope in ipairs { "subscription", "tenant" } do
