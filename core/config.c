@@ -10,7 +10,8 @@
  *   cfg = { path, cloud = <description>, policy = path | nil, state = store | nil,
  *           limits = { instructions = n, memory_mb = n } | nil,
  *           contexts = { isv = { tenant, subscription, credential = <cmkflow.credential>,
- *                                <other string/number/boolean fields> }, customer = {...} } }
+ *                                <other string/number/boolean fields> }, customer = {...} },
+ *           customers = { ["<tenant>"] = <a context as above, tenant = the key unless given> } | nil }
  * Errors name the file and the field: "config /x/cmkflow.lua: field 'isv.tenant' must be ...".
  *
  * config.state(path) -> store | nil: only the file's `state` (the run store: a postgresql:// URL
@@ -212,6 +213,42 @@ static void build_credential(lua_State *T, lua_State *L, const char *path, const
     lua_settop(T, t);
 }
 
+/* [-0, +1, e] The context table at T's top (named `name` in errors: "isv", "customers[\"T\"]") as a
+ * table on L: its non-secret fields copied, its credential built in C. */
+static void load_context(lua_State *T, lua_State *L, const char *path, const char *name, int routing)
+{
+    lua_newtable(L);
+    int ctx = lua_gettop(L);
+    lua_pushnil(T);
+    while (lua_next(T, -2)) {
+        if (lua_type(T, -2) == LUA_TSTRING && strcmp(lua_tostring(T, -2), "credential") != 0) {
+            const char *k = lua_tostring(T, -2);
+            if (is_secret(k)) {
+                lua_pushfstring(L, "field '%s.%s' belongs inside '%s.credential'", name, k, name);
+                config_error(L, path, lua_tostring(L, -1));
+            }
+            if (lua_istable(T, -1)) {
+                char where[192];
+                snprintf(where, sizeof where, "%s.%s", name, k);
+                copy_table(T, L, -1, 0, path, where);
+            } else {
+                copy_scalar(T, L, -1);
+            }
+            lua_setfield(L, ctx, k);
+        }
+        lua_pop(T, 1);
+    }
+    lua_getfield(T, -1, "credential");
+    if (lua_istable(T, -1)) {
+        build_credential(T, L, path, name, routing);
+        lua_setfield(L, ctx, "credential");
+    } else if (!lua_isnil(T, -1)) {
+        lua_pushfstring(L, "field '%s.credential' must be a table", name);
+        config_error(L, path, lua_tostring(L, -1));
+    }
+    lua_pop(T, 1);
+}
+
 /* [-2, +1, e] config.load(path, resolve_cloud) */
 /* [-0, +1, e] Evaluate the file at path in a new throwaway state, owned by a to-be-closed
  * userdata pushed on L (its slot closes the state); returns that state with the file's table on
@@ -380,40 +417,46 @@ static int config_load(lua_State *L)
                             CONTEXTS[i]);
             return config_error(L, path, lua_tostring(L, -1));
         }
-        /* non-secret fields */
-        lua_newtable(L);
-        int ctx = lua_gettop(L);
-        lua_pushnil(T);
-        while (lua_next(T, -2)) {
-            if (lua_type(T, -2) == LUA_TSTRING && strcmp(lua_tostring(T, -2), "credential") != 0) {
-                const char *k = lua_tostring(T, -2);
-                if (is_secret(k)) {
-                    lua_pushfstring(L, "field '%s.%s' belongs inside '%s.credential'", CONTEXTS[i], k, CONTEXTS[i]);
-                    return config_error(L, path, lua_tostring(L, -1));
-                }
-                if (lua_istable(T, -1)) {
-                    char where[128];
-                    snprintf(where, sizeof where, "%s.%s", CONTEXTS[i], k);
-                    copy_table(T, L, -1, 0, path, where);
-                } else {
-                    copy_scalar(T, L, -1);
-                }
-                lua_setfield(L, ctx, k);
-            }
-            lua_pop(T, 1);
-        }
-        lua_getfield(T, -1, "credential");
-        if (lua_istable(T, -1)) {
-            build_credential(T, L, path, CONTEXTS[i], routing);
-            lua_setfield(L, ctx, "credential");
-        } else if (!lua_isnil(T, -1)) {
-            lua_pushfstring(L, "field '%s.credential' must be a table", CONTEXTS[i]);
-            return config_error(L, path, lua_tostring(L, -1));
-        }
-        lua_pop(T, 2);
+        load_context(T, L, path, CONTEXTS[i], routing);
+        lua_pop(T, 1);
         lua_setfield(L, contexts, CONTEXTS[i]);
     }
     lua_setfield(L, cfg, "contexts");
+
+    /* customers = { ["<tenant>"] = { subscription, credential = {...} } }: a context per customer
+     * tenant (docs/configuration.md, "Customer tenants") */
+    lua_getfield(T, root, "customers");
+    if (!lua_isnil(T, -1)) {
+        if (!lua_istable(T, -1))
+            return config_error(L, path, "field 'customers' must be a table { [\"<tenant>\"] = { subscription = ..., "
+                                         "credential = {...} } }");
+        lua_newtable(L);
+        int customers = lua_gettop(L);
+        lua_pushnil(T);
+        while (lua_next(T, -2)) {
+            char name[160];
+            if (lua_type(T, -2) != LUA_TSTRING || lua_rawlen(T, -2) == 0 || lua_rawlen(T, -2) > 128)
+                return config_error(L, path, "field 'customers' must be keyed by tenant ids or domains (strings)");
+            snprintf(name, sizeof name, "customers[\"%s\"]", lua_tostring(T, -2));
+            if (!lua_istable(T, -1)) {
+                lua_pushfstring(L, "field '%s' must be a table { subscription = ..., credential = {...} }", name);
+                return config_error(L, path, lua_tostring(L, -1));
+            }
+            /* the key is the context's tenant unless the table names its own */
+            lua_getfield(T, -1, "tenant");
+            int named = !lua_isnil(T, -1);
+            lua_pop(T, 1);
+            if (!named) {
+                lua_pushvalue(T, -2);
+                lua_setfield(T, -2, "tenant");
+            }
+            load_context(T, L, path, name, routing);
+            lua_setfield(L, customers, lua_tostring(T, -2));
+            lua_pop(T, 1);
+        }
+        lua_setfield(L, cfg, "customers");
+    }
+    lua_pop(T, 1);
     lua_settop(L, cfg);
     /* the throwaway state (and every secret string in it) goes now */
     lua_pushvalue(L, cfg);

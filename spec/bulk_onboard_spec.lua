@@ -62,19 +62,28 @@ describe("cmkflow run bulk-onboard (embedded emulator)", function()
     end
   end)
 
-  it("prints a summary table, and a second pass changes nothing", function()
+  it("prints a summary table; a second pass leaves the customers done alone, again=true runs them again", function()
     local doc = json.decode(first.stdout)
     local again = cli.run({ "run", "bulk-onboard", "--param", "file=" .. csv }, { CMKFLOW_STATE_DIR = state_dir })
     assert.equals(0, again.code, again.stderr)
-    assert.matches("^customer%s+run id%s+status%s+storage account\n", again.stdout)
+    assert.matches("^customer%s+run id%s+outcome%s+storage account, kit or error\n", again.stdout)
     for _, r in ipairs(doc.runs) do
-      -- same storage account, a new run id
+      -- the same run, done, with its storage account
       local line = again.stdout:match("\n(" .. r.customer .. " [^\n]*)")
       assert.is_string(line, again.stdout)
-      assert.matches("succeeded%s+" .. r.storage_account .. "$", line)
-      assert.is_nil(line:find(r.run_id, 1, true))
+      assert.matches(r.run_id:gsub("%p", "%%%0") .. "%s+done%s+" .. r.storage_account .. "$", line)
     end
-    assert.matches("\n4 succeeded, 0 failed\n$", again.stdout)
+    assert.matches("\n4 done, 0 failed\n$", again.stdout)
+    assert.equals(4, #runs_in(state_dir))
+    local redo = cli.run({ "run", "bulk-onboard", "--param", "file=" .. csv, "--param", "again=true", "--output", "json" },
+                         { CMKFLOW_STATE_DIR = state_dir })
+    assert.equals(0, redo.code, redo.stderr)
+    local rdoc = json.decode(redo.stdout)
+    for i, r in ipairs(rdoc.runs) do
+      assert.equals("done", r.outcome)
+      assert.equals(doc.runs[i].storage_account, r.storage_account)
+      assert.are_not.equals(doc.runs[i].run_id, r.run_id)
+    end
     assert.equals(8, #runs_in(state_dir))
   end)
 
@@ -102,6 +111,20 @@ describe("cmkflow run bulk-onboard (embedded emulator)", function()
     os.remove(list)
     assert.equals(0, r.code, r.stderr)
     assert.matches("federated credential cmkflow%-storage%-cmk", r.stdout)
+  end)
+
+  it("refuses more storage accounts than one region of one subscription holds when the policy places none", function()
+    local before = #runs_in(state_dir)
+    local lines = { "customer" }
+    for i = 1, 251 do lines[#lines + 1] = "many-" .. i end
+    local list = cli.write_temp(table.concat(lines, "\n") .. "\n", ".csv")
+    local r = cli.run({ "run", "bulk-onboard", "--param", "file=" .. list }, { CMKFLOW_STATE_DIR = state_dir })
+    os.remove(list)
+    assert.equals(2, r.code, r.stderr)
+    -- the four customers onboarded above count too
+    assert.matches("255 storage accounts do not fit in subscription [%x%-]+, region westeurope: Azure allows 250", r.stderr)
+    assert.matches("placement", r.stderr)
+    assert.equals(before, #runs_in(state_dir))
   end)
 
   it("reads a JSON array and refuses unknown columns and unreadable files with exit 2", function()

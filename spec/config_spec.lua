@@ -74,6 +74,14 @@ describe("config files", function()
     { "a secret nested in the cloud", [[return { cloud = { emulator = "https://127.0.0.1:1", auth = { { certificate_password = "x" } } } }]],
       "field 'cloud.auth[1].certificate_password' is a secret" },
     { "a non-table context", [[return { customer = "contoso" }]], "field 'customer' must be a table" },
+    { "a customers map that is not a table", [[return { customers = "x" }]], "field 'customers' must be a table" },
+    { "a customers entry keyed by a number", [[return { customers = { { subscription = "x" } } }]],
+      "field 'customers' must be keyed by tenant ids or domains" },
+    { "a secret beside a customer tenant's credential", [[return { customers = { ["c.example"] = { client_secret = "x" } } }]],
+      [[field 'customers["c.example"].client_secret' belongs inside 'customers["c.example"].credential']] },
+    { "a customer tenant's bad credential", [[return { customers = { ["c.example"] = {
+        credential = { client_id = "app", client_secret = "x" } } } }]],
+      [[context 'customers["c.example"]': credential: field 'client_id' must be a GUID]] },
     { "a secret of the wrong type", [[return { isv = { credential = { client_id = "0a1b2c3d-0000-4000-8000-000000000001",
         client_secret = 5 } } }]], "field 'isv.credential.client_secret' must be a string" },
   }
@@ -86,6 +94,28 @@ describe("config files", function()
       assert.matches(case[3], tostring(err), 1, true)
     end)
   end
+
+  it("keeps a context per customer tenant, its key the tenant unless it names one, secrets in C", function()
+    local path = write_config(([[
+      return {
+        isv = { tenant = "11111111-2222-4333-8444-555555555555",
+                credential = { client_id = "0a1b2c3d-0000-4000-8000-000000000001", client_secret = "isv" } },
+        customers = {
+          ["33333333-2222-4333-8444-555555555555"] = { subscription = "44444444-2222-4333-8444-555555555555",
+            credential = { client_id = "0a1b2c3d-0000-4000-8000-000000000003", client_secret = %q } },
+          ["test.example"] = { tenant = "55555555-2222-4333-8444-555555555555",
+            credential = { client_id = "0a1b2c3d-0000-4000-8000-000000000004", client_secret = "other" } },
+        },
+      }]]):format(SECRET))
+    local cfg = core.config.load(path, ROUTING)
+    local one = cfg.customers["33333333-2222-4333-8444-555555555555"]
+    assert.equals("33333333-2222-4333-8444-555555555555", one.tenant)
+    assert.equals("44444444-2222-4333-8444-555555555555", one.subscription)
+    assert.equals("33333333-2222-4333-8444-555555555555", one.credential:describe().tenant)
+    assert.equals("55555555-2222-4333-8444-555555555555", cfg.customers["test.example"].credential:describe().tenant)
+    assert.is_nil(cfg.contexts.customer)
+    assert.is_false(contains(cfg, SECRET))
+  end)
 
   it("refuses a file that does not exist", function()
     local ok, err = pcall(core.config.load, "/nonexistent/cmkflow.lua", ROUTING)

@@ -13,7 +13,7 @@ return {
   name = "onboard",
   description = "Cross-tenant customer-managed key for a new storage account, both tenants",
   -- demo default: only against the embedded emulator
-  params = cmk.params { "key_size", customer = { demo_default = "contoso" },
+  params = cmk.params { "key_size", "subscription", "location", customer = { demo_default = "contoso" },
     customer_tenant = { type = "tenant",
                         description = "the customer's tenant id or domain (fills the consent link)" } },
   steps = {

@@ -4,5 +4,5 @@ return {
   params = { "customer=contoso", "colour=blue" },
   output = "text",
   expect = { exit = 2, stdout_empty = true, requests = 0,
-             stderr_matches = { "unknown parameter 'colour' %(this workflow takes: customer, customer_tenant, key_size%)" } },
+             stderr_matches = { "unknown parameter 'colour' %(this workflow takes: customer, customer_tenant, key_size, location, subscription%)" } },
 }

@@ -34,6 +34,20 @@ local function use_environment_credential()
   return true
 end
 
+-- The name under which the config file's `customers` entry for `tenant` (an id or a domain, any
+-- case) is kept in host.contexts.
+function M.customer_context(tenant)
+  return "customer:" .. tostring(tenant):lower()
+end
+
+-- The context a run's "customer" stands for: the `customers` entry of its customer_tenant when the
+-- config file has one, else the config's `customer` context.
+function M.customer_context_of(values)
+  local t = values and values.customer_tenant
+  if t and host.contexts[M.customer_context(t)] then return M.customer_context(t) end
+  return "customer"
+end
+
 -- Is a configuration named (--config or $CMKFLOW_CONFIG)? opts.embedded forces the embedded
 -- emulator whatever is configured (cmkflow demo).
 function M.named(opts)
@@ -86,6 +100,9 @@ function M.configure(opts)
       host.contexts[name] = host.contexts[name] or {}
       for k, v in pairs(ctx) do host.contexts[name][k] = v end
     end
+    -- customers = { ["<tenant>"] = context }: the "customer" context of a run whose customer_tenant
+    -- is that tenant (M.customer_context)
+    for tenant, ctx in pairs(cfg.customers or {}) do host.contexts[M.customer_context(tenant)] = ctx end
     return { config = config_path, cloud = cloud, policy = relative_to(base, cfg.policy) }
   end
   if opts.cloud and opts.cloud ~= "emulator" then

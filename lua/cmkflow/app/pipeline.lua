@@ -70,14 +70,19 @@ local function has_context(name)
   local c = host.contexts[name]
   return c ~= nil and c.credential ~= nil
 end
+M.has_context = has_context
 
 -- The ctx steps see: ctx.context("isv") -> {tenant, subscription, arm, graph, keyvault, ...}.
+-- "customer" is the config's `customers` entry for the run's customer_tenant when there is one.
 function M.make_ctx(def, values, policy)
-  local ctx = { params = values, policy = policy, has_context = has_context, hooks = policy.hooks }
-  ctx.context = function(name) return host.context(name) end
+  local customer = config.customer_context_of(values)
+  local function real(name) return name == "customer" and customer or name end
+  local ctx = { params = values, policy = policy, hooks = policy.hooks }
+  ctx.has_context = function(name) return has_context(real(name)) end
+  ctx.context = function(name) return host.context(real(name)) end
   -- tenant and subscription of a context without building clients (plans make no calls)
   ctx.context_info = function(name)
-    local c = host.contexts[name] or {}
+    local c = host.contexts[real(name)] or {}
     return { tenant = c.tenant or (c.credential and c.credential:describe().tenant), subscription = c.subscription }
   end
   -- the run's cloud as steps may name it to people: its sign-in authority, Graph, vault suffix,
@@ -149,13 +154,18 @@ local PARTY = { isv = "isv", customer = "customer" }
 -- subscription (Subscriptions - Get, https://learn.microsoft.com/rest/api/resources/subscriptions/get;
 -- Subscriptions - List when a context names none), so that a wrong secret fails in seconds with
 -- nothing created rather than half-way through. The contexts are checked at the same time; the
--- failure reported is the first in name order. Returns true | nil, error (kind "auth": exit 4).
-function M.check_credentials(def)
+-- failure reported is the first in name order. Of the configuration's customer tenants only the
+-- run's own (values.customer_tenant) is checked. Returns true | nil, error (kind "auth": exit 4).
+function M.check_credentials(def, values)
   if not mutates(def) then return true end
   local names, seen = {}, {}
+  local own = config.customer_context_of(values)
   for name, c in pairs(host.contexts) do
-    -- "default" is the environment's credential, also given to "isv": checked once, as isv
-    if c.credential and not (name == "default" and host.contexts.isv and host.contexts.isv.credential == c.credential) then
+    -- "default" is the environment's credential, also given to "isv": checked once, as isv; of the
+    -- config's customer tenants only the run's own
+    local other_customer = name:match("^customer:") and name ~= own
+    if c.credential and not other_customer
+       and not (name == "default" and host.contexts.isv and host.contexts.isv.credential == c.credential) then
       names[#names + 1] = name
     end
   end
@@ -180,7 +190,7 @@ function M.check_credentials(def)
           e = type(e) == "table" and e or { message = tostring(e) }
           local seen_sub = e.status == 404 or e.status == 403 or e.code == "SubscriptionNotFound"
           failure = core.error.new { code = e.code or "AuthenticationFailed", kind = "auth", retryable = false,
-            tenant = PARTY[name] or clients.tenant, status = e.status, request_id = e.request_id, message =
+            tenant = PARTY[name] or (name:match("^customer:") and "customer") or clients.tenant, status = e.status, request_id = e.request_id, message =
               seen_sub and ("context '%s' (tenant %s): subscription %s is not visible to its credential: %s")
                 :format(name, tostring(clients.tenant), tostring(c.subscription), tostring(e.message))
               or ("context '%s' (tenant %s): its credential gets no token: %s")
@@ -237,30 +247,19 @@ end
 
 -- The ISV tenant a run is for (the "isv" context's) and which tenants it has credentials for,
 -- stored with the run: a later approve checks the handed-over values against them without reading
--- any secret, and a customer has one unfinished run per ISV tenant.
-function M.describe_target(target)
+-- any secret, and a customer has one unfinished run per ISV tenant. The customer context is the
+-- one for values.customer_tenant when the configuration names that tenant (config.customers).
+function M.describe_target(target, values)
   target.isv_tenant = host.contexts.isv and (host.contexts.isv.tenant
     or (host.contexts.isv.credential and host.contexts.isv.credential:describe().tenant)) or nil
-  target.contexts = { isv = has_context("isv"), customer = has_context("customer") }
+  target.contexts = { isv = has_context("isv"), customer = has_context(config.customer_context_of(values)) }
   return target
 end
 
--- New runs of def, one per params table of list (bulk-onboard's rows), created in one store
--- transaction: a customer who has an unfinished run already - another process's or shard's, or one
--- waiting for the customer - gets none, so two shards given overlapping lists never run one
--- customer twice at once (docs/scaling.md). Returns an array: {run_id = new id} or {twin = run}.
-function M.create_runs(db, def, list, target)
-  local config_text = json.encode(target)
-  return db:transaction(function()
-    local twins = mutates(def) and unfinished_runs(db, def, target) or {}
-    local out = {}
-    for i, values in ipairs(list) do
-      local twin = values.customer ~= nil and twins[values.customer]
-      out[i] = twin and { twin = twin } or
-        { run_id = assert(db:create_run { workflow = def.name, params = json.encode(values), config = config_text }) }
-    end
-    return out
-  end)
+-- The unfinished runs of def for target's ISV tenant, by customer (bulk-onboard reads them again
+-- inside the transaction that creates its runs: docs/scaling.md).
+function M.unfinished_runs(db, def, target)
+  return mutates(def) and unfinished_runs(db, def, target) or {}
 end
 
 -- Starts a prepared run: a new run in the store, executed by the engine. progress(event) sees the
@@ -270,7 +269,7 @@ function M.start(prepared, opts, progress, on_created)
   if not target then return nil, policy end
   local db = state.open_store()
   target.workflow = prepared.ref
-  M.describe_target(target)
+  M.describe_target(target, prepared.values)
   -- the check and the new run in one store transaction: two processes starting the same customer
   -- at once (two shards, docs/scaling.md) are serialized there, and the second sees the first's run
   local twin, run_id = db:transaction(function()
@@ -289,7 +288,7 @@ function M.start(prepared, opts, progress, on_created)
   local lock <close> = state.lock_run(run_id, db) or nil -- a new run: nobody else can hold it yet
   if on_created then on_created(run_id) end
   -- (a run killed while its credentials are checked is resumed like any other)
-  local cok, cerr = M.check_credentials(prepared.def)
+  local cok, cerr = M.check_credentials(prepared.def, prepared.values)
   if not cok then
     -- the run exists (a later resume checks again); nothing was changed
     db:set_run(run_id, { status = "failed", error = json.encode(errors.data(cerr)) })
@@ -362,6 +361,8 @@ local function check_gate_values(gate, values, where)
   end
   return engine.check_params({ params = specs }, values)
 end
+
+M.check_gate_values = check_gate_values
 
 -- Decides a gate of a stored run: approve (with values the gate declares, merged over values
 -- given earlier) or reject. A gate may be decided again, to correct its values, until the run has
@@ -486,7 +487,7 @@ function M.resume(run_id, progress, opts)
   local target, policy = M.connect(opts.connect or
     { config = where.config, cloud = where.cloud ~= "emulator" and where.cloud or nil }, where.policy)
   if not target then return nil, policy end
-  local cok, cerr = M.check_credentials(def)
+  local cok, cerr = M.check_credentials(def, json.decode(run.params) or {})
   if not cok then
     db:set_run(run_id, { status = "failed", error = json.encode(errors.data(cerr)) })
     config.finish()

@@ -2,7 +2,8 @@
 -- (Azure-AsyncOperation, Location, provisioningState) and nextLink paging.
 --
 --   local arm = require("cmkflow.azure.arm").new{http = client, credential = cred, cloud = cloud,
---                                                tenant = T?, subscription = S?, sleep = fn?}
+--                                                tenant = T?, subscription = S?, sleep = fn?, pacer = p?}
+--   (pacer: cmkflow.azure.pacer, default the process's shared one)
 --   arm:request(method, path_or_url, {api_version, body, headers}) -> resp | nil, err
 --   arm:get(path, opts)            -> body | nil, err            (404 -> nil, err ResourceNotFound...)
 --   arm:exists(path, opts)         -> true | false | nil, err
@@ -24,6 +25,7 @@ local errors = require "cmkflow.azure.errors"
 local validate = require "cmkflow.azure.validate"
 local cloudmod = require "cmkflow.azure.cloud"
 local client = require "cmkflow.azure.client"
+local pacer_mod = require "cmkflow.azure.pacer"
 
 local error, math_max, math_min, setmetatable, tonumber, tostring, type =
   error, math.max, math.min, setmetatable, tonumber, tostring, type
@@ -45,6 +47,7 @@ function M.new(spec)
     tenant = spec.tenant,
     subscription = spec.subscription,
     sleep = spec.sleep or client.default_sleep,
+    pacer = spec.pacer or pacer_mod.shared(),
     poll_interval_s = spec.poll_interval_s,
     timeout_s = spec.timeout_s or 1800,
     host = (cloudmod.https_host(cloud.arm)):lower(),
@@ -115,9 +118,26 @@ local function untrusted(self, url, what)
   }
 end
 
--- Sends one request (retries of 408/429/5xx happen below). Returns the raw response for any status.
+-- How long a request throttled past the HTTP client's retries is sent again (429 with Retry-After).
+M.THROTTLED_MAX_S = 900
+
+-- Sends one request (retries of 408/429/5xx happen below), paced by ARM's throttling headers
+-- (cmkflow.azure.pacer). Returns the raw response for any status.
 function Arm:send(method, url, body, headers)
-  return client.send(self, self.cloud.arm_scope, method, url, body, headers)
+  local pacer = self.pacer
+  local key, kind = pacer:key(self.credential, url, method)
+  local waited_ms = 0
+  while true do
+    local wait = pacer:acquire(key, kind)
+    while wait > 0 do
+      self.sleep(wait)
+      waited_ms = waited_ms + wait
+      wait = pacer:acquire(key, kind)
+    end
+    local resp, err = client.send(self, self.cloud.arm_scope, method, url, body, headers)
+    pacer:observe(key, resp)
+    if not (resp and resp.status == 429) or waited_ms >= M.THROTTLED_MAX_S * 1000 then return resp, err end
+  end
 end
 
 function Arm:request(method, path_or_url, opts)

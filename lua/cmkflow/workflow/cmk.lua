@@ -67,6 +67,10 @@ M.PARAMS = {
   storage_account_id = arm_id_param("Microsoft.Storage/storageAccounts", "ARM id of the storage account"),
   storage_account = { type = "storage_account", description = "storage account name (with resource_group)" },
   resource_group = { type = "resource_group", description = "resource group of storage_account" },
+  subscription = { type = "subscription",
+                   description = "subscription of the storage account (default: the ISV context's; bulk-onboard places it)" },
+  location = { type = "location",
+               description = "region of the storage account (default: the policy's location; bulk-onboard places it)" },
 }
 
 -- params{"customer", app_id = {required = true}, own = {type = ...}}: copies of the shared specs

@@ -91,6 +91,17 @@ function M.names(ctx)
   return out, c
 end
 
+-- Is the policy's name `key` the same whatever the customer (one object all customers share: the
+-- ISV's resource group, the default identity)?
+function M.shared(ctx, key)
+  local n, c = M.names(ctx)
+  local other = {}
+  for k, v in pairs(c) do other[k] = v end
+  other.customer = tostring(c.customer or "") .. "-other"
+  local ok, v = pcall(ctx.policy.names[key], other)
+  return ok and v == n[key]
+end
+
 -- The policy's tags for this run's customer.
 function M.tags(ctx) return ctx.policy.tags({ customer = ctx.params.customer }) end
 
@@ -163,11 +174,13 @@ function M.put(arm, path, body, api, what, party, on_wait)
 end
 
 -- The tags a resource should carry: its own (anyone's) with ours added; nil when it has ours already.
-local function merged_tags(have, ours)
+-- only_missing: add the tags it lacks, keep the values it has (an object every customer shares keeps
+-- the tags of the customer that created it, rather than being rewritten by each customer in turn).
+local function merged_tags(have, ours, only_missing)
   local out, missing = {}, false
   for k, v in pairs(type(have) == "table" and have or {}) do out[k] = v end
   for k, v in pairs(ours or {}) do
-    if out[k] ~= v then out[k], missing = v, true end
+    if out[k] ~= v and not (only_missing and out[k] ~= nil) then out[k], missing = v, true end
   end
   return missing and out or nil
 end
@@ -183,7 +196,7 @@ function M.ensure(arm, path, body, api, what, party, wanted, on_wait)
   local existing = M.get_or_absent(arm, path, { api_version = api }, what, party)
   if not existing then return M.put(arm, path, body, api, what, party, on_wait) end
   local patch, props = {}, nil
-  local tags = merged_tags(existing.tags, body.tags)
+  local tags = merged_tags(existing.tags, body.tags, wanted and wanted.only_missing_tags)
   if tags then patch.tags = tags end
   local have = type(existing.properties) == "table" and existing.properties or {}
   for k, v in pairs(wanted and wanted.properties or {}) do
@@ -232,12 +245,13 @@ function M.identity_id(ctx)
 end
 
 -- The ARM id of the customer's storage account: storage_account_id, or storage_account (+
--- resource_group), or the policy's names.
+-- resource_group), or the policy's names (in the subscription parameter, else the ISV context's).
 function M.account_id(ctx)
   local p = ctx.params
   if p.storage_account_id then return p.storage_account_id end
   local names = M.names(ctx)
-  return arm_path(ctx.context_info("isv").subscription, p.resource_group or names.storage_account_resource_group,
+  return arm_path(p.subscription or ctx.context_info("isv").subscription,
+    p.resource_group or names.storage_account_resource_group,
     "Microsoft.Storage/storageAccounts", p.storage_account or names.storage_account)
 end
 

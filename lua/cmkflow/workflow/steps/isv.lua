@@ -12,16 +12,19 @@ local fail, remote_fail, fact, names = base.fail, base.remote_fail, base.fact, b
 -- Creates resource group `name` in the subscription of the tenant context `context` ("isv" or
 -- "customer"), in the policy's location (ARM Resource Groups - Create Or Update,
 -- https://learn.microsoft.com/rest/api/resources/resource-groups/create-or-update); an existing one
--- keeps its tags and gets ours added (Resource Groups - Update).
-function M.resource_group(ctx, context, name)
+-- keeps its tags and gets ours added (Resource Groups - Update). subscription and location, when
+-- given, replace the context's subscription and the policy's location; shared: a group every
+-- customer uses, whose tag values stay those of its creation (no write per customer).
+function M.resource_group(ctx, context, name, subscription, location, shared)
   local tenant = ctx.context(context)
-  local rg = base.ensure(tenant.arm, ("/subscriptions/%s/resourcegroups/%s"):format(tenant.subscription, name),
-    { location = ctx.policy.location, tags = base.tags(ctx) }, base.API.groups, "resource group " .. name, context)
+  local rg = base.ensure(tenant.arm, ("/subscriptions/%s/resourcegroups/%s"):format(subscription or tenant.subscription,
+    name), { location = location or ctx.policy.location, tags = base.tags(ctx) }, base.API.groups,
+    "resource group " .. name, context, shared and { only_missing_tags = true } or nil)
   return { id = rg.id, name = rg.name }
 end
 
 function M.isv_resource_group(ctx)
-  return M.resource_group(ctx, "isv", names(ctx).isv_resource_group)
+  return M.resource_group(ctx, "isv", names(ctx).isv_resource_group, nil, nil, base.shared(ctx, "isv_resource_group"))
 end
 
 local MULTI_TENANT = { AzureADMultipleOrgs = true, AzureADandPersonalMicrosoftAccount = true }
@@ -51,7 +54,8 @@ function M.identity(ctx)
   local isv = ctx.context("isv")
   local path = base.identity_id(ctx)
   local id = base.ensure(isv.arm, path, { location = ctx.policy.location, tags = base.tags(ctx) },
-    base.API.identities, "user-assigned identity " .. names(ctx).identity, "isv")
+    base.API.identities, "user-assigned identity " .. names(ctx).identity, "isv",
+    base.shared(ctx, "identity") and { only_missing_tags = true } or nil)
   return { id = id.id, principalId = id.properties.principalId, clientId = id.properties.clientId }
 end
 

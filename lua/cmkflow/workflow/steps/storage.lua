@@ -14,7 +14,8 @@ local fail, remote_fail, fact, names = base.fail, base.remote_fail, base.fact, b
 local GRANT = "the customer's grant to the ISV app (federated credential, service principal or role)"
 
 function M.storage_resource_group(ctx)
-  return isv_steps.resource_group(ctx, "isv", ctx.params.resource_group or names(ctx).storage_account_resource_group)
+  return isv_steps.resource_group(ctx, "isv", ctx.params.resource_group or names(ctx).storage_account_resource_group,
+    ctx.params.subscription, ctx.params.location)
 end
 
 -- The account's `encryption`: the customer's key (versionless unless key_version pins one), reached
@@ -111,7 +112,7 @@ function M.storage_account(ctx)
     return { account = account, id = account.id, name = account.name }
   end
   local body = {
-    location = ctx.policy.location, kind = "StorageV2", sku = { name = "Standard_LRS" },
+    location = ctx.params.location or ctx.policy.location, kind = "StorageV2", sku = { name = "Standard_LRS" },
     tags = base.tags(ctx),
     identity = { type = "UserAssigned", userAssignedIdentities = { [identity_id] = json.object() } },
     properties = { minimumTlsVersion = "TLS1_2", allowBlobPublicAccess = false, encryption = M.encryption(ctx) },
