@@ -24,7 +24,7 @@ return {
     check("key", "customer: key", { "key_vault" }),
     check("role_assignment", "customer: role for the app", { "service_principal", "key", "key_vault" }),
     check("storage_account", "ISV: storage account encryption", { "app", "identity", "key_vault", "key" }),
-    { name = "verdict", title = "verdict", mutates = false,
+    { name = "verdict", tenant = "none", title = "verdict", mutates = false,
       needs = { "federated_credential", "role_assignment", "storage_account" }, run = cmk.require_whole_chain },
   },
   outputs_on_failure = true,
