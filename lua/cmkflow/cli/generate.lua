@@ -24,8 +24,8 @@ local function options_text(out, options)
     out[#out + 1] = ".TP"
     out[#out + 1] = option_label(o)
     local d = o.description
-    if o.choices then d = d .. " (one of: " .. table.concat(o.choices, ", ") .. ")" end
-    if o.list then d = d .. "; repeatable" end
+    if o.choices and not d:find(o.choices[1], 1, true) then d = d .. " (one of: " .. table.concat(o.choices, ", ") .. ")" end
+    if o.list and not d:find("repeatable", 1, true) then d = d .. " (repeatable)" end
     out[#out + 1] = roff(d)
   end
 end

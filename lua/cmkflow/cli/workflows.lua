@@ -53,11 +53,22 @@ local function all()
   return out
 end
 
--- Is the definition destructive: true, false or "depends on its parameters" (a function)?
+-- Is the definition destructive: true, false, or (a function of the parameters) "with NAME=true"
+-- for the boolean parameters that make it so, else "depends on parameters".
 local function destructive(def)
   local d = def.destructive
-  if type(d) == "function" then return "depends on parameters" end
-  return d and true or false
+  if type(d) ~= "function" then return d and true or false end
+  local defaults, names = {}, {}
+  for name, spec in pairs(def.params or {}) do defaults[name] = spec.default end
+  for name, spec in pairs(def.params or {}) do
+    if spec.type == "boolean" then
+      local probe = setmetatable({ [name] = true }, { __index = defaults })
+      local ok, r = pcall(d, probe)
+      if ok and r then names[#names + 1] = name .. "=true" end
+    end
+  end
+  table.sort(names)
+  return #names > 0 and ("with " .. table.concat(names, " or ")) or "depends on parameters"
 end
 
 local function columns(rows)
@@ -156,7 +167,7 @@ function M.show(opts)
   io.stdout:write(("%s: %s\n"):format(w.name, w.description or ""))
   io.stdout:write(("source: %s%s\n"):format(w.source, w.file and (" (" .. w.file .. ")") or ""))
   io.stdout:write(("destructive: %s\n"):format(d == true and "yes (asks, or needs --yes)" or d == false and "no"
-    or (d .. " (asks, or needs --yes, when it destroys something)")))
+    or (d .. " (then it asks, or needs --yes)")))
   io.stdout:write("\nparameters (-p NAME=VALUE):\n")
   local rows = { { "NAME", "TYPE", "DEFAULT", "DESCRIPTION" } }
   for _, p in ipairs(params) do
