@@ -235,6 +235,33 @@ describe("cmkflow run parameters and verbosity", function()
     files.sh("rm -rf " .. files.quote(state))
   end)
 
+  it("asks (y/N) on a terminal before a destructive run, and runs it only after a yes", function()
+    -- script(1) gives the command a terminal on stdin and stderr; the answer is typed into it
+    local function on_terminal(answer)
+      local state = files.tmpdir()
+      local cmd = ("printf '%s\\n' | env -u CMKFLOW_LUA_PATH CMKFLOW_STATE_DIR=%s script -qec %s /dev/null 2>&1"):format(
+        answer, files.quote(state), files.quote(cli.quote(cli.bin) .. " run " .. cli.quote(wf)
+          .. " -p customer=contoso -p wipe=true -o json; echo exit=$?"))
+      local p = io.popen(cmd)
+      local out = p:read("a")
+      p:close()
+      local runs = json.decode(cli.run({ "runs", "list", "-o", "json" }, { CMKFLOW_STATE_DIR = state }).stdout)
+      files.sh("rm -rf " .. files.quote(state))
+      return out, #runs
+    end
+    local out, runs = on_terminal("n")
+    assert.matches("workflow echo is destructive: it wipes.", out, 1, true)
+    assert.matches("Continue? (y/N) ", out, 1, true)
+    assert.matches("cancelled; nothing was changed", out, 1, true)
+    assert.matches("exit=2", out, 1, true)
+    assert.equals(0, runs)
+    out, runs = on_terminal("y")
+    assert.matches("Continue? (y/N) ", out, 1, true)
+    assert.matches('"status":"succeeded"', out, 1, true)
+    assert.matches("exit=0", out, 1, true)
+    assert.equals(1, runs)
+  end)
+
   it("prints each HTTP request with -v and nothing but errors with --only-show-errors", function()
     local v = cli.run({ "run", "smoke", "-v", "-o", "json" })
     assert.equals(0, v.code, v.stderr)

@@ -67,12 +67,12 @@ M.COMMANDS = {
     description = "Run a workflow: a file, a stock workflow (cmkflow workflows) or a local one. Without "
       .. "--config or $CMKFLOW_CONFIG it runs against the embedded Azure emulator. A destructive workflow "
       .. "asks before its first change on a terminal and needs --yes otherwise.",
-    args = { { name = "WORKFLOW", description = "a workflow file or a workflow name", complete = "workflow" } },
+    args = { { name = "WORKFLOW", description = "a workflow file or a workflow name" } },
     options = { O.param, O.params, O.output, O.config, O.cloud, O.progress, O.yes } },
   { name = "plan", module = "cmkflow.cli.run", fn = "plan",
     summary = "list the changes a run would make, making none",
     description = "List every change a run of the workflow would make, making none.",
-    args = { { name = "WORKFLOW", description = "a workflow file or a workflow name", complete = "workflow" } },
+    args = { { name = "WORKFLOW", description = "a workflow file or a workflow name" } },
     options = { O.param, O.params, O.output, O.config, O.cloud, O.progress } },
   { name = "resume", module = "cmkflow.cli.resume", fn = "resume",
     summary = "continue a failed, interrupted or waiting run",
@@ -131,7 +131,7 @@ M.COMMANDS = {
       { name = "show", module = "cmkflow.cli.workflows", fn = "show",
         summary = "a workflow's parameters and steps",
         description = "A workflow's parameters (type, default, required) and its steps with the tenant each touches.",
-        args = { { name = "NAME", description = "a workflow name or file", complete = "workflow" } },
+        args = { { name = "NAME", description = "a workflow name or file" } },
         options = { O.output } },
     } },
   { name = "handoff", module = "cmkflow.cli.handoff", fn = "handoff",
@@ -157,7 +157,7 @@ M.COMMANDS = {
   { name = "help", module = "cmkflow.cli", fn = "help",
     summary = "help for a command",
     description = "Help for a command (cmkflow help runs prune), or the list of commands.",
-    args = { { name = "COMMAND", optional = true, description = "a command", complete = "command" },
+    args = { { name = "COMMAND", optional = true, description = "a command" },
              { name = "SUBCOMMAND", optional = true, description = "a subcommand (runs list, workflows show)" } } },
 }
 
