@@ -47,7 +47,7 @@ function M.key_values(list, values)
       for k, v in pairs(doc) do values[k] = v end
     else
       local k, v = kv:match("^([%w_%.%-]+)=(.*)$")
-      if not k then return nil, "--param needs name=value or @FILE.json, got '" .. kv .. "'" end
+      if not k then return nil, "--param needs name=value, got '" .. kv .. "' (or @FILE.json: a JSON object of parameters)" end
       values[k] = v
     end
   end
