@@ -6,11 +6,13 @@
  *   fs.mkdir_p(path [, mode = 0700]) -> true | nil, message
  *   fs.write(path, content [, mode = 0600]) -> true | nil, message   (created with mode, replaced)
  *   fs.pid() -> this process's id
+ *   fs.list(dir) -> array of the names in dir (no "." or ".."; in no order) | nil, message
  *   fs.lock(path, holder) -> lock | false, holder_of_the_lock | nil, message
  *       an exclusive flock(2) on path, kept until lock:release(), its __close/__gc or the process
  *       ends (the kernel drops it even on SIGKILL); holder is written into the file for the next
  *       one to name.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <fcntl.h>
@@ -21,6 +23,7 @@
 #include "cmk.h"
 
 #define LOCK_MT "cmkflow.fs.lock"
+#define DIR_MT "cmkflow.fs.dir"
 
 /* [-0, +2, m] nil, "what path: strerror(err)" */
 static int fs_fail(lua_State *L, const char *what, const char *path, int err)
@@ -144,6 +147,47 @@ static int fs_lock(lua_State *L)
     return 1;
 }
 
+/* [-0, +0, -] __gc of a directory being listed */
+static int dir_close(lua_State *L)
+{
+    DIR **d = luaL_checkudata(L, 1, DIR_MT);
+    if (*d) {
+        closedir(*d);
+        *d = NULL;
+    }
+    return 0;
+}
+
+/* [-1, +1|2, m] list(dir): the names in dir, in no order (local workflows: `cmkflow workflows`) */
+static int fs_list(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    lua_settop(L, 1);
+    /* the owning userdata first: from here on __gc closes the directory whatever raises */
+    DIR **d = lua_newuserdatauv(L, sizeof *d, 0); /* 2 */
+    *d = NULL;
+    if (luaL_newmetatable(L, DIR_MT)) {
+        lua_pushcfunction(L, dir_close);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    *d = opendir(path);
+    if (!*d)
+        return fs_fail(L, "cannot list directory", path, errno);
+    lua_newtable(L); /* 3 */
+    lua_Integer n = 0;
+    const struct dirent *e;
+    while ((e = readdir(*d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        lua_pushstring(L, e->d_name);
+        lua_rawseti(L, 3, ++n);
+    }
+    closedir(*d);
+    *d = NULL;
+    return 1;
+}
+
 /* [-0, +1, -] pid(): this process's id (a lock's holder names it) */
 static int fs_pid(lua_State *L)
 {
@@ -154,7 +198,8 @@ static int fs_pid(lua_State *L)
 int luaopen_cmkflow_core_fs(lua_State *L)
 {
     static const luaL_Reg fns[] = {{"mkdir_p", fs_mkdir_p}, {"write", fs_write}, {"lock", fs_lock},
-                                   {"pid", fs_pid},         {"cwd", fs_cwd},   {NULL, NULL}};
+                                   {"pid", fs_pid},         {"cwd", fs_cwd},   {"list", fs_list},
+                                   {NULL, NULL}};
     static const luaL_Reg lock_methods[] = {{"release", lock_release}, {NULL, NULL}};
     if (luaL_newmetatable(L, LOCK_MT)) {
         luaL_newlib(L, lock_methods);

@@ -27,6 +27,23 @@ static int core_embedded_source(lua_State *L)
     return 1;
 }
 
+/* [-1, +1, m] embedded_modules(prefix) -> the names of the embedded modules that start with prefix
+ * ("workflows." lists the stock workflows: `cmkflow workflows`) */
+static int core_embedded_modules(lua_State *L)
+{
+    size_t plen;
+    const char *prefix = luaL_checklstring(L, 1, &plen);
+    lua_newtable(L);
+    lua_Integer n = 0;
+    for (const struct embedded_lua *e = embedded_lua_sources; e->module; e++) {
+        if (strncmp(e->module, prefix, plen) == 0) {
+            lua_pushstring(L, e->module);
+            lua_rawseti(L, -2, ++n);
+        }
+    }
+    return 1;
+}
+
 /* [-1, +1, -] isatty(fd): is the descriptor a terminal (progress output is for people) */
 static int core_isatty(lua_State *L)
 {
@@ -114,6 +131,8 @@ int luaopen_cmkflow_core(lua_State *L)
     lua_setfield(L, -2, "version");
     lua_pushcfunction(L, core_embedded_source);
     lua_setfield(L, -2, "embedded_source");
+    lua_pushcfunction(L, core_embedded_modules);
+    lua_setfield(L, -2, "embedded_modules");
     lua_pushcfunction(L, core_isatty);
     lua_setfield(L, -2, "isatty");
     lua_pushcfunction(L, core_versions);

@@ -67,6 +67,8 @@ static const char *const statements[S_COUNT] = {
     [S_EVENT_LIST] = "SELECT seq, time, kind, message FROM events WHERE run_id = ?1 AND seq > ?2"
                      " ORDER BY seq",
     [S_RUN_EXISTS] = "SELECT 1 FROM runs WHERE id = ?1",
+    /* its steps, approvals and events go with it (ON DELETE CASCADE, foreign_keys = ON) */
+    [S_RUN_DELETE] = "DELETE FROM runs WHERE id = ?1",
 };
 
 static const char *const run_statuses[] = {"pending",   "running", "waiting", "succeeded",
@@ -628,6 +630,20 @@ static int store_set_run(lua_State *L)
     return 1;
 }
 
+/* [-2, +1|2, e] db:delete_run(id) -> true | false (no such run) | nil, err: the run and its
+ * journal (`cmkflow runs prune`) */
+static int store_delete_run(lua_State *L)
+{
+    struct store *s = check_store(L, 1);
+    luaL_checkstring(L, 2);
+    lua_settop(L, 2);
+    int rc = run_write(L, s, S_RUN_DELETE, 2, "s");
+    if (rc != SQLITE_DONE)
+        return store_fail_rc(L, s, rc, "delete_run");
+    lua_pushboolean(L, store_changes(s) > 0);
+    return 1;
+}
+
 /* [-3, +1|2, e] db:step_begin(run_id, name) -> attempts | nil, err (unknown run) */
 static int store_step_begin(lua_State *L)
 {
@@ -803,6 +819,7 @@ static void push_metatable(lua_State *L)
         {"create_run", store_create_run},
         {"runs", store_runs},
         {"set_run", store_set_run},
+        {"delete_run", store_delete_run},
         {"step_begin", store_step_begin},
         {"step_finish", store_step_finish},
         {"request_approval", store_request_approval},

@@ -22,6 +22,7 @@ enum {
     S_EVENT_INSERT,
     S_EVENT_LIST,
     S_RUN_EXISTS,
+    S_RUN_DELETE,
     S_COUNT
 };
 

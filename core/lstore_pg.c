@@ -57,6 +57,8 @@ static const char *const pg_statements[S_COUNT] = {
     [S_EVENT_LIST] = "SELECT seq, time, kind, message FROM events WHERE run_id = $1"
                      " AND seq > $2::bigint ORDER BY seq",
     [S_RUN_EXISTS] = "SELECT 1 FROM runs WHERE id = $1",
+    /* its steps, approvals and events go with it (ON DELETE CASCADE) */
+    [S_RUN_DELETE] = "DELETE FROM runs WHERE id = $1",
 };
 
 /* The outcome of s->res as the SQLite code the methods act on (SQLITE_DONE on success), keeping

@@ -109,7 +109,7 @@ describe("cmkflow CLI", function()
     assert.matches("AZURE_CLIENT_SECRET", r.stderr, 1, true)
     r = cli.run({ "run", wf, "--cloud", "mars" })
     assert.equals(2, r.code)
-    assert.matches("--cloud must be emulator, azure, usgov or china", r.stderr, 1, true)
+    assert.matches("argument for option '--cloud' must be one of 'emulator', 'azure', 'usgov', 'china'", r.stderr, 1, true)
     os.remove(wf)
   end)
 

@@ -31,6 +31,15 @@ describe("layers", function()
     assert.matches("cmkflow.emulator.arm %(emulator%) requires cmkflow.cli %(cli%)", problems[2])
   end)
 
+  it("lets only the CLI require the embedded lua-argparse", function()
+    local problems = layers.check_lua {
+      { path = "lua/cmkflow/app/pipeline.lua", source = 'local argparse = require "argparse"' },
+      { path = "lua/cmkflow/cli/parser.lua", source = 'local argparse = require "argparse"' },
+    }
+    assert.equal(1, #problems)
+    assert.matches("cmkflow.app.pipeline %(app%) requires argparse %(argparse%)", problems[1])
+  end)
+
   it("places every module in a layer", function()
     assert.equal("engine", layers.group_of("cmkflow.workflow.params"))
     assert.equal("steps", layers.group_of("cmkflow.workflow.cmk"))

@@ -100,7 +100,8 @@ local function expand(value, dir, named)
 end
 
 local function run_workflow(workflow, params, output, config, state_dir, dir, named)
-  local args = { "run", workflow, "--config", config }
+  -- --yes: a case runs destructive workflows (revoke, offboard delete_account=true) unattended
+  local args = { "run", workflow, "--config", config, "--yes" }
   for _, p in ipairs(params or {}) do
     args[#args + 1] = "--param"
     args[#args + 1] = expand(p, dir, named)

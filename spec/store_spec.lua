@@ -189,6 +189,21 @@ describe("cmkflow.core.store (" .. backend.name .. ")", function()
       assert.has_error(function() db:runs{status = "sleeping"} end)
     end)
 
+    it("deletes a run with its steps, approvals and events (runs prune)", function()
+      assert(db:create_run{id = "gone", workflow = "wf"})
+      assert(db:create_run{id = "kept", workflow = "wf"})
+      assert(db:step_begin("gone", "a"))
+      assert(db:request_approval("gone", "g"))
+      assert(db:event("gone", "info", "x"))
+      assert.is_true(db:delete_run("gone"))
+      assert.is_nil(db:run("gone"))
+      assert.same({}, db:steps("gone"))
+      assert.same({}, db:approvals("gone"))
+      assert.same({}, db:events("gone"))
+      assert.is_false(db:delete_run("gone"))
+      assert.equals("kept", db:run("kept").id)
+    end)
+
     it("lists newest first, filtered by status and workflow, limited", function()
       local ids = {}
       for i = 1, 5 do

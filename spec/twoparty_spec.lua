@@ -220,8 +220,8 @@ describe("the two-party onboarding", function()
                   role_assignment = "ok" }, doc.outputs.checks)
     assert.equals("isv", doc.outputs.unverified[1].who)
 
-    local revoke = run_in(dir .. "/customer", { "run", "revoke", "--config", "customer.lua", "--param", "customer=northwind",
-      "--param", "app_id=" .. handoff.appId }, customer_env)
+    local revoke = run_in(dir .. "/customer", { "run", "revoke", "--yes", "--config", "customer.lua", "--param",
+      "customer=northwind", "--param", "app_id=" .. handoff.appId }, customer_env)
     assert.equals(0, revoke.code, revoke.stderr)
     code, doc, r = verify("customer")
     assert.equals(1, code, r.stderr)

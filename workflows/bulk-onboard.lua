@@ -27,6 +27,6 @@ return {
   -- The runner runs bulk definitions itself; this step only explains that when the definition is
   -- driven by the engine directly.
   steps = {
-    { name = "runs", title = "one onboard run per customer", mutates = false, run = cmk.only_through_cli },
+    { name = "runs", tenant = "both", title = "one onboard run per customer", mutates = false, run = cmk.only_through_cli },
   },
 }

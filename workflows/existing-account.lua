@@ -13,8 +13,8 @@ return {
     "resource_group", app_id = { required = true }, key_vault_uri = { required = true },
     key_name = { required = true } },
   steps = {
-    { name = "account", title = "read the storage account", mutates = false, run = cmk.read_account },
-    { name = "encryption", title = "encrypt with the customer's key", needs = { "account" },
+    { name = "account", tenant = "isv", title = "read the storage account", mutates = false, run = cmk.read_account },
+    { name = "encryption", tenant = "isv", title = "encrypt with the customer's key", needs = { "account" },
       plan = cmk.plan_switch_encryption, run = cmk.switch_encryption },
   },
   outputs = function(ctx)

@@ -17,7 +17,7 @@ return {
     cmk.step("app"),
     cmk.step("identity"),
     cmk.step("federated_credential"),
-    { name = "handoff", title = "customer handoff", mutates = false, needs = { "app", "federated_credential" },
+    { name = "handoff", tenant = "isv", title = "customer handoff", mutates = false, needs = { "app", "federated_credential" },
       run = cmk.handoff },
   },
   outputs = function(ctx)

@@ -20,10 +20,10 @@ return {
     wait_s = { type = "integer", min = 0, max = 172800, default = 0,
                description = "versionless: wait up to this many seconds for Storage to pick the new version up" } },
   steps = {
-    { name = "before", title = "ISV: the account's key now", mutates = false, run = cmk.account_key },
-    { name = "rotate", title = "customer: new key version", needs = { "before" },
+    { name = "before", tenant = "isv", title = "ISV: the account's key now", mutates = false, run = cmk.account_key },
+    { name = "rotate", tenant = "customer", title = "customer: new key version", needs = { "before" },
       plan = cmk.plan_rotate_key, run = cmk.rotate_key },
-    { name = "account", title = "ISV: the account uses the new version", needs = { "rotate" },
+    { name = "account", tenant = "isv", title = "ISV: the account uses the new version", needs = { "rotate" },
       plan = cmk.plan_follow_key_version, run = cmk.follow_key_version },
   },
   outputs = function(ctx)

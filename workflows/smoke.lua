@@ -7,6 +7,6 @@ return {
   name = "smoke",
   description = "List the subscriptions the ISV context can see (one authenticated ARM call)",
   steps = {
-    { name = "subscriptions", title = "list subscriptions", mutates = false, run = cmk.list_subscriptions },
+    { name = "subscriptions", tenant = "isv", title = "list subscriptions", mutates = false, run = cmk.list_subscriptions },
   },
 }

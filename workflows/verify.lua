@@ -2,8 +2,8 @@
 -- walks it: the ISV's multi-tenant app, its federated credential for the user-assigned identity,
 -- the app's service principal in the customer tenant, the role on the vault or key, the key
 -- (enabled, RSA >= 2048), the vault (soft delete, purge protection), the storage account's
--- encryption, and a data read on the account that needs the key (key_access). Each link is ok, broken (with the tenant that must fix it) or unverified (with who can
--- check it): each party checks what its own credentials see. Outputs {ok, checks, broken = {link,
+-- encryption, and a data read on the account that needs the key (key_access). Each link is ok,
+-- broken (with the tenant that must fix it) or unverified (with who can check it): each party checks what its own credentials see. Outputs {ok, checks, broken = {link,
 -- tenant, problem, fix}, unverified = [{link, who, why}]}; the run fails with exit 1 when a link is
 -- broken, with exit 7 (Unverified) when none is broken but some could not be checked, and exits 0
 -- only when every link was checked and holds.
@@ -25,7 +25,7 @@ return {
     check("role_assignment", "customer: role for the app", { "service_principal", "key", "key_vault" }),
     check("storage_account", "ISV: storage account encryption", { "app", "identity", "key_vault", "key" }),
     check("key_access", "ISV: Storage reads with the key", { "storage_account" }),
-    { name = "verdict", title = "verdict", mutates = false,
+    { name = "verdict", tenant = "none", title = "verdict", mutates = false,
       needs = { "federated_credential", "role_assignment", "storage_account", "key_access" }, run = cmk.require_whole_chain },
   },
   outputs_on_failure = true,

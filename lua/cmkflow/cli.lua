@@ -1,81 +1,62 @@
--- The cmkflow command line: the usage text and the command table; each command lives in its own
+-- The cmkflow command line: parses argv with the parser built from the command table
+-- (cmkflow.cli.commands, cmkflow.cli.parser), applies the global options and runs the command's
 -- module under cmkflow.cli (docs/architecture.md). Exit codes: docs/exit-codes.md.
 local core = require "cmkflow.core"
 local args = require "cmkflow.cli.args"
+local parser = require "cmkflow.cli.parser"
+local host = require "cmkflow.host"
+local log = require "cmkflow.util.log"
 
 local M = {}
 
 local EXIT = core.exit
 M.EXIT = EXIT
 
--- command -> module under cmkflow.cli and its function (loaded when the command runs: a command
--- pays only for what it uses, `cmkflow version` starts in milliseconds)
-local COMMANDS = {
-  run = { "cmkflow.cli.run", "run" }, plan = { "cmkflow.cli.run", "plan" },
-  resume = { "cmkflow.cli.resume", "resume" }, runs = { "cmkflow.cli.runs", "runs" },
-  approve = { "cmkflow.cli.approve", "approve" }, emulator = { "cmkflow.cli.emulator", "emulator" },
-  version = { "cmkflow.cli.version", "version" }, demo = { "cmkflow.cli.demo", "demo" },
-  handoff = { "cmkflow.cli.handoff", "handoff" },
-}
-
-local USAGE = [[
-usage: cmkflow <command> [options]
-
-commands:
-  run WORKFLOW [--param k=v]... [--config FILE] [--cloud emulator|azure|usgov|china]
-             [--output text|json] [--progress] [--debug]
-                      run a workflow (a file, or a stock workflow: onboard, isv-setup, ...);
-                      without --config/CMKFLOW_CONFIG it runs against the embedded emulator
-  plan WORKFLOW [same options]
-                      list every change the run would make, making none
-  resume RUN_ID [--param k=v]... [--config FILE]
-                      continue a failed, interrupted or waiting run; --param approves the gate it
-                      waits at with those values; --config: where its config file is now
-  runs list | runs show RUN_ID | runs cancel RUN_ID
-                      the run store ($CMKFLOW_STATE_DIR, default ~/.local/state/cmkflow); cancel
-                      ends a run for good
-  handoff RUN_ID --out DIR [--output text|json]
-                      write the customer kit of a run waiting at its handoff: README, consent link,
-                      an az CLI script, a customer.lua template and the customer-authorize command
-  approve RUN_ID GATE [--reject] [--note TEXT] [--param k=v]...
-                      decide an approval gate; --param values (e.g. the customer's key_vault_uri
-                      and key_name) are checked and handed to the steps after the gate; approve
-                      again to correct them until the run has succeeded
-  emulator [--listen 127.0.0.1:PORT] [--seed FILE] [--state DIR] [--ca-cert OUT.pem]
-                      run the Azure emulator in the foreground (PORT 0 picks a free one);
-                      prints {"ready":true,"url":...,"ca_cert":...} on stdout when ready
-]] .. require("cmkflow.emulator.cli").USAGE .. [[
-
-  demo [--output text|json] [--debug]
-                      run the smoke workflow (one token, one ARM call) against the embedded
-                      emulator
-  version             print the versions of cmkflow and its libraries
-  help                this text
-
-Exit codes: 0 done, 1 failed, 2 usage, 4 authentication, 6 waiting at an approval gate,
-7 verify could not check every link, 130 interrupted.
-]]
-
-function M.help()
-  io.stdout:write(USAGE)
+-- cmkflow help [COMMAND [SUBCOMMAND]]: the help of a command, or of the program.
+function M.help(opts)
+  local words = { opts[1], opts[2] }
+  local text = parser.help(words)
+  if not text then
+    return args.usage_error(("no command '%s'"):format(table.concat(words, " ")))
+  end
+  io.stdout:write(text, "\n")
   return EXIT.ok
 end
 
+-- --verbose, --debug, --only-show-errors; progress is for people: on when stderr is a terminal,
+-- with --progress or -v, never with --only-show-errors.
+local function apply_global_options(opts)
+  local quiet = opts["only-show-errors"]
+  if opts.debug then
+    host.set_debug(true)
+    log.set_level("debug")
+  elseif opts.verbose then
+    log.set_level("verbose")
+  elseif quiet then
+    log.set_level("quiet")
+  end
+  opts.progress = not quiet and (opts.progress or opts.verbose or opts.debug or core.isatty(2)) or false
+end
+
 function M.main(argv)
-  local cmd = table.remove(argv, 1)
-  if cmd == nil then
-    io.stderr:write(USAGE)
+  if argv[1] == nil then
+    io.stderr:write(parser.help({}), "\n")
     return EXIT.usage
   end
-  if cmd == "--help" or cmd == "-h" then cmd = "help" end
-  if cmd == "--version" then cmd = "version" end
-  local entry = COMMANDS[cmd]
-  if entry then return require(entry[1])[entry[2]](argv) end
-  local fn = M[cmd]
-  if type(fn) ~= "function" or cmd == "main" then
-    return args.usage_error("unknown command '" .. cmd .. "'")
+  if argv[1] == "--version" then argv[1] = "version" end
+  -- build time: the man page and the completion scripts, from the same table (cmkflow.cli.generate)
+  if argv[1] == "__generate" then return require("cmkflow.cli.generate").main(argv[2], argv[3]) end
+  local what, entry, opts, words = parser.parse(argv)
+  if what == "help" then
+    io.stdout:write(entry, "\n")
+    return EXIT.ok
+  elseif what == "usage" then
+    io.stderr:write("cmkflow: ", entry, "\n", opts, "\n")
+    return args.usage_error_hint(words)
   end
-  return fn(argv)
+  apply_global_options(opts)
+  opts.command = table.concat(words, " ")
+  return require(entry.module)[entry.fn](opts)
 end
 
 return M

@@ -16,6 +16,7 @@
 --   http.session() -> the session (stats, set_clock, set_debug)
 local core = require "cmkflow.core"
 local async = require "cmkflow.async"
+local log = require "cmkflow.util.log"
 
 local json = core.json
 local pairs, type, error, setmetatable, rawget, rawset, tostring =
@@ -103,10 +104,17 @@ end
 
 function Client:request(req)
   if type(req) ~= "table" then error("client:request expects a request table", 2) end
-  local t = session:submit(merge(self.defaults, req))
+  local merged = merge(self.defaults, req)
+  local t = session:submit(merged)
   async.wait(t)
   local resp, err = t:result()
   if resp then setmetatable(resp, response_mt) end
+  if log.at("verbose") then
+    -- one line per request for -v: no query string (it may carry a signature), no header, no body
+    log.verbose(("    %s %s -> %s%s"):format(merged.method or "GET", tostring(merged.url):gsub("%?.*$", ""),
+      resp and resp.status or tostring(err and err.code or "failed"),
+      resp and resp.elapsed_ms and ("  %.2f s"):format(resp.elapsed_ms / 1000) or ""))
+  end
   return resp, err
 end
 

@@ -24,6 +24,7 @@ M.LUA_GROUPS = {
   { "^cmkflow%.sandbox$", "host" },
   { "^cmkflow%.policy$", "host" },
   { "^workflows%.", "workflows" },
+  { "^argparse$", "argparse" },      -- Debian's lua-argparse, embedded: the command line's parser
   { "^cmkflow%.", "base" },           -- errors, json, async, http, form, util.*
 }
 
@@ -37,7 +38,8 @@ M.LUA_ALLOWED = {
   host = { "azure", "base", "core" },                 -- what the C host calls; the sandbox
   workflows = { "steps", "azure", "base", "core" },   -- through the sandbox's allow-list
   app = { "host", "steps", "engine", "emulator", "azure", "base", "core" },
-  cli = { "app", "host", "engine", "emulator", "base", "core" },
+  argparse = {},
+  cli = { "app", "host", "engine", "emulator", "base", "core", "argparse" },
 }
 
 local function group_of(module)

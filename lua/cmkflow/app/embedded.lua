@@ -8,6 +8,7 @@ local state = require "cmkflow.app.state"
 local ecli = require "cmkflow.emulator.cli"
 local seed = require "cmkflow.emulator.demo_seed"
 local http = require "cmkflow.http"
+local log = require "cmkflow.util.log"
 
 local M = {}
 
@@ -39,7 +40,7 @@ function M.start()
     host.contexts[ctx].subscription = t.subscriptions[1].id
     host.contexts[ctx].tenant = t.id
   end
-  io.stderr:write(("cmkflow: no configuration: running against the embedded Azure emulator at %s (demo seed)\n")
+  log.notice(("cmkflow: no configuration: running against the embedded Azure emulator at %s (demo seed)")
     :format(srv:url()))
   running = { server = srv, url = srv:url() }
   return running

@@ -15,6 +15,7 @@ local state = require "cmkflow.app.state"
 local file = require "cmkflow.util.file"
 local async = require "cmkflow.async"
 local errors = require "cmkflow.errors"
+local log = require "cmkflow.util.log"
 
 local json = core.json
 
@@ -91,7 +92,7 @@ function M.make_ctx(def, values, policy)
     local c = host.current_cloud()
     return { name = (host.cloud or {}).name, authority = c.authority, graph = c.graph, keyvault_suffix = c.keyvault_suffix }
   end
-  ctx.log = function(fmt, ...) io.stderr:write(select("#", ...) > 0 and fmt:format(...) or tostring(fmt), "\n") end
+  ctx.log = function(fmt, ...) log.notice(select("#", ...) > 0 and fmt:format(...) or tostring(fmt)) end
   return ctx
 end
 

@@ -6,18 +6,18 @@ local core = require "cmkflow.core"
 local args = require "cmkflow.cli.args"
 local output = require "cmkflow.cli.output"
 local pipeline = require "cmkflow.app.pipeline"
+local app_runs = require "cmkflow.app.runs"
 
 local EXIT = core.exit
 
 local M = {}
 
-function M.approve(argv)
-  local opts, err = args.parse(argv, { reject = "flag", note = "value", param = "list" })
-  if not opts then return args.usage_error(err) end
-  local run_id, gate = opts[1], opts[2]
-  if not run_id or not gate then return args.usage_error("approve needs RUN_ID GATE") end
-  local values, verr = args.key_values(opts.param)
-  if not values then return args.usage_error(verr) end
+function M.approve(opts)
+  local run_id, rerr = app_runs.resolve(opts[1])
+  if not run_id then return output.fail(rerr) end
+  local gate = opts[2]
+  local values, verr = args.params(opts)
+  if not values then return args.usage_error(verr, "approve") end
   local decided, derr = pipeline.decide(run_id, gate, { reject = opts.reject, note = opts.note, values = values,
                                                          by = os.getenv("USER") })
   if not decided then return output.fail(derr) end

@@ -1,22 +1,20 @@
 -- cmkflow handoff RUN_ID --out DIR: the customer kit of a run waiting at its handoff gate
 -- (cmkflow.app.kit; docs/handoff.md).
 local core = require "cmkflow.core"
-local args = require "cmkflow.cli.args"
 local output = require "cmkflow.cli.output"
 local pipeline = require "cmkflow.app.pipeline"
 local kit = require "cmkflow.app.kit"
+local app_runs = require "cmkflow.app.runs"
 
 local json, EXIT = core.json, core.exit
 
 local M = {}
 
-function M.handoff(argv)
-  local opts, err = args.parse(argv, { out = "value", output = "value" })
-  if not opts then return args.usage_error(err) end
-  if not opts[1] or not opts.out then return args.usage_error("handoff needs RUN_ID --out DIR") end
-  local ok, oerr = args.check_output(opts.output)
-  if not ok then return args.usage_error(oerr) end
-  local h, ctx = pipeline.handoff(opts[1])
+function M.handoff(opts)
+  local run_id, rerr = app_runs.resolve(opts[1])
+  if not run_id then return output.fail(rerr) end
+  opts[1] = run_id
+  local h, ctx = pipeline.handoff(run_id)
   if not h then return output.fail(ctx) end
   local written, werr = kit.write(opts.out, h, ctx)
   if not written then return output.fail(pipeline.usage_error(werr)) end

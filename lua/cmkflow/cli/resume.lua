@@ -1,27 +1,20 @@
 -- cmkflow resume RUN_ID [--param k=v]... [--config FILE]: continue a failed, interrupted or waiting
 -- run where it stopped; --param approves the gate it waits at with those values (as approve does),
 -- --config names where the run's config file is now when it moved.
-local core = require "cmkflow.core"
 local args = require "cmkflow.cli.args"
 local output = require "cmkflow.cli.output"
 local pipeline = require "cmkflow.app.pipeline"
 local engine = require "cmkflow.workflow.engine"
-local host = require "cmkflow.host"
+local app_runs = require "cmkflow.app.runs"
 
 local M = {}
 
-function M.resume(argv)
-  local opts, err = args.parse(argv, { output = "value", progress = "flag", debug = "flag", param = "list",
-                                       config = "value" })
-  if not opts then return args.usage_error(err) end
-  if not opts[1] then return args.usage_error("resume needs a RUN_ID (see 'cmkflow runs list')") end
-  local ok, oerr = args.check_output(opts.output)
-  if not ok then return args.usage_error(oerr) end
-  opts.progress = opts.progress or core.isatty(2)
-  if opts.debug then host.set_debug(true) end
-  local params, perr = args.key_values(opts.param)
-  if not params then return args.usage_error(perr) end
-  local result, rerr = pipeline.resume(opts[1], output.progress_printer(opts.progress),
+function M.resume(opts)
+  local run_id, ierr = app_runs.resolve(opts[1])
+  if not run_id then return output.fail(ierr) end
+  local params, perr = args.params(opts)
+  if not params then return args.usage_error(perr, "resume") end
+  local result, rerr = pipeline.resume(run_id, output.progress_printer(opts.progress),
     { params = params, config = opts.config, by = os.getenv("USER") })
   if not result then return output.fail(rerr) end
   output.result(result, opts.output)

@@ -6,35 +6,49 @@ local output = require "cmkflow.cli.output"
 local pipeline = require "cmkflow.app.pipeline"
 local bulk = require "cmkflow.app.bulk"
 local engine = require "cmkflow.workflow.engine"
-local host = require "cmkflow.host"
 
 local json, EXIT = core.json, core.exit
 
 local M = {}
 
-local OPTIONS = { param = "list", output = "value", debug = "flag", config = "value", cloud = "value",
-                  progress = "flag" }
-local CLOUDS = { emulator = true, azure = true, usgov = true, china = true }
-
--- Options, parameters, cloud. Returns opts or nil, exit status.
-local function options(argv, what)
-  local opts, err = args.parse(argv, OPTIONS)
-  if not opts then return nil, args.usage_error(err) end
+-- The workflow and its parameters (--params files, then -p values). Returns opts or nil, exit status.
+local function options(opts, what)
   opts.workflow = opts[1]
-  if not opts.workflow then return nil, args.usage_error(what .. " needs a workflow (a file or a stock workflow name)") end
-  if opts[2] then return nil, args.usage_error("unexpected argument '" .. opts[2] .. "'") end
-  local ok, oerr = args.check_output(opts.output)
-  if not ok then return nil, args.usage_error(oerr) end
-  if opts.cloud and not CLOUDS[opts.cloud] then
-    return nil, args.usage_error("--cloud must be emulator, azure, usgov or china, not '" .. opts.cloud .. "'")
-  end
-  local params, perr = args.key_values(opts.param)
-  if not params then return nil, args.usage_error(perr) end
+  local params, perr = args.params(opts)
+  if not params then return nil, args.usage_error(perr, what) end
   opts.params = params
-  -- progress is for people: on when stderr is a terminal, or when asked
-  opts.progress = opts.progress or core.isatty(2)
-  if opts.debug then host.set_debug(true) end
   return opts
+end
+
+-- Does this run destroy something? A definition says so with `destructive = true | "what it
+-- destroys"` or a function of the checked parameters returning one of those (docs/lua-api.md).
+-- Returns false or the reason to show.
+local function destructive(def, values)
+  local d = def.destructive
+  if type(d) == "function" then
+    local ok, r = pcall(d, values)
+    d = not ok or r -- a function that fails counts as destructive: ask rather than not
+  end
+  if not d then return false end
+  return type(d) == "string" and d or "it deletes or disables what earlier runs set up"
+end
+
+-- Before a destructive run's first change: --yes, or a "y" on a terminal. Returns true or nil,
+-- exit status (2: nothing was changed).
+local function confirmed(def, values, opts)
+  local reason = destructive(def, values)
+  if not reason or opts.yes then return true end
+  if not core.isatty(0) then
+    io.stderr:write(("cmkflow: workflow %s is destructive (%s): run it with --yes to confirm; nothing was changed\n")
+      :format(def.name, reason))
+    return nil, EXIT.usage
+  end
+  io.stderr:write(("cmkflow: workflow %s is destructive: %s.\nContinue? (y/N) "):format(def.name, reason))
+  io.stderr:flush()
+  local answer = io.stdin:read("l")
+  if answer and answer:match("^%s*[yY]") then return true end
+  io.stderr:write("cmkflow: cancelled; nothing was changed\n")
+  return nil, EXIT.usage
 end
 
 local function print_plan(def, plan, out)
@@ -48,8 +62,8 @@ local function print_plan(def, plan, out)
   end
 end
 
-local function execute(argv, what)
-  local opts, status = options(argv, what)
+local function execute(given, what)
+  local opts, status = options(given, what)
   if not opts then return status end
   opts.plan = what == "plan"
   local prepared, err = pipeline.prepare(opts)
@@ -62,6 +76,8 @@ local function execute(argv, what)
     print_plan(prepared.def, plan, opts.output)
     return EXIT.ok
   end
+  local ok, cstatus = confirmed(prepared.def, prepared.values, opts)
+  if not ok then return cstatus end
   local result, rerr = pipeline.start(prepared, opts, output.progress_printer(opts.progress, #prepared.def.steps),
     function(run_id)
       if opts.progress then io.stderr:write(("cmkflow: run %s of %s\n"):format(run_id, prepared.def.name)) end
@@ -71,8 +87,8 @@ local function execute(argv, what)
   return engine.exit_code(result)
 end
 
-function M.run(argv) return execute(argv, "run") end
+function M.run(opts) return execute(opts, "run") end
 
-function M.plan(argv) return execute(argv, "plan") end
+function M.plan(opts) return execute(opts, "plan") end
 
 return M

@@ -1,12 +1,9 @@
 -- cmkflow version: the versions of cmkflow and the libraries it runs on.
 local core = require "cmkflow.core"
-local args = require "cmkflow.cli.args"
 
 local M = {}
 
-function M.version(argv)
-  local opts, err = args.parse(argv, { output = "value" })
-  if not opts then return args.usage_error(err) end
+function M.version(opts)
   local v = core.versions()
   if opts.output == "json" then
     io.stdout:write(core.json.encode(v), "\n")

@@ -95,38 +95,38 @@ local function plan_name(key, fmt)
 end
 
 M.STEPS = {
-  isv_resource_group = { title = "ISV resource group", run = isv.isv_resource_group,
+  isv_resource_group = { tenant = "isv", title = "ISV resource group", run = isv.isv_resource_group,
     plan = plan_name("isv_resource_group", "create or update resource group %s (ISV)") },
-  app = { title = "multi-tenant application", run = isv.app,
+  app = { tenant = "isv", title = "multi-tenant application", run = isv.app,
     plan = plan_name("app_unique_name",
       "create or update application uniqueName=%s, signInAudience AzureADMultipleOrgs (ISV)") },
-  identity = { title = "user-assigned identity", needs = { "isv_resource_group" }, run = isv.identity,
+  identity = { tenant = "isv", title = "user-assigned identity", needs = { "isv_resource_group" }, run = isv.identity,
     plan = plan_name("identity", "create or update user-assigned identity %s (ISV)") },
-  federated_credential = { title = "federated credential", needs = { "app", "identity" },
+  federated_credential = { tenant = "isv", title = "federated credential", needs = { "app", "identity" },
     run = isv.federated_credential,
     plan = function(ctx) return ("create or update federated credential %s on %s for %s (ISV)")
       :format(base.names(ctx).federated_credential, base.fact(ctx, "app", "appId"),
               base.fact(ctx, "identity", "principalId")) end },
-  service_principal = { title = "service principal in the customer tenant", run = customer.service_principal,
+  service_principal = { tenant = "customer", title = "service principal in the customer tenant", run = customer.service_principal,
     plan = function(ctx)
       return "create service principal for " .. base.fact(ctx, "app", "appId", "app_id") .. " (customer)"
     end },
-  customer_resource_group = { title = "customer resource group", run = customer.customer_resource_group,
+  customer_resource_group = { tenant = "customer", title = "customer resource group", run = customer.customer_resource_group,
     plan = plan_name("customer_resource_group", "create or update resource group %s (customer)") },
-  key_vault = { title = "key vault", needs = { "customer_resource_group" }, run = customer.key_vault,
+  key_vault = { tenant = "customer", title = "key vault", needs = { "customer_resource_group" }, run = customer.key_vault,
     plan = plan_name("key_vault",
       "create or update key vault %s with soft delete, purge protection and RBAC (customer)") },
-  key = { title = "RSA key", needs = { "key_vault" }, run = customer.key,
+  key = { tenant = "customer", title = "RSA key", needs = { "key_vault" }, run = customer.key,
     plan = function(ctx) return ("create key %s, RSA %d, if missing (customer)")
       :format(base.names(ctx).key, ctx.params.key_size or ctx.policy.key_size) end },
-  role_assignment = { title = "Key Vault Crypto Service Encryption User", needs = { "key", "service_principal" },
+  role_assignment = { tenant = "customer", title = "Key Vault Crypto Service Encryption User", needs = { "key", "service_principal" },
     run = customer.role_assignment,
     plan = function(ctx) return "assign Key Vault Crypto Service Encryption User to the ISV app at the "
       .. ctx.policy.role_scope .. " (customer)" end },
-  storage_resource_group = { title = "storage resource group", run = storage.storage_resource_group,
+  storage_resource_group = { tenant = "isv", title = "storage resource group", run = storage.storage_resource_group,
     plan = function(ctx) return ("create or update resource group %s (ISV)")
       :format(ctx.params.resource_group or base.names(ctx).storage_account_resource_group) end },
-  storage_account = { title = "storage account with the customer's key", run = storage.storage_account,
+  storage_account = { tenant = "isv", title = "storage account with the customer's key", run = storage.storage_account,
     plan = storage.plan_storage_account },
 }
 

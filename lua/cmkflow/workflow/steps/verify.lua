@@ -263,7 +263,7 @@ local SIDE = { app = "isv", identity = "isv", federated_credential = "isv", stor
                service_principal = "customer", key_vault = "customer", key = "customer", role_assignment = "customer" }
 function M.check(name, title, needs)
   local check = assert(CHECKS[name], name)
-  return { name = name, title = title, needs = needs, mutates = false, run = function(ctx)
+  return { name = name, title = title, needs = needs, mutates = false, tenant = SIDE[name], run = function(ctx)
     local side = SIDE[name]
     if side and not ctx.has_context(side) then
       return unverified(("no credentials for the %s tenant here: the %s checks it (cmkflow run verify with the %s's "

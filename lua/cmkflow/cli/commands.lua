@@ -1,0 +1,187 @@
+-- The command table: every command, its arguments and options, as data. One table drives the
+-- parser (cmkflow.cli.parser, over lua-argparse), `--help` and `cmkflow help COMMAND`, the man
+-- page and the bash and zsh completions (cmkflow.cli.generate, at build time). Adding an option is
+-- adding a row here; the command's module reads it from opts under its long name (opts.param,
+-- opts["older-than"]); positional arguments are opts[1], opts[2], ...
+local M = {}
+
+local OUTPUTS = { "text", "json", "table" }
+M.OUTPUTS = OUTPUTS
+M.CLOUDS = { "emulator", "azure", "usgov", "china" }
+M.RUN_STATUSES = { "pending", "running", "waiting", "succeeded", "failed", "interrupted", "cancelled" }
+
+-- Options shared by several commands. long: the option's name (and its key in opts); short: its
+-- one-letter alias; arg: the value's name in help (none: a flag); list: repeatable, opts[long] is
+-- the list; choices: the values allowed; required: must be given.
+local O = {
+  param = { long = "param", short = "p", arg = "NAME=VALUE", list = true,
+            description = "a workflow parameter (repeatable); @FILE.json reads every NAME=VALUE of a JSON object" },
+  params = { long = "params", arg = "FILE", list = true,
+             description = "the parameters as a JSON object in FILE; -p values given too take precedence" },
+  output = { long = "output", short = "o", arg = "FORMAT", choices = OUTPUTS,
+             description = "text (for people, the default), json (one JSON document) or table" },
+  config = { long = "config", arg = "FILE",
+             description = "the configuration file (default: $CMKFLOW_CONFIG; none: the embedded emulator)" },
+  cloud = { long = "cloud", arg = "CLOUD", choices = M.CLOUDS,
+            description = "emulator (the embedded one), azure, usgov or china" },
+  progress = { long = "progress", description = "print each step on stderr even when stderr is not a terminal" },
+  yes = { long = "yes", short = "y",
+          description = "run a destructive workflow without asking (needed when stdin is not a terminal)" },
+}
+M.OPTIONS = O
+
+-- Options every command takes (listed under "Global options").
+M.GLOBAL = {
+  { long = "help", short = "h", description = "show this help and exit" },
+  { long = "verbose", short = "v",
+    description = "progress, each HTTP request (method, URL without query, status, time) and step notes on stderr" },
+  { long = "debug", description = "--verbose plus the HTTP trace (headers with secrets redacted, bodies)" },
+  { long = "only-show-errors", description = "no progress and no notes on stderr, only errors" },
+}
+
+-- The emulator's options (cmkflow.emulator.cli reads them; docs/emulator.md).
+local EMULATOR_OPTIONS = {
+  { long = "listen", arg = "ADDR:PORT", description = "the loopback address to listen on (PORT 0 picks a free one)" },
+  { long = "seed", arg = "FILE", description = "tenants, principals and subscriptions to start with (JSON)" },
+  { long = "state", arg = "DIR", description = "keep the emulator's state and CA in DIR across restarts" },
+  { long = "ca-cert", arg = "FILE", description = "write the emulator's CA certificate (PEM) to FILE" },
+  { long = "profile", arg = "PROFILE", choices = { "instant", "realistic" },
+    description = "instant (default): no latency; realistic: seeded latency and Azure's replication delays" },
+  { long = "delay", arg = "KIND=SECONDS", list = true,
+    description = "an eventual-consistency delay; KIND: service_principal, federated_credential, role_assignment" },
+  { long = "fault", arg = "SERVICE:METHOD:STATUS[:k=v]", list = true,
+    description = "a fault rule (docs/emulator.md): SERVICE entra, graph, arm, keyvault, imds or *; STATUS 100-599, drop or delay" },
+  { long = "throttle", arg = "SPEC", list = true,
+    description = "arm, graph, keyvault or storage (their published limits), or arm.reads=N, graph.requests=N, ... per minute" },
+  { long = "knobs", arg = "FILE", description = "knobs as in the seed's \"knobs\" field (JSON)" },
+}
+
+local RUN_ID = { name = "RUN_ID", description = "a run id, or a unique prefix of one (cmkflow runs list)" }
+
+-- The commands, in the order help lists them. module/fn: what runs the command (loaded only when it
+-- runs: `cmkflow version` starts in milliseconds). commands: subcommands (a command with `default`
+-- runs that subcommand when none is given).
+M.COMMANDS = {
+  { name = "run", module = "cmkflow.cli.run", fn = "run",
+    summary = "run a workflow",
+    description = "Run a workflow: a file, a stock workflow (cmkflow workflows) or a local one. Without "
+      .. "--config or $CMKFLOW_CONFIG it runs against the embedded Azure emulator. A destructive workflow "
+      .. "asks before its first change on a terminal and needs --yes otherwise.",
+    args = { { name = "WORKFLOW", description = "a workflow file or a workflow name" } },
+    options = { O.param, O.params, O.output, O.config, O.cloud, O.progress, O.yes } },
+  { name = "plan", module = "cmkflow.cli.run", fn = "plan",
+    summary = "list the changes a run would make, making none",
+    description = "List every change a run of the workflow would make, making none.",
+    args = { { name = "WORKFLOW", description = "a workflow file or a workflow name" } },
+    options = { O.param, O.params, O.output, O.config, O.cloud, O.progress } },
+  { name = "resume", module = "cmkflow.cli.resume", fn = "resume",
+    summary = "continue a failed, interrupted or waiting run",
+    description = "Continue a failed, interrupted or waiting run where it stopped. --param approves the gate "
+      .. "it waits at with those values; --config names where its config file is now when it moved.",
+    args = { RUN_ID },
+    options = { O.param, O.params, O.output, O.config, O.progress } },
+  { name = "approve", module = "cmkflow.cli.approve", fn = "approve",
+    summary = "decide an approval gate",
+    description = "Decide an approval gate. --param values (the customer's key_vault_uri and key_name) are "
+      .. "checked and handed to the steps after the gate; approve again to correct them until the run has "
+      .. "succeeded.",
+    args = { RUN_ID, { name = "GATE", description = "the gate's name (cmkflow runs show RUN_ID)" } },
+    options = { { long = "reject", description = "reject instead of approving" },
+                { long = "note", arg = "TEXT", description = "a note kept with the decision" },
+                O.param, O.params } },
+  { name = "runs", summary = "the run store: list, show, cancel, prune",
+    description = "The run store ($CMKFLOW_STATE_DIR/runs.db, default ~/.local/state/cmkflow).",
+    commands = {
+      { name = "list", module = "cmkflow.cli.runs", fn = "list",
+        summary = "list runs, newest first",
+        description = "List runs, newest first: id, workflow, customer, status, started, duration.",
+        options = { { long = "status", arg = "STATUS", choices = M.RUN_STATUSES, description = "only runs in this status" },
+                    { long = "workflow", arg = "NAME", description = "only runs of this workflow" },
+                    { long = "customer", arg = "NAME", description = "only runs for this customer" },
+                    { long = "limit", arg = "N", description = "at most N runs (default 50)" },
+                    O.output } },
+      { name = "show", module = "cmkflow.cli.runs", fn = "show",
+        summary = "a run with its steps, errors and approvals",
+        description = "A run with its parameters, steps, errors, approvals and outputs.",
+        args = { RUN_ID }, options = { O.output } },
+      { name = "cancel", module = "cmkflow.cli.runs", fn = "cancel",
+        summary = "end a run for good",
+        description = "End an unfinished run for good: it will not be resumed.",
+        args = { RUN_ID }, options = { O.output } },
+      { name = "prune", module = "cmkflow.cli.runs", fn = "prune",
+        summary = "delete finished runs older than a duration",
+        description = "Delete runs (with their journal) last updated longer ago than DURATION. Unfinished runs "
+          .. "(pending, running, waiting, failed, interrupted) are kept unless --unfinished is given.",
+        options = { { long = "older-than", arg = "DURATION", required = true,
+                      description = "e.g. 30d, 12h, 45m, 90s, 2w" },
+                    { long = "unfinished", description = "prune unfinished runs too" },
+                    { long = "dry-run", description = "say what would be removed, remove nothing" },
+                    O.output } },
+    } },
+  { name = "workflows", summary = "list the stock and local workflows",
+    description = "The stock workflows and the local ones (*.lua workflow definitions in the current "
+      .. "directory and in $CMKFLOW_WORKFLOWS_DIR) with their descriptions.",
+    default = "list",
+    options = { O.output },
+    commands = {
+      { name = "list", module = "cmkflow.cli.workflows", fn = "list",
+        summary = "the workflows and their descriptions",
+        description = "The stock and local workflows with their descriptions.",
+        options = { O.output } },
+      { name = "show", module = "cmkflow.cli.workflows", fn = "show",
+        summary = "a workflow's parameters and steps",
+        description = "A workflow's parameters (type, default, required) and its steps with the tenant each touches.",
+        args = { { name = "NAME", description = "a workflow name or file" } },
+        options = { O.output } },
+    } },
+  { name = "handoff", module = "cmkflow.cli.handoff", fn = "handoff",
+    summary = "write the customer kit of a run waiting at its handoff",
+    description = "Write the customer kit of a run waiting at its handoff: README, consent link, an az CLI "
+      .. "script, a customer.lua template and the customer-authorize command (docs/handoff.md).",
+    args = { RUN_ID },
+    options = { { long = "out", arg = "DIR", required = true, description = "the directory to write the kit to" },
+                O.output } },
+  { name = "emulator", module = "cmkflow.cli.emulator", fn = "emulator",
+    summary = "run the Azure emulator in the foreground",
+    description = "Run the Azure emulator in the foreground; prints {\"ready\":true,\"url\":...,\"ca_cert\":...} "
+      .. "on stdout when ready (docs/emulator.md).",
+    options = EMULATOR_OPTIONS },
+  { name = "demo", module = "cmkflow.cli.demo", fn = "demo",
+    summary = "one token and one ARM call against the embedded emulator",
+    description = "Run the smoke workflow (one token, one ARM call) against the embedded emulator.",
+    options = { O.output } },
+  { name = "version", module = "cmkflow.cli.version", fn = "version",
+    summary = "the versions of cmkflow and its libraries",
+    description = "Print the versions of cmkflow and the libraries it runs on.",
+    options = { O.output } },
+  { name = "help", module = "cmkflow.cli", fn = "help",
+    summary = "help for a command",
+    description = "Help for a command (cmkflow help runs prune), or the list of commands.",
+    args = { { name = "COMMAND", optional = true, description = "a command" },
+             { name = "SUBCOMMAND", optional = true, description = "a subcommand (runs list, workflows show)" } } },
+}
+
+-- What the man page says besides the commands.
+M.PROGRAM = {
+  name = "cmkflow",
+  summary = "cross-tenant customer-managed keys for Azure Storage, as code",
+  description = "cmkflow automates cross-tenant customer-managed keys for Azure Storage: an ISV's storage "
+    .. "account, in the ISV's tenant, encrypted with a key in the customer's Key Vault in the customer's tenant. "
+    .. "Workflows are Lua files; runs are journaled and resumable; with no configuration every command runs "
+    .. "against the embedded Azure emulator.",
+  exit_codes = {
+    { 0, "done" }, { 1, "a remote call or a workflow step failed" },
+    { 2, "usage: bad command line, parameter, configuration or workflow source; nothing was sent to Azure" },
+    { 4, "authentication: a credential was refused" }, { 6, "waiting at an approval gate" },
+    { 7, "verify could not check every link" }, { 130, "interrupted (SIGINT)" }, { 143, "terminated (SIGTERM)" },
+  },
+  environment = {
+    { "CMKFLOW_CONFIG", "the configuration file when --config is not given" },
+    { "CMKFLOW_STATE_DIR", "the run store and the embedded emulator's state (default ~/.local/state/cmkflow)" },
+    { "CMKFLOW_WORKFLOWS_DIR", "a directory of local workflows (cmkflow workflows)" },
+    { "AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_CLIENT_SECRET", "the ISV credential when no config file is given" },
+  },
+  see_also = "docs/quickstart.md, docs/workflows.md, docs/configuration.md, docs/exit-codes.md",
+}
+
+return M
