@@ -130,11 +130,63 @@ function M.connect(opts, policy_path)
   return target, policy
 end
 
--- Plans a prepared run: the engine's plan (no call at all). Returns plan or nil, error.
+-- What a plan may call: reads. A client method that writes raises instead of sending (a plan
+-- that tried to change something is a bug, never a change).
+local WRITES = { put = true, patch = true, post = true, delete = true, find_or_create_application = true,
+                 create_service_principal = true, upsert_federated_credential = true, rotate_key = true,
+                 update_key = true, create_key = true }
+local READS = { GET = true, HEAD = true }
+
+local function refuse(what)
+  error(core.error.new { code = "PlanWouldWrite", kind = "internal", retryable = false,
+    message = "a plan tried to change something (" .. what .. "): plans only read" }, 0)
+end
+
+local function read_only_client(client)
+  return setmetatable({}, { __index = function(_, k)
+    local v = client[k]
+    if type(v) ~= "function" then return v end
+    if WRITES[k] then return function() refuse(k) end end
+    if k == "send" or k == "request" then
+      return function(_, method, ...)
+        if not READS[tostring(method):upper()] then refuse(tostring(method)) end
+        return v(client, method, ...)
+      end
+    end
+    return function(_, ...) return v(client, ...) end
+  end })
+end
+
+local function read_only(clients)
+  local view = {}
+  for k, v in pairs(clients) do view[k] = v end
+  for _, k in ipairs { "arm", "graph", "keyvault" } do
+    if type(clients[k]) == "table" then view[k] = read_only_client(clients[k]) end
+  end
+  return view
+end
+
+-- Plans a prepared run: the engine's plan (what each step would change, no call at all) and the
+-- diff (the current state read with read-only calls: per resource create, update or unchanged).
+-- Returns {steps = the engine's plan, changes = the diff's records} or nil, error.
 function M.plan(prepared, opts)
   local target, policy = M.connect(opts)
   if not target then return nil, policy end
-  return engine.plan(prepared.def, M.make_ctx(prepared.def, prepared.values, policy))
+  local ctx = M.make_ctx(prepared.def, prepared.values, policy)
+  local cache = {}
+  ctx.context = function(name)
+    cache[name] = cache[name] or read_only(host.context(name))
+    return cache[name]
+  end
+  local ok, changes = pcall(engine.diff, prepared.def, ctx)
+  if not ok then
+    config.finish()
+    if errors.is_interrupt(changes) then error(changes, 0) end
+    return nil, errors.from(changes)
+  end
+  local steps = engine.plan(prepared.def, M.make_ctx(prepared.def, prepared.values, policy))
+  config.finish()
+  return { steps = steps, changes = changes }
 end
 
 -- Does the definition change anything (a step that mutates; gates do not)?
@@ -253,6 +305,7 @@ function M.start(prepared, opts, progress, on_created)
   ctx.config_path = target.config
   local result = engine.execute { def = prepared.def, ctx = ctx, store = db, run_id = run_id, progress = progress }
   config.finish()
+  result.workflow = prepared.def.name
   return result
 end
 
@@ -449,6 +502,7 @@ function M.resume(run_id, progress, opts)
   ctx.config_path = target.config
   local result = engine.execute { def = def, ctx = ctx, store = db, run_id = run_id, progress = progress }
   config.finish()
+  result.workflow = def.name
   return result
 end
 

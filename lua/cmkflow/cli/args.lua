@@ -57,10 +57,10 @@ function M.key_values(list)
   return values
 end
 
--- --output must be text or json; returns true or nil, message.
+-- --output must be text, json or table; returns true or nil, message.
 function M.check_output(output)
-  if output and output ~= "json" and output ~= "text" then
-    return nil, "--output must be text or json, not '" .. output .. "'"
+  if output and output ~= "json" and output ~= "text" and output ~= "table" then
+    return nil, "--output must be text, json or table, not '" .. output .. "'"
   end
   return true
 end

@@ -86,12 +86,19 @@ function M.storage_account(ctx)
   local identity_id = base.identity_id(ctx)
   local path = base.account_id(ctx)
   local existing = M.get_account(ctx, path)
+  local changes
   if existing then
-    local changes = M.account_changes(ctx, existing)
+    changes = M.account_changes(ctx, existing)
     local tags = base.merged_tags(existing.tags, base.tags(ctx))
     if tags then changes = changes or {} changes.tags = tags end
+  end
+  local name = path:match("([^/]+)$")
+  base.record(ctx, not existing and "create" or (changes and "update" or "unchanged"), { type = "storage account",
+    name = name, party = "isv", id = path, changes = changes and base.changed_fields(existing, changes) })
+  if ctx.plan then return existing and { account = existing, id = existing.id, name = existing.name } or { id = path } end
+  if existing then
     if not changes then return { account = existing, id = existing.id, name = existing.name } end
-    local account = send_until_accepted(ctx, "storage account " .. names(ctx).storage_account,
+    local account = send_until_accepted(ctx, "storage account " .. name,
       function() return isv.arm:patch(path, changes, { api_version = base.API.storage }) end, "isv")
     return { account = account, id = account.id, name = account.name }
   end
@@ -101,9 +108,9 @@ function M.storage_account(ctx)
     identity = { type = "UserAssigned", userAssignedIdentities = { [identity_id] = json.object() } },
     properties = { minimumTlsVersion = "TLS1_2", allowBlobPublicAccess = false, encryption = M.encryption(ctx) },
   }
-  local account = send_until_accepted(ctx, "storage account " .. names(ctx).storage_account,
+  local account = send_until_accepted(ctx, "storage account " .. name,
     function() return isv.arm:put(path, body, { api_version = base.API.storage,
-      on_wait = base.log_waits(ctx, "storage account " .. names(ctx).storage_account .. " to be created") }) end, "isv")
+      on_wait = base.log_waits(ctx, "storage account " .. name .. " to be created") }) end, "isv")
   return { account = account, id = account.id, name = account.name }
 end
 
