@@ -196,11 +196,14 @@ local function mutates(def)
 end
 
 local PARTY = { isv = "isv", customer = "customer" }
+-- failures where nothing answered: a problem of this machine or the way to Azure, no tenant's
+local LOCAL_KIND = { network = true, tls = true, timeout = true }
 
 -- Before the first change: every configured context's credential gets a token and sees its
 -- subscription (Subscriptions - Get, https://learn.microsoft.com/rest/api/resources/subscriptions/get;
 -- Subscriptions - List when a context names none), so that a wrong secret fails in seconds with
--- nothing created rather than half-way through. Returns true | nil, error (kind "auth": exit 4).
+-- nothing created rather than half-way through. Returns true | nil, error (kind "auth": exit 4; a
+-- network, TLS or timeout failure keeps its kind and blames no tenant: exit 1).
 function M.check_credentials(def)
   if not mutates(def) then return true end
   local names, seen = {}, {}
@@ -228,16 +231,28 @@ function M.check_credentials(def)
         if doc == nil then
           e = type(e) == "table" and e or { message = tostring(e) }
           local seen_sub = e.status == 404 or e.status == 403 or e.code == "SubscriptionNotFound"
-          failure = core.error.new { code = e.code or "AuthenticationFailed", kind = "auth", retryable = false,
-            tenant = PARTY[name] or clients.tenant, status = e.status, request_id = e.request_id, message =
-              seen_sub and ("context '%s' (tenant %s): subscription %s is not visible to its credential: %s")
-                :format(name, tostring(clients.tenant), tostring(c.subscription), tostring(e.message))
-              or ("context '%s' (tenant %s): its credential gets no token: %s")
-                :format(name, tostring(clients.tenant), tostring(e.message)),
-            hint = seen_sub and ("give the principal of context '%s' a role on subscription %s, or correct its "
-                .. "'subscription' in the config file"):format(name, tostring(c.subscription))
-              or ((e.hint and (e.hint .. "; ") or "") .. ("check the credential of context '%s' in the config file "
-                .. "(client_id, client_secret or certificate, tenant): nothing was created"):format(name)) }
+          -- the service's message without its own code in front (the code is printed once)
+          local said = tostring(e.message)
+          if e.code and said:sub(1, #e.code) == e.code then said = said:sub(#e.code + 1):gsub("^[:%s]+", "") end
+          if LOCAL_KIND[e.kind] then
+            -- nothing answered (a closed port, DNS, TLS): no tenant must act, and no credential is at fault
+            failure = core.error.new { code = e.code or "ConnectionFailed", kind = e.kind, retryable = e.retryable,
+              target = e.target, message = ("context '%s': cannot reach Azure to check its credential: %s")
+                :format(name, said),
+              hint = e.kind == "tls" and "check the CA certificate (ca_cert) and that the endpoint is the one meant"
+                or "check this machine's network, proxy and DNS, and that the endpoint (cloud) is up and reachable" }
+          else
+            failure = core.error.new { code = e.code or "AuthenticationFailed", kind = "auth", retryable = false,
+              tenant = PARTY[name] or clients.tenant, status = e.status, request_id = e.request_id, message =
+                seen_sub and ("context '%s' (tenant %s): subscription %s is not visible to its credential: %s")
+                  :format(name, tostring(clients.tenant), tostring(c.subscription), said)
+                or ("context '%s' (tenant %s): its credential gets no token: %s")
+                  :format(name, tostring(clients.tenant), said),
+              hint = seen_sub and ("give the principal of context '%s' a role on subscription %s, or correct its "
+                  .. "'subscription' in the config file"):format(name, tostring(c.subscription))
+                or ((e.hint and (e.hint .. "; ") or "") .. ("check the credential of context '%s' in the config file "
+                  .. "(client_id, client_secret or certificate, tenant): nothing was created"):format(name)) }
+          end
           return
         end
       end
@@ -299,7 +314,7 @@ function M.start(prepared, opts, progress, on_created)
     -- the run exists (a later resume checks again); nothing was changed
     db:set_run(run_id, { status = "failed", error = json.encode(errors.data(cerr)) })
     config.finish()
-    return { run_id = run_id, status = "failed", error = cerr }
+    return { run_id = run_id, workflow = prepared.def.name, status = "failed", error = cerr }
   end
   local ctx = M.make_ctx(prepared.def, prepared.values, policy)
   ctx.config_path = target.config
@@ -495,7 +510,7 @@ function M.resume(run_id, progress, opts)
   if not cok then
     db:set_run(run_id, { status = "failed", error = json.encode(errors.data(cerr)) })
     config.finish()
-    return { run_id = run_id, status = "failed", error = cerr }
+    return { run_id = run_id, workflow = def.name, status = "failed", error = cerr }
   end
   local values = json.decode(run.params) or {}
   local ctx = M.make_ctx(def, values, policy)

@@ -12,8 +12,10 @@ local EXIT = core.exit
 local M = {}
 
 function M.approve(argv)
-  local opts, err = args.parse(argv, { reject = "flag", note = "value", param = "list" })
+  local opts, err = args.parse(argv, { reject = "flag", note = "value", param = "list", output = "value" })
   if not opts then return args.usage_error(err) end
+  local ok, oerr = args.check_output(opts.output)
+  if not ok then return args.usage_error(oerr) end
   local run_id, gate = opts[1], opts[2]
   if not run_id or not gate then return args.usage_error("approve needs RUN_ID GATE") end
   local values, verr = args.key_values(opts.param)
@@ -21,8 +23,7 @@ function M.approve(argv)
   local decided, derr = pipeline.decide(run_id, gate, { reject = opts.reject, note = opts.note, values = values,
                                                          by = os.getenv("USER") })
   if not decided then return output.fail(derr) end
-  io.stderr:write(("cmkflow: gate '%s' of run %s %s%s; continue with: cmkflow resume %s\n")
-    :format(gate, run_id, decided.redecided and "decided again: " or "", decided.decision, run_id))
+  output.decision(decided, opts.output)
   return EXIT.ok
 end
 

@@ -32,10 +32,10 @@ end
 
 -- A failure no tenant can fix, for people: what kind of problem it is (the error's kind decides).
 local LOCAL_PROBLEM = {
-  network = "a network problem on this machine or on the way: no tenant must act; check that the endpoint is reachable",
-  timeout = "a network problem on this machine or on the way: no tenant must act; check that the endpoint is reachable",
-  tls = "a TLS problem on this machine: no tenant must act; check the CA certificate (ca_cert) and the endpoint",
-  config = "a configuration problem: fix the field named",
+  network = "a local network problem: no tenant must act",
+  timeout = "a local network problem (timeout): no tenant must act",
+  tls = "a local TLS problem: no tenant must act",
+  config = "a configuration problem: no tenant must act",
 }
 
 -- A failure for people: the step (when a step failed), the code once, the party that must act
@@ -310,6 +310,24 @@ function M.plan(name, plan, output)
   else
     io.stdout:write(("plan: %d to create, %d to update, %d unchanged%s\n"):format(counts.create or 0,
       counts.update or 0, counts.unchanged or 0, counts.run and (", " .. counts.run .. " other step(s) to run") or ""))
+  end
+end
+
+-- ---- approve ------------------------------------------------------------------------------------
+
+-- A gate's decision ({run_id, gate, decision, values, redecided}: cmkflow.app.pipeline.decide).
+function M.decision(decided, output)
+  if output == "json" then
+    local doc = {}
+    for k, v in pairs(decided) do doc[k] = v end
+    if next(doc.values or {}) == nil then doc.values = json.object() end
+    io.stdout:write(json.encode(doc), "\n")
+  elseif output == "table" then
+    write_table({ "RunId", "Gate", "Decision" }, { { decided.run_id, decided.gate, decided.decision } })
+  else
+    io.stderr:write(("cmkflow: gate '%s' of run %s %s%s; continue with: cmkflow resume %s\n")
+      :format(decided.gate, decided.run_id, decided.redecided and "decided again: " or "", decided.decision,
+        decided.run_id))
   end
 end
 

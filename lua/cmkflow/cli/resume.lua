@@ -18,6 +18,7 @@ function M.resume(argv)
   local ok, oerr = args.check_output(opts.output)
   if not ok then return args.usage_error(oerr) end
   opts.progress = opts.progress or core.isatty(2)
+  if opts.progress then host.set_retry_notice(2000) end -- a retry that keeps people waiting says why
   if opts.debug then host.set_debug(true) end
   local params, perr = args.key_values(opts.param)
   if not params then return args.usage_error(perr) end
