@@ -131,6 +131,13 @@ describe("cmkflow run / plan: what happened, what would (external emulator, both
     assert.is_nil(r.stdout:find("\n  ~ update", 1, true))
     assert.matches("\nno changes", r.stdout)
     assert_only_reads(emu, mark)
+    -- Terraform's -refresh=false: nothing read, every step listed with what it would do
+    local offline_mark = emu:mark()
+    local offline = run { "plan", "onboard", "--config", config, "--param", "customer=contoso", "--refresh=false",
+                          "--detailed-exitcode" }
+    assert.equals(2, offline.code, offline.stderr .. offline.stdout)
+    assert.matches("^plan for onboard %(not read: %-%-refresh=false%): 12 step%(s%)\n", offline.stdout)
+    assert.equals(0, #emu:journal(offline_mark - 1))
   end)
 
   it("plans a changed policy as ~ update with the field, exit 2; the run then says updated", function()

@@ -168,10 +168,16 @@ end
 
 -- Plans a prepared run: the engine's plan (what each step would change, no call at all) and the
 -- diff (the current state read with read-only calls: per resource create, update or unchanged).
+-- opts.refresh == "false" (Terraform's -refresh=false): no read, no call at all; changes is nil.
 -- Returns {steps = the engine's plan, changes = the diff's records} or nil, error.
 function M.plan(prepared, opts)
   local target, policy = M.connect(opts)
   if not target then return nil, policy end
+  if opts.refresh == "false" then
+    local steps = engine.plan(prepared.def, M.make_ctx(prepared.def, prepared.values, policy))
+    config.finish()
+    return { steps = steps }
+  end
   local ctx = M.make_ctx(prepared.def, prepared.values, policy)
   local cache = {}
   ctx.context = function(name)

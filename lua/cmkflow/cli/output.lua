@@ -89,7 +89,7 @@ local PARTY = { isv = "ISV tenant", customer = "customer tenant" }
 
 -- The heading a record goes under: its tenant and subscription (a directory object has none).
 local function heading(c)
-  if c.action == "run" or c.action == "gate" then return "steps without a read of their own" end
+  if c.action == "run" or c.action == "gate" then return "approval gates and steps without a read of their own" end
   local who = PARTY[c.party] or "tenant"
   local s = who .. " " .. tostring(c.tenant or "(not configured)")
   return s .. (c.subscription and (", subscription " .. c.subscription) or " (directory)")
@@ -118,6 +118,8 @@ local function changes_lines(changes, paint)
       local label = c.action == "run" and (c.name .. ": " .. tostring(c.note))
         or c.action == "gate" and ("waits at approval gate '" .. c.name .. "'")
         or (("%-24s %s%s"):format(c.type or "?", tostring(c.name), where))
+      -- a value a plan cannot know before an earlier resource exists (engine placeholders "<step.field>")
+      label = label:gsub("<[%w_]+%.[%w_]+>", "(known after apply)")
       out[#out + 1] = "  " .. paint(COLOUR[c.action], ("%s %-9s %s"):format(SYMBOL[c.action] or "?", c.action, label))
       for _, f in ipairs(c.changes or {}) do
         out[#out + 1] = paint(COLOUR[c.action], ("        %s: %s -> %s"):format(f.field, shown(f.from), shown(f.to)))
@@ -282,6 +284,10 @@ end
 -- How many records of a plan change something (create, update, a step without a read of its own).
 function M.plan_changes(plan)
   local n = 0
+  if not plan.changes then -- not read (--refresh=false): every step that would run
+    for _, p in ipairs(plan.steps) do if not p.mutations[1]:match("^approval gate") then n = n + 1 end end
+    return n
+  end
   for _, c in ipairs(plan.changes or {}) do
     if c.action == "create" or c.action == "update" or c.action == "run" then n = n + 1 end
   end
@@ -292,6 +298,19 @@ end
 function M.plan(name, plan, output)
   if output == "json" then
     io.stdout:write(json.encode({ workflow = name, plan = plan.steps, changes = plan.changes }), "\n")
+    return
+  end
+  if not plan.changes then -- not read (--refresh=false): what each step would do, as its plan says
+    if output == "table" then
+      local rows = {}
+      for _, p in ipairs(plan.steps) do for _, m in ipairs(p.mutations) do rows[#rows + 1] = { p.step, m } end end
+      write_table({ "Step", "Would" }, rows)
+      return
+    end
+    io.stdout:write(("plan for %s (not read: --refresh=false): %d step(s)\n"):format(name, #plan.steps))
+    for _, p in ipairs(plan.steps) do
+      for _, m in ipairs(p.mutations) do io.stdout:write(("  %-24s %s\n"):format(p.step, m)) end
+    end
     return
   end
   if output == "table" then

@@ -14,7 +14,7 @@ local CHANGES_PENDING = 2 -- plan --detailed-exitcode: there are changes (Terraf
 local M = {}
 
 local OPTIONS = { param = "list", output = "value", debug = "flag", config = "value", cloud = "value",
-                  progress = "flag", ["detailed-exitcode"] = "flag" }
+                  progress = "flag", ["detailed-exitcode"] = "flag", refresh = "value" }
 local CLOUDS = { emulator = true, azure = true, usgov = true, china = true }
 
 -- Options, parameters, cloud. Returns opts or nil, exit status.
@@ -26,6 +26,9 @@ local function options(argv, what)
   if opts[2] then return nil, args.usage_error("unexpected argument '" .. opts[2] .. "'") end
   local ok, oerr = args.check_output(opts.output)
   if not ok then return nil, args.usage_error(oerr) end
+  if opts.refresh and opts.refresh ~= "true" and opts.refresh ~= "false" then
+    return nil, args.usage_error("--refresh must be true or false, not '" .. opts.refresh .. "'")
+  end
   if opts.cloud and not CLOUDS[opts.cloud] then
     return nil, args.usage_error("--cloud must be emulator, azure, usgov or china, not '" .. opts.cloud .. "'")
   end
