@@ -50,7 +50,7 @@ local function finished(result)
   if result.status == "succeeded" or result.status == "waiting" then
     return result.status == "succeeded" and EXIT.ok or EXIT.waiting,
            json.encode { run_id = result.run_id, status = result.status, outputs = result.outputs or json.object(),
-                         gate = result.gate, changes = result.changes or json.array() }
+                         gate = result.gate }
   end
   local err = result.error or errors.new { code = "Interrupted", kind = "interrupt", message = result.status }
   return errors.exit_code(err), err
