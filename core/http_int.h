@@ -85,6 +85,7 @@ struct http_session {
     int64_t clock_offset_ms;
     int debug;
     FILE *trace; /* NULL: stderr */
+    int64_t notice_after_ms; /* > 0: a retry wait that ends later than this into its request is told on stderr */
     long pending; /* Lua-visible transfers not yet returned by run */
     struct {
         long requests, attempts, retries, connects, tls_handshakes, token_fetches;

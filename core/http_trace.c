@@ -101,6 +101,13 @@ int http_xfer_debug(const struct http_xfer *x)
 
 void http_trace_retry(struct http_xfer *x, const char *why, int64_t delay)
 {
+    /* people watching a run (--progress) hear of a wait once the request has been retried for
+     * more than notice_after_ms: what it waits for, how long, and which attempt comes next */
+    if (x->s && x->s->notice_after_ms > 0 && http_now_ms(x->s) - x->start_ms + delay > x->s->notice_after_ms) {
+        fprintf(stderr, "  waiting %.1f s to retry %s %s (%s; attempt %d of %d next)\n", (double)delay / 1000.0,
+                x->method, x->target, why, x->attempts + 1, x->policy.max_attempts);
+        fflush(stderr);
+    }
     if (!http_xfer_debug(x))
         return;
     FILE *f = x->s && x->s->trace ? x->s->trace : stderr;

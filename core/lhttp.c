@@ -318,6 +318,15 @@ static int session_set_debug(lua_State *L)
     return 0;
 }
 
+/* [-0, +0, e] session:set_retry_notice(ms | false): tell on stderr of every retry wait that ends
+ * more than ms into its request (false or 0: never) */
+static int session_set_retry_notice(lua_State *L)
+{
+    http_session *s = check_session(L, 1);
+    s->notice_after_ms = lua_toboolean(L, 2) ? (int64_t)luaL_checkinteger(L, 2) : 0;
+    return 0;
+}
+
 /* [-0, +0, -] session:wakeup() */
 static int session_wakeup(lua_State *L)
 {
@@ -345,7 +354,7 @@ static void push_metatables(lua_State *L)
             {"submit", session_submit}, {"timer", session_timer},     {"run", session_run},
             {"pending", session_pending}, {"stats", session_stats},   {"set_clock", session_set_clock},
             {"now", session_now},       {"set_debug", session_set_debug}, {"wakeup", session_wakeup},
-            {NULL, NULL}};
+            {"set_retry_notice", session_set_retry_notice}, {NULL, NULL}};
         luaL_newlib(L, methods);
         lua_setfield(L, -3, "__index");
     }

@@ -59,7 +59,7 @@ describe("cmkflow CLI", function()
     local r = cli.run({ "run", wf }, state())
     os.remove(wf)
     assert.equals(0, r.code, r.stderr)
-    assert.matches('run %x+%-[%x-]+: succeeded\n', r.stdout)
+    assert.matches('run %x+%-[%x-]+ %(.-%): succeeded\n', r.stdout)
     assert.matches('"n": 1,\n%s+"tags": %[%]', r.stdout)
   end)
 

@@ -112,7 +112,7 @@ describe("the two-party onboarding", function()
       "--param", "customer=northwind", "--param", "app_id=" .. handoff.appId, "--param", "isv_run=" .. run_id },
       customer_env)
     assert.equals(0, r.code, r.stderr)
-    local vault_uri = r.stdout:match('"key_vault_uri": "([^"]+)"')
+    local vault_uri = r.stdout:match("\nkey_vault_uri: (%S+)\n")
     assert.is_string(vault_uri)
     handed = { key_vault_uri = vault_uri, key_name = "cmk-northwind" }
     local approve = ("cmkflow approve %s handoff --param key_vault_uri=%s --param key_name=cmk-northwind")

@@ -17,6 +17,7 @@ return {
     { name = "encryption", tenant = "isv", title = "encrypt with the customer's key", needs = { "account" },
       plan = cmk.plan_switch_encryption, run = cmk.switch_encryption },
   },
+  next = cmk.next_verify,
   outputs = function(ctx)
     return { storage_account = ctx.outputs.encryption.account, changed = ctx.outputs.encryption.changed }
   end,

@@ -13,6 +13,7 @@ return {
     cmk.step("storage_resource_group"),
     cmk.step("storage_account", { needs = { "storage_resource_group" } }),
   },
+  next = cmk.next_verify,
   outputs = function(ctx)
     return { storage_account = ctx.outputs.storage_account.account }
   end,

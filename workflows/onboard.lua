@@ -39,6 +39,7 @@ return {
     step("storage_resource_group"),
     step("storage_account", { needs = { "storage_resource_group", "role_assignment", "federated_credential" } }),
   },
+  next = cmk.next_verify,
   outputs = function(ctx)
     return {
       storage_account = ctx.outputs.storage_account.account,

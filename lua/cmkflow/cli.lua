@@ -36,6 +36,7 @@ local function apply_global_options(opts)
     log.set_level("quiet")
   end
   opts.progress = not quiet and (opts.progress or opts.verbose or opts.debug or core.isatty(2)) or false
+  if opts.progress then host.set_retry_notice(2000) end -- a retry that keeps people waiting says why
 end
 
 function M.main(argv)

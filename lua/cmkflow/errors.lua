@@ -70,12 +70,15 @@ function M.party(err)
 end
 
 -- One line for people: "code: message [ISV tenant must fix this]"; the code appears once even
--- when the service repeats it at the start of its message (Entra: "AADSTS7000215: ...").
+-- when the service repeats it in its message (Entra: "AADSTS7000215: ...", at the start or after
+-- what a step says about the call).
 function M.text(err)
   err = M.from(err)
   local msg = err.message or ""
   local code = err.code
   if code and msg:sub(1, #code) == code then msg = msg:sub(#code + 1):gsub("^[:%s]+", "") end
+  local at = code and code ~= "" and msg:find(": " .. code .. ": ", 1, true)
+  if at then msg = msg:sub(1, at + 1) .. msg:sub(at + #code + 4) end
   local s = code and (code .. ": " .. msg) or msg
   local party = M.party(err)
   if party then s = s .. " [" .. party .. " must fix this]" end

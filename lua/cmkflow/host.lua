@@ -67,6 +67,12 @@ function M.set_debug(on)
   core.http.session():set_debug(M.debug)
 end
 
+-- For people watching a run (--progress): an HTTP retry wait that ends more than `ms` into its
+-- request is told on stderr (what is retried, why, how long); false: never (the default).
+function M.set_retry_notice(ms)
+  core.http.session():set_retry_notice(ms or false)
+end
+
 local function read_file(path)
   local f, err = io.open(path, "rb")
   if not f then return nil, err end

@@ -74,12 +74,19 @@ function M.configure(opts)
   if config_path then
     state.use_config(config_path) -- its `state` names the run store
     local base = dir_of(config_path)
+    local field_error -- a file field that names no readable file: exit 2 naming the field
     local function resolve_cloud(desc)
       if type(desc) == "table" then
         if not desc.emulator then
           error("field 'cloud' must name \"azure\", \"usgov\", \"china\" or { emulator = url }", 0)
         end
-        host.set_cloud("emulator", desc.emulator, relative_to(base, desc.ca_cert))
+        local ca_cert = relative_to(base, desc.ca_cert)
+        if ca_cert and not file.read(ca_cert) then
+          field_error = config_error(("config %s: field 'ca_cert': cannot read %s (the emulator's CA certificate, PEM: "
+            .. "the ca_cert of its ready line)"):format(config_path, ca_cert), "ca_cert")
+          error(field_error, 0)
+        end
+        host.set_cloud("emulator", desc.emulator, ca_cert)
       else
         host.set_cloud(desc)
       end
@@ -87,7 +94,7 @@ function M.configure(opts)
       return { authority = c.authority, ca_file = c.ca_file, connect_to = c.connect_to }
     end
     local ok, cfg = pcall(core.config.load, config_path, resolve_cloud)
-    if not ok then return nil, config_error(tostring(cfg)) end
+    if not ok then return nil, field_error or config_error(tostring(cfg)) end
     local cloud = type(cfg.cloud) == "table" and "emulator" or cfg.cloud
     if opts.cloud and opts.cloud ~= cloud then
       return nil, config_error(("--cloud %s contradicts the cloud of %s"):format(opts.cloud, config_path), "cloud")

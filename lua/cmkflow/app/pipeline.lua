@@ -136,11 +136,69 @@ function M.connect(opts, policy_path)
   return target, policy
 end
 
--- Plans a prepared run: the engine's plan (no call at all). Returns plan or nil, error.
+-- What a plan may call: reads. A client method that writes raises instead of sending (a plan
+-- that tried to change something is a bug, never a change).
+local WRITES = { put = true, patch = true, post = true, delete = true, find_or_create_application = true,
+                 create_service_principal = true, upsert_federated_credential = true, rotate_key = true,
+                 update_key = true, create_key = true }
+local READS = { GET = true, HEAD = true }
+
+local function refuse(what)
+  error(core.error.new { code = "PlanWouldWrite", kind = "internal", retryable = false,
+    message = "a plan tried to change something (" .. what .. "): plans only read" }, 0)
+end
+
+local function read_only_client(client)
+  return setmetatable({}, { __index = function(_, k)
+    local v = client[k]
+    if type(v) ~= "function" then return v end
+    if WRITES[k] then return function() refuse(k) end end
+    if k == "send" or k == "request" then
+      return function(_, method, ...)
+        if not READS[tostring(method):upper()] then refuse(tostring(method)) end
+        return v(client, method, ...)
+      end
+    end
+    return function(_, ...) return v(client, ...) end
+  end })
+end
+
+local function read_only(clients)
+  local view = {}
+  for k, v in pairs(clients) do view[k] = v end
+  for _, k in ipairs { "arm", "graph", "keyvault" } do
+    if type(clients[k]) == "table" then view[k] = read_only_client(clients[k]) end
+  end
+  return view
+end
+
+-- Plans a prepared run: the engine's plan (what each step would change, no call at all) and the
+-- diff (the current state read with read-only calls: per resource create, update or unchanged).
+-- opts.refresh == "false" (Terraform's -refresh=false): no read, no call at all; changes is nil.
+-- Returns {steps = the engine's plan, changes = the diff's records} or nil, error.
 function M.plan(prepared, opts)
   local target, policy = M.connect(opts)
   if not target then return nil, policy end
-  return engine.plan(prepared.def, M.make_ctx(prepared.def, prepared.values, policy))
+  if opts.refresh == "false" then
+    local steps = engine.plan(prepared.def, M.make_ctx(prepared.def, prepared.values, policy))
+    config.finish()
+    return { steps = steps }
+  end
+  local ctx = M.make_ctx(prepared.def, prepared.values, policy)
+  local cache = {}
+  ctx.context = function(name)
+    cache[name] = cache[name] or read_only(host.context(name))
+    return cache[name]
+  end
+  local ok, changes = pcall(engine.diff, prepared.def, ctx)
+  if not ok then
+    config.finish()
+    if errors.is_interrupt(changes) then error(changes, 0) end
+    return nil, errors.from(changes)
+  end
+  local steps = engine.plan(prepared.def, M.make_ctx(prepared.def, prepared.values, policy))
+  config.finish()
+  return { steps = steps, changes = changes }
 end
 
 -- Does the definition change anything (a step that mutates; gates do not)?
@@ -150,13 +208,16 @@ local function mutates(def)
 end
 
 local PARTY = { isv = "isv", customer = "customer" }
+-- failures where nothing answered: a problem of this machine or the way to Azure, no tenant's
+local LOCAL_KIND = { network = true, tls = true, timeout = true }
 
 -- Before the first change: every configured context's credential gets a token and sees its
 -- subscription (Subscriptions - Get, https://learn.microsoft.com/rest/api/resources/subscriptions/get;
 -- Subscriptions - List when a context names none), so that a wrong secret fails in seconds with
 -- nothing created rather than half-way through. The contexts are checked at the same time; the
 -- failure reported is the first in name order. Of the configuration's customer tenants only the
--- run's own (values.customer_tenant) is checked. Returns true | nil, error (kind "auth": exit 4).
+-- run's own (values.customer_tenant) is checked. Returns true | nil, error (kind "auth": exit 4; a
+-- network, TLS or timeout failure keeps its kind and blames no tenant: exit 1).
 function M.check_credentials(def, values)
   if not mutates(def) then return true end
   local names, seen = {}, {}
@@ -190,16 +251,28 @@ function M.check_credentials(def, values)
         if doc == nil then
           e = type(e) == "table" and e or { message = tostring(e) }
           local seen_sub = e.status == 404 or e.status == 403 or e.code == "SubscriptionNotFound"
-          failure = core.error.new { code = e.code or "AuthenticationFailed", kind = "auth", retryable = false,
-            tenant = PARTY[name] or (name:match("^customer:") and "customer") or clients.tenant, status = e.status, request_id = e.request_id, message =
-              seen_sub and ("context '%s' (tenant %s): subscription %s is not visible to its credential: %s")
-                :format(name, tostring(clients.tenant), tostring(c.subscription), tostring(e.message))
-              or ("context '%s' (tenant %s): its credential gets no token: %s")
-                :format(name, tostring(clients.tenant), tostring(e.message)),
-            hint = seen_sub and ("give the principal of context '%s' a role on subscription %s, or correct its "
-                .. "'subscription' in the config file"):format(name, tostring(c.subscription))
-              or ((e.hint and (e.hint .. "; ") or "") .. ("check the credential of context '%s' in the config file "
-                .. "(client_id, client_secret or certificate, tenant): nothing was created"):format(name)) }
+          -- the service's message without its own code in front (the code is printed once)
+          local said = tostring(e.message)
+          if e.code and said:sub(1, #e.code) == e.code then said = said:sub(#e.code + 1):gsub("^[:%s]+", "") end
+          if LOCAL_KIND[e.kind] then
+            -- nothing answered (a closed port, DNS, TLS): no tenant must act, and no credential is at fault
+            failure = core.error.new { code = e.code or "ConnectionFailed", kind = e.kind, retryable = e.retryable,
+              target = e.target, message = ("context '%s': cannot reach Azure to check its credential: %s")
+                :format(name, said),
+              hint = e.kind == "tls" and "check the CA certificate (ca_cert) and that the endpoint is the one meant"
+                or "check this machine's network, proxy and DNS, and that the endpoint (cloud) is up and reachable" }
+          else
+            failure = core.error.new { code = e.code or "AuthenticationFailed", kind = "auth", retryable = false,
+              tenant = PARTY[name] or (name:match("^customer:") and "customer") or clients.tenant, status = e.status, request_id = e.request_id, message =
+                seen_sub and ("context '%s' (tenant %s): subscription %s is not visible to its credential: %s")
+                  :format(name, tostring(clients.tenant), tostring(c.subscription), said)
+                or ("context '%s' (tenant %s): its credential gets no token: %s")
+                  :format(name, tostring(clients.tenant), said),
+              hint = seen_sub and ("give the principal of context '%s' a role on subscription %s, or correct its "
+                  .. "'subscription' in the config file"):format(name, tostring(c.subscription))
+                or ((e.hint and (e.hint .. "; ") or "") .. ("check the credential of context '%s' in the config file "
+                  .. "(client_id, client_secret or certificate, tenant): nothing was created"):format(name)) }
+          end
           failures[order] = failure
         end
       end
@@ -294,12 +367,13 @@ function M.start(prepared, opts, progress, on_created)
     -- the run exists (a later resume checks again); nothing was changed
     db:set_run(run_id, { status = "failed", error = json.encode(errors.data(cerr)) })
     config.finish()
-    return { run_id = run_id, status = "failed", error = cerr }
+    return { run_id = run_id, workflow = prepared.def.name, status = "failed", error = cerr }
   end
   local ctx = M.make_ctx(prepared.def, prepared.values, policy)
   ctx.config_path = target.config
   local result = engine.execute { def = prepared.def, ctx = ctx, store = db, run_id = run_id, progress = progress }
   config.finish()
+  result.workflow = prepared.def.name
   return result
 end
 
@@ -492,13 +566,14 @@ function M.resume(run_id, progress, opts)
   if not cok then
     db:set_run(run_id, { status = "failed", error = json.encode(errors.data(cerr)) })
     config.finish()
-    return { run_id = run_id, status = "failed", error = cerr }
+    return { run_id = run_id, workflow = def.name, status = "failed", error = cerr }
   end
   local values = json.decode(run.params) or {}
   local ctx = M.make_ctx(def, values, policy)
   ctx.config_path = target.config
   local result = engine.execute { def = def, ctx = ctx, store = db, run_id = run_id, progress = progress }
   config.finish()
+  result.workflow = def.name
   return result
 end
 

@@ -102,7 +102,8 @@ function M.prune(opts)
   return result
 end
 
--- One run: {run_id, workflow, status, params, error, outputs, steps = [...], approvals = [...]}, or
+-- One run: {run_id, workflow, status, params, error, outputs, steps = [{name, status, attempts, error,
+-- outputs, changes}], approvals = [...]}, or
 -- nil, error (kind "usage") when the store has no such run.
 function M.show(run_id)
   local db = state.open_store()
@@ -112,8 +113,12 @@ function M.show(run_id)
   end
   local steps = json.array()
   for _, s in ipairs(db:steps(run_id)) do
+    local outputs = s.outputs and json.decode(s.outputs) or nil
+    -- the step's change records travel with its outputs in the journal (cmkflow.workflow.engine)
+    local changes = type(outputs) == "table" and outputs._changes or nil
+    if changes then outputs._changes = nil end
     steps[#steps + 1] = { name = s.name, status = s.status, attempts = s.attempts, error = stored_error(s.error),
-      outputs = s.outputs and json.decode(s.outputs) or nil }
+      outputs = outputs, changes = changes }
   end
   local approvals = json.array()
   for _, a in ipairs(db:approvals(run_id)) do approvals[#approvals + 1] = { gate = a.gate, status = a.status } end

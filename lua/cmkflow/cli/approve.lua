@@ -21,8 +21,7 @@ function M.approve(opts)
   local decided, derr = pipeline.decide(run_id, gate, { reject = opts.reject, note = opts.note, values = values,
                                                          by = os.getenv("USER") })
   if not decided then return output.fail(derr) end
-  io.stderr:write(("cmkflow: gate '%s' of run %s %s%s; continue with: cmkflow resume %s\n")
-    :format(gate, run_id, decided.redecided and "decided again: " or "", decided.decision, run_id))
+  output.decision(decided, opts.output)
   return EXIT.ok
 end
 

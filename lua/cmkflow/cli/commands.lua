@@ -73,7 +73,11 @@ M.COMMANDS = {
     summary = "list the changes a run would make, making none",
     description = "List every change a run of the workflow would make, making none.",
     args = { { name = "WORKFLOW", description = "a workflow file or a workflow name" } },
-    options = { O.param, O.params, O.output, O.config, O.cloud, O.progress } },
+    options = { O.param, O.params, O.output, O.config, O.cloud, O.progress,
+                { long = "detailed-exitcode",
+                  description = "exit 0 when nothing would change, 2 when something would, 1 on any error (Terraform's)" },
+                { long = "refresh", arg = "BOOL", choices = { "true", "false" },
+                  description = "false: plan from the workflow and policy alone, reading nothing (default true)" } } },
   { name = "resume", module = "cmkflow.cli.resume", fn = "resume",
     summary = "continue a failed, interrupted or waiting run",
     description = "Continue a failed, interrupted or waiting run where it stopped. --param approves the gate "
@@ -88,7 +92,7 @@ M.COMMANDS = {
     args = { RUN_ID, { name = "GATE", description = "the gate's name (cmkflow runs show RUN_ID)" } },
     options = { { long = "reject", description = "reject instead of approving" },
                 { long = "note", arg = "TEXT", description = "a note kept with the decision" },
-                O.param, O.params } },
+                O.param, O.params, O.output } },
   { name = "runs", summary = "the run store: list, show, cancel, prune",
     description = "The run store ($CMKFLOW_STATE_DIR/runs.db, default ~/.local/state/cmkflow).",
     commands = {

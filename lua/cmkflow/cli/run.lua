@@ -7,7 +7,8 @@ local pipeline = require "cmkflow.app.pipeline"
 local bulk = require "cmkflow.app.bulk"
 local engine = require "cmkflow.workflow.engine"
 
-local json, EXIT = core.json, core.exit
+local EXIT = core.exit
+local CHANGES_PENDING = 2 -- plan --detailed-exitcode: there are changes (Terraform's -detailed-exitcode)
 
 local M = {}
 
@@ -51,30 +52,25 @@ local function confirmed(def, values, opts)
   return nil, EXIT.usage
 end
 
-local function print_plan(def, plan, out)
-  if out == "json" then
-    io.stdout:write(json.encode({ workflow = def.name, plan = plan }), "\n")
-    return
-  end
-  io.stdout:write(("plan for %s: %d change(s)\n"):format(def.name, #plan))
-  for _, p in ipairs(plan) do
-    for _, m in ipairs(p.mutations) do io.stdout:write(("  %-24s %s\n"):format(p.step, m)) end
-  end
-end
-
 local function execute(given, what)
   local opts, status = options(given, what)
   if not opts then return status end
   opts.plan = what == "plan"
+  -- Terraform's -detailed-exitcode: 0 no changes, 2 changes, 1 any error
+  local detailed = opts.plan and opts["detailed-exitcode"]
+  local function failed(e)
+    local code = output.fail(e)
+    return detailed and EXIT.failed or code
+  end
   local prepared, err = pipeline.prepare(opts)
-  if not prepared then return output.fail(err) end
+  if not prepared then return failed(err) end
   -- one run of an inner workflow per row of a list (workflows/bulk-onboard.lua)
   if prepared.def.bulk then return bulk.run(prepared.def, opts) end
   if opts.plan then
     local plan, perr = pipeline.plan(prepared, opts)
-    if not plan then return output.fail(perr) end
-    print_plan(prepared.def, plan, opts.output)
-    return EXIT.ok
+    if not plan then return failed(perr) end
+    output.plan(prepared.def.name, plan, opts.output)
+    return detailed and output.plan_changes(plan) > 0 and CHANGES_PENDING or EXIT.ok
   end
   local ok, cstatus = confirmed(prepared.def, prepared.values, opts)
   if not ok then return cstatus end

@@ -82,11 +82,7 @@ end
 local function show(run_id, opts)
   local doc, err = app_runs.show(run_id)
   if not doc then return output.fail(err) end
-  if opts.output == "json" then
-    io.stdout:write(json.encode(doc), "\n")
-  else
-    io.stdout:write(json.encode(doc, { pretty = true }), "\n")
-  end
+  output.run_doc(doc, opts.output)
   return EXIT.ok
 end
 

@@ -9,6 +9,7 @@
 --   local cmk = require "cmkflow.workflow.cmk"
 --   cmk.step("key_vault")                        -- a shared step table (title, needs, plan, run)
 --   { name = "rotate", needs = {"before"}, plan = cmk.plan_rotate_key, run = cmk.rotate_key }
+--   cmk.record(ctx, "create" | "update" | "unchanged", {type, name, party, id, changes})  -- what a step did
 --   cmk.params { "customer", app_id = { required = true } }
 --   cmk.fail { code = "...", message = "...", tenant = "isv" | "customer", hint = "..." }
 local base = require "cmkflow.workflow.steps.base"
@@ -129,6 +130,23 @@ M.STEPS = {
   storage_account = { tenant = "isv", title = "storage account with the customer's key", run = storage.storage_account,
     plan = storage.plan_storage_account },
 }
+
+-- Every shared step reads before it writes and, in a plan (ctx.plan), reads only and records what
+-- it would do: its run function is its diff too (cmkflow.workflow.engine.diff).
+for _, s in pairs(M.STEPS) do s.diff = s.run end
+
+-- What an operator runs next after a run that put an account on the customer's key (a
+-- definition's `next`): verify, with this run's config file and the parameters verify shares.
+local VERIFY_PARAMS = { "customer", "app_id", "identity_id", "key_vault_uri", "key_name", "storage_account_id",
+                        "storage_account", "resource_group" }
+function M.next_verify(ctx)
+  local parts = { "cmkflow run verify" }
+  if ctx.config_path then parts[#parts + 1] = "--config " .. ctx.config_path end
+  for _, name in ipairs(VERIFY_PARAMS) do
+    if ctx.params[name] ~= nil then parts[#parts + 1] = ("--param %s=%s"):format(name, tostring(ctx.params[name])) end
+  end
+  return { { "verify", table.concat(parts, " ") } }
+end
 
 -- A fresh step table: the shared step `name` with fields from `extra` (e.g. needs).
 function M.step(name, extra)

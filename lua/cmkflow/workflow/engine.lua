@@ -17,12 +17,18 @@
 --                                                     -- (the steps after it wait for their other needs
 --                                                     -- only); else it waits for its needs, then asks
 --               plan = function(ctx) return "what it would change" end,   -- string or list
+--               diff = function(ctx) return { outputs } end,  -- reads the world and records, per
+--                                                     -- resource, what run would do (M.diff)
 --               run = function(ctx) return { outputs } end }, ... },
 --   outputs = function(ctx) return { ... } end,       -- optional; default: every step's outputs
 --   outputs_on_failure = true,                        -- optional: outputs(ctx) also when a step failed
+--   next = function(ctx) return { { "verify", "cmkflow run verify ..." } } end, -- optional: what an
+--                                                     -- operator runs next (result.next, for people)
 -- }
 -- ctx: params, policy, outputs (by step name), context(name) -> tenant clients, log(fmt, ...),
---      run_id, step (current step name), plan (true in plan mode).
+--      run_id, step (current step name), plan (true in plan mode), changes (the step's change
+--      records: {action, type, name, party, tenant, subscription, resource_group, id, changes,
+--      note}; journaled with its outputs under CHANGES, returned as the result's `changes`).
 --
 -- Failures are error tables (cmkflow.errors): a step's failure is journaled as JSON with its fields
 -- and the step's name; interruption is the core's sentinel, compared by identity.
@@ -121,6 +127,46 @@ function M.plan(def, ctx)
   return out
 end
 
+-- The records of what a plan's diff functions found, in step order: every step with a diff reads
+-- the current state (read-only calls) and records, per resource, "create", "update" (with the
+-- fields that change) or "unchanged"; a mutating step without one is recorded as action "run"
+-- with what its plan text says; a gate that will wait as action "gate". Returns changes (an
+-- array) or raises an error table.
+function M.diff(def, ctx)
+  local changes = json.array()
+  ctx.plan = true
+  ctx.outputs = setmetatable({}, { __index = function(t, k) local p = placeholder(k) rawset(t, k, p) return p end })
+  local ok, err = pcall(async.run, function()
+    for _, s in ipairs(def.steps) do
+      local step_ctx = setmetatable({ step = s.name, changes = json.array() }, { __index = ctx })
+      if s.diff then
+        local out = s.diff(step_ctx)
+        rawset(ctx.outputs, s.name, setmetatable(type(out) == "table" and out or {}, getmetatable(placeholder(s.name))))
+      elseif s.gate then
+        local needed = not (ctx.policy and ctx.policy.approval) or ctx.policy.approval(s.name, ctx) ~= false
+        if needed then step_ctx.changes[1] = { action = "gate", type = "approval gate", name = s.name } end
+      elseif s.mutates ~= false then
+        local what = s.plan and s.plan(step_ctx) or s.title or s.name
+        for _, m in ipairs(type(what) == "table" and what or { what }) do
+          step_ctx.changes[#step_ctx.changes + 1] = { action = "run", type = "step", name = s.name, note = m }
+        end
+      end
+      for _, c in ipairs(step_ctx.changes) do
+        c.step = s.name
+        changes[#changes + 1] = c
+      end
+    end
+  end)
+  if not ok then
+    if errors.is_interrupt(err) then error(err, 0) end
+    error(errors.from(err), 0)
+  end
+  return changes
+end
+
+-- The key under which a step's change records travel in its journaled outputs.
+local CHANGES = "_changes"
+
 -- A step's failure as an error table naming the step (the journal keeps it as JSON).
 local function step_error(step, value)
   local err = errors.from(value)
@@ -131,7 +177,8 @@ end
 
 -- Runs (or resumes) a run. opts = { def, ctx (params, policy, context, log), store, run_id,
 -- progress = function(event), now = function() -> ms (default: the core's monotonic clock) }.
--- Returns { run_id, status, outputs, error (an error table), gate }.
+-- Returns { run_id, status, outputs, error (an error table), gate, handoff, changes (every step's
+-- change records, in step order) }.
 function M.execute(opts)
   local def, ctx, store, run_id = opts.def, opts.ctx, opts.store, opts.run_id
   local progress = opts.progress or function() end
@@ -139,6 +186,7 @@ function M.execute(opts)
   ctx.run_id = run_id
   ctx.outputs = {}
   local results = {}       -- step name -> "succeeded" | "failed" | "waiting" | "blocked"
+  local changes = {}       -- step name -> its change records
   local failure, waiting_gate
 
   -- finished work from an earlier attempt of this run; a gate is decided again every time (its
@@ -147,7 +195,9 @@ function M.execute(opts)
     local s = def.by_name and def.by_name[rec.name]
     if rec.status == "succeeded" and not (s and s.gate) then
       results[rec.name] = "succeeded"
-      ctx.outputs[rec.name] = rec.outputs and json.decode(rec.outputs) or {}
+      local out = rec.outputs and json.decode(rec.outputs) or {}
+      if type(out) == "table" then changes[rec.name], out[CHANGES] = out[CHANGES], nil end
+      ctx.outputs[rec.name] = out
     end
   end
   M.invalidate_after_corrections(def, store, run_id, results, ctx.outputs)
@@ -196,7 +246,7 @@ function M.execute(opts)
     local started = now()
     progress { kind = "start", step = s.name, title = s.title }
     store:step_begin(run_id, s.name)
-    local step_ctx = setmetatable({ step = s.name }, { __index = ctx })
+    local step_ctx = setmetatable({ step = s.name, changes = json.array() }, { __index = ctx })
     if ctx.hooks and ctx.hooks.before then ctx.hooks.before(s.name, step_ctx) end
     local ok, out = xpcall(s.run, function(e)
       if type(e) == "table" then return e end
@@ -222,12 +272,30 @@ function M.execute(opts)
       return
     end
     out = out or {}
-    local encoded, eerr = json.encode(out)
+    local journaled = out
+    if #step_ctx.changes > 0 and type(out) == "table" then
+      journaled = setmetatable({ [CHANGES] = step_ctx.changes }, getmetatable(out))
+      for k, v in pairs(out) do journaled[k] = v end
+    end
+    changes[s.name] = step_ctx.changes
+    local encoded, eerr = json.encode(journaled)
     if not encoded then error("step '" .. s.name .. "' returned outputs that are not JSON: " .. tostring(eerr), 0) end
     store:step_finish(run_id, s.name, "succeeded", encoded)
     ctx.outputs[s.name] = out
     results[s.name] = "succeeded"
     progress { kind = "done", step = s.name, title = s.title, elapsed_ms = now() - started }
+  end
+
+  -- every step's records in step order (those of an earlier attempt from the journal)
+  local function all_changes()
+    local list = json.array()
+    for _, s in ipairs(def.steps) do
+      for _, c in ipairs(changes[s.name] or {}) do
+        c.step = s.name
+        list[#list + 1] = c
+      end
+    end
+    return list
   end
 
   local ok, err = pcall(async.run, function()
@@ -238,7 +306,7 @@ function M.execute(opts)
     local status = errors.is_interrupt(err) and "interrupted" or "failed"
     local e = errors.from(err)
     store:set_run(run_id, { status = status, error = json.encode(errors.data(e)) })
-    return { run_id = run_id, status = status, error = e }
+    return { run_id = run_id, status = status, error = e, changes = all_changes() }
   end
 
   if failure then
@@ -246,7 +314,7 @@ function M.execute(opts)
     local outputs = def.outputs_on_failure and def.outputs and def.outputs(ctx) or nil
     store:set_run(run_id, { status = "failed", error = json.encode(errors.data(failure)),
                             outputs = outputs and json.encode(outputs) or nil })
-    return { run_id = run_id, status = "failed", error = failure, outputs = outputs }
+    return { run_id = run_id, status = "failed", error = failure, outputs = outputs, changes = all_changes() }
   end
   if waiting_gate then
     store:set_run(run_id, { status = "waiting" })
@@ -256,11 +324,12 @@ function M.execute(opts)
       local hok, h = pcall(gate.handoff, setmetatable({ step = waiting_gate }, { __index = ctx }))
       handoff = hok and h or nil
     end
-    return { run_id = run_id, status = "waiting", gate = waiting_gate, handoff = handoff }
+    return { run_id = run_id, status = "waiting", gate = waiting_gate, handoff = handoff, changes = all_changes() }
   end
   local outputs = def.outputs and def.outputs(ctx) or ctx.outputs
   store:set_run(run_id, { status = "succeeded", outputs = json.encode(outputs) })
-  return { run_id = run_id, status = "succeeded", outputs = outputs }
+  return { run_id = run_id, status = "succeeded", outputs = outputs, changes = all_changes(),
+           next = def.next and def.next(ctx) or nil }
 end
 
 -- The values given with an approval (`cmkflow approve RUN GATE --param k=v`): they travel in the

@@ -2,6 +2,7 @@
 -- built-in role ids, failures as error tables, the run's facts and names, the propagation wait,
 -- and the ARM ids the steps derive from parameters or the policy's names.
 local core = require "cmkflow.core"
+local json = core.json
 local async = require "cmkflow.async"
 local errors = require "cmkflow.azure.errors"
 local probe_delay_s = require("cmkflow.azure.client").probe_delay_s
@@ -186,15 +187,9 @@ local function merged_tags(have, ours, only_missing)
 end
 M.merged_tags = merged_tags
 
--- Create-or-keep of an ARM resource that others may change after us. ARM's PUT replaces a
--- resource whole (what the body leaves out is reset:
--- https://github.com/Azure/azure-resource-manager-rpc/blob/master/v1.0/resource-api-reference.md),
--- so a PUT goes out only when the resource is absent; an existing one gets a PATCH (a merge) of
--- just what this step owns and finds missing: our tags (theirs kept) and `wanted.properties`
--- whose values differ. Nothing is sent when it has them all. Returns the resource.
-function M.ensure(arm, path, body, api, what, party, wanted, on_wait)
-  local existing = M.get_or_absent(arm, path, { api_version = api }, what, party)
-  if not existing then return M.put(arm, path, body, api, what, party, on_wait) end
+-- What PATCH (a merge) an existing ARM resource needs to have what this step owns: our tags
+-- (theirs kept) and `wanted.properties` whose values differ; nil when it has them all.
+function M.ensure_patch(existing, body, wanted)
   local patch, props = {}, nil
   local tags = merged_tags(existing.tags, body.tags, wanted and wanted.only_missing_tags)
   if tags then patch.tags = tags end
@@ -203,9 +198,105 @@ function M.ensure(arm, path, body, api, what, party, wanted, on_wait)
     if have[k] ~= v then props = props or {} props[k] = v end
   end
   if props then patch.properties = props end
-  if next(patch) == nil then return existing end
+  return next(patch) ~= nil and patch or nil
+end
+
+-- The current state of an ARM resource and what ensure would do to it, with reads only: existing
+-- (false when absent), "create" | "update" | "unchanged", the patch (for "update").
+function M.ensure_plan(arm, path, body, api, what, party, wanted)
+  local existing = M.get_or_absent(arm, path, { api_version = api }, what, party)
+  if not existing then return false, "create" end
+  local patch = M.ensure_patch(existing, body, wanted)
+  return existing, patch and "update" or "unchanged", patch
+end
+
+-- Create-or-keep of an ARM resource that others may change after us. ARM's PUT replaces a
+-- resource whole (what the body leaves out is reset:
+-- https://github.com/Azure/azure-resource-manager-rpc/blob/master/v1.0/resource-api-reference.md),
+-- so a PUT goes out only when the resource is absent; an existing one gets a PATCH (a merge) of
+-- just what this step owns and finds missing (ensure_patch). Nothing is sent when it has them all.
+-- Returns the resource, what was done ("create" | "update" | "unchanged") and the fields changed.
+function M.ensure(arm, path, body, api, what, party, wanted, on_wait)
+  local existing, action, patch = M.ensure_plan(arm, path, body, api, what, party, wanted)
+  if action == "create" then return M.put(arm, path, body, api, what, party, on_wait), action end
+  if action == "unchanged" then return existing, action end
   local res, err = arm:patch(path, patch, { api_version = api, on_wait = on_wait })
   if res == nil then M.remote_fail(what, err, party) end
+  return res, action, M.changed_fields(existing, patch)
+end
+
+-- ---- change records ---------------------------------------------------------------------------
+
+-- A value a plan does not know yet (the output of a step whose resource does not exist):
+-- "<step.field>" (fact, and the engine's placeholders).
+function M.unknown(v) return type(v) == "string" and v:match("^<[%w_]+%.[%w_]+>$") ~= nil end
+
+local function is_array(t) return type(t) == "table" and (t[1] ~= nil or getmetatable(t) == json.array_mt) end
+
+-- The leaves of `want` that differ from `have`, for people: [{field = "tags.team", from, to}].
+-- Tables are walked (objects only) up to a few levels; an empty object stands for itself.
+function M.changed_fields(have, want)
+  local out = json.array()
+  local function walk(prefix, w, h, depth)
+    local keys = {}
+    for k in pairs(w) do keys[#keys + 1] = tostring(k) end
+    table.sort(keys)
+    for _, k in ipairs(keys) do
+      local v, old = w[k], type(h) == "table" and h[k] or nil
+      local field = prefix == "" and k or (prefix .. "." .. k)
+      if type(v) == "table" and not is_array(v) and next(v) ~= nil and depth < 4 then
+        walk(field, v, old, depth + 1)
+      elseif type(v) == "table" then
+        if old == nil then out[#out + 1] = { field = field, to = json.encode(v) } end
+      elseif old ~= v then
+        out[#out + 1] = { field = field, from = type(old) == "table" and json.encode(old) or old, to = v }
+      end
+    end
+  end
+  walk("", want, have, 0)
+  return out
+end
+
+-- The subscription and resource group an ARM id names (nil for what it does not name).
+function M.arm_scope(id)
+  if type(id) ~= "string" then return nil end
+  local sub = id:match("^/subscriptions/([^/]+)")
+  local rg = id:match("^/subscriptions/[^/]+/[Rr]esource[Gg]roups/([^/]+)")
+  return sub, rg
+end
+
+local PAST = { create = "created", update = "updated", unchanged = "unchanged" }
+
+-- Records what this step did (or, in a plan, would do) to one resource: action "create" |
+-- "update" | "unchanged"; r = {type, name, party = "isv" | "customer", id (an ARM id names the
+-- subscription and resource group), changes = changed_fields(...), note}. The engine journals the
+-- records with the step's outputs and returns them as the run's `changes`
+-- (docs/exit-codes.md#json-output).
+function M.record(ctx, action, r)
+  local list = ctx.changes
+  if type(list) ~= "table" then return end
+  local info = r.party and ctx.context_info(r.party) or {}
+  local id = not M.unknown(r.id) and r.id or nil
+  local sub, rg = M.arm_scope(id)
+  list[#list + 1] = { action = ctx.plan and action or PAST[action], type = r.type, name = r.name, party = r.party,
+    tenant = info.tenant, subscription = sub or r.subscription, resource_group = rg or r.resource_group, id = id,
+    changes = r.changes and #r.changes > 0 and r.changes or nil, note = r.note }
+end
+
+-- The ARM counterpart of ensure for a step that also plans (ctx.plan: reads only, nothing sent):
+-- spec = {arm, path, body, api, what, party, wanted, on_wait, type, name}. Records what was (or
+-- would be) done; returns the resource, or in a plan the existing one | false.
+function M.converge(ctx, spec)
+  local res, action, fields
+  if ctx.plan then
+    local patch
+    res, action, patch = M.ensure_plan(spec.arm, spec.path, spec.body, spec.api, spec.what, spec.party, spec.wanted)
+    fields = patch and M.changed_fields(res, patch)
+  else
+    res, action, fields = M.ensure(spec.arm, spec.path, spec.body, spec.api, spec.what, spec.party, spec.wanted,
+      spec.on_wait)
+  end
+  M.record(ctx, action, { type = spec.type, name = spec.name, party = spec.party, id = spec.path, changes = fields })
   return res
 end
 

@@ -17,6 +17,11 @@ local fail, remote_fail, fact, names = base.fail, base.remote_fail, base.fact, b
 function M.service_principal(ctx)
   local customer = ctx.context("customer")
   local app_id = fact(ctx, "app", "appId", "app_id")
+  local found = not base.unknown(app_id) and M.get_service_principal(customer, app_id)
+  base.record(ctx, found and "unchanged" or "create", { type = "service principal", name = "app " .. app_id,
+    party = "customer" })
+  if found then return { id = found.id, appId = found.appId } end
+  if ctx.plan then return {} end
   local sp, err = customer.graph:create_service_principal(app_id, nil,
     { replication_timeout_s = ctx.policy.propagation_timeout_s, on_wait = function(what, s, e)
       ctx.log("  waiting %d s for %s to replicate to the customer tenant (%s)", s, what, tostring(e and e.code))
@@ -41,13 +46,17 @@ function M.key_vault(ctx)
   local customer = ctx.context("customer")
   local n = names(ctx)
   local path = base.arm_id(customer.subscription, n.customer_resource_group, "Microsoft.KeyVault/vaults", n.key_vault)
-  local vault = base.ensure(customer.arm, path, {
+  local vault = base.converge(ctx, { arm = customer.arm, path = path, body = {
     location = ctx.policy.location, tags = base.tags(ctx),
     properties = { tenantId = customer.tenant, sku = { family = "A", name = "standard" },
       enableSoftDelete = true, enablePurgeProtection = true, enableRbacAuthorization = true,
       softDeleteRetentionInDays = ctx.policy.soft_delete_retention_days, accessPolicies = json.array() },
-  }, base.API.vaults, "key vault " .. n.key_vault, "customer", { properties = VAULT_NEEDS },
-    base.log_waits(ctx, "the DNS name of key vault " .. n.key_vault))
+  }, api = base.API.vaults, what = "key vault " .. n.key_vault, party = "customer", wanted = { properties = VAULT_NEEDS },
+    on_wait = base.log_waits(ctx, "the DNS name of key vault " .. n.key_vault), type = "key vault", name = n.key_vault })
+  if ctx.plan then
+    return vault and { id = vault.id, name = vault.name, vaultUri = vault.properties.vaultUri } or { id = path,
+      name = n.key_vault }
+  end
   -- a new vault registers its DNS name first (provisioningState RegisteringDns); its data plane
   -- (and Storage's key check) cannot reach it until Succeeded
   if vault.properties.provisioningState ~= "Succeeded" then
@@ -62,23 +71,35 @@ function M.key_vault(ctx)
   return { id = vault.id, name = vault.name, vaultUri = vault.properties.vaultUri }
 end
 
--- The RSA key through ARM (Keys - Create If Not Exist: a PUT never makes a second version,
--- https://learn.microsoft.com/rest/api/keyvault/keyvault/keys/create-if-not-exist).
+-- The RSA key through ARM: read first (Keys - Get), created when absent (Keys - Create If Not
+-- Exist: a PUT never makes a second version,
+-- https://learn.microsoft.com/rest/api/keyvault/keyvault/keys/create-if-not-exist). An existing key
+-- is kept as it is, whatever its size (rotate-key makes new versions).
 function M.key(ctx)
   local customer = ctx.context("customer")
   local n = names(ctx)
   local vault_id = fact(ctx, "key_vault", "id")
-  local key = base.put(customer.arm, vault_id .. "/keys/" .. n.key,
-    { properties = { kty = "RSA", keySize = ctx.params.key_size or ctx.policy.key_size,
-      keyOps = json.array { "wrapKey", "unwrapKey" } } },
-    base.API.keys, "key " .. n.key, "customer")
+  local path = vault_id .. "/keys/" .. n.key
+  local size = ctx.params.key_size or ctx.policy.key_size
+  local key = not base.unknown(vault_id) and base.get_or_absent(customer.arm, path, { api_version = base.API.keys },
+    "key " .. n.key, "customer")
+  local have = key and key.properties.keySize
+  base.record(ctx, key and "unchanged" or "create", { type = "key", name = n.key, party = "customer", id = path,
+    note = have and have ~= size and ("keySize %s kept (asked: %s): an existing key is never replaced")
+      :format(tostring(have), tostring(size)) or nil })
+  if not key then
+    if ctx.plan then return { id = path, name = n.key } end
+    key = base.put(customer.arm, path, { properties = { kty = "RSA", keySize = size,
+      keyOps = json.array { "wrapKey", "unwrapKey" } } }, base.API.keys, "key " .. n.key, "customer")
+  end
   local p = key.properties
   return { id = key.id, name = key.name, keyUri = p.keyUri, keyUriWithVersion = p.keyUriWithVersion }
 end
 
 -- Key Vault Crypto Service Encryption User for the application's service principal at the key (or
--- the vault: the policy's role_scope), named by UUIDv5 so a rerun PUTs the same assignment (Role
--- Assignments - Create, https://learn.microsoft.com/rest/api/authorization/role-assignments/create).
+-- the vault: the policy's role_scope), named by UUIDv5 so a rerun finds the same assignment (Role
+-- Assignments - Get, then Create when absent,
+-- https://learn.microsoft.com/rest/api/authorization/role-assignments/create).
 -- principalType lets ARM accept a principal that has not replicated yet; PrincipalNotFound is waited out.
 function M.role_assignment(ctx)
   local customer = ctx.context("customer")
@@ -87,6 +108,13 @@ function M.role_assignment(ctx)
   local principal = fact(ctx, "service_principal", "id")
   local id = scope .. "/providers/Microsoft.Authorization/roleAssignments/"
     .. base.role_assignment_name(scope, role, principal)
+  local found = not (base.unknown(scope) or base.unknown(principal))
+    and base.get_or_absent(customer.arm, id, { api_version = base.API.roles }, "role assignment " .. id, "customer")
+  base.record(ctx, found and "unchanged" or "create", { type = "role assignment",
+    name = "Key Vault Crypto Service Encryption User for app " .. tostring(fact(ctx, "app", "appId", "app_id")),
+    party = "customer", id = scope })
+  if found then return { id = found.id, scope = scope, principalId = principal } end
+  if ctx.plan then return { id = id, scope = scope } end
   local body = { properties = {
     roleDefinitionId = ("/subscriptions/%s/providers/Microsoft.Authorization/roleDefinitions/%s")
       :format(customer.subscription, role),
@@ -132,7 +160,11 @@ local HANDED_OVER = {
 -- A customer step of onboard that, without customer credentials, takes its outputs from the values
 -- approved at the handoff gate instead of calling the customer tenant (customer-authorize did that).
 function M.customer_side(step)
-  local run = step.run
+  local run, diff = step.run, step.diff
+  step.diff = diff and function(ctx)
+    if ctx.has_context("customer") then return diff(ctx) end
+    return {} -- the customer's side, done and read with their credentials (customer-authorize)
+  end
   step.run = function(ctx)
     if ctx.has_context("customer") then return run(ctx) end
     local h = ctx.outputs.handoff or {}

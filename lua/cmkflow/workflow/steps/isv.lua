@@ -17,10 +17,11 @@ local fail, remote_fail, fact, names = base.fail, base.remote_fail, base.fact, b
 -- customer uses, whose tag values stay those of its creation (no write per customer).
 function M.resource_group(ctx, context, name, subscription, location, shared)
   local tenant = ctx.context(context)
-  local rg = base.ensure(tenant.arm, ("/subscriptions/%s/resourcegroups/%s"):format(subscription or tenant.subscription,
-    name), { location = location or ctx.policy.location, tags = base.tags(ctx) }, base.API.groups,
-    "resource group " .. name, context, shared and { only_missing_tags = true } or nil)
-  return { id = rg.id, name = rg.name }
+  local path = ("/subscriptions/%s/resourcegroups/%s"):format(subscription or tenant.subscription, name)
+  local rg = base.converge(ctx, { arm = tenant.arm, path = path, body = { location = location or ctx.policy.location,
+    tags = base.tags(ctx) }, api = base.API.groups, what = "resource group " .. name, party = context,
+    type = "resource group", name = name, wanted = shared and { only_missing_tags = true } or nil })
+  return rg and { id = rg.id, name = rg.name } or { id = path, name = name }
 end
 
 function M.isv_resource_group(ctx)
@@ -29,16 +30,26 @@ end
 
 local MULTI_TENANT = { AzureADMultipleOrgs = true, AzureADandPersonalMicrosoftAccount = true }
 
--- The multi-tenant application, found again by its uniqueName: Graph's upsert
+-- The multi-tenant application, found again by its uniqueName (GET /applications(uniqueName='...'),
+-- https://learn.microsoft.com/graph/api/application-get); when absent or different, Graph's upsert
 -- PATCH /applications(uniqueName='...') with Prefer: create-if-missing
 -- (https://learn.microsoft.com/graph/api/application-upsert). A single-tenant application of that
--- name cannot be installed in the customer tenant: refused.
+-- name cannot be installed in the customer tenant: refused. In a plan: the read alone.
 function M.app(ctx)
   local isv = ctx.context("isv")
   local n = names(ctx)
-  local app, err = isv.graph:find_or_create_application(n.app_unique_name,
-    { displayName = n.app, signInAudience = "AzureADMultipleOrgs" })
-  if not app then remote_fail("multi-tenant application " .. n.app, err, "isv") end
+  local want = { displayName = n.app, signInAudience = "AzureADMultipleOrgs" }
+  local key = "uniqueName='" .. n.app_unique_name .. "'"
+  local app = base.get_or_absent(isv.graph, "/applications(" .. key .. ")", nil, "application " .. n.app, "isv")
+  local fields = app and base.changed_fields(app, want)
+  local action = not app and "create" or (#fields > 0 and "update" or "unchanged")
+  base.record(ctx, action, { type = "application", name = n.app, party = "isv", changes = fields })
+  if ctx.plan then return app and { appId = app.appId, objectId = app.id, displayName = app.displayName } or {} end
+  if action ~= "unchanged" then
+    local err
+    app, err = isv.graph:find_or_create_application(n.app_unique_name, want)
+    if not app then remote_fail("multi-tenant application " .. n.app, err, "isv") end
+  end
   if app.signInAudience and not MULTI_TENANT[app.signInAudience] then
     fail { code = "SingleTenantApplication", tenant = "isv",
       message = ("application %s is single-tenant (%s): the customer cannot install it")
@@ -53,9 +64,11 @@ end
 function M.identity(ctx)
   local isv = ctx.context("isv")
   local path = base.identity_id(ctx)
-  local id = base.ensure(isv.arm, path, { location = ctx.policy.location, tags = base.tags(ctx) },
-    base.API.identities, "user-assigned identity " .. names(ctx).identity, "isv",
-    base.shared(ctx, "identity") and { only_missing_tags = true } or nil)
+  local id = base.converge(ctx, { arm = isv.arm, path = path, body = { location = ctx.policy.location,
+    tags = base.tags(ctx) }, api = base.API.identities, what = "user-assigned identity " .. names(ctx).identity,
+    party = "isv", type = "user-assigned identity", name = names(ctx).identity,
+    wanted = base.shared(ctx, "identity") and { only_missing_tags = true } or nil })
+  if not id then return { id = path } end
   return { id = id.id, principalId = id.properties.principalId, clientId = id.properties.clientId }
 end
 
@@ -68,17 +81,39 @@ function M.fic_audience(tc) return tc.cloud.token_exchange_audience end
 -- The federated credential on the application whose subject is the identity's principalId: the
 -- identity's token, exchanged, becomes the application's token in the customer tenant (Graph
 -- federatedIdentityCredential, https://learn.microsoft.com/graph/api/resources/federatedidentitycredentials-overview).
+-- What a federated credential's comparison looks at: issuer, subject, audiences.
+local function fic_view(f)
+  return { issuer = f.issuer, subject = f.subject,
+           audiences = table.concat(type(f.audiences) == "table" and f.audiences or {}, " ") }
+end
+
 function M.federated_credential(ctx)
   local isv = ctx.context("isv")
   local n = names(ctx)
   local subject = fact(ctx, "identity", "principalId", "identity_principal_id")
+  local object_id = fact(ctx, "app", "objectId")
   local body = { name = n.federated_credential, issuer = M.fic_issuer(isv),
     subject = subject, audiences = json.array { M.fic_audience(isv) },
     description = "cmkflow: lets Azure Storage use the customer's key as this app" }
+  -- what the application has already (List federatedIdentityCredentials): the same issuer,
+  -- subject and audience need no write
+  local existing
+  if not base.unknown(object_id) then
+    for _, f in ipairs(M.federated_credentials_of(isv, { objectId = object_id, appId = fact(ctx, "app", "appId") })) do
+      if f.name == n.federated_credential then existing = f end
+    end
+  end
+  local fields = existing and base.changed_fields(fic_view(existing), fic_view(body))
+  local action = not existing and "create" or (#fields > 0 and "update" or "unchanged")
+  base.record(ctx, action, { type = "federated credential", name = n.federated_credential, party = "isv",
+    changes = fields })
+  if ctx.plan or action == "unchanged" then
+    return { name = n.federated_credential, issuer = body.issuer, subject = subject }
+  end
   -- the subject (the identity's principal) must have replicated to Entra first: wait while Graph
   -- says it does not exist (SubjectNotFound)
   local fic, err = base.until_visible(ctx, "the identity's service principal " .. subject, function()
-    return isv.graph:upsert_federated_credential(fact(ctx, "app", "objectId"), n.federated_credential, body)
+    return isv.graph:upsert_federated_credential(object_id, n.federated_credential, body)
   end, "isv")
   if not fic then remote_fail("federated credential " .. n.federated_credential, err, "isv") end
   return { name = n.federated_credential, issuer = body.issuer, subject = subject }

@@ -86,10 +86,10 @@ end
 M.PROBE_CONTAINER = "cmkflow-verify"
 
 local function ensure_probe_container(ctx, account_id)
-  local path = account_id .. "/blobServices/default/containers/" .. M.PROBE_CONTAINER
-  local arm = ctx.context("isv").arm
-  if base.get_or_absent(arm, path, { api_version = base.API.storage }, "container " .. path, "isv") then return end
-  base.put(arm, path, { properties = { publicAccess = "None" } }, base.API.storage, "container " .. path, "isv")
+  base.converge(ctx, { arm = ctx.context("isv").arm, api = base.API.storage, party = "isv",
+    path = account_id .. "/blobServices/default/containers/" .. M.PROBE_CONTAINER,
+    body = { properties = { publicAccess = "None" } }, what = "container " .. M.PROBE_CONTAINER .. " of " .. account_id,
+    type = "blob container", name = M.PROBE_CONTAINER })
 end
 
 -- A new StorageV2 account with the ISV's identity attached and the customer's key (Storage Accounts
@@ -101,13 +101,28 @@ function M.storage_account(ctx)
   local identity_id = base.identity_id(ctx)
   local path = base.account_id(ctx)
   local existing = M.get_account(ctx, path)
+  local changes
   if existing then
-    local changes = M.account_changes(ctx, existing)
+    changes = M.account_changes(ctx, existing)
     local tags = base.merged_tags(existing.tags, base.tags(ctx))
     if tags then changes = changes or {} changes.tags = tags end
+  end
+  local name = path:match("([^/]+)$")
+  base.record(ctx, not existing and "create" or (changes and "update" or "unchanged"), { type = "storage account",
+    name = name, party = "isv", id = path, changes = changes and base.changed_fields(existing, changes) })
+  if ctx.plan then
+    if existing then
+      ensure_probe_container(ctx, existing.id)
+      return { account = existing, id = existing.id, name = existing.name }
+    end
+    base.record(ctx, "create", { type = "blob container", name = M.PROBE_CONTAINER, party = "isv",
+      id = path .. "/blobServices/default/containers/" .. M.PROBE_CONTAINER })
+    return { id = path }
+  end
+  if existing then
     ensure_probe_container(ctx, existing.id)
     if not changes then return { account = existing, id = existing.id, name = existing.name } end
-    local account = send_until_accepted(ctx, "storage account " .. names(ctx).storage_account,
+    local account = send_until_accepted(ctx, "storage account " .. name,
       function() return isv.arm:patch(path, changes, { api_version = base.API.storage }) end, "isv")
     return { account = account, id = account.id, name = account.name }
   end
@@ -117,9 +132,9 @@ function M.storage_account(ctx)
     identity = { type = "UserAssigned", userAssignedIdentities = { [identity_id] = json.object() } },
     properties = { minimumTlsVersion = "TLS1_2", allowBlobPublicAccess = false, encryption = M.encryption(ctx) },
   }
-  local account = send_until_accepted(ctx, "storage account " .. names(ctx).storage_account,
+  local account = send_until_accepted(ctx, "storage account " .. name,
     function() return isv.arm:put(path, body, { api_version = base.API.storage,
-      on_wait = base.log_waits(ctx, "storage account " .. names(ctx).storage_account .. " to be created") }) end, "isv")
+      on_wait = base.log_waits(ctx, "storage account " .. name .. " to be created") }) end, "isv")
   ensure_probe_container(ctx, account.id)
   return { account = account, id = account.id, name = account.name }
 end
