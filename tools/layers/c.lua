@@ -26,7 +26,7 @@ local LAYERS = {
       { json = { "json.h", "json.c" }, jose = { "jose.h", "jose.c" } },
       -- 4: the HTTP session, the run store, the server loop
       { http = { "http.h", "http_int.h", "http_*.c" }, store = { "store.h", "store.c" },
-        server = { "server.h", "server_int.h", "server.c", "server_dispatch.c" } },
+        server = { "server.h", "server_int.h", "server.c", "server_dispatch.c", "server_proxy.c" } },
       -- 5: credentials (over HTTP); the crypto module's Lua side (over jose)
       { auth = { "auth.h", "auth_int.h", "auth_*.c" }, lcrypto = { "lcrypto.h", "lcrypto*.c" } },
       -- 6: Lua bindings and C-API configuration
