@@ -25,6 +25,12 @@
  *                                  -- names default to server.default_names()
  *   server.default_names() -> {dns = {"localhost", "*.vault.localhost", "management.azure.com", ...},
  *                              ip = {"127.0.0.1", "::1"}}
+ *   server.proxy{listen = "127.0.0.1:0", target = "127.0.0.1:PORT" (the server's), hosts = {names},
+ *                max_connections = 64, idle_seconds = 30}
+ *                                  -> proxy | nil, err (the HTTPS proxy below; err.code AddressInUse
+ *                                  -- when listen is taken, as for server.start)
+ *   proxy:port(), proxy:url() -> "http://127.0.0.1:PORT", proxy:stats() -> {refused = n},
+ *   proxy:stop() (also __gc, __close)
  *
  * The handler chunk (file, source or module) returns either
  *   function(req, config) -> status, headers, body [, delay_ms]

@@ -41,9 +41,17 @@ commands:
                       decide an approval gate; --param values (e.g. the customer's key_vault_uri
                       and key_name) are checked and handed to the steps after the gate; approve
                       again to correct them until the run has succeeded
-  emulator [--listen 127.0.0.1:PORT] [--seed FILE] [--state DIR] [--ca-cert OUT.pem]
-                      run the Azure emulator in the foreground (PORT 0 picks a free one);
-                      prints {"ready":true,"url":...,"ca_cert":...} on stdout when ready
+  emulator [--listen 127.0.0.1:PORT] [--proxy 127.0.0.1:PORT|off] [--proxy-connections N]
+           [--seed FILE] [--state DIR] [--ca-cert OUT.pem]
+                      run the Azure emulator in the foreground, on https://127.0.0.1:10443 with an
+                      HTTPS proxy for Azure's host names on 127.0.0.1:10444 unless --listen/--proxy
+                      say otherwise (PORT 0 picks a free one); prints {"ready":true,"url":...,
+                      "ca_cert":...,"proxy":...} on stdout when ready and records itself in its
+                      state directory (--state, else ~/.local/state/cmkflow/emulator), where
+                      cloud = "emulator" in a config finds it
+  emulator state|reset|snapshot NAME|restore NAME|journal [--state DIR | --endpoint URL --ca-cert PEM]
+           [--output text|json] [--since SEQ] [--service SERVICE]
+                      the control API of a running emulator (found in its state directory)
 ]] .. require("cmkflow.emulator.cli").USAGE .. [[
 
   demo [--output text|json] [--debug]
