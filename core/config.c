@@ -4,9 +4,10 @@
  * credentials in C and never Lua strings in the state that runs workflows.
  *
  * Lua view: config.load(path, resolve_cloud) -> cfg
- *   resolve_cloud(cloud_description) -> { authority, ca_file, connect_to } (runs in the caller's
- *   state, before any credential is built); cloud_description is "azure" | "usgov" | "china" or
- *   { emulator = url, ca_cert = path }.
+ *   resolve_cloud(cloud_description, emulator_state) -> { authority, ca_file, connect_to } (runs in
+ *   the caller's state, before any credential is built); cloud_description is "azure" | "usgov" |
+ *   "china" | "emulator" (a running `cmkflow emulator`, found through the state directory
+ *   emulator_state, a string or nil) or { emulator = url, ca_cert = path }.
  *   cfg = { path, cloud = <description>, policy = path | nil, state = store | nil,
  *           limits = { instructions = n, memory_mb = n } | nil,
  *           contexts = { isv = { tenant, subscription, credential = <cmkflow.credential>,
@@ -357,17 +358,25 @@ static int config_load(lua_State *L)
     } else if (lua_istable(T, -1)) {
         copy_table(T, L, -1, 0, path, "cloud");
     } else {
-        return config_error(L, path, "field 'cloud' must be \"azure\", \"usgov\", \"china\" or { emulator = url, ca_cert = path }");
+        return config_error(L, path, "field 'cloud' must be \"azure\", \"usgov\", \"china\", \"emulator\" or { emulator = url, ca_cert = path }");
     }
     lua_pop(T, 1);
     lua_pushvalue(L, -1);
     lua_setfield(L, cfg, "cloud");
     push_state_field(T, root, L, path);
     lua_setfield(L, cfg, "state");
-    /* routing = resolve_cloud(cloud) */
+    /* routing = resolve_cloud(cloud, emulator_state) */
     lua_pushvalue(L, 2);
     lua_insert(L, -2);
-    lua_call(L, 1, 1);
+    lua_getfield(T, root, "emulator_state");
+    if (lua_isnil(T, -1))
+        lua_pushnil(L);
+    else if (lua_type(T, -1) == LUA_TSTRING)
+        lua_pushstring(L, lua_tostring(T, -1));
+    else
+        return config_error(L, path, "field 'emulator_state' must be the path of a `cmkflow emulator` state directory");
+    lua_pop(T, 1);
+    lua_call(L, 2, 1);
     if (!lua_istable(L, -1))
         return config_error(L, path, "cloud could not be resolved");
     int routing = lua_gettop(L);

@@ -112,6 +112,10 @@ int http_set_common_options(http_session *s, struct http_xfer *x)
         curl_easy_setopt(e, CURLOPT_CONNECT_TO, x->connect_to);
     if (x->proxy)
         curl_easy_setopt(e, CURLOPT_PROXY, x->proxy);
+    else if (x->connect_to && x->connect_to->data)
+        /* a fixed route (an emulator): a proxy from the environment (HTTPS_PROXY) must not take
+         * it elsewhere, not even the emulator's own proxy, which tunnels Azure's names only */
+        curl_easy_setopt(e, CURLOPT_PROXY, "");
     if (strcmp(x->method, "GET") == 0 && !x->body) {
         curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     } else if (strcmp(x->method, "HEAD") == 0) {

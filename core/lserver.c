@@ -43,6 +43,16 @@ static const char *opt_field(lua_State *L, int t, const char *name, size_t *len)
     return v;
 }
 
+/* [-0, +0|+2, e] raise for misuse, else nil and an error (code AddressInUse for a taken address) */
+static int start_failed(lua_State *L, const char *what, int kind, const char *err)
+{
+    if (kind == SERVER_EUSAGE)
+        return luaL_error(L, "%s: %s", what, err);
+    struct cmk_error e = {.code = kind == SERVER_EINUSE ? "AddressInUse" : "ServerStartFailed", .message = err,
+                          .kind = "network"};
+    return cmk_fail(L, &e);
+}
+
 /* [-1, +1|+2, e] server.start(opts) -> server | nil, err */
 static int l_start(lua_State *L)
 {
@@ -71,12 +81,8 @@ static int l_start(lua_State *L)
     char err[512];
     int kind;
     u->s = server_start(&o, &kind, err, sizeof err);
-    if (!u->s) {
-        if (kind == SERVER_EUSAGE)
-            return luaL_error(L, "server.start: %s", err);
-        struct cmk_error e = {.code = "ServerStartFailed", .message = err, .kind = "network"};
-        return cmk_fail(L, &e);
-    }
+    if (!u->s)
+        return start_failed(L, "server.start", kind, err);
     return 1;
 }
 
@@ -191,17 +197,17 @@ static const char *const *names_array(lua_State *L, int t, const char *field)
         return NULL;
     }
     if (!lua_istable(L, -1))
-        luaL_error(L, "server.make_cert: '%s' must be a list of strings", field);
+        luaL_error(L, "server: '%s' must be a list of strings", field);
     lua_Integer n = luaL_len(L, -1);
     if (n < 0 || n > 1000)
-        luaL_error(L, "server.make_cert: too many names in '%s'", field);
+        luaL_error(L, "server: too many names in '%s'", field);
     const char **arr = lua_newuserdatauv(L, sizeof(char *) * (size_t)(n + 1), 1);
     lua_pushvalue(L, -2);
     lua_setiuservalue(L, -2, 1); /* keep the list (and its strings) alive */
     for (lua_Integer i = 1; i <= n; i++) {
         lua_geti(L, -2, i);
         if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "server.make_cert: '%s'[%d] must be a string", field, (int)i);
+            luaL_error(L, "server: '%s'[%d] must be a string", field, (int)i);
         arr[i - 1] = lua_tostring(L, -1);
         lua_pop(L, 1);
     }
@@ -271,6 +277,99 @@ static int l_default_names(lua_State *L)
     return 1;
 }
 
+/* ---- the HTTPS proxy (server.h) ---------------------------------------------------------------- */
+
+#define PROXY_MT "cmkflow.server.proxy"
+
+struct proxy_ud {
+    struct cmk_proxy *p;
+};
+
+static struct cmk_proxy *check_proxy(lua_State *L)
+{
+    struct proxy_ud *u = luaL_checkudata(L, 1, PROXY_MT);
+    if (!u->p)
+        luaL_error(L, "proxy is stopped");
+    return u->p;
+}
+
+static unsigned opt_unsigned(lua_State *L, int t, const char *name, lua_Integer max)
+{
+    lua_getfield(L, t, name);
+    lua_Integer v = lua_isnil(L, -1) ? 0 : luaL_checkinteger(L, -1);
+    lua_pop(L, 1);
+    if (v < 0 || v > max)
+        luaL_error(L, "server.proxy: '%s' must be 1..%d", name, (int)max);
+    return (unsigned)v;
+}
+
+/* [-1, +1|+2, e] server.proxy{listen, target, hosts = {...}, max_connections?, idle_seconds?}
+ *   -> proxy | nil, err (AddressInUse when listen is taken) */
+static int l_proxy(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    struct proxy_options o;
+    memset(&o, 0, sizeof o);
+    o.listen = opt_field(L, 1, "listen", NULL);
+    o.target = opt_field(L, 1, "target", NULL);
+    o.max_tunnels = opt_unsigned(L, 1, "max_connections", 4096);
+    o.idle_s = opt_unsigned(L, 1, "idle_seconds", 3600);
+    o.hosts = names_array(L, 1, "hosts"); /* index 2, kept until the proxy has copied them */
+    if (!o.hosts)
+        return luaL_error(L, "server.proxy: 'hosts' (the names it tunnels to) is required");
+    struct proxy_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
+    u->p = NULL;
+    luaL_setmetatable(L, PROXY_MT);
+    char err[512];
+    int kind;
+    u->p = proxy_start(&o, &kind, err, sizeof err);
+    if (!u->p)
+        return start_failed(L, "server.proxy", kind, err);
+    return 1;
+}
+
+/* [-1, +1, e] proxy:port() */
+static int l_proxy_port(lua_State *L)
+{
+    lua_pushinteger(L, proxy_port(check_proxy(L)));
+    return 1;
+}
+
+/* [-1, +1, e] proxy:url() -> "http://127.0.0.1:PORT" */
+static int l_proxy_url(lua_State *L)
+{
+    lua_pushstring(L, proxy_url(check_proxy(L)));
+    return 1;
+}
+
+/* [-1, +1, e] proxy:stats() -> {refused = n} */
+static int l_proxy_stats(lua_State *L)
+{
+    struct cmk_proxy *p = check_proxy(L);
+    lua_createtable(L, 0, 1);
+    lua_pushinteger(L, (lua_Integer)proxy_refused(p));
+    lua_setfield(L, -2, "refused");
+    return 1;
+}
+
+/* [-1, +0, e] proxy:stop(), __gc, __close */
+static int l_proxy_stop(lua_State *L)
+{
+    struct proxy_ud *u = luaL_checkudata(L, 1, PROXY_MT);
+    struct cmk_proxy *p = u->p;
+    u->p = NULL;
+    proxy_stop(p);
+    return 0;
+}
+
+static const luaL_Reg proxy_methods[] = {
+    {"port", l_proxy_port}, {"url", l_proxy_url}, {"stats", l_proxy_stats}, {"stop", l_proxy_stop}, {NULL, NULL},
+};
+
+static const luaL_Reg proxy_meta[] = {
+    {"__gc", l_proxy_stop}, {"__close", l_proxy_stop}, {NULL, NULL},
+};
+
 static const luaL_Reg server_methods[] = {
     {"port", l_port}, {"url", l_url}, {"stats", l_stats}, {"stop", l_stop}, {NULL, NULL},
 };
@@ -282,7 +381,7 @@ static const luaL_Reg server_meta[] = {
 static const luaL_Reg server_funcs[] = {
     {"start", l_start},       {"stop", l_stop},
     {"make_ca", l_make_ca},   {"make_cert", l_make_cert},
-    {"default_names", l_default_names}, {NULL, NULL},
+    {"default_names", l_default_names}, {"proxy", l_proxy}, {NULL, NULL},
 };
 
 /* [-0, +1, m] cmkflow.core.server */
@@ -291,6 +390,12 @@ int luaopen_cmkflow_core_server(lua_State *L)
     if (luaL_newmetatable(L, SERVER_MT)) {
         luaL_setfuncs(L, server_meta, 0);
         luaL_newlib(L, server_methods);
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, PROXY_MT)) {
+        luaL_setfuncs(L, proxy_meta, 0);
+        luaL_newlib(L, proxy_methods);
         lua_setfield(L, -2, "__index");
     }
     lua_pop(L, 1);

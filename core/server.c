@@ -469,6 +469,14 @@ struct cmk_server *server_start(const struct server_options *o, int *kind, char 
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)PER_IP_CONNECTION_LIMIT, MHD_OPTION_ARRAY,
         tls_opts, MHD_OPTION_END);
     if (!s->daemon) {
+        /* MHD does not say why: a bind of our own tells a taken address from the rest */
+        int probe;
+        if (server_bind_listen(o->listen ? o->listen : "127.0.0.1:0", 0, &probe, NULL, err, errlen) == SERVER_EINUSE) {
+            *kind = SERVER_EINUSE;
+            goto fail;
+        }
+        if (probe >= 0)
+            close(probe);
         snprintf(err, errlen, "could not start the server on %s:%u%s", host, port,
                  o->tls ? " (socket in use, or the certificate/key were rejected)" : " (socket in use?)");
         goto fail;

@@ -25,6 +25,12 @@
  *                                  -- names default to server.default_names()
  *   server.default_names() -> {dns = {"localhost", "*.vault.localhost", "management.azure.com", ...},
  *                              ip = {"127.0.0.1", "::1"}}
+ *   server.proxy{listen = "127.0.0.1:0", target = "127.0.0.1:PORT" (the server's), hosts = {names},
+ *                max_connections = 64, idle_seconds = 30}
+ *                                  -> proxy | nil, err (the HTTPS proxy below; err.code AddressInUse
+ *                                  -- when listen is taken, as for server.start)
+ *   proxy:port(), proxy:url() -> "http://127.0.0.1:PORT", proxy:stats() -> {refused = n},
+ *   proxy:stop() (also __gc, __close)
  *
  * The handler chunk (file, source or module) returns either
  *   function(req, config) -> status, headers, body [, delay_ms]
@@ -87,10 +93,11 @@ struct server_options {
     int debug;
 };
 
-enum { SERVER_OK = 0, SERVER_EUSAGE = 1, SERVER_EENV = 2 };
+enum { SERVER_OK = 0, SERVER_EUSAGE = 1, SERVER_EENV = 2, SERVER_EINUSE = 3 };
 
 /* Start a server. Returns it, or NULL with *kind = SERVER_EUSAGE (bad options, handler failed to
- * load or init) or SERVER_EENV (socket/TLS/thread failure) and a message in err. */
+ * load or init), SERVER_EINUSE (the address is taken) or SERVER_EENV (socket/TLS/thread failure)
+ * and a message in err. */
 struct cmk_server *server_start(const struct server_options *o, int *kind, char *err, size_t errlen);
 unsigned server_port(const struct cmk_server *s);
 /* "https://127.0.0.1:PORT"; owned by the server. */
@@ -105,5 +112,42 @@ void server_stop(struct cmk_server *s);
  * a loopback IP literal with a port. host must hold 46 bytes. */
 int server_parse_listen(const char *listen, char host[46], int *ipv6, unsigned *port, char *err,
                         size_t errlen);
+
+/* Bind (and listen, when backlog > 0) a socket on a loopback HOST:PORT: SERVER_OK with the fd and
+ * the bound port (port_out may be NULL), or SERVER_EUSAGE / SERVER_EINUSE / SERVER_EENV with a
+ * message ("127.0.0.1:10443 is already in use"). The caller owns the fd. */
+int server_bind_listen(const char *listen, int backlog, int *fd_out, unsigned *port_out, char *err,
+                       size_t errlen);
+
+/* ---- the HTTPS proxy (server_proxy.c) ------------------------------------------------------------
+ * A loopback listener of its own (one thread, poll(), non-blocking sockets) that reads
+ * `CONNECT host:443 HTTP/1.x` and its headers, answers `200 Connection established` only when host
+ * is one of `hosts` ("name" exactly, or "*.suffix" for one more label), then relays the bytes both
+ * ways to `target`, the emulator's own TLS listener: the client does TLS with the emulator's
+ * certificate, so it needs HTTPS_PROXY and the emulator's CA, nothing else. Any other host or port
+ * is 403, any other method 405 (plain HTTP is not proxied), a head over 8 KiB 431: the proxy never
+ * connects anywhere but target. At most max_tunnels connections at once (requests being read
+ * included); one more is answered 503 and closed at once, never left waiting. A connection with no
+ * byte moving for idle_s seconds is closed. Tunnels close when either side has closed and its
+ * bytes are delivered (HTTPS needs no half-open tunnel). */
+struct cmk_proxy;
+
+struct proxy_options {
+    const char *listen;          /* loopback HOST:PORT; NULL = "127.0.0.1:0" */
+    const char *target;          /* the emulator's loopback HOST:PORT */
+    const char *const *hosts;    /* NULL-terminated; copied */
+    unsigned max_tunnels;        /* 0 = 64 */
+    unsigned idle_s;             /* 0 = 30 */
+};
+
+/* Start a proxy; NULL with *kind and err as server_start. */
+struct cmk_proxy *proxy_start(const struct proxy_options *o, int *kind, char *err, size_t errlen);
+unsigned proxy_port(const struct cmk_proxy *p);
+/* "http://127.0.0.1:PORT"; owned by the proxy. */
+const char *proxy_url(const struct cmk_proxy *p);
+/* Connections refused at the bound so far. */
+unsigned long proxy_refused(const struct cmk_proxy *p);
+/* Stop the thread and close every connection; free p. NULL is a no-op. */
+void proxy_stop(struct cmk_proxy *p);
 
 #endif

@@ -301,11 +301,28 @@ describe("server.start options", function()
 
   it("returns nil, err when the port is taken", function()
     local a = start { handler_source = "return function() return 200, {}, 'a' end" }
-    local b, err = server.start { listen = "127.0.0.1:" .. a:port(), tls = true, cert_pem = cert_pem,
+    local a_port = a:port()
+    local b, err = server.start { listen = "127.0.0.1:" .. a_port, tls = true, cert_pem = cert_pem,
                                   key_pem = key_pem, handler_source = "return function() end" }
     a:stop()
     assert.is_nil(b)
-    assert.equals("ServerStartFailed", err.code)
+    -- a taken address has its own code (the emulator's CLI names --listen for it)
+    assert.equals("AddressInUse", err.code)
+    assert.matches("127.0.0.1:" .. a_port .. " is already in use", err.message, 1, true)
+  end)
+
+  it("starts an HTTPS proxy that tunnels only the names it is given, and says when its address is taken", function()
+    local srv <close> = start { handler_source = "return function(req) return 200, {}, req.host end" }
+    local p <close> = assert(server.proxy { listen = "127.0.0.1:0", target = "127.0.0.1:" .. srv:port(),
+                                            hosts = { "management.azure.com", "*.vault.azure.net" } })
+    assert.matches("^http://127%.0%.0%.1:%d+$", p:url())
+    local taken, err = server.proxy { listen = "127.0.0.1:" .. p:port(), target = "127.0.0.1:" .. srv:port(), hosts = { "x" } }
+    assert.is_nil(taken)
+    assert.equals("AddressInUse", err.code)
+    assert.error_matches(function() server.proxy { target = "127.0.0.1:1" } end, "'hosts'")
+    assert.error_matches(function() server.proxy { listen = "0.0.0.0:0", target = "127.0.0.1:1", hosts = { "x" } } end,
+      "loopback")
+    assert.equals(0, p:stats().refused)
   end)
 
   it("serves plain HTTP, a handler module and a function handler", function()

@@ -59,12 +59,14 @@ M.FAST_KNOBS = require("support.emulator").FAST_KNOBS
 -- Starts `cmkflow emulator --listen 127.0.0.1:0 --state DIR [--knobs FILE] [args]`; returns the
 -- handle once its ready line arrived (raises with its stderr otherwise). opts: {args = {...}, dir =
 -- state dir (and its stderr file), lifetime = s, state = false: leave out --state, knobs = table
--- for --knobs (default M.FAST_KNOBS) or false for the emulator's own defaults}
+-- for --knobs (default M.FAST_KNOBS) or false for the emulator's own defaults, listen = address or
+-- false (the default address), state_home = its CMKFLOW_STATE_DIR (default: dir)}
 function M.start(opts)
   opts = opts or {}
   local dir = opts.dir or files.tmpdir()
   local err = dir .. "/emulator.stderr"
-  local args = { "--listen", "127.0.0.1:0" }
+  local args = {}
+  if opts.listen ~= false then args = { "--listen", opts.listen or "127.0.0.1:0" } end
   if opts.state ~= false then
     args[#args + 1] = "--state"
     args[#args + 1] = dir
@@ -81,7 +83,8 @@ function M.start(opts)
   -- `timeout` bounds the child's life and forwards our SIGINT to it
   local inner = "echo $$; exec timeout -s INT " .. (opts.lifetime or 600) .. " " .. q(cli.bin) .. " emulator "
     .. table.concat(quoted, " ")
-  local p = assert(io.popen(env_prefix({}) .. " sh -c " .. q(inner) .. " 2>" .. q(err) .. " </dev/null", "r"))
+  -- the per-user state directory (its locator without --state) is a scratch one, never the home's
+  local p = assert(io.popen(env_prefix({ CMKFLOW_STATE_DIR = opts.state_home or dir }) .. " sh -c " .. q(inner) .. " 2>" .. q(err) .. " </dev/null", "r"))
   local pid = tonumber(p:read("l"))
   local line = p:read("l")
   local ready = line and json.decode(line)

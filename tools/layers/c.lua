@@ -24,9 +24,9 @@ local LAYERS = {
         certgen = { "certgen.h", "certgen.c" }, redact = { "redact.h", "redact.c" } },
       -- 3: JSON over jansson, JOSE over crypto
       { json = { "json.h", "json.c" }, jose = { "jose.h", "jose.c" } },
-      -- 4: the HTTP session, the run store (SQLite and PostgreSQL), the server loop
+      -- 4: the HTTP session, the run store (SQLite and PostgreSQL), the server loop (and its CONNECT proxy)
       { http = { "http.h", "http_int.h", "http_*.c" }, store = { "store.h", "store.c", "store_pg.h", "store_pg.c" },
-        server = { "server.h", "server_int.h", "server.c", "server_dispatch.c" } },
+        server = { "server.h", "server_int.h", "server.c", "server_dispatch.c", "server_proxy.c" } },
       -- 5: credentials (over HTTP); the crypto module's Lua side (over jose)
       { auth = { "auth.h", "auth_int.h", "auth_*.c" }, lcrypto = { "lcrypto.h", "lcrypto*.c" } },
       -- 6: Lua bindings and C-API configuration

@@ -74,5 +74,6 @@ return {
   -- entry points: the server handler (core/server.c loads it) and `cmkflow emulator`
   ["cmkflow.emulator"] = may(E .. "arm", E .. "control", E .. "control_api", E .. "demo_seed", E .. "entra",
     E .. "graph", E .. "keyvault", E .. "respond", E .. "router", E .. "state", E .. "storage_blob"),
-  [E .. "cli"] = may(E .. "knobs", E .. "state"),
+  [E .. "locator"] = may(),
+  [E .. "cli"] = may(E .. "knobs", E .. "locator", E .. "state"),
 }

@@ -1,11 +1,12 @@
 #!/bin/bash
 # The cross-tenant CMK scenario with Debian's az CLI 2.45, one az profile per tenant.
-# Run by tools/realclients/run inside its namespace; needs BASE PORT CA WORK AZ_VAULT and the
+# Run by tools/realclients/run; needs LAYOUT (public: Azure's names through the emulator's proxy;
+# single-origin: BASE in a namespace), BASE PORT CA WORK ARM VAULT_SUFFIX KV_RESOURCE AZ_VAULT and the
 # ISV_*/CUSTOMER_* variables (TENANT SUB APP SECRET) it exports.
 # Prints "PASS az: <step>" per step; on the first failure "FAIL az: <step>: <why>" and exits 1.
 set -u
 
-: "${BASE:?} ${PORT:?} ${CA:?} ${WORK:?} ${AZ_VAULT:?}"
+: "${LAYOUT:?} ${BASE:?} ${PORT:?} ${CA:?} ${WORK:?} ${ARM:?} ${VAULT_SUFFIX:?} ${KV_RESOURCE:?} ${AZ_VAULT:?}"
 : "${ISV_TENANT:?} ${ISV_SUB:?} ${ISV_APP:?} ${ISV_SECRET:?}"
 : "${CUSTOMER_TENANT:?} ${CUSTOMER_SUB:?} ${CUSTOMER_APP:?} ${CUSTOMER_SECRET:?}"
 
@@ -52,22 +53,29 @@ expect_id() { [ "${3,,}" = "${4,,}" ] || fail "$1" "$2 is '$3', expected '$4'"; 
 # nonempty STEP WHAT VALUE
 nonempty() { [ -n "$3" ] && [ "$3" != None ] && [ "$3" != null ] || fail "$1" "$2 is empty"; }
 
-# A fresh profile per tenant: no update probe (versionCheck.json), the single-origin cloud with an
-# ADFS-style authority (docs/realclients.md: MSAL skips instance discovery for it), then a service-principal login.
+# A fresh profile per tenant: no update probe (versionCheck.json); then its cloud: with the proxy,
+# az's own AzureCloud unchanged; in the namespace, the single-origin cloud with an ADFS-style
+# authority (docs/realclients.md: MSAL skips instance discovery for it). Then a service-principal login.
 profile() {
     local name=$1 tenant=$2 app=$3 secret=$4 sub=$5 dir="$WORK/az-$1"
     mkdir -p "$dir"
     printf '{"versions": {"azure-cli": {"local": "2.45.0"}, "core": {"local": "2.45.0"}, "telemetry": {"local": "1.0.8"}}, "update_time": "%s"}' \
         "$(date '+%Y-%m-%d %H:%M:%S.000000')" >"$dir/versionCheck.json"
-    cat >"$WORK/cloud.json" <<EOF
+    if [ "$LAYOUT" = public ]; then
+        az_in "$name" "$name cloud" cloud set -n AzureCloud
+        az_in "$name" "$name cloud" cloud show --query endpoints.resourceManager -o tsv
+        expect "$name cloud" "the cloud's ARM endpoint" "$OUT" "https://management.azure.com/"
+    else
+        cat >"$WORK/cloud.json" <<EOF
 {"endpoints": {"resourceManager": "$BASE/", "management": "$BASE/", "activeDirectory": "$BASE/adfs",
   "activeDirectoryResourceId": "$BASE/", "activeDirectoryGraphResourceId": "$BASE/aadgraph/",
   "microsoftGraphResourceId": "$BASE/graph"},
  "suffixes": {"keyvaultDns": ".vault.localhost:$PORT", "storageEndpoint": "localhost"}}
 EOF
-    az_in "$name" "$name cloud register" cloud register -n CmkflowEmulator --cloud-config "@$WORK/cloud.json"
-    az_in "$name" "$name cloud register" cloud set -n CmkflowEmulator
-    pass "$name cloud register"
+        az_in "$name" "$name cloud" cloud register -n CmkflowEmulator --cloud-config "@$WORK/cloud.json"
+        az_in "$name" "$name cloud" cloud set -n CmkflowEmulator
+    fi
+    pass "$name cloud"
     az_in "$name" "$name login" login --service-principal -u "$app" -p "$secret" --tenant "$tenant" -o none
     az_in "$name" "$name login" account show --query "{a:id, b:tenantId}" -o tsv
     expect "$name login" "the account's subscription and tenant" "$OUT" "$sub	$tenant"
@@ -128,14 +136,14 @@ az_in customer "customer keyvault create" keyvault create -n "$AZ_VAULT" -g "$RG
 IFS=$'\t' read -r KV_ID VAULT_URI KV_PP KV_RBAC <<<"$OUT"
 expect_id "customer keyvault create" id "$KV_ID" \
     "/subscriptions/$CUSTOMER_SUB/resourceGroups/$RG_CUST/providers/Microsoft.KeyVault/vaults/$AZ_VAULT"
-expect "customer keyvault create" vaultUri "$VAULT_URI" "https://$AZ_VAULT.vault.localhost:$PORT/"
+expect "customer keyvault create" vaultUri "$VAULT_URI" "https://$AZ_VAULT.$VAULT_SUFFIX/"
 expect "customer keyvault create" enablePurgeProtection "$KV_PP" True
 expect "customer keyvault create" enableRbacAuthorization "$KV_RBAC" True
 pass "customer keyvault create"
 
 # `az keyvault key create` is broken in Debian's package set (docs/realclients.md, "Known deviations"): the data plane via az rest.
 az_until customer "customer key create (az rest)" rest --method post --url "${VAULT_URI}keys/$KEY/create?api-version=7.4" \
-    --resource "https://vault.localhost:$PORT" --body '{"kty":"RSA","key_size":2048}' --query "{a:key.kid, b:key.kty}" -o tsv
+    --resource "$KV_RESOURCE" --body '{"kty":"RSA","key_size":2048}' --query "{a:key.kid, b:key.kty}" -o tsv
 IFS=$'\t' read -r KID KTY <<<"$OUT"
 case "$KID" in "${VAULT_URI}keys/$KEY/"?*) ;; *) fail "customer key create (az rest)" "kid '$KID' is not under ${VAULT_URI}keys/$KEY/" ;; esac
 expect "customer key create (az rest)" kty "$KTY" RSA
@@ -145,7 +153,7 @@ pass "customer key create (az rest)"
 RA_NAME=$(cat /proc/sys/kernel/random/uuid)
 ROLE_DEF="/subscriptions/$CUSTOMER_SUB/providers/Microsoft.Authorization/roleDefinitions/$KV_ROLE"
 az_in customer "customer role assignment (az rest)" rest --method put \
-    --url "$BASE$KV_ID/providers/Microsoft.Authorization/roleAssignments/$RA_NAME?api-version=2022-04-01" \
+    --url "$ARM$KV_ID/providers/Microsoft.Authorization/roleAssignments/$RA_NAME?api-version=2022-04-01" \
     --body "{\"properties\":{\"roleDefinitionId\":\"$ROLE_DEF\",\"principalId\":\"$SP_OID\",\"principalType\":\"ServicePrincipal\"}}" \
     --query "{a:name, b:properties.principalId, c:properties.roleDefinitionId, d:properties.scope}" -o tsv
 expect "customer role assignment (az rest)" "name, principalId, roleDefinitionId, scope" "$OUT" \

@@ -2,7 +2,8 @@
 """The cross-tenant CMK scenario with Debian's Azure SDK for Python (python3-azure), run with
 /usr/bin/python3 (not a pyenv shim, which cannot see dist-packages).
 
-Run by tools/realclients/run inside its namespace; needs BASE PORT CA WORK PY_VAULT and the
+Run by tools/realclients/run; needs LAYOUT (public: Azure's own host names through the emulator's
+HTTPS proxy, HTTPS_PROXY; single-origin: BASE in a namespace), BASE CA VAULT_SUFFIX PY_VAULT and the
 ISV_*/CUSTOMER_* variables (TENANT SUB APP SECRET) it exports. Prints "PASS sdk: <step>" per step;
 on the first failure "FAIL sdk: <step>: <why>" and exits 1. Secrets and tokens are never printed.
 """
@@ -24,9 +25,20 @@ from azure.mgmt.storage import StorageManagementClient
 from azure.mgmt.storage.v2022_09_01 import models as sm
 
 E = os.environ
-BASE, PORT, CA, VAULT = E["BASE"], E["PORT"], E["CA"], E["PY_VAULT"]
+BASE, CA, VAULT, VAULT_SUFFIX = E["BASE"], E["CA"], E["PY_VAULT"], E["VAULT_SUFFIX"]
+PUBLIC = E["LAYOUT"] == "public"
 os.environ["REQUESTS_CA_BUNDLE"] = CA  # the caller may carry the system bundle here
-GRAPH = BASE + "/graph/v1.0"
+if PUBLIC:
+    # Azure's own endpoints, every default unchanged: the clients reach them through HTTPS_PROXY
+    ARM_SCOPE, GRAPH_RESOURCE, GRAPH = ("https://management.azure.com/.default", "https://graph.microsoft.com",
+                                        "https://graph.microsoft.com/v1.0")
+    CRED_KW, MGMT_KW = {}, {}
+else:
+    # The authority is the single origin; instance_discovery=False (1.13.0b2's spelling) keeps MSAL
+    # away from login.microsoftonline.com. MSAL then reads {BASE}/{tenant}/v2.0/.well-known/….
+    ARM_SCOPE, GRAPH_RESOURCE, GRAPH = BASE + "/.default", BASE + "/graph", BASE + "/graph/v1.0"
+    CRED_KW = dict(authority=BASE, instance_discovery=False)
+    MGMT_KW = dict(base_url=BASE, credential_scopes=[ARM_SCOPE])
 LOC = "westeurope"
 RG_ISV, RG_CUST = "rc-py-isv", "rc-py-customer"
 APP_NAME, UAMI, FIC, KEY, SA = "rc-py-cmk-app", "rc-py-uami", "rc-py-fic", "rc-py-cmk", "rcpysa"
@@ -59,11 +71,8 @@ class Tenant:
     def __init__(self, prefix):
         self.name = prefix.lower()
         self.tenant, self.sub = E[prefix + "_TENANT"], E[prefix + "_SUB"]
-        # The authority is the single origin; instance_discovery=False (1.13.0b2's spelling) keeps MSAL
-        # away from login.microsoftonline.com. MSAL then reads {BASE}/{tenant}/v2.0/.well-known/….
-        self.cred = ClientSecretCredential(self.tenant, E[prefix + "_APP"], E[prefix + "_SECRET"],
-                                           authority=BASE, instance_discovery=False)
-        kw = dict(base_url=BASE, credential_scopes=[BASE + "/.default"])
+        self.cred = ClientSecretCredential(self.tenant, E[prefix + "_APP"], E[prefix + "_SECRET"], **CRED_KW)
+        kw = MGMT_KW
         self.rm = ResourceManagementClient(self.cred, self.sub, **kw)
         self.msi = ManagedServiceIdentityClient(self.cred, self.sub, **kw)
         self.kv = KeyVaultManagementClient(self.cred, self.sub, **kw)
@@ -71,7 +80,7 @@ class Tenant:
         self.storage = StorageManagementClient(self.cred, self.sub, **kw)
 
     def graph(self, method, path, body=None, ok=(200, 201)):
-        token = self.cred.get_token(BASE + "/graph/.default").token
+        token = self.cred.get_token(GRAPH_RESOURCE + "/.default").token
         r = requests.request(method, GRAPH + path, json=body, timeout=60,
                              headers={"Authorization": "Bearer " + token, "Accept": "application/json"})
         if r.status_code not in ok:
@@ -85,12 +94,11 @@ class Tenant:
 
 
 def login(t):
-    tok = t.cred.get_token(BASE + "/.default")
+    tok = t.cred.get_token(ARM_SCOPE)
     check(tok.token and tok.expires_on > 0, "the token response has no token")
     # The subscription through ARM proves the token is accepted there.
     from azure.mgmt.resource import SubscriptionClient
-    subs = [s.subscription_id for s in SubscriptionClient(t.cred, base_url=BASE,
-                                                          credential_scopes=[BASE + "/.default"]).subscriptions.list()]
+    subs = [s.subscription_id for s in SubscriptionClient(t.cred, **MGMT_KW).subscriptions.list()]
     check(subs == [t.sub], f"subscriptions of the {t.name} tenant are {subs}, expected [{t.sub}]")
 
 
@@ -163,7 +171,7 @@ def vault_create():
         enable_soft_delete=True, soft_delete_retention_in_days=7, enable_purge_protection=True,
         enable_rbac_authorization=True))
     v = customer.kv.vaults.begin_create_or_update(RG_CUST, VAULT, params).result()
-    want = f"https://{VAULT}.vault.localhost:{PORT}/"
+    want = f"https://{VAULT}.{VAULT_SUFFIX}/"
     check(v.properties.vault_uri == want, f"vaultUri is {v.properties.vault_uri}, expected {want}")
     check(v.properties.enable_purge_protection is True, "enablePurgeProtection is not true")
     check(v.properties.enable_rbac_authorization is True, "enableRbacAuthorization is not true")

@@ -5,6 +5,7 @@ local host = require "cmkflow.host"
 local embedded = require "cmkflow.app.embedded"
 local state = require "cmkflow.app.state"
 local file = require "cmkflow.util.file"
+local locator = require "cmkflow.emulator.locator"
 
 local M = {}
 
@@ -75,10 +76,16 @@ function M.configure(opts)
     state.use_config(config_path) -- its `state` names the run store
     local base = dir_of(config_path)
     local field_error -- a file field that names no readable file: exit 2 naming the field
-    local function resolve_cloud(desc)
-      if type(desc) == "table" then
+    local function resolve_cloud(desc, emulator_state)
+      if desc == "emulator" then
+        -- a running `cmkflow emulator`, found through its state directory (docs/emulator.md)
+        local dir = relative_to(base, emulator_state) or locator.default_dir()
+        local found, why = locator.find(dir)
+        if not found then error({ emulator = why }, 0) end
+        host.set_cloud("emulator", found.url, found.ca_cert)
+      elseif type(desc) == "table" then
         if not desc.emulator then
-          error("field 'cloud' must name \"azure\", \"usgov\", \"china\" or { emulator = url }", 0)
+          error("field 'cloud' must name \"azure\", \"usgov\", \"china\", \"emulator\" or { emulator = url }", 0)
         end
         local ca_cert = relative_to(base, desc.ca_cert)
         if ca_cert and not file.read(ca_cert) then
@@ -94,6 +101,9 @@ function M.configure(opts)
       return { authority = c.authority, ca_file = c.ca_file, connect_to = c.connect_to }
     end
     local ok, cfg = pcall(core.config.load, config_path, resolve_cloud)
+    if not ok and type(cfg) == "table" and cfg.emulator then
+      return nil, config_error(("config %s: cloud = \"emulator\": %s"):format(config_path, cfg.emulator), "cloud")
+    end
     if not ok then return nil, field_error or config_error(tostring(cfg)) end
     local cloud = type(cfg.cloud) == "table" and "emulator" or cfg.cloud
     if opts.cloud and opts.cloud ~= cloud then
@@ -110,7 +120,8 @@ function M.configure(opts)
     -- customers = { ["<tenant>"] = context }: the "customer" context of a run whose customer_tenant
     -- is that tenant (M.customer_context)
     for tenant, ctx in pairs(cfg.customers or {}) do host.contexts[M.customer_context(tenant)] = ctx end
-    return { config = config_path, cloud = cloud, policy = relative_to(base, cfg.policy) }
+    return { config = config_path, cloud = cloud, policy = relative_to(base, cfg.policy),
+             emulator = cloud == "emulator" and host.cloud.endpoint or nil }
   end
   if opts.cloud and opts.cloud ~= "emulator" then
     host.set_cloud(opts.cloud)

@@ -1,5 +1,6 @@
 -- Where runs (and the embedded emulator's state) live, and the run store in it.
 local core = require "cmkflow.core"
+local file = require "cmkflow.util.file"
 
 local M = {}
 
@@ -10,11 +11,7 @@ local chosen -- set in code (the C API's cmkflow_host_set_state_dir)
 function M.set_dir(dir) chosen = dir end
 
 function M.dir()
-  local dir = chosen or os.getenv("CMKFLOW_STATE_DIR")
-  if not dir or dir == "" then
-    local xdg = os.getenv("XDG_STATE_HOME")
-    dir = (xdg and xdg ~= "" and xdg or ((os.getenv("HOME") or "/tmp") .. "/.local/state")) .. "/cmkflow"
-  end
+  local dir = chosen or file.state_home()
   local ok, err = core.fs.mkdir_p(dir, tonumber("700", 8))
   if not ok then
     error(core.error.new { code = "InvalidConfig", kind = "config", field = "CMKFLOW_STATE_DIR", message = err }, 0)

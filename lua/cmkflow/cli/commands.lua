@@ -41,9 +41,14 @@ M.GLOBAL = {
 
 -- The emulator's options (cmkflow.emulator.cli reads them; docs/emulator.md).
 local EMULATOR_OPTIONS = {
-  { long = "listen", arg = "ADDR:PORT", description = "the loopback address to listen on (PORT 0 picks a free one)" },
+  { long = "listen", arg = "ADDR:PORT",
+    description = "the loopback address to listen on (default 127.0.0.1:10443; PORT 0 picks a free one)" },
+  { long = "proxy", arg = "ADDR:PORT|off",
+    description = "the HTTPS proxy for Azure's host names (default 127.0.0.1:10444; off: none)" },
+  { long = "proxy-connections", arg = "N", description = "connections the proxy serves at once (1-4096)" },
   { long = "seed", arg = "FILE", description = "tenants, principals and subscriptions to start with (JSON)" },
-  { long = "state", arg = "DIR", description = "keep the emulator's state and CA in DIR across restarts" },
+  { long = "state", arg = "DIR",
+    description = "keep the emulator's state, CA and locator in DIR across restarts (default: the per-user state directory's emulator/)" },
   { long = "ca-cert", arg = "FILE", description = "write the emulator's CA certificate (PEM) to FILE" },
   { long = "profile", arg = "PROFILE", choices = { "instant", "realistic" },
     description = "instant (default): no latency; realistic: seeded latency and Azure's replication delays" },
@@ -54,6 +59,14 @@ local EMULATOR_OPTIONS = {
   { long = "throttle", arg = "SPEC", list = true,
     description = "arm, graph, keyvault or storage (their published limits), or arm.reads=N, graph.requests=N, ... per minute" },
   { long = "knobs", arg = "FILE", description = "knobs as in the seed's \"knobs\" field (JSON)" },
+}
+
+-- How the control subcommands find a running emulator (its locator, or an endpoint and its CA).
+local EMULATOR_CONTROL = {
+  { long = "state", arg = "DIR", description = "the emulator's state directory (default: the per-user one)" },
+  { long = "endpoint", arg = "URL", description = "the emulator's https:// URL, instead of its state directory" },
+  { long = "ca-cert", arg = "FILE", description = "the emulator's CA certificate (with --endpoint)" },
+  { long = "output", short = "o", arg = "FORMAT", choices = OUTPUTS, description = "text (the default) or json" },
 }
 
 local RUN_ID = { name = "RUN_ID", description = "a run id, or a unique prefix of one (cmkflow runs list)" }
@@ -145,11 +158,42 @@ M.COMMANDS = {
     args = { RUN_ID },
     options = { { long = "out", arg = "DIR", required = true, description = "the directory to write the kit to" },
                 O.output } },
-  { name = "emulator", module = "cmkflow.cli.emulator", fn = "emulator",
-    summary = "run the Azure emulator in the foreground",
-    description = "Run the Azure emulator in the foreground; prints {\"ready\":true,\"url\":...,\"ca_cert\":...} "
-      .. "on stdout when ready (docs/emulator.md).",
-    options = EMULATOR_OPTIONS },
+  { name = "emulator",
+    summary = "run the Azure emulator, or drive a running one",
+    description = "Run the Azure emulator in the foreground on https://127.0.0.1:10443, with an HTTPS proxy for "
+      .. "Azure's host names on 127.0.0.1:10444; prints {\"ready\":true,\"url\":...,\"ca_cert\":...,\"proxy\":...} "
+      .. "on stdout when ready and records itself in its state directory, where cloud = \"emulator\" in a "
+      .. "config finds it (docs/emulator.md). Its subcommands drive a running emulator's control API.",
+    default = "serve",
+    options = EMULATOR_OPTIONS,
+    commands = {
+      { name = "serve", module = "cmkflow.cli.emulator", fn = "serve",
+        summary = "run the emulator in the foreground (the default)",
+        description = "Run the emulator in the foreground (what `cmkflow emulator` does without a subcommand).",
+        options = EMULATOR_OPTIONS },
+      { name = "state", module = "cmkflow.cli.emulator", fn = "state",
+        summary = "the running emulator's whole state (JSON)",
+        description = "Print the running emulator's state: tenants, resources, keys (GET /_emulator/state).",
+        options = EMULATOR_CONTROL },
+      { name = "reset", module = "cmkflow.cli.emulator", fn = "reset",
+        summary = "back to the seed",
+        description = "Reset the running emulator to its seed: resources, clock and knobs.",
+        options = EMULATOR_CONTROL },
+      { name = "snapshot", module = "cmkflow.cli.emulator", fn = "snapshot",
+        summary = "save the world under a name",
+        description = "Save the running emulator's world as a named snapshot.",
+        args = { { name = "NAME", description = "the snapshot's name" } }, options = EMULATOR_CONTROL },
+      { name = "restore", module = "cmkflow.cli.emulator", fn = "restore",
+        summary = "bring a snapshot's world back",
+        description = "Restore the running emulator's world from a named snapshot.",
+        args = { { name = "NAME", description = "the snapshot's name" } }, options = EMULATOR_CONTROL },
+      { name = "journal", module = "cmkflow.cli.emulator", fn = "journal",
+        summary = "the requests it answered",
+        description = "The requests the running emulator answered: sequence, time, method, status, host, path.",
+        options = { EMULATOR_CONTROL[1], EMULATOR_CONTROL[2], EMULATOR_CONTROL[3], EMULATOR_CONTROL[4],
+                    { long = "since", arg = "SEQ", description = "only requests after this sequence number" },
+                    { long = "service", arg = "SERVICE", description = "only this service's (entra, graph, arm, keyvault, blob, imds)" } } },
+    } },
   { name = "demo", module = "cmkflow.cli.demo", fn = "demo",
     summary = "one token and one ARM call against the embedded emulator",
     description = "Run the smoke workflow (one token, one ARM call) against the embedded emulator.",

@@ -5,6 +5,7 @@ local json = core.json
 local file = require "cmkflow.util.file"
 local knob_rules = require "cmkflow.emulator.knobs"
 local state = require "cmkflow.emulator.state"
+local locator = require "cmkflow.emulator.locator"
 
 local M = {}
 
@@ -23,25 +24,6 @@ function M.certificate_authority(state_dir)
   end
   return cert, key
 end
-
--- The options of `cmkflow emulator` (for lua/cmkflow/cli.lua's parser).
-M.OPTIONS = { listen = "value", seed = "value", state = "value", ["ca-cert"] = "value",
-              delay = "list", fault = "list", throttle = "list", knobs = "value", profile = "value" }
-
-M.USAGE = [[
-  --profile instant|realistic  instant (default): no latency, no visibility delays; realistic: seeded
-                              per-operation latency and Azure's replication delays (docs/emulator.md)
-  --delay KIND=SECONDS        eventual-consistency delay; KIND: service_principal, federated_credential,
-                              role_assignment (repeatable)
-  --fault SERVICE:METHOD:STATUS[:key=value]...
-                              a fault rule; SERVICE: entra, graph, arm, keyvault, imds or *; METHOD: an HTTP
-                              method or *; STATUS: 100-599, or 'drop' (close the connection) or 'delay'
-                              (latency only); keys: count, after, probability, latency_ms, path, host (repeatable)
-  --throttle arm|graph|keyvault|storage   that service's published limits (docs/emulator.md)
-  --throttle arm.reads=N | arm.writes=N | graph.requests=N | keyvault.requests=N | storage.writes=N ...
-                              ARM token buckets, N requests per minute (repeatable)
-  --knobs FILE.json           knobs as in the seed's "knobs" field ({delays, faults, throttling,
-                              lro_retry_after_s, key_material})]]
 
 local FAULT_KEYS = { count = "integer", after = "integer", probability = "number", latency_ms = "number", path = "string", host = "string" }
 
@@ -130,8 +112,48 @@ function M.parse_knobs(opts)
   return knobs
 end
 
+-- Fixed addresses, as Azurite has (docs/emulator.md, "Ports"): the HTTPS endpoint and the proxy.
+M.DEFAULT_LISTEN, M.DEFAULT_PROXY = "127.0.0.1:10443", "127.0.0.1:10444"
+
+-- The proxy's allow-list: every cloud's Azure host names the certificate names (not localhost).
+local function proxy_hosts()
+  local hosts = {}
+  for _, name in ipairs(core.server.default_names().dns) do
+    if not name:match("localhost$") then hosts[#hosts + 1] = name end
+  end
+  return hosts
+end
+
+local function in_use_hint(flag, addr)
+  return ("%s is already in use (another emulator?): choose another address with %s 127.0.0.1:PORT "
+    .. "(0 picks a free port)"):format(addr, flag)
+end
+
+-- Starts the proxy (unless --proxy off) in front of the emulator at srv. proxy | false | nil, message.
+local function start_proxy(opts, listen, srv)
+  local addr = opts.proxy
+  if addr == "off" then return false end
+  if not addr then addr = opts.listen and (listen:gsub(":%d+$", ":0")) or M.DEFAULT_PROXY end
+  if not addr:match("^127%.%d+%.%d+%.%d+:%d+$") and not addr:match("^%[::1%]:%d+$") then
+    return nil, "--proxy must be a loopback address and port, e.g. 127.0.0.1:0, or 'off' (got '" .. addr .. "')"
+  end
+  local max = opts["proxy-connections"]
+  if max and not (math.tointeger(tonumber(max)) and tonumber(max) >= 1 and tonumber(max) <= 4096) then
+    return nil, "--proxy-connections must be 1..4096 (got '" .. max .. "')"
+  end
+  local target = srv:url():match("^https://(.*)$")
+  local ok, proxy, err = pcall(core.server.proxy, { listen = addr, target = target, hosts = proxy_hosts(),
+    max_connections = max and math.tointeger(tonumber(max)) or nil })
+  if not ok then return nil, "--proxy: " .. tostring(proxy) end
+  if not proxy then
+    if type(err) == "table" and err.code == "AddressInUse" then return nil, in_use_hint("--proxy", addr) end
+    return nil, "--proxy: " .. tostring(err)
+  end
+  return proxy
+end
+
 function M.main(opts, EXIT)
-  local listen = opts.listen or "127.0.0.1:0"
+  local listen = opts.listen or M.DEFAULT_LISTEN
   if not listen:match("^127%.%d+%.%d+%.%d+:%d+$") and not listen:match("^%[::1%]:%d+$") then
     io.stderr:write("cmkflow: --listen must be a loopback address and port, e.g. 127.0.0.1:0 (got '", listen, "')\n")
     return EXIT.usage
@@ -142,6 +164,20 @@ function M.main(opts, EXIT)
   if not made then
     io.stderr:write("cmkflow: --state: cannot create directory '", state_dir, "': ", tostring(merr), "\n")
     return EXIT.usage
+  end
+  -- the locator (url, CA, proxy) goes to the state directory, else to the per-user one
+  local locator_dir = state_dir and file.absolute(state_dir) or locator.default_dir()
+  local claim, holder = nil, nil
+  if state_dir then
+    claim, holder = locator.claim(locator_dir)
+    if claim == false then
+      io.stderr:write("cmkflow: --state ", state_dir, ": another emulator (", tostring(holder),
+        ") is running with this state directory; stop it or choose another --state\n")
+      return EXIT.usage
+    elseif not claim then
+      io.stderr:write("cmkflow: --state: ", tostring(holder), "\n")
+      return EXIT.usage
+    end
   end
   local config = { state_dir = state_dir }
   local knobs, kerr = M.parse_knobs(opts)
@@ -171,7 +207,7 @@ function M.main(opts, EXIT)
 
   local ca_pem, ca_key = M.certificate_authority(state_dir)
   local cert_pem, key_pem = core.server.make_cert(ca_pem, ca_key, core.server.default_names())
-  local ca_path = opts["ca-cert"] or (state_dir and state_dir .. "/ca.pem") or (os.tmpname() .. ".pem")
+  local ca_path = file.absolute(opts["ca-cert"] or (state_dir and state_dir .. "/ca.pem") or (os.tmpname() .. ".pem"))
   local ok, werr = write_file(ca_path, ca_pem)
   if not ok then
     io.stderr:write("cmkflow: --ca-cert: cannot write: ", tostring(werr), "\n")
@@ -181,18 +217,56 @@ function M.main(opts, EXIT)
   local started, srv, serr = pcall(core.server.start, { listen = listen, tls = true, cert_pem = cert_pem, key_pem = key_pem,
     handler_module = "cmkflow.emulator", config = json.encode(config) })
   if not started or not srv then
-    io.stderr:write("cmkflow: emulator: ", tostring(started and serr or srv), "\n")
+    if started and type(serr) == "table" and serr.code == "AddressInUse" then
+      io.stderr:write("cmkflow: emulator: ", in_use_hint("--listen", listen), "\n")
+    else
+      io.stderr:write("cmkflow: emulator: ", tostring(started and serr or srv), "\n")
+    end
     return EXIT.usage
   end
-  io.stdout:write(json.encode({ ready = true, url = srv:url(), ca_cert = ca_path }), "\n")
-  io.stdout:flush()
-  io.stderr:write("cmkflow emulator: listening on ", srv:url(), " (Ctrl-C stops)\n")
-  -- Wait until interrupted: Ctrl-C's hook raises from the Lua loop below.
-  local session = core.http.session()
-  while true do
-    local t = session:timer(1000)
-    repeat session:run(200) until t:done()
+  local proxy, perr = start_proxy(opts, listen, srv)
+  if proxy == nil then
+    srv:stop()
+    io.stderr:write("cmkflow: emulator: ", perr, "\n")
+    return EXIT.usage
   end
+  local info = { url = srv:url(), ca_cert = ca_path, proxy = proxy and proxy:url() or nil, pid = core.fs.pid(),
+                 state_dir = state_dir and locator_dir or nil }
+  if not claim and core.fs.mkdir_p(locator_dir, tonumber("700", 8)) then
+    local holder_text
+    claim, holder_text = locator.claim(locator_dir)
+    if claim == false then
+      -- another emulator without --state claimed it first: cloud = "emulator" finds that one
+      io.stderr:write("cmkflow emulator: not recorded in ", locator_dir, ": another emulator (", tostring(holder_text),
+        ") is; give this one a --state DIR to find it there\n")
+    end
+  end
+  if claim then
+    local ok, perr2 = locator.publish(locator_dir, info)
+    if not ok then
+      io.stderr:write("cmkflow emulator: ", perr2, "\n")
+      claim:release()
+      claim = nil
+    end
+  end
+  local ready = { ready = true, url = info.url, ca_cert = ca_path, proxy = info.proxy }
+  if claim then ready.locator = locator_dir .. "/" .. locator.FILE end
+  io.stdout:write(json.encode(ready), "\n")
+  io.stdout:flush()
+  io.stderr:write("cmkflow emulator: listening on ", srv:url(),
+    proxy and (", HTTPS proxy for Azure's host names on " .. proxy:url()) or "", " (Ctrl-C stops)\n")
+  -- Wait until interrupted: Ctrl-C's hook raises from the Lua loop below; the locator goes first.
+  local session = core.http.session()
+  local waited, why = pcall(function()
+    while true do
+      local t = session:timer(1000)
+      repeat session:run(200) until t:done()
+    end
+  end)
+  assert(not waited)
+  if claim then locator.withdraw(locator_dir, claim) end
+  if proxy then proxy:stop() end
+  error(why, 0)
 end
 
 return M

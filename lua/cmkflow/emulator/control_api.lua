@@ -54,10 +54,21 @@ end
 
 routes["GET /_emulator/state"] = function(st, req) return ok(req, st:dump()) end
 
+-- {name?}: the id to save it under (letters, digits, '-', '_', '.'; up to 64; replaces one of the
+-- same name), else "snapshot-N".
 routes["POST /_emulator/snapshot"] = function(st, req)
+  local b, e = body_of(req)
+  if not b then return err(req, 400, "BadRequest", e) end
+  local name = b.name
+  if name ~= nil and (type(name) ~= "string" or #name > 64 or not name:match("^[%w%-_.]+$")) then
+    return err(req, 400, "BadRequest", "name must be 1-64 letters, digits, '-', '_' or '.'")
+  end
   local c = control.ctl(st)
-  c.snapshot_n = c.snapshot_n + 1
-  local id = "snapshot-" .. c.snapshot_n
+  local id = name
+  if not id then
+    c.snapshot_n = c.snapshot_n + 1
+    id = "snapshot-" .. c.snapshot_n
+  end
   c.snapshots[id] = st:snapshot()
   return ok(req, { id = id })
 end

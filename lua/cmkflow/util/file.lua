@@ -24,6 +24,15 @@ function M.write(path, content, private)
   return true
 end
 
+-- The per-user state directory (not created): $CMKFLOW_STATE_DIR, else $XDG_STATE_HOME/cmkflow,
+-- else ~/.local/state/cmkflow. The run store lives there, the emulator's locator in its emulator/.
+function M.state_home()
+  local dir = os.getenv("CMKFLOW_STATE_DIR")
+  if dir and dir ~= "" then return dir end
+  local xdg = os.getenv("XDG_STATE_HOME")
+  return (xdg and xdg ~= "" and xdg or ((os.getenv("HOME") or "/tmp") .. "/.local/state")) .. "/cmkflow"
+end
+
 -- path made absolute against the working directory (getcwd, in C), so that what a run stores
 -- still names the same file when it is resumed from elsewhere.
 function M.absolute(path)
