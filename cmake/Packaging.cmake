@@ -43,14 +43,20 @@ set(CPACK_DEBIAN_CMKFLOW_PACKAGE_DEPENDS "${CMKFLOW_PACKAGE_EXTRA_DEPENDS}")
 # TLS to Azure needs the CA bundle; the embedded emulator (cmkflow demo) does not, so Recommends
 # as libcurl4 has it
 set(CPACK_DEBIAN_CMKFLOW_PACKAGE_RECOMMENDS ca-certificates)
+# dpkg runs ldconfig once after all packages are in (CPack also puts an ldconfig call in postinst
+# and postrm, which lintian notes but which does no harm)
+set(CPACK_DEBIAN_CMKFLOW_PACKAGE_CONTROL_EXTRA ${CMAKE_CURRENT_LIST_DIR}/debian/triggers)
+# (a description line is at most 79 columns in the control file, after its leading space)
 set(CPACK_DEBIAN_CMKFLOW_DESCRIPTION "${PROJECT_DESCRIPTION}
-cmkflow automates cross-tenant customer-managed keys for Azure Storage: an ISV's
-storage account, in the ISV's tenant, encrypted with a key in the customer's Key
-Vault in the customer's tenant. A C core with Lua 5.4 embedded: Azure Resource
-Manager, Microsoft Graph and Key Vault clients, resumable workflows journaled in
-SQLite, a two-party handoff, and an embedded Azure emulator (cmkflow demo).
-This package holds the cmkflow program, the libcmkflow shared library, the Lua
-module for lua5.4 (require 'cmkflow'), the stock workflows and the documentation.")
+cmkflow automates cross-tenant customer-managed keys for Azure Storage:
+an ISV's storage account, in the ISV's tenant, encrypted with a key in
+the customer's Key Vault in the customer's tenant. A C core with Lua 5.4
+embedded: Azure Resource Manager, Microsoft Graph and Key Vault clients,
+resumable workflows journaled in SQLite, a two-party handoff, and an
+embedded Azure emulator (cmkflow demo).
+This package holds the cmkflow program, the libcmkflow shared library,
+the Lua module for lua5.4 (require 'cmkflow'), the stock workflows and
+the documentation.")
 
 set(CPACK_DEBIAN_DEV_PACKAGE_NAME cmkflow-dev)
 set(CPACK_DEBIAN_DEV_PACKAGE_SECTION libdevel)
@@ -58,8 +64,8 @@ set(CPACK_DEBIAN_DEV_PACKAGE_SECTION libdevel)
 set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS "cmkflow (= ${PROJECT_VERSION}), liblua5.4-dev, libcurl4-openssl-dev | libcurl-dev, libsqlite3-dev, libmicrohttpd-dev, libjansson-dev, libssl-dev")
 set(CPACK_DEBIAN_DEV_DESCRIPTION "Header, link library and pkg-config file of libcmkflow
 Everything to build a program against libcmkflow, the embeddable cmkflow
-interpreter: cmkflow.h, libcmkflow.so and cmkflow.pc (pkg-config --cflags --libs
-cmkflow).")
+interpreter: cmkflow.h, libcmkflow.so and cmkflow.pc
+(pkg-config --cflags --libs cmkflow).")
 
 set(CPACK_PRE_BUILD_SCRIPTS ${CMAKE_CURRENT_LIST_DIR}/PackageStage.cmake) # man pages gzipped
 
