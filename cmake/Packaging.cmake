@@ -32,8 +32,7 @@ set(CPACK_DEBIAN_COMPRESSION_TYPE xz)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON) # control files 0644/0755 as dpkg-deb makes them
 # Depends from the ELF files: dpkg-shlibdeps (dpkg-dev) reads each binary's NEEDED libraries
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
-# a shlibs file for libcmkflow.so.0 (a package linking it gets `cmkflow (>= 0.1.0)`), and the
-# ldconfig trigger
+# a shlibs file for libcmkflow.so.0: a package linking it gets `cmkflow (>= 0.1.0)`
 set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)
 set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS_POLICY ">=")
 
