@@ -4,7 +4,7 @@ BUILD  := build$(if $(filter-out default,$(PRESET)),-$(PRESET))
 PREFIX ?= /usr/local
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps deps-test configure build test-build check check-unit soak demo install bench fuzz clean
+.PHONY: all deps deps-test configure build test-build check check-unit soak demo install package bench fuzz clean
 
 all: build
 
@@ -48,8 +48,15 @@ soak: test-build
 demo: build
 	CMKFLOW_STATE_DIR=$(BUILD)/demo-state $(BUILD)/cmkflow run workflows/onboard.lua --param customer=contoso
 
+# README.md and docs/ under share/doc/cmkflow, the man page, the bash and zsh completions, the
+# program, library, header, cmkflow.pc, Lua modules and stock workflows (PREFIX, default /usr/local).
 install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)
+
+# The Debian packages cmkflow and cmkflow-dev (CPack, cmake/Packaging.cmake), built for /usr in
+# build-package/; spec/package_spec.lua (make check) installs them into a fresh Debian 12 root.
+package: deps
+	tools/package/build build-package
 
 bench: build
 	tools/bootstrap --test --bench
@@ -65,4 +72,4 @@ fuzz:
 	fuzz/run build-fuzz $(FUZZ_SECONDS) $(FUZZERS)
 
 clean:
-	rm -rf build build-debug build-asan build-fuzz
+	rm -rf build build-debug build-asan build-fuzz build-package

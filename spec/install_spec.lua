@@ -64,6 +64,17 @@ describe("the installed library and its examples", function()
     end
   end)
 
+  it("installs the README, docs/ and examples/ under share/doc/cmkflow, the man page and the completions", function()
+    local doc = prefix .. "/share/doc/cmkflow/"
+    assert.equal(files.read(source .. "/README.md"), files.read(doc .. "README.md", false))
+    assert.equal(files.read(source .. "/docs/README.md"), files.read(doc .. "docs/README.md", false))
+    assert.equal(files.read(source .. "/docs/quickstart.md"), files.read(doc .. "docs/quickstart.md", false))
+    for _, f in ipairs { "/share/doc/cmkflow/examples/policy.lua", "/share/man/man1/cmkflow.1",
+                         "/share/bash-completion/completions/cmkflow", "/share/zsh/vendor-completions/_cmkflow" } do
+      assert.is_truthy(files.read(prefix .. f, false), f)
+    end
+  end)
+
   it("the C host, built with pkg-config against the installed prefix, onboards a customer", function()
     local exe = dir .. "/onboard"
     -- (sh -c: pkg-config runs with the environment above, PKG_CONFIG_PATH naming the prefix)
