@@ -104,7 +104,7 @@ static long long store_changes(struct store *s)
 }
 
 /* [-0, +0, v] The open store at idx; raises when it is not one or was closed. */
-static struct store *check_store(lua_State *L, int idx)
+struct store *lstore_check(lua_State *L, int idx)
 {
     struct store *s = luaL_checkudata(L, idx, STORE_MT);
     if (!s->db && !s->pg)
@@ -113,7 +113,7 @@ static struct store *check_store(lua_State *L, int idx)
 }
 
 /* [-0, +2, m] nil and an error table for a failure SQLite reported. */
-static int store_fail_rc(lua_State *L, struct store *s, int rc, const char *what)
+int lstore_fail_rc(lua_State *L, struct store *s, int rc, const char *what)
 {
     const char *path = store_where(s);
     const char *msg = lua_pushfstring(L, "store %s: %s: %s", path ? path : "?", what,
@@ -244,7 +244,7 @@ static void check_json(lua_State *L, int idx, const char *what, int optional)
 }
 
 /* [-0, +0, v] A non-empty string argument. */
-static const char *check_name(lua_State *L, int arg, const char *what)
+const char *lstore_check_name(lua_State *L, int arg, const char *what)
 {
     size_t len;
     const char *v = luaL_checklstring(L, arg, &len);
@@ -313,7 +313,7 @@ static int run_query(lua_State *L, struct store *s, int which, int first, const 
     if (s->pg) {
         rc = lstore_pg_exec(L, s, which, first, fmt);
         if (rc != SQLITE_DONE)
-            return store_fail_rc(L, s, rc, what);
+            return lstore_fail_rc(L, s, rc, what);
         int rows = PQntuples(s->res);
         if (!many && rows == 0) {
             lua_pushnil(L);
@@ -332,7 +332,7 @@ static int run_query(lua_State *L, struct store *s, int which, int first, const 
     }
     sqlite3_stmt *st = bound_stmt(L, s, which, first, fmt, &rc);
     if (!st)
-        return store_fail_rc(L, s, rc, what);
+        return lstore_fail_rc(L, s, rc, what);
     if (many)
         lua_newtable(L);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -346,7 +346,7 @@ static int run_query(lua_State *L, struct store *s, int which, int first, const 
     if (rc != SQLITE_DONE) {
         if (many)
             lua_pop(L, 1);
-        int r = store_fail_rc(L, s, rc, what);
+        int r = lstore_fail_rc(L, s, rc, what);
         sqlite3_reset(st);
         return r;
     }
@@ -390,7 +390,7 @@ static int write_failed(lua_State *L, struct store *s, int rc, const char *run_i
 {
     if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
         return store_fail_msg(L, s, "UnknownRun", lua_pushfstring(L, "unknown run %s", run_id));
-    return store_fail_rc(L, s, rc, what);
+    return lstore_fail_rc(L, s, rc, what);
 }
 
 /* [-1, +1|2, e] store.open(path) -> store | nil, err */
@@ -445,7 +445,7 @@ static int store_tostring(lua_State *L)
 /* [-0, +1, m] db:path() -> the file name, or the URL without its password */
 static int store_path(lua_State *L)
 {
-    struct store *s = check_store(L, 1);
+    struct store *s = lstore_check(L, 1);
     lua_pushstring(L, store_where(s));
     return 1;
 }
@@ -453,72 +453,15 @@ static int store_path(lua_State *L)
 /* [-0, +1, m] db:backend() -> "sqlite" | "postgresql" */
 static int store_backend(lua_State *L)
 {
-    struct store *s = check_store(L, 1);
+    struct store *s = lstore_check(L, 1);
     lua_pushstring(L, s->pg ? "postgresql" : "sqlite");
-    return 1;
-}
-
-/* A run's advisory lock (store_pg.h): the name's hash in the class of cmkflow's locks. */
-#define PG_LOCK_KEY "1129139014, hashtext($1) & 2147483647"
-
-/* [-0, +0, v] Run sql (its one parameter: the lock name at 2) on the PostgreSQL store at 1, which
- * *out is set to; raises for an SQLite store, whose runs are locked by lock files (app/state.lua).
- * SQLITE_DONE or the failure. */
-static int lock_query(lua_State *L, const char *what, const char *sql, struct store **out)
-{
-    struct store *s = *out = check_store(L, 1);
-    const char *name = check_name(L, 2, "lock name");
-    if (!s->pg)
-        return luaL_error(L, "%s: an SQLite store locks runs with lock files (app/state.lua)", what);
-    return lstore_pg_run(s, sql, 1, &name);
-}
-
-/* [-2, +1|2, e] db:try_lock(name) -> true | false, holder | nil, err. A PostgreSQL store only:
- * a session advisory lock on this connection, held until db:unlock(name) or the connection ends
- * (the process exits or dies: the server drops it), as an flock(2) is on SQLite's side (the lock
- * files of app/state.lua). holder names the process that holds it (its application_name). */
-static int store_try_lock(lua_State *L)
-{
-    struct store *s;
-    int rc = lock_query(L, "try_lock", "SELECT pg_try_advisory_lock(" PG_LOCK_KEY ")", &s);
-    const char *name = lua_tostring(L, 2);
-    if (rc != SQLITE_DONE)
-        return store_fail_rc(L, s, rc, "try_lock");
-    if (strcmp(PQgetvalue(s->res, 0, 0), "t") == 0) {
-        lua_pushboolean(L, 1);
-        return 1;
-    }
-    rc = lstore_pg_run(s,
-                "SELECT a.application_name || ', connected since ' ||"
-                " to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
-                " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-                " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2"
-                " AND l.classid = 1129139014 AND l.objid = (hashtext($1) & 2147483647)::bigint::oid"
-                " LIMIT 1",
-                1, &name);
-    lua_pushboolean(L, 0);
-    if (rc == SQLITE_DONE && PQntuples(s->res) > 0)
-        lua_pushstring(L, PQgetvalue(s->res, 0, 0));
-    else
-        lua_pushliteral(L, "");
-    return 2;
-}
-
-/* [-2, +1|2, e] db:unlock(name) -> true (whether it was held or not) | nil, err */
-static int store_unlock(lua_State *L)
-{
-    struct store *s;
-    int rc = lock_query(L, "unlock", "SELECT pg_advisory_unlock(" PG_LOCK_KEY ")", &s);
-    if (rc != SQLITE_DONE)
-        return store_fail_rc(L, s, rc, "unlock");
-    lua_pushboolean(L, 1);
     return 1;
 }
 
 /* [-2, +1|2, e] db:create_run{id?, workflow, params?, config?} -> id | nil, err */
 static int store_create_run(lua_State *L)
 {
-    struct store *s = check_store(L, 1);
+    struct store *s = lstore_check(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_settop(L, 2);
     lua_getfield(L, 2, "id");       /* 3 */
@@ -544,7 +487,7 @@ static int store_create_run(lua_State *L)
         return store_fail_msg(L, s, "RunExists",
                               lua_pushfstring(L, "run %s already exists", lua_tostring(L, 3)));
     if (rc != SQLITE_DONE)
-        return store_fail_rc(L, s, rc, "create_run");
+        return lstore_fail_rc(L, s, rc, "create_run");
     lua_pushvalue(L, 3);
     return 1;
 }
@@ -567,7 +510,7 @@ static const struct lookup {
 static int store_lookup(lua_State *L)
 {
     const struct lookup *q = lua_touserdata(L, lua_upvalueindex(1));
-    struct store *s = check_store(L, 1);
+    struct store *s = lstore_check(L, 1);
     for (int i = 0; q->fmt[i]; i++)
         luaL_checkstring(L, 2 + i);
     return run_query(L, s, q->which, 2, q->fmt, q->many, q->name);
@@ -576,7 +519,7 @@ static int store_lookup(lua_State *L)
 /* [-2, +1|2, e] db:runs{status?, workflow?, limit? = 50} -> array, newest first */
 static int store_runs(lua_State *L)
 {
-    struct store *s = check_store(L, 1);
+    struct store *s = lstore_check(L, 1);
     if (lua_isnoneornil(L, 2)) {
         lua_settop(L, 1);
         lua_newtable(L);
@@ -606,7 +549,7 @@ static int store_runs(lua_State *L)
  * -> true | nil, err (unknown run) */
 static int store_set_run(lua_State *L)
 {
-    struct store *s = check_store(L, 1);
+    struct store *s = lstore_check(L, 1);
     const char *id = luaL_checkstring(L, 2);
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
@@ -623,7 +566,7 @@ static int store_set_run(lua_State *L)
     /* each field: whether it is set, then its value (false binds NULL, which clears it) */
     int rc = run_write(L, s, S_RUN_UPDATE, 4, "fsfrfsts");
     if (rc != SQLITE_DONE)
-        return store_fail_rc(L, s, rc, "set_run");
+        return lstore_fail_rc(L, s, rc, "set_run");
     if (store_changes(s) == 0)
         return store_fail_msg(L, s, "UnknownRun", lua_pushfstring(L, "unknown run %s", id));
     lua_pushboolean(L, 1);
@@ -634,12 +577,12 @@ static int store_set_run(lua_State *L)
  * journal (`cmkflow runs prune`) */
 static int store_delete_run(lua_State *L)
 {
-    struct store *s = check_store(L, 1);
+    struct store *s = lstore_check(L, 1);
     luaL_checkstring(L, 2);
     lua_settop(L, 2);
     int rc = run_write(L, s, S_RUN_DELETE, 2, "s");
     if (rc != SQLITE_DONE)
-        return store_fail_rc(L, s, rc, "delete_run");
+        return lstore_fail_rc(L, s, rc, "delete_run");
     lua_pushboolean(L, store_changes(s) > 0);
     return 1;
 }
@@ -647,9 +590,9 @@ static int store_delete_run(lua_State *L)
 /* [-3, +1|2, e] db:step_begin(run_id, name) -> attempts | nil, err (unknown run) */
 static int store_step_begin(lua_State *L)
 {
-    struct store *s = check_store(L, 1);
+    struct store *s = lstore_check(L, 1);
     const char *run_id = luaL_checkstring(L, 2);
-    check_name(L, 3, "step name");
+    lstore_check_name(L, 3, "step name");
     lua_settop(L, 3);
     lua_pushinteger(L, 0); /* replaced by RETURNING attempts */
     int rc = run_write(L, s, S_STEP_BEGIN, 2, "sst");
@@ -662,9 +605,9 @@ static int store_step_begin(lua_State *L)
  * Returns once the row is committed to the WAL (survives a SIGKILL; synchronous=NORMAL, store.c). */
 static int store_step_finish(lua_State *L)
 {
-    struct store *s = check_store(L, 1);
+    struct store *s = lstore_check(L, 1);
     const char *run_id = luaL_checkstring(L, 2);
-    check_name(L, 3, "step name");
+    lstore_check_name(L, 3, "step name");
     check_enum(L, 4, "step finish status", finish_statuses, 0);
     check_json(L, 5, "step_finish: outputs", 1);
     if (!lua_isnoneornil(L, 6))
@@ -681,9 +624,9 @@ static int store_step_finish(lua_State *L)
  * | nil, err (unknown run) */
 static int store_request_approval(lua_State *L)
 {
-    struct store *s = check_store(L, 1);
+    struct store *s = lstore_check(L, 1);
     const char *run_id = luaL_checkstring(L, 2);
-    check_name(L, 3, "gate");
+    lstore_check_name(L, 3, "gate");
     lua_settop(L, 3);
     lua_pushliteral(L, "waiting"); /* replaced by RETURNING status */
     int rc = run_write(L, s, S_APPROVAL_REQUEST, 2, "sst");
@@ -696,7 +639,7 @@ static int store_request_approval(lua_State *L)
  * -> true | nil, err (unknown run, unknown gate, already decided and not redecide) */
 static int store_decide(lua_State *L)
 {
-    struct store *s = check_store(L, 1);
+    struct store *s = lstore_check(L, 1);
     const char *run_id = luaL_checkstring(L, 2);
     const char *gate = luaL_checkstring(L, 3);
     check_enum(L, 4, "decision", decisions, 0);
@@ -711,7 +654,7 @@ static int store_decide(lua_State *L)
     }
     int rc = run_write(L, s, S_APPROVAL_DECIDE, 2, "ssstsrf");
     if (rc != SQLITE_DONE)
-        return store_fail_rc(L, s, rc, "decide");
+        return lstore_fail_rc(L, s, rc, "decide");
     if (store_changes(s) > 0) {
         lua_pushboolean(L, 1);
         return 1;
@@ -736,9 +679,9 @@ static int store_decide(lua_State *L)
 /* [-4, +1|2, e] db:event(run_id, kind, message) -> seq | nil, err (unknown run) */
 static int store_event(lua_State *L)
 {
-    struct store *s = check_store(L, 1);
+    struct store *s = lstore_check(L, 1);
     const char *run_id = luaL_checkstring(L, 2);
-    check_name(L, 3, "event kind");
+    lstore_check_name(L, 3, "event kind");
     luaL_checkstring(L, 4);
     lua_settop(L, 4);
     lua_pushinteger(L, 0); /* replaced by RETURNING seq */
@@ -751,66 +694,12 @@ static int store_event(lua_State *L)
 /* [-3, +1|2, e] db:events(run_id, after_seq? = 0) -> array of {seq, time, kind, message} */
 static int store_events(lua_State *L)
 {
-    struct store *s = check_store(L, 1);
+    struct store *s = lstore_check(L, 1);
     luaL_checkstring(L, 2);
     lua_Integer after = luaL_optinteger(L, 3, 0);
     lua_settop(L, 2);
     lua_pushinteger(L, after); /* 3 */
     return run_query(L, s, S_EVENT_LIST, 2, "si", 1, "events");
-}
-
-/* Run one SQL command of ours on the store: SQLITE_OK or the failure (message kept). */
-static int tx_exec(struct store *s, const char *sql)
-{
-    if (s->pg)
-        return lstore_pg_command(s, sql);
-    return sqlite3_exec(s->db, sql, NULL, NULL, NULL);
-}
-
-/* End the transaction level s->depth (1: the outer BEGIN IMMEDIATE, else a savepoint). */
-static int tx_end(struct store *s, int commit)
-{
-    int rc = SQLITE_OK;
-    if (s->pg)
-        return lstore_pg_tx_end(s, commit);
-    if (commit)
-        rc = sqlite3_exec(s->db, s->depth == 1 ? "COMMIT" : "RELEASE cmkflow_tx", NULL, NULL, NULL);
-    if ((!commit || rc != SQLITE_OK) && !sqlite3_get_autocommit(s->db))
-        sqlite3_exec(s->db,
-                     s->depth == 1 ? "ROLLBACK" : "ROLLBACK TO cmkflow_tx; RELEASE cmkflow_tx",
-                     NULL, NULL, NULL);
-    s->depth--;
-    return rc;
-}
-
-/* [-2, +n|2, e] db:transaction(fn) -> fn(db)'s results | nil, err when COMMIT fails.
- * BEGIN IMMEDIATE (a savepoint when nested); an error in fn rolls back and is raised again
- * unchanged. fn must not yield. On PostgreSQL, BEGIN and the store-wide advisory lock
- * (PGSTORE_TX_LOCK): transactions of one store run one at a time, as SQLite's do, so a
- * read-then-write in fn (is there a run for this customer? then create one) is never raced. */
-static int store_transaction(lua_State *L)
-{
-    struct store *s = check_store(L, 1);
-    luaL_checktype(L, 2, LUA_TFUNCTION);
-    lua_settop(L, 2);
-    int rc = tx_exec(s, s->depth > 0 ? "SAVEPOINT cmkflow_tx"
-                        : s->pg      ? "BEGIN; " PGSTORE_TX_LOCK
-                                     : "BEGIN IMMEDIATE");
-    if (rc != SQLITE_OK)
-        return store_fail_rc(L, s, rc, "transaction");
-    s->depth++;
-    lua_pushvalue(L, 1);
-    int status = lua_pcall(L, 1, LUA_MULTRET, 0);
-    if (!s->db && !s->pg) /* fn closed the store: it rolled back */
-        return status == LUA_OK ? lua_gettop(L) - 1 : lua_error(L);
-    if (status != LUA_OK) {
-        tx_end(s, 0);
-        return lua_error(L);
-    }
-    rc = tx_end(s, 1);
-    if (rc != SQLITE_OK)
-        return store_fail_rc(L, s, rc, "transaction commit");
-    return lua_gettop(L) - 1;
 }
 
 static void push_metatable(lua_State *L)
@@ -826,11 +715,11 @@ static void push_metatable(lua_State *L)
         {"decide", store_decide},
         {"event", store_event},
         {"events", store_events},
-        {"transaction", store_transaction},
+        {"transaction", lstore_transaction},
         {"path", store_path},
         {"backend", store_backend},
-        {"try_lock", store_try_lock},
-        {"unlock", store_unlock},
+        {"try_lock", lstore_pg_try_lock},
+        {"unlock", lstore_pg_unlock},
         {"close", store_gc},
         {NULL, NULL}};
     static const luaL_Reg meta[] = {

@@ -60,4 +60,17 @@ void lstore_pg_push_row(lua_State *L, struct store *s, int r);
 /* End the transaction level s->depth: SQLITE_OK or a failure (message in s->pg_err). */
 int lstore_pg_tx_end(struct store *s, int commit);
 
+/* lstore.c's helpers: the open store at idx (raises when closed); nil and an error table for a
+ * failure rc; a non-empty string argument. */
+struct store *lstore_check(lua_State *L, int idx);
+int lstore_fail_rc(lua_State *L, struct store *s, int rc, const char *what);
+const char *lstore_check_name(lua_State *L, int arg, const char *what);
+
+/* db:try_lock(name), db:unlock(name): a PostgreSQL store's run locks (lstore_pg.c). */
+int lstore_pg_try_lock(lua_State *L);
+int lstore_pg_unlock(lua_State *L);
+
+/* db:transaction(fn) on either backend (lstore_tx.c). */
+int lstore_transaction(lua_State *L);
+
 #endif

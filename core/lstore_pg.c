@@ -218,3 +218,62 @@ int lstore_pg_tx_end(struct store *s, int commit)
     s->depth--;
     return rc;
 }
+
+/* ---- run locks (advisory locks: a PostgreSQL store only) ---------------------------------- */
+
+/* A run's advisory lock (store_pg.h): the name's hash in the class of cmkflow's locks. */
+#define PG_LOCK_KEY "1129139014, hashtext($1) & 2147483647"
+
+/* [-0, +0, v] Run sql (its one parameter: the lock name at 2) on the PostgreSQL store at 1, which
+ * *out is set to; raises for an SQLite store, whose runs are locked by lock files (app/state.lua).
+ * SQLITE_DONE or the failure. */
+static int lock_query(lua_State *L, const char *what, const char *sql, struct store **out)
+{
+    struct store *s = *out = lstore_check(L, 1);
+    const char *name = lstore_check_name(L, 2, "lock name");
+    if (!s->pg)
+        return luaL_error(L, "%s: an SQLite store locks runs with lock files (app/state.lua)", what);
+    return lstore_pg_run(s, sql, 1, &name);
+}
+
+/* [-2, +1|2, e] db:try_lock(name) -> true | false, holder | nil, err. A PostgreSQL store only:
+ * a session advisory lock on this connection, held until db:unlock(name) or the connection ends
+ * (the process exits or dies: the server drops it), as an flock(2) is on SQLite's side (the lock
+ * files of app/state.lua). holder names the process that holds it (its application_name). */
+int lstore_pg_try_lock(lua_State *L)
+{
+    struct store *s;
+    int rc = lock_query(L, "try_lock", "SELECT pg_try_advisory_lock(" PG_LOCK_KEY ")", &s);
+    const char *name = lua_tostring(L, 2);
+    if (rc != SQLITE_DONE)
+        return lstore_fail_rc(L, s, rc, "try_lock");
+    if (strcmp(PQgetvalue(s->res, 0, 0), "t") == 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    rc = lstore_pg_run(s,
+                "SELECT a.application_name || ', connected since ' ||"
+                " to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+                " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2"
+                " AND l.classid = 1129139014 AND l.objid = (hashtext($1) & 2147483647)::bigint::oid"
+                " LIMIT 1",
+                1, &name);
+    lua_pushboolean(L, 0);
+    if (rc == SQLITE_DONE && PQntuples(s->res) > 0)
+        lua_pushstring(L, PQgetvalue(s->res, 0, 0));
+    else
+        lua_pushliteral(L, "");
+    return 2;
+}
+
+/* [-2, +1|2, e] db:unlock(name) -> true (whether it was held or not) | nil, err */
+int lstore_pg_unlock(lua_State *L)
+{
+    struct store *s;
+    int rc = lock_query(L, "unlock", "SELECT pg_advisory_unlock(" PG_LOCK_KEY ")", &s);
+    if (rc != SQLITE_DONE)
+        return lstore_fail_rc(L, s, rc, "unlock");
+    lua_pushboolean(L, 1);
+    return 1;
+}

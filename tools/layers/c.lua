@@ -31,7 +31,7 @@ local LAYERS = {
       { auth = { "auth.h", "auth_int.h", "auth_*.c" }, lcrypto = { "lcrypto.h", "lcrypto*.c" } },
       -- 6: Lua bindings and C-API configuration
       { lhttp = { "lhttp.c" }, lauth = { "lauth.c" }, ljose = { "ljose.c" },
-        lserver = { "lserver.c" }, lstore = { "lstore.c", "lstore_pg.c", "lstore_int.h" }, keypool = { "keypool.c" }, config = { "config.c" },
+        lserver = { "lserver.c" }, lstore = { "lstore.c", "lstore_pg.c", "lstore_tx.c", "lstore_int.h" }, keypool = { "keypool.c" }, config = { "config.c" },
         lexit = { "lexit.c" }, fs = { "fs.c" },
         ldurable = { "ldurable.c" } },
       -- 7: cmkflow.core and the host
