@@ -143,9 +143,13 @@ describe("tools/apiversions/generate.lua", function()
       "directive:", "  - where:", "    - stable/1999-01-01/openapi.json", "```",
       "```yaml $(tag) == 'package-preview-2020-08'", "input-file:", "  - preview/2020-08-01-preview/storage.json",
       "  - preview/2020-08-01-preview/blob.json", "```",
-      "```yaml", "input-file:", "- stable/2019-06-01/blob.json", "```" }, "\n")
+      "```yaml", "input-file:", "- stable/2019-06-01/blob.json", "```",
+      -- the older readmes, one folder up, put the namespace (and AutoRest's $(this-folder)) in front
+      "``` yaml $(tag) == 'package-2015-06'", "input-file:", "- Microsoft.Storage/stable/2015-06-15/storage.json",
+      "  - $(this-folder)/Microsoft.Storage/preview/2018-03-01-preview/storage.json",
+      "- Microsoft.Storage/stable/2019-06-01/blob.json", "```" }, "\n")
     local got = generate.sorted(generate.parse_readme(readme, { ["openapi.json"] = true, ["storage.json"] = true }))
-    assert.are.same({ "2020-08-01-preview", "2026-09-01" }, got)
+    assert.are.same({ "2015-06-15", "2018-03-01-preview", "2020-08-01-preview", "2026-09-01" }, got)
   end)
 
   it("sorts Key Vault's 7.x versions before the dated ones", function()

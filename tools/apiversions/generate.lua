@@ -8,8 +8,10 @@
 --
 -- Source of truth: each service's AutoRest configuration (the readme.md beside its stable/ and
 -- preview/ folders). Every tag there lists its `input-file`s as `stable/<version>/<file>` or
--- `preview/<version>/<file>`; a version counts for a resource type when one of its input files is
--- a file that defines that type (FILES below). A sparse checkout is enough:
+-- `preview/<version>/<file>`, in the older readmes one folder up with a namespace in front
+-- (`Microsoft.Authorization/stable/<version>/<file>`, `$(this-folder)/Microsoft.KeyVault/...`);
+-- a version counts for a resource type when one of its input files is a file that defines that
+-- type (`files` in SOURCES below). A sparse checkout is enough:
 --   git clone --filter=blob:none --sparse https://github.com/Azure/azure-rest-api-specs
 --   git -C azure-rest-api-specs sparse-checkout set --no-cone '**/readme.md'
 -- The checker (and spec/emulator_api_versions_spec.lua, through M.parse_readme) never reaches the
@@ -37,12 +39,12 @@ M.SOURCES = {
   { type = "microsoft.resources/tenants", files = { "subscriptions.json", "openapi.json" },
     readmes = { "specification/resources/resource-manager/Microsoft.Resources/subscriptions/readme.md",
                 "specification/resources/resource-manager/readme.md" } },
-  { type = "microsoft.authorization/roleassignments", files = { "authorization-RoleAssignmentsCalls.json",
-      "RoleAssignmentsCalls.json", "authorization-RAC.json" },
-    readmes = { "specification/authorization/resource-manager/readme.md" } },
-  { type = "microsoft.authorization/roledefinitions", files = { "authorization-RoleDefinitionsCalls.json",
-      "RoleDefinitionsCalls.json", "authorization-RDC.json" },
-    readmes = { "specification/authorization/resource-manager/readme.md" } },
+  { type = "microsoft.authorization/roleassignments", files = { "authorization-RoleAssignmentsCalls.json" },
+    readmes = { "specification/authorization/resource-manager/Microsoft.Authorization/Authorization/readme.md",
+                "specification/authorization/resource-manager/readme.md" } },
+  { type = "microsoft.authorization/roledefinitions", files = { "authorization-RoleDefinitionsCalls.json" },
+    readmes = { "specification/authorization/resource-manager/Microsoft.Authorization/Authorization/readme.md",
+                "specification/authorization/resource-manager/readme.md" } },
   { type = "keyvault", files = { "keys.json", "KeyVault.json", "keyvault.json" },
     readmes = { "specification/keyvault/data-plane/Keys/readme.md",
                 "specification/keyvault/data-plane/readme.md" } },
@@ -55,10 +57,12 @@ function M.parse_readme(text, files, out)
   for line in (text .. "\n"):gmatch("([^\n]*)\n") do
     if line:match("^%s*input%-file:%s*$") then in_list = true
     elseif in_list then
-      local kind, version, file = line:match("^%s*%-%s*%.?/?(%a+)/([^/%s]+)/([^%s]+)%s*$")
-      if kind == "stable" or kind == "preview" then
-        if files[file:match("([^/]+)$")] then out[version] = true end
-      elseif not line:match("^%s*%-") then in_list = false end
+      local path = line:match("^%s*%-%s*(%S+)%s*$")
+      if path then
+        -- the last three segments, whatever folders come before them
+        local kind, version, file = path:match("(%a+)/([^/]+)/([^/]+)$")
+        if (kind == "stable" or kind == "preview") and files[file] then out[version] = true end
+      else in_list = false end
     end
   end
   return out

@@ -3,6 +3,7 @@
 -- The api-versions the emulator accepts, per ARM resource type (lower case) and per data plane.
 return {
   -- specification/storage/resource-manager/Microsoft.Storage/Storage/readme.md
+  -- specification/storage/resource-manager/readme.md
   ["microsoft.storage/storageaccounts"] = {
     "2015-05-01-preview", "2015-06-15", "2016-01-01", "2016-05-01", "2016-12-01",
     "2017-06-01", "2017-10-01", "2018-02-01", "2018-03-01-preview", "2018-07-01",
@@ -33,26 +34,33 @@ return {
     "2023-07-31-preview", "2024-11-30", "2025-01-31-preview", "2025-05-31-preview", "2026-05-31",
   },
   -- specification/resources/resource-manager/Microsoft.Resources/resources/readme.md
+  -- specification/resources/resource-manager/readme.md
   ["microsoft.resources/resourcegroups"] = {
-    "2019-10-01", "2020-06-01", "2021-01-01", "2021-04-01", "2022-09-01",
-    "2023-07-01", "2024-03-01", "2024-07-01", "2024-11-01", "2025-01-01",
-    "2025-03-01", "2025-04-01",
+    "2015-11-01", "2016-02-01", "2016-07-01", "2016-09-01", "2017-05-10",
+    "2018-02-01", "2018-05-01", "2019-03-01", "2019-05-01", "2019-05-10",
+    "2019-07-01", "2019-08-01", "2019-10-01", "2020-06-01", "2020-08-01",
+    "2020-10-01", "2021-01-01", "2021-04-01", "2022-09-01", "2023-07-01",
+    "2024-03-01", "2024-07-01", "2024-11-01", "2025-03-01", "2025-04-01",
   },
   -- specification/resources/resource-manager/Microsoft.Resources/subscriptions/readme.md
+  -- specification/resources/resource-manager/readme.md
   ["microsoft.resources/subscriptions"] = {
-    "2016-06-01", "2019-06-01", "2019-11-01", "2020-01-01", "2021-01-01",
-    "2022-12-01",
+    "2015-11-01", "2016-06-01", "2018-06-01", "2019-06-01", "2019-11-01",
+    "2020-01-01", "2021-01-01", "2022-12-01",
   },
   -- specification/resources/resource-manager/Microsoft.Resources/subscriptions/readme.md
+  -- specification/resources/resource-manager/readme.md
   ["microsoft.resources/tenants"] = {
-    "2016-06-01", "2019-06-01", "2019-11-01", "2020-01-01", "2021-01-01",
-    "2022-12-01",
+    "2015-11-01", "2016-06-01", "2018-06-01", "2019-06-01", "2019-11-01",
+    "2020-01-01", "2021-01-01", "2022-12-01",
   },
+  -- specification/authorization/resource-manager/Microsoft.Authorization/Authorization/readme.md
   -- specification/authorization/resource-manager/readme.md
   ["microsoft.authorization/roleassignments"] = {
-    "2015-07-01", "2018-01-01-preview", "2018-09-01-preview", "2020-04-01-preview", "2020-10-01-preview",
-    "2022-04-01",
+    "2015-07-01", "2017-10-01-preview", "2018-01-01-preview", "2018-09-01-preview", "2020-03-01-preview",
+    "2020-04-01-preview", "2020-08-01-preview", "2020-10-01-preview", "2022-04-01",
   },
+  -- specification/authorization/resource-manager/Microsoft.Authorization/Authorization/readme.md
   -- specification/authorization/resource-manager/readme.md
   ["microsoft.authorization/roledefinitions"] = {
     "2015-07-01", "2018-01-01-preview", "2022-04-01", "2022-05-01-preview",
