@@ -235,6 +235,13 @@ describe("the two-party onboarding", function()
     assert.equals("BrokenLink", doc.error.code)
     assert.equals("key_access", doc.outputs.broken.link)
     assert.equals("customer", doc.error.tenant)
+    -- as text: one line per link, in the order Storage walks the chain, with whose side it is
+    local text = run_in(dir .. "/isv", { "run", "verify", "--config", "isv.lua", "--param", "customer=northwind" }, isv_env)
+    assert.equals(1, text.code, text.stderr)
+    assert.matches("\n  broken +key_access +%(ISV side%)\n", text.stdout)
+    assert.matches("\n  ok +storage_account +%(ISV side%)\n", text.stdout)
+    assert.matches("\n  unverified +role_assignment +%(customer side%): the customer checks it\n", text.stdout)
+    assert.is_nil(text.stdout:find('"checks"', 1, true))
 
     -- the customer grants again (customer-authorize is idempotent) for what follows
     local again = run_in(dir .. "/customer", { "run", "customer-authorize", "--config", "customer.lua",

@@ -213,6 +213,24 @@ local function facts_lines(facts)
   return out
 end
 
+-- verify's links, one a line in the order Storage walks the chain: status, link, whose side, and
+-- for an unverified one who checks it (outputs.links: steps/verify.lua). The error above them names
+-- the broken link's problem and fix.
+local function links_lines(outputs, paint)
+  local out, who = {}, {}
+  for _, u in ipairs(type(outputs.unverified) == "table" and outputs.unverified or {}) do who[u.link] = u.who end
+  for _, l in ipairs(outputs.links) do
+    local colour = l.status == "ok" and "green" or l.status == "broken" and "red" or "yellow"
+    local line = ("  %s %-22s (%s side)"):format(paint(colour, ("%-10s"):format(l.status)), l.link,
+      l.side == "isv" and "ISV" or tostring(l.side))
+    if l.status == "unverified" and who[l.link] then
+      line = line .. ": the " .. (who[l.link] == "isv" and "ISV" or who[l.link]) .. " checks it"
+    end
+    out[#out + 1] = line
+  end
+  return out
+end
+
 -- The JSON document of a run's result (docs/exit-codes.md).
 function M.result_doc(result)
   return { run_id = result.run_id, workflow = result.workflow, status = result.status,
@@ -264,10 +282,16 @@ function M.result(result, output)
     if type(h) == "table" and h.isvCommand then io.stdout:write(handoff_text(h)) end
     local facts = facts_lines(next_facts(result))
     if #facts > 0 then io.stdout:write(table.concat(facts, "\n"), "\n") end
-    -- a workflow that records no resource (verify, rotate-key, smoke): its outputs are its answer
-    if #lines == 0 and type(h) ~= "table" then io.stdout:write(json.encode(outputs, { pretty = true }), "\n") end
+    if type(outputs.links) == "table" then
+      io.stdout:write(table.concat(links_lines(outputs, paint), "\n"), "\n")
+    elseif #lines == 0 and type(h) ~= "table" then
+      -- a workflow that records no resource (rotate-key, smoke): its outputs are its answer
+      io.stdout:write(json.encode(outputs, { pretty = true }), "\n")
+    end
+  elseif outputs and type(outputs.links) == "table" then
+    io.stdout:write(table.concat(links_lines(outputs, paint), "\n"), "\n") -- verify: which link, whose
   elseif outputs and result.status == "failed" then
-    io.stdout:write(json.encode(outputs, { pretty = true }), "\n") -- verify's outputs name the broken link
+    io.stdout:write(json.encode(outputs, { pretty = true }), "\n")
   end
   -- a party's run that ends with what the other party runs next (customer-authorize): last, plainly
   local next_commands = outputs and outputs.isvCommands

@@ -277,13 +277,16 @@ end
 local ORDER = { "app", "identity", "federated_credential", "service_principal", "role_assignment", "key", "key_vault",
                 "storage_account", "key_access" }
 
--- {ok, checks = {link = "ok" | "broken" | "unverified" | "not run"}, broken = {link, tenant, problem,
--- fix}, unverified = [{link, who, why}]}; ok only when every link was checked and holds.
+-- {ok, checks = {link = "ok" | "broken" | "unverified" | "not run"}, links = [{link, side, status}]
+-- (the same, in the order Storage walks the chain), broken = {link, tenant, problem, fix},
+-- unverified = [{link, who, why}]}; ok only when every link was checked and holds.
 function M.verdict(ctx)
-  local out = { ok = true, checks = {}, unverified = require("cmkflow.core").json.array() }
+  local json = require("cmkflow.core").json
+  local out = { ok = true, checks = {}, links = json.array(), unverified = json.array() }
   for _, name in ipairs(ORDER) do
     local c = ctx.outputs[name]
     out.checks[name] = c and (c.ok == true and "ok" or c.ok == false and "broken" or "unverified") or "not run"
+    out.links[#out.links + 1] = { link = name, side = SIDE[name], status = out.checks[name] }
     if c and c.ok == false and not out.broken then
       out.broken = { link = c.link, tenant = c.tenant, problem = c.problem, fix = c.fix }
     end
