@@ -63,6 +63,16 @@ describe("cmkflow CLI", function()
     assert.matches('"n": 1,\n%s+"tags": %[%]', r.stdout)
   end)
 
+  it("prints plain outputs one 'name: value' a line", function()
+    local wf = cli.write_temp("return { name = 't', steps = { { name = 's', mutates = false, run = function() "
+      .. "return { status = 'pending', version = 7 } end } }, outputs = function(ctx) return ctx.outputs.s end }", ".lua")
+    local r = cli.run({ "run", wf }, state())
+    os.remove(wf)
+    assert.equals(0, r.code, r.stderr)
+    assert.matches("\nstatus: +pending\nversion: +7\n$", r.stdout)
+    assert.is_nil(r.stdout:find("{", 1, true))
+  end)
+
   it("exits 1 with the step's error and location on failure", function()
     local wf = workflow("local x = nil\nreturn x.field")
     local r = cli.run({ "run", wf }, state())

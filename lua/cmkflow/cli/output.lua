@@ -285,8 +285,20 @@ function M.result(result, output)
     if type(outputs.links) == "table" then
       io.stdout:write(table.concat(links_lines(outputs, paint), "\n"), "\n")
     elseif #lines == 0 and type(h) ~= "table" then
-      -- a workflow that records no resource (rotate-key, smoke): its outputs are its answer
-      io.stdout:write(json.encode(outputs, { pretty = true }), "\n")
+      -- a workflow that records no resource (rotate-key, smoke): its outputs are its answer, one
+      -- "name: value" a line when they are all plain values, else indented JSON
+      local names, facts, plain = {}, {}, true
+      for k, v in pairs(outputs) do
+        names[#names + 1] = tostring(k)
+        plain = plain and type(v) ~= "table"
+      end
+      table.sort(names)
+      for _, k in ipairs(names) do facts[#facts + 1] = { k, tostring(outputs[k]) } end
+      if not plain then
+        io.stdout:write(json.encode(outputs, { pretty = true }), "\n")
+      elseif #facts > 0 then
+        io.stdout:write(table.concat(facts_lines(facts), "\n"), "\n")
+      end
     end
   elseif outputs and type(outputs.links) == "table" then
     io.stdout:write(table.concat(links_lines(outputs, paint), "\n"), "\n") -- verify: which link, whose
