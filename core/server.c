@@ -409,6 +409,7 @@ struct cmk_server *server_start(const struct server_options *o, int *kind, char 
         goto fail;
     }
     lua_State *L = s->L;
+    lua_gc(L, LUA_GCGEN, 0, 0); /* before the handler loads: its init may choose otherwise */
     struct load_args la = {s, o};
     lua_pushcfunction(L, cmk_msghandler);
     lua_pushcfunction(L, load_handler);
@@ -418,7 +419,6 @@ struct cmk_server *server_start(const struct server_options *o, int *kind, char 
         goto fail;
     }
     lua_settop(L, 0);
-    lua_gc(L, LUA_GCGEN, 0, 0);
 
     *kind = SERVER_EENV;
     s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -582,11 +582,19 @@ function State:serialize()
   return assert(json.encode({ version = 1, seed_sha256 = M.seed_digest(self.seed), world = enc(world) }))
 end
 
--- A digest of the seed (persisted state is only loaded for the seed that made it).
+-- A digest of the seed (persisted state is only loaded for the seed that made it). Kept per seed
+-- table (a seed is never changed once loaded): every durable write names it, and encoding a seed
+-- of 10,000 tenants for each one costs as much as a small state's whole write.
+local SEED_DIGESTS = setmetatable({}, { __mode = "k" })
+
 function M.seed_digest(seed)
+  local digest = seed and SEED_DIGESTS[seed]
+  if digest then return digest end
   local seed_view = {}
   for k, v in pairs(seed or {}) do if k ~= "knobs" then seed_view[k] = v end end
-  return crypto.sha256_hex(assert(json.encode(seed_view, { sort_keys = true })))
+  digest = crypto.sha256_hex(assert(json.encode(seed_view, { sort_keys = true })))
+  if seed then SEED_DIGESTS[seed] = digest end
+  return digest
 end
 
 -- Loads serialized text into st (replacing its world and knobs). Returns true, or nil, reason.
