@@ -182,8 +182,8 @@ describe("errors.explain", function()
         { detail_code = "NoBackingApplicationObject" }),
       { "multi-tenant", "tenant T2" } },
     { e("Unauthorized", "AKV10032: Invalid issuer. Expected one of https://sts.windows.net/t2/, found https://sts.windows.net/t1/.",
-        { akv_code = "AKV10032" }),
-      { "another tenant (t1)", "vault's tenant t2" } },
+        { challenge_tenant = "t2" }),
+      { "AKV code in the message", "vault's tenant t2", "https://vault.azure.net/.default" } },
     { e("Forbidden", "Caller is not authorized", { inner_code = "ForbiddenByRbac" }), { "Key Vault Crypto Service Encryption User", "tenant T2" } },
     { e("KeyVaultAccessDenied"), { "tenant T2", "federated credential" } },
     { e("AADSTS700016"), { "not installed in tenant T2" } },
@@ -201,20 +201,29 @@ describe("errors.explain", function()
     assert.is_nil(errors.explain(e("SomethingElse")))
   end)
 
-  -- the one place each service's envelope is decoded: codes hidden in messages become fields, and
-  -- the hint and the kind (which decides the exit code) are set there
-  it("decodes codes carried in messages into fields, with the hint and kind", function()
-    local function resp(status, doc) return { status = status, headers = {}, body = json.encode(doc) } end
-    local kv = errors.from_response(resp(401, { error = { code = "Unauthorized", message =
-      "AKV10032: Invalid issuer. Expected one of https://sts.windows.net/t2/, found https://sts.windows.net/t1/." } }),
-      { tenant = "t2" })
-    assert.equal("AKV10032", kv.akv_code)
+  -- the one place each service's envelope is decoded: structured fields only (the challenge's
+  -- tenant, Graph's detail code), never message text; the hint and the kind are set there
+  it("decodes the challenge and detail codes into fields, never the message, with the hint and kind", function()
+    local function resp(status, doc, headers) return { status = status, headers = headers or {}, body = json.encode(doc) } end
+    local akv = "AKV10032: Invalid issuer. Expected one of https://sts.windows.net/t2/, found https://sts.windows.net/t1/."
+    local kv = errors.from_response(resp(401, { error = { code = "Unauthorized", message = akv } },
+      { ["www-authenticate"] = 'Bearer authorization="https://login.microsoftonline.com/t2", resource="https://vault.azure.net"' }),
+      { tenant = "t1" })
+    assert.equal("t2", kv.challenge_tenant)
     assert.equal("auth", kv.kind)
     assert.truthy(kv.hint:find("vault's tenant t2", 1, true))
-    local graph = errors.from_response(resp(400, { error = { code = "Request_BadRequest", message =
-      "The appId 'a' of the service principal does not reference a valid application object." } }), { tenant = "T2" })
+    -- without a challenge the message's AKV code decides nothing: no field, no specific hint
+    local bare = errors.from_response(resp(401, { error = { code = "Unauthorized", message = akv } }), { tenant = "t1" })
+    assert.is_nil(bare.challenge_tenant)
+    assert.is_nil(bare.hint)
+    local text = "The appId 'a' of the service principal does not reference a valid application object."
+    local graph = errors.from_response(resp(400, { error = { code = "Request_BadRequest", message = text,
+      details = { { code = "NoBackingApplicationObject", message = text, target = "appId" } } } }), { tenant = "T2" })
     assert.equal("NoBackingApplicationObject", graph.detail_code)
     assert.equal("remote", graph.kind)
+    -- the same text without Graph's details carries no detail code
+    local plain = errors.from_response(resp(400, { error = { code = "Request_BadRequest", message = text } }), { tenant = "T2" })
+    assert.is_nil(plain.detail_code)
     local entra = errors.from_response(resp(401, { error = "invalid_client", error_codes = { 7000215 },
       error_description = "AADSTS7000215: Invalid client secret provided." }), { tenant = "T1" })
     assert.equal("AADSTS7000215", entra.code)

@@ -49,7 +49,7 @@ end
 
 -- The plain fields of an error, for the journal and --output json (no metatable, no functions).
 local FIELDS = { "code", "message", "tenant", "hint", "status", "request_id", "retryable", "kind", "target",
-                 "field", "step", "inner_code", "detail_code", "akv_code", "cause_code", "azure_tenant" }
+                 "field", "step", "inner_code", "detail_code", "challenge_tenant", "cause_code", "azure_tenant" }
 function M.data(err)
   err = M.from(err)
   local t = {}

@@ -3,7 +3,8 @@
 --   local errors = require "cmkflow.azure.errors"
 --   local err = errors.from_response(resp, {tenant = T, target = url})
 --     -> {code, message, status, target, request_id, retryable, tenant,
---         details?, inner_code?, oauth_error?, error_codes?, field?}  (core error metatable)
+--         details?, inner_code?, detail_code?, challenge_tenant?, oauth_error?, error_codes?,
+--         field?}  (core error metatable; decided from fields only, never from message text)
 --   errors.new{code=, message=, ...}      -- the same metatable for locally detected failures
 --   errors.explain(err) -> hint text | nil
 --   errors.body_json(resp) -> decoded body | nil
@@ -127,12 +128,13 @@ function M.from_response(resp, ctx)
     end
   end
   e.message = e.message or ("HTTP " .. tostring(status))
-  -- the codes services put in their messages, decoded here once so nothing above matches text:
-  -- Key Vault's AKVnnnnn (https://learn.microsoft.com/azure/key-vault/general/rest-error-codes)
-  -- and Graph's "does not reference a valid application object" on a service principal create
-  e.akv_code = e.message:match("(AKV%d+)")
-  if not e.detail_code and e.message:find("does not reference a valid application object", 1, true) then
-    e.detail_code = "NoBackingApplicationObject"
+  -- a 401's Bearer challenge names the tenant the service takes tokens from (Key Vault:
+  -- https://learn.microsoft.com/azure/key-vault/general/authentication-requests-and-responses);
+  -- the AKVnnnnn in Key Vault's message is for people and is never parsed
+  local challenge = status == 401 and header(resp, "www-authenticate")
+  if challenge then
+    local authority = challenge:match('authorization="([^"]+)"') or challenge:match('authorization_uri="([^"]+)"')
+    e.challenge_tenant = authority and authority:match("^https://[^/]+/([^/?]+)") or nil
   end
   e.kind = (e.oauth_error or AUTH_CODES[e.code] or status == 401) and "auth" or "remote"
   e.hint = M.explain(e)
@@ -238,20 +240,12 @@ HINTS.KeyVaultPolicyError = function(err)
          who(err, "the customer tenant that owns the vault") .. " must enable purge protection (irreversible)"
 end
 
-HINTS.AKV10032 = function(err)
-  local msg = err.message or ""
-  local want = msg:match("Expected one of https://sts%.windows%.net/([^/,]+)/")
-  local got = msg:match("found:? https://sts%.windows%.net/([^/,]+)/")
-  return "Key Vault rejected a token issued by another tenant" .. (got and (" (" .. got .. ")") or "") ..
-         ": request the Key Vault token from the vault's tenant " .. (want or "(see message)")
-end
-
-HINTS.AKV10022 = function()
-  return "the token has the wrong audience: request it for scope https://vault.azure.net/.default"
-end
-
-HINTS.AKV10000 = function()
-  return "the request reached Key Vault without a bearer token; it must carry a token for the vault's tenant"
+-- Key Vault's 401 (its message's AKV code says which check failed: AKV10032 a token of another
+-- tenant, AKV10022 the wrong audience, AKV10000 no token); the challenge names the vault's tenant
+HINTS.Unauthorized = function(err)
+  if not err.challenge_tenant then return nil end
+  return "Key Vault refused the token (the AKV code in the message names the check): it takes tokens for scope "
+    .. "https://vault.azure.net/.default issued by the vault's tenant " .. err.challenge_tenant
 end
 
 HINTS.ResourceGroupNotFound = function(err)
@@ -312,12 +306,11 @@ HINTS.AADSTS700229 = function()
   return "only app-only tokens (a managed identity or service principal) can be used as federated assertions"
 end
 
--- Picks the most specific code an error carries: Key Vault's AKV code, Graph's detail code, the
--- inner code, then the code itself.
+-- Picks the most specific code an error carries: Graph's detail code, the inner code, then the
+-- code itself.
 function M.explain(err)
   if type(err) ~= "table" then return nil end
   local candidates = {}
-  if err.akv_code then candidates[#candidates + 1] = err.akv_code end
   if err.detail_code then candidates[#candidates + 1] = err.detail_code end
   if err.inner_code then candidates[#candidates + 1] = err.inner_code end
   if err.code then candidates[#candidates + 1] = err.code end

@@ -60,7 +60,7 @@ function M.remote_fail(what, err, party, hint)
            tenant = not transport and party or nil,
            hint = hint or e.hint or errors.explain(e), status = e.status, request_id = e.request_id,
            retryable = e.retryable, kind = e.kind, target = e.target, detail_code = e.detail_code,
-           inner_code = e.inner_code, akv_code = e.akv_code, azure_tenant = e.tenant }
+           inner_code = e.inner_code, challenge_tenant = e.challenge_tenant, azure_tenant = e.tenant }
 end
 
 -- bulk-onboard's only step: the CLI runs bulk definitions itself (lua/cmkflow/app/bulk.lua).
