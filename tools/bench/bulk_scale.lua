@@ -27,26 +27,10 @@ local T = math.tointeger(tonumber(os.getenv("BENCH_SCALE_TENANTS") or tostring(N
 local REGIONS = { "westeurope", "northeurope", "eastus", "westus2", "uksouth", "francecentral", "swedencentral" }
 local session = core.http.session()
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-local function sh(cmd)
-  local p = assert(io.popen(cmd, "r"))
-  local out = p:read("a")
-  local ok, _, code = p:close()
-  return out, ok and 0 or code
-end
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-  return path
-end
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+package.path = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/?.lua;" .. package.path
+local benchutil = require "benchutil"
+local q, sh, write = benchutil.q, benchutil.sh, benchutil.write
+local function read(path) return benchutil.read(path) or "" end
 
 if select(2, sh("command -v /usr/bin/time >/dev/null 2>&1")) ~= 0 then
   print("bulk_scale: /usr/bin/time is not installed (tools/bootstrap --bench installs the 'time' package)")

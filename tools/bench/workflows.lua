@@ -32,26 +32,10 @@ local PARTS = {}
 for p in (os.getenv("BENCH_PARTS") or "onboard,critical,startup,bulk"):gmatch("[^,]+") do PARTS[p] = true end
 local session = core.http.session()
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-local function sh(cmd)
-  local p = assert(io.popen(cmd, "r"))
-  local out = p:read("a")
-  local ok, _, code = p:close()
-  return out, ok and 0 or code
-end
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-  return path
-end
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+package.path = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/?.lua;" .. package.path
+local benchutil = require "benchutil"
+local q, sh, write = benchutil.q, benchutil.sh, benchutil.write
+local read = benchutil.read
 local function tmpdir() return (sh("mktemp -d /tmp/cmkflow-bench.XXXXXX"):gsub("%s+$", "")) end
 local function have(cmd) return select(2, sh("command -v " .. cmd .. " >/dev/null 2>&1")) == 0 end
 local function median(t)
