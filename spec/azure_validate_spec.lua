@@ -212,6 +212,9 @@ describe("errors.explain", function()
     assert.equal("t2", kv.challenge_tenant)
     assert.equal("auth", kv.kind)
     assert.truthy(kv.hint:find("vault's tenant t2", 1, true))
+    local blob = errors.from_response({ status = 401, body = "", headers = { ["www-authenticate"] =
+      "Bearer authorization_uri=https://login.microsoftonline.com/t3/oauth2/authorize resource_id=https://storage.azure.com" } })
+    assert.equal("t3", blob.challenge_tenant)
     -- without a challenge the message's AKV code decides nothing: no field, no specific hint
     local bare = errors.from_response(resp(401, { error = { code = "Unauthorized", message = akv } }), { tenant = "t1" })
     assert.is_nil(bare.challenge_tenant)

@@ -133,7 +133,8 @@ function M.from_response(resp, ctx)
   -- the AKVnnnnn in Key Vault's message is for people and is never parsed
   local challenge = status == 401 and header(resp, "www-authenticate")
   if challenge then
-    local authority = challenge:match('authorization="([^"]+)"') or challenge:match('authorization_uri="([^"]+)"')
+    -- quoted (Key Vault) or not (Storage: authorization_uri=https://login.../TENANT/oauth2/authorize)
+    local authority = challenge:match('authorization="?([^"%s,]+)') or challenge:match('authorization_uri="?([^"%s,]+)')
     e.challenge_tenant = authority and authority:match("^https://[^/]+/([^/?]+)") or nil
   end
   e.kind = (e.oauth_error or AUTH_CODES[e.code] or status == 401) and "auth" or "remote"
