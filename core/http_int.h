@@ -13,6 +13,10 @@
 #define HTTP_SESSION_MT "cmkflow.http.session"
 #define HTTP_TRANSFER_MT "cmkflow.http.transfer"
 
+/* Connections a session keeps: per host (Azure's hosts are many; a politeness bound) and in all */
+#define HTTP_MAX_HOST_CONNECTIONS 16L
+#define HTTP_MAX_TOTAL_CONNECTIONS 64L
+
 enum xfer_kind { XFER_LUA, XFER_INTERNAL, XFER_TIMER };
 enum xfer_state { XS_NEW, XS_TOKEN, XS_RUNNING, XS_TIMER, XS_DONE };
 
@@ -87,6 +91,7 @@ struct http_session {
     FILE *trace; /* NULL: stderr */
     int64_t notice_after_ms; /* > 0: a retry wait that ends later than this into its request is told on stderr */
     long pending; /* Lua-visible transfers not yet returned by run */
+    int pinned_route; /* a request went through CONNECT_TO: see http_set_common_options */
     struct {
         long requests, attempts, retries, connects, tls_handshakes, token_fetches;
         int64_t bytes, slept_ms, skipped_ms;

@@ -108,8 +108,18 @@ int http_set_common_options(http_session *s, struct http_xfer *x)
     curl_easy_setopt(e, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
     if (x->ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, x->ca_file);
-    if (x->connect_to)
+    if (x->connect_to) {
         curl_easy_setopt(e, CURLOPT_CONNECT_TO, x->connect_to);
+        if (x->connect_to->data && !s->pinned_route) {
+            /* curl counts connections per destination, and a route (an emulator) pins ARM, Graph,
+             * Entra, Key Vault and Storage to one address: at 16 "per host" a Graph request took
+             * an idle ARM connection down to open its own, and the next ARM request did the same
+             * (5 TLS handshakes per onboard in a bulk run). One server behind all names: the
+             * per-host bound is the total one. */
+            s->pinned_route = 1;
+            curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, HTTP_MAX_TOTAL_CONNECTIONS);
+        }
+    }
     if (x->proxy)
         curl_easy_setopt(e, CURLOPT_PROXY, x->proxy);
     else if (x->connect_to && x->connect_to->data)

@@ -85,8 +85,12 @@ static void session_init(http_session *s)
     s->multi = curl_multi_init();
     s->share = curl_share_init();
     if (s->multi) {
-        curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 16L);
-        curl_multi_setopt(s->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, 64L);
+        curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, HTTP_MAX_HOST_CONNECTIONS);
+        curl_multi_setopt(s->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, HTTP_MAX_TOTAL_CONNECTIONS);
+        /* keep every idle connection the limits allow: by default curl's cache holds 4 per easy
+         * handle currently added, so a lull in a bulk run closed connections its next burst
+         * opened again (a TLS handshake each) */
+        curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS, HTTP_MAX_TOTAL_CONNECTIONS);
         curl_multi_setopt(s->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
     }
     if (s->share) {

@@ -239,6 +239,36 @@ describe("cmkflow.http", function()
     assert.equal(1, delta(before, after, "tls_handshakes"))
   end)
 
+  it("keeps the connections of hosts an emulator route pins to one address", function()
+    -- curl counts connections per destination: with ARM and Graph both routed to this server, a
+    -- per-host bound of 16 made each Graph request close an idle ARM connection and the next ARM
+    -- request close a Graph one. A second wave of the same concurrent requests opens nothing.
+    local own = start_server { { path = "/r", responses = { { status = 200, body = { ok = true } } } } }
+    local route = {}
+    for i, h in ipairs { "management.azure.com", "graph.microsoft.com" } do
+      route[i] = http.new { ca_file = ca_file, connect_to = { h .. ":443:127.0.0.1:" .. own:port() } }
+    end
+    local async = require "cmkflow.async"
+    local function wave()
+      local fns = {}
+      for i = 1, 40 do
+        local c, host = route[i % 2 + 1], i % 2 == 0 and "management.azure.com" or "graph.microsoft.com"
+        fns[i] = function() return assert(c:get("https://" .. host .. "/r")).status end
+      end
+      return async.run(function() return async.all(fns) end)
+    end
+    local first = session:stats()
+    local statuses = wave()
+    local second = session:stats()
+    for i = 1, 40 do assert.equal(200, statuses[i]) end
+    wave()
+    local after = session:stats()
+    own:stop()
+    assert.is_true(delta(first, second, "connects") > 16) -- the first wave ran side by side
+    assert.equal(40, delta(second, after, "requests"))
+    assert.equal(0, delta(second, after, "connects"))
+  end)
+
   it("authenticates with a credential, fetching the token once", function()
     set_routes { { method = "GET", path = "/secure", auth = true, responses = { { status = 200, body = { ok = true } } } } }
     local cred = core.auth.credential { kind = "client_secret", tenant = TENANT, client_id = APP,

@@ -4,6 +4,7 @@
 -- at a time (default 32). Prints the time per onboard of customers 1-100 and of the last 100 and
 -- their ratio (target <= 1.2), the total wall time, the failures, and both processes' peak RSS.
 --   lua5.4 tools/bench/emulator_scale.lua [N=10000] [C=32]   (BENCH_TRACE=1: each step's times)
+--   (BENCH_HTTP_TRACE=path: the driver's libcurl trace, connection reuse included, in that file)
 --
 -- Two processes, so that each one's memory is its own:
 --   this one   generates the seed, runs the emulator (core.server, its own thread and Lua state:
@@ -60,6 +61,7 @@ local function drive(url, ca, n, concurrency)
   local def = assert(pipeline.load(kind, what))
   local policy = pipeline.load_policy(nil)
   local db = state.open_store()
+  if os.getenv("BENCH_HTTP_TRACE") then core.http.session():set_debug(os.getenv("BENCH_HTTP_TRACE")) end
   local config = json.encode({ cloud = "emulator", emulator = url })
   local now = core.monotonic_ms
   local started, durations, finished = now(), {}, {}
