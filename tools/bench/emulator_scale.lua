@@ -115,7 +115,8 @@ local function drive(url, ca, n, concurrency)
   end)
   io.stdout:write(json.encode({ durations = durations, finished = finished, failures = failures,
     first_error = first_error or json.null, wall_ms = now() - started,
-    hwm_kb = status_kb("self", "VmHWM"), cpu_s = cpu_s(), http = core.http.session():stats() }), "\n")
+    hwm_kb = status_kb("self", "VmHWM"), cpu_s = cpu_s(), http = core.http.session():stats(),
+    heap_kb = collectgarbage("count") }), "\n")
 end
 
 if arg[1] == "--drive" then
@@ -213,6 +214,7 @@ print(("emulator_scale: wall time per finished onboard, first %d: %.2f ms; last 
 print(("emulator_scale: total %.1f s wall, %d failed%s; driver (CLI) peak RSS %.1f MiB, %.1f s CPU; emulator peak RSS %.1f MiB, "
   .. "%.1f s CPU"):format(r.wall_ms / 1000, r.failures, r.failures > 0 and (" (first: " .. r.first_error .. ")") or "",
   r.hwm_kb / 1024, r.cpu_s, status_kb("self", "VmHWM") / 1024, cpu_s() - cpu0))
+print(("emulator_scale: the driver's Lua heap at the end: %.1f MiB"):format(r.heap_kb / 1024))
 print(("emulator_scale: the driver's HTTP: %d requests (%.1f per onboard), %d connections, %d TLS handshakes, %d token "
   .. "fetches"):format(r.http.requests, r.http.requests / N, r.http.connects, r.http.tls_handshakes, r.http.token_fetches))
 if os.getenv("BENCH_TRACE") then io.stderr:write(read(work .. "/driver.err") or "") end -- the steps' times

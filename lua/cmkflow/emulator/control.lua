@@ -101,7 +101,7 @@ end
 -- keep verifying, as they would in Azure), knobs from the seed and the command line again, the
 -- clock at real time. The journal and snapshots are kept.
 function M.reset(st)
-  local fresh = state.new(st.seed)
+  local fresh = state.new(state.seed_of(st.seed))
   for tid, t in pairs(fresh.tenants) do
     local old = st.tenants[tid]
     if old then t.key, t.kid = old.key, old.kid end

@@ -18,26 +18,31 @@
 --   "tenant" tenant, rtype         records of rtype in a tenant
 --   "principal" tenant, principal  role assignments of a principal (body.properties.principalId)
 --   "operation" op                 the record whose internal.operation is op (Storage's create)
--- Each record remembers the buckets it was put in, so a delete or a replace removes it from
--- exactly those, whatever was changed in the record in place since.
--- Most entries hold one record (a name, a principal, a tenant's role assignments of one kind...:
--- 190,000 of 240,000 with 10,000 customers), so an entry holding one is kept as that record's
--- lower id (a string the map holds anyway) instead of a table; bucket() hands out a fresh
--- one-entry table for it (with short keys: about 20 MiB less at 10,000 customers, docs/performance.md).
+--
+-- Memory is what bounds the emulator at scale (10,000 customers: about 80,000 records), so the
+-- indexes keep no text of their own. Each kind is a table of tables keyed by parts a record
+-- already holds: ix.s[type code][subscription], ix.u[subscription][group name], ix.n[type
+-- code][name], ix.t[type code][tenant], ix.p[tenant][principal], ix.y[type code], ix.o[op]. Those
+-- parts are short strings (GUIDs, names), which Lua keeps once however often they are used;
+-- concatenated keys ("s|/subscriptions/...|3") were new long strings, one per record and index
+-- (133 of the 274 MiB of live heap at 10,000 customers). A resource group's "scope" bucket is its
+-- "under" bucket filtered by type (a group holds a handful of records).
+-- An entry holding one record (most: a name, a principal, a group's...) is that record's lower id
+-- (a string the map holds anyway) instead of a table; bucket() hands out a fresh one-entry table.
+-- Each record's indexed values are remembered (type code, name, tenant, principal, operation;
+-- the id gives the rest), so a replace or a delete removes exactly the entries it was put in,
+-- even when the record was changed in place before being stored again.
 local M = {}
 
 local RA_TYPE = "microsoft.authorization/roleassignments"
 local EMPTY = setmetatable({}, { __newindex = function() error("read-only", 2) end })
+local KINDS = { "y", "s", "u", "n", "t", "p", "o" }
 
-local MAPS = setmetatable({}, { __mode = "k" }) -- map -> {data = plain, ix = {[bucket key] = bucket}, placed}
+local MAPS = setmetatable({}, { __mode = "k" }) -- map -> {data = plain, ix = {[kind] = {...}}, placed}
 
 local function lower(s) return type(s) == "string" and s:lower() or nil end
 
--- Index keys are short: a letter per kind and a number per resource type (TYPE_CODE, numbered as
--- types are first seen, the same for every map), e.g. "n|3|kv-contoso" for the vaults named
--- kv-contoso; there are a few per record, and each is kept once in the index and in the record's
--- list of the buckets it is in.
-local KIND = { type = "y", scope = "s", under = "u", name = "n", tenant = "t", principal = "p", operation = "o" }
+-- A number per resource type (as text), numbered as types are first seen, the same for every map.
 local TYPE_CODE, type_codes = {}, 0
 
 local function code_of(rtype)
@@ -50,72 +55,94 @@ local function code_of(rtype)
   return c
 end
 
--- The index keys of rec stored under lower id key (an array of exactly their number).
-local function keys_of(key, rec)
-  local out = {}
+-- What rec stored under lower id key is indexed by: {type code, name, tenant, principal, op}
+-- (nil when it has no type: then it is in no index).
+local function values_of(rec)
   local rtype = lower(rec.type)
-  if not rtype then return out end
-  local t = code_of(rtype)
-  out[#out + 1] = "y|" .. t
-  local sub = key:match("^(/subscriptions/[^/]+)")
-  if sub then
-    out[#out + 1] = "s|" .. sub .. "|" .. t
-    local rg = key:match("^(/subscriptions/[^/]+/resourcegroups/[^/]+)")
-    if rg then
-      out[#out + 1] = "s|" .. rg .. "|" .. t
-      out[#out + 1] = "u|" .. rg
-    end
-  end
+  if not rtype then return nil end
   local body = type(rec.body) == "table" and rec.body or nil
-  local name = body and lower(body.name)
-  if name then out[#out + 1] = "n|" .. t .. "|" .. name end
+  local props = body and type(body.properties) == "table" and body.properties or nil
   local tenant = lower(rec.tenant)
-  if tenant then
-    out[#out + 1] = "t|" .. tenant .. "|" .. t
-    local props = body and type(body.properties) == "table" and body.properties or nil
-    local principal = rtype == RA_TYPE and props and lower(props.principalId)
-    if principal then out[#out + 1] = "p|" .. tenant .. "|" .. principal end
-  end
   local op = type(rec.internal) == "table" and rec.internal.operation
-  if type(op) == "string" then out[#out + 1] = "o|" .. op:lower() end
-  return { table.unpack(out) }
+  return { code_of(rtype), body and lower(body.name), tenant,
+           tenant and rtype == RA_TYPE and props and lower(props.principalId) or nil,
+           type(op) == "string" and op:lower() or nil }
 end
 
-local function unindex(m, key)
-  local placed = m.placed[key]
-  if not placed then return end
-  for _, k in ipairs(placed) do
-    local b = m.ix[k]
-    if b == key then
-      m.ix[k] = nil
-    elseif type(b) == "table" then
-      b[key] = nil
-      if next(b) == nil then m.ix[k] = nil end
-    end
+-- Calls fn(kind, k1, k2) for each entry of a record with id key and values v (k2 nil: the entry
+-- is ix[kind][k1]; otherwise ix[kind][k1][k2]).
+local function each_entry(key, v, fn)
+  local t, name, tenant, principal, op = v[1], v[2], v[3], v[4], v[5]
+  fn("y", t)
+  local sub = key:match("^/subscriptions/([^/]+)")
+  if sub then
+    fn("s", t, sub)
+    local rg = key:match("^/subscriptions/[^/]+/resourcegroups/([^/]+)")
+    if rg then fn("u", sub, rg) end
   end
-  m.placed[key] = nil
+  if name then fn("n", t, name) end
+  if tenant then
+    fn("t", t, tenant)
+    if principal then fn("p", tenant, principal) end
+  end
+  if op then fn("o", op) end
 end
 
 local function index(m, key, rec)
   if type(key) ~= "string" or type(rec) ~= "table" then return end
-  local placed = keys_of(key:lower(), rec)
-  for _, k in ipairs(placed) do
-    local b = m.ix[k]
+  local v = values_of(rec)
+  if not v then return end
+  local ix, data = m.ix, m.data
+  each_entry(key, v, function(kind, k1, k2)
+    local t = ix[kind]
+    if k2 then
+      local inner = t[k1]
+      if not inner then
+        inner = {}
+        t[k1] = inner
+      end
+      t, k1 = inner, k2
+    end
+    local b = t[k1]
     if b == nil or b == key then
-      m.ix[k] = key -- one record: its id stands for the bucket
+      t[k1] = key -- one record: its id stands for the bucket
     elseif type(b) == "string" then -- a second record: the entry becomes a table
-      m.ix[k] = { [b] = m.data[b], [key] = rec }
+      t[k1] = { [b] = data[b], [key] = rec }
     else
       b[key] = rec
     end
-  end
-  m.placed[key] = placed
+  end)
+  m.placed[key] = v
+end
+
+local function unindex(m, key)
+  local v = m.placed[key]
+  if not v then return end
+  local ix = m.ix
+  each_entry(key, v, function(kind, k1, k2)
+    local outer, t = nil, ix[kind]
+    if k2 then
+      outer, t = t, t[k1]
+      if not t then return end
+    end
+    local slot = k2 or k1
+    local b = t[slot]
+    if b == key then
+      t[slot] = nil
+    elseif type(b) == "table" then
+      b[key] = nil
+      if next(b) == nil then t[slot] = nil end
+    end
+    if outer and next(t) == nil then outer[k1] = nil end
+  end)
+  m.placed[key] = nil
 end
 
 -- A map over plain (a table lower id -> record, taken over: write through the map from now on).
 function M.wrap(plain)
   plain = plain or {}
   local m = { data = plain, ix = {}, placed = {} }
+  for _, k in ipairs(KINDS) do m.ix[k] = {} end
   local map = setmetatable({}, {
     __index = plain,
     __newindex = function(_, key, rec)
@@ -133,22 +160,45 @@ end
 function M.is_map(v) return MAPS[v] ~= nil end
 function M.raw(map) return MAPS[map].data end
 
+-- The entry ix[kind][k1] or ix[kind][k1][k2] as a bucket (a fresh table for a one-record entry).
+local function entry(m, kind, k1, k2)
+  local e = m.ix[kind][k1]
+  if k2 ~= nil then e = e and e[k2] end
+  if type(e) == "string" then return { [e] = m.data[e] } end
+  return e or EMPTY
+end
+
 -- The bucket of one index entry (see the header), or an empty read-only table.
 function M.bucket(map, kind, a, b)
   a, b = tostring(a or ""):lower(), b and tostring(b):lower()
-  -- the resource type's code in the kinds keyed by type: none yet, no record of that type
-  if kind == "type" or kind == "name" then
-    a = TYPE_CODE[a]
-    if not a then return EMPTY end
-  elseif kind == "scope" or kind == "tenant" then
-    b = b and TYPE_CODE[b]
-    if not b then return EMPTY end
-  end
-  local k = assert(KIND[kind], "unknown index kind") .. "|" .. a .. (b and ("|" .. b) or "")
   local m = MAPS[map]
-  local entry = m.ix[k]
-  if type(entry) == "string" then return { [entry] = m.data[entry] } end
-  return entry or EMPTY
+  if kind == "type" then
+    return TYPE_CODE[a] and entry(m, "y", TYPE_CODE[a]) or EMPTY
+  elseif kind == "name" then
+    return TYPE_CODE[a] and entry(m, "n", TYPE_CODE[a], b) or EMPTY
+  elseif kind == "tenant" then
+    return TYPE_CODE[b] and entry(m, "t", TYPE_CODE[b], a) or EMPTY
+  elseif kind == "principal" then
+    return entry(m, "p", a, b)
+  elseif kind == "operation" then
+    return entry(m, "o", a)
+  end
+  local sub, rg = a:match("^/subscriptions/([^/]+)/resourcegroups/([^/]+)$")
+  if kind == "under" then
+    return sub and entry(m, "u", sub, rg) or EMPTY
+  end
+  assert(kind == "scope", "unknown index kind")
+  local code = TYPE_CODE[b]
+  if not code then return EMPTY end
+  if not sub then
+    sub = a:match("^/subscriptions/([^/]+)$")
+    return sub and entry(m, "s", code, sub) or EMPTY
+  end
+  local out = {}
+  for id, r in pairs(entry(m, "u", sub, rg)) do
+    if TYPE_CODE[lower(r.type)] == code then out[id] = r end
+  end
+  return out
 end
 
 -- The deepest indexed scope (subscription or resource group) that contains scope, or nil.
