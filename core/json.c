@@ -353,12 +353,6 @@ int json_to_lua(lua_State *L, json_t *v)
 
 /* ---- the Lua module -------------------------------------------------------------- */
 
-/* Owns a jansson value and a dumped string while Lua calls that may raise are made. */
-struct json_box {
-    json_t *value;
-    char *text;
-};
-
 /* [-0, +0, -] __gc / __close of a box */
 static int box_gc(lua_State *L)
 {
@@ -370,7 +364,7 @@ static int box_gc(lua_State *L)
     return 0;
 }
 
-static struct json_box *push_box(lua_State *L)
+struct json_box *json_push_box(lua_State *L)
 {
     struct json_box *b = lua_newuserdatauv(L, sizeof *b, 0);
     memset(b, 0, sizeof *b);
@@ -384,13 +378,9 @@ static struct json_box *push_box(lua_State *L)
     return b;
 }
 
-/* [-1, +1|2, m] json.decode(text) -> value | nil, "line L, column C: problem" */
-static int l_decode(lua_State *L)
+int json_push_decoded(lua_State *L, const char *text, size_t len)
 {
-    size_t len;
-    const char *text = luaL_checklstring(L, 1, &len);
-    lua_settop(L, 1);
-    struct json_box *b = push_box(L);
+    struct json_box *b = json_push_box(L);
     json_error_t e;
     b->value = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
     if (!b->value) {
@@ -402,6 +392,15 @@ static int l_decode(lua_State *L)
     json_decref(b->value);
     b->value = NULL;
     return 1;
+}
+
+/* [-1, +1|2, m] json.decode(text) -> value | nil, "line L, column C: problem" */
+static int l_decode(lua_State *L)
+{
+    size_t len;
+    const char *text = luaL_checklstring(L, 1, &len);
+    lua_settop(L, 1);
+    return json_push_decoded(L, text, len);
 }
 
 static int opt_flag(lua_State *L, int opts, const char *name, int dflt)
@@ -445,6 +444,22 @@ static int real_precision(json_t *v, int depth)
     return p;
 }
 
+struct json_box *json_push_encoded(lua_State *L, int idx, size_t flags)
+{
+    struct json_box *b = json_push_box(L);
+    char err[256];
+    b->value = json_from_lua(L, idx, err, sizeof err);
+    if (!b->value) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return NULL;
+    }
+    b->text = json_dumps(b->value, flags | JSON_REAL_PRECISION(real_precision(b->value, 0)));
+    if (!b->text)
+        luaL_error(L, "json: out of memory");
+    return b;
+}
+
 /* [-(1|2), +1|2, m] json.encode(value [, {pretty=false, sort_keys=true}]) -> text | nil, err */
 static int l_encode(lua_State *L)
 {
@@ -456,18 +471,9 @@ static int l_encode(lua_State *L)
     if (opt_flag(L, 2, "sort_keys", 1))
         flags |= JSON_SORT_KEYS;
     flags |= opt_flag(L, 2, "pretty", 0) ? JSON_INDENT(2) : JSON_COMPACT;
-    struct json_box *b = push_box(L);
-    char err[256];
-    b->value = json_from_lua(L, 1, err, sizeof err);
-    if (!b->value) {
-        lua_pushnil(L);
-        lua_pushstring(L, err);
+    struct json_box *b = json_push_encoded(L, 1, flags);
+    if (!b)
         return 2;
-    }
-    flags |= JSON_REAL_PRECISION(real_precision(b->value, 0));
-    b->text = json_dumps(b->value, flags);
-    if (!b->text)
-        return luaL_error(L, "json.encode: out of memory");
     lua_pushstring(L, b->text);
     free(b->text);
     b->text = NULL;
@@ -475,6 +481,7 @@ static int l_encode(lua_State *L)
     b->value = NULL;
     return 1;
 }
+
 
 static int set_mt(lua_State *L, const char *name)
 {
@@ -519,6 +526,7 @@ int luaopen_cmkflow_core_json(lua_State *L)
         {NULL, NULL},
     };
     luaL_newlib(L, fns);
+    json_pack_register(L);
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");
     push_mt(L, JSON_ARRAY_MT);

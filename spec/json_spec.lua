@@ -153,3 +153,51 @@ describe("json.encode", function()
     assert.matches("not a string", err)
   end)
 end)
+
+describe("json.pack and json.unpack", function()
+  local DICT = '{"id":"/subscriptions/x/resourceGroups/rg","properties":{"provisioningState":"Succeeded"}}'
+
+  it("round-trip a value with arrays, objects, null, integers and reals kept apart", function()
+    local v = { id = "/subscriptions/x/resourceGroups/rg-1", n = 1.5, i = 3, whole = 2.0, arr = json.array(),
+                obj = json.object(), null = json.null, list = { 1, "two", { three = 3 } }, utf8 = "grüße" }
+    local packed = assert(json.pack(v, DICT))
+    assert.equal(1, packed:byte(1)) -- the format's version byte
+    local back = assert(json.unpack(packed, DICT))
+    assert.equal(json.encode(v), json.encode(back))
+    assert.equal("integer", math.type(back.i))
+    assert.equal("float", math.type(back.whole))
+    assert.is_true(json.is_array(back.arr))
+    assert.is_true(json.is_object(back.obj))
+    assert.equal(json.null, back.null)
+    assert.equal(json.encode(v), json.unpack(packed, DICT, true)) -- the text, sorted and compact
+  end)
+
+  it("packs text the dictionary knows into a fraction of its size", function()
+    local v = { id = "/subscriptions/x/resourceGroups/rg", properties = { provisioningState = "Succeeded" } }
+    local with, without = assert(json.pack(v, DICT)), assert(json.pack(v, ""))
+    assert.is_true(#with < #without / 2, #with .. " vs " .. #without)
+    assert.is_true(#with < #json.encode(v) / 4)
+  end)
+
+  it("refuses what it cannot encode, and data it did not pack, with another dictionary or damaged", function()
+    local nothing, why = json.pack({ f = print }, DICT)
+    assert.is_nil(nothing)
+    assert.matches("function", why)
+    local packed = assert(json.pack({ a = ("x"):rep(5000), b = "/subscriptions/x" }, DICT))
+    for _, bad in ipairs { "", "x", '{"a":1}', packed:sub(1, #packed // 2), "\2" .. packed:sub(2) } do
+      local v, err = json.unpack(bad, DICT)
+      assert.is_nil(v, ("%q"):format(bad:sub(1, 20)))
+      assert.is_string(err)
+    end
+    local v = json.unpack(packed, "another dictionary")
+    assert.is_true(v == nil or v.a ~= ("x"):rep(5000)) -- never the packed value
+  end)
+
+  it("stops at 64 MiB of output (a damaged or hostile state file cannot take the memory)", function()
+    local big = assert(json.pack(("a"):rep(80 * 1024 * 1024), DICT))
+    assert.is_true(#big < 200000)
+    local v, err = json.unpack(big, DICT)
+    assert.is_nil(v)
+    assert.matches("more than", err)
+  end)
+end)

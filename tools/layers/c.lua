@@ -22,8 +22,8 @@ local LAYERS = {
       -- 2: the core's shared declarations and error tables; plain C services over OpenSSL
       { cmk = { "cmk.h", "lerror.c" }, crypto = { "crypto.h", "crypto_*.c" },
         certgen = { "certgen.h", "certgen.c" }, redact = { "redact.h", "redact.c" } },
-      -- 3: JSON over jansson, JOSE over crypto
-      { json = { "json.h", "json.c" }, jose = { "jose.h", "jose.c" } },
+      -- 3: JSON over jansson (packed: and zlib), JOSE over crypto
+      { json = { "json.h", "json.c", "json_pack.c" }, jose = { "jose.h", "jose.c" } },
       -- 4: the HTTP session, the run store (SQLite and PostgreSQL), the server loop (and its CONNECT proxy)
       { http = { "http.h", "http_int.h", "http_*.c" }, store = { "store.h", "store.c", "store_pg.h", "store_pg.c" },
         server = { "server.h", "server_int.h", "server.c", "server_dispatch.c", "server_proxy.c" } },

@@ -5,8 +5,10 @@
 --   map[lower_id] = rec | nil                -- insert, replace or delete: the indexes follow
 --   resource_index.raw(map)                  -- the plain table underneath (serialising, copying)
 --   resource_index.is_map(v)                 -- whether v is such a map
---   resource_index.bucket(map, kind, ...)    -- {[lower_id] = rec} of one index entry (never nil;
---                                            -- read-only: it may be the index's own table)
+--   resource_index.bucket(map, kind, ...)    -- {[lower_id] = rec} of one index entry (a fresh
+--                                            -- table; empty and read-only when none)
+--   resource_index.settle(map)               -- pack the records read or written since the last
+--                                            -- settle (the emulator calls it between requests)
 --
 -- Index kinds (all text lower case; a bucket is a table lower id -> record):
 --   "type"   rtype                 every record of a type
@@ -25,20 +27,29 @@
 -- code][name], ix.t[type code][tenant], ix.p[tenant][principal], ix.y[type code], ix.o[op]. Those
 -- parts are short strings (GUIDs, names), which Lua keeps once however often they are used;
 -- concatenated keys ("s|/subscriptions/...|3") were new long strings, one per record and index
--- (133 of the 274 MiB of live heap at 10,000 customers). A resource group's "scope" bucket is its
+-- (6.6 MiB more live heap at 2,000 customers). A resource group's "scope" bucket is its
 -- "under" bucket filtered by type (a group holds a handful of records).
 -- An entry holding one record (most: a name, a principal, a group's...) is that record's lower id
--- (a string the map holds anyway) instead of a table; bucket() hands out a fresh one-entry table.
--- Each record's indexed values are remembered (type code, name, tenant, principal, operation;
--- the id gives the rest), so a replace or a delete removes exactly the entries it was put in,
--- even when the record was changed in place before being stored again.
+-- (a string the map holds anyway) instead of a table; a bucket of more is a set {[lower id] = true}.
+--
+-- Records at rest are packed (json.pack: compact JSON compressed against a preset dictionary of
+-- typical records, pack_dictionary.lua): one string of about 120 bytes instead of a tree of
+-- tables of 1-5 KB (docs/performance.md, "Emulator at scale"). Reading a record through the map
+-- unpacks it; settle(), which the emulator calls before each request, packs again all but the
+-- M.KEEP most recently unpacked or stored, changes made in place included. So a handler reads
+-- and changes records as tables for its whole request. A record is plain data (what the state
+-- file holds); one that does not encode stays a table. Hold no record across requests: once
+-- packed and read again it is another table.
+local json = require("cmkflow.core").json
+local DICTIONARY = require "cmkflow.emulator.pack_dictionary"
+
 local M = {}
 
 local RA_TYPE = "microsoft.authorization/roleassignments"
 local EMPTY = setmetatable({}, { __newindex = function() error("read-only", 2) end })
 local KINDS = { "y", "s", "u", "n", "t", "p", "o" }
 
-local MAPS = setmetatable({}, { __mode = "k" }) -- map -> {data = plain, ix = {[kind] = {...}}, placed}
+local MAPS = setmetatable({}, { __mode = "k" }) -- map -> {data = plain, ix = {[kind] = {...}}, placed, hot}
 
 local function lower(s) return type(s) == "string" and s:lower() or nil end
 
@@ -88,11 +99,18 @@ local function each_entry(key, v, fn)
   if op then fn("o", op) end
 end
 
+-- A record from its form at rest: packed (json.pack) or JSON text (a state file's).
+local function unpack(v)
+  if v:byte(1) == 1 then return json.unpack(v, DICTIONARY) end
+  return json.decode(v)
+end
+
 local function index(m, key, rec)
+  if type(rec) == "string" then rec = unpack(rec) end -- a record at rest (wrap)
   if type(key) ~= "string" or type(rec) ~= "table" then return end
   local v = values_of(rec)
   if not v then return end
-  local ix, data = m.ix, m.data
+  local ix = m.ix
   each_entry(key, v, function(kind, k1, k2)
     local t = ix[kind]
     if k2 then
@@ -106,10 +124,10 @@ local function index(m, key, rec)
     local b = t[k1]
     if b == nil or b == key then
       t[k1] = key -- one record: its id stands for the bucket
-    elseif type(b) == "string" then -- a second record: the entry becomes a table
-      t[k1] = { [b] = data[b], [key] = rec }
+    elseif type(b) == "string" then -- a second record: the entry becomes a set
+      t[k1] = { [b] = true, [key] = true }
     else
-      b[key] = rec
+      b[key] = true
     end
   end)
   m.placed[key] = v
@@ -141,31 +159,100 @@ end
 -- A map over plain (a table lower id -> record, taken over: write through the map from now on).
 function M.wrap(plain)
   plain = plain or {}
-  local m = { data = plain, ix = {}, placed = {} }
+  local m = { data = plain, ix = {}, placed = {}, hot = {}, is_hot = {} }
   for _, k in ipairs(KINDS) do m.ix[k] = {} end
+  local hot, is_hot = m.hot, m.is_hot
+  local function heat(key)
+    if not is_hot[key] then
+      is_hot[key] = true
+      hot[#hot + 1] = key
+    end
+  end
+  -- the record under key as a table (unpacked until the next settle)
+  local function get(key)
+    local v = plain[key]
+    if type(v) == "string" then
+      v = unpack(v)
+      plain[key] = v
+      heat(key)
+    end
+    return v
+  end
+  m.get = get
   local map = setmetatable({}, {
-    __index = plain,
+    __index = function(_, key) return get(key) end,
     __newindex = function(_, key, rec)
       if plain[key] ~= nil then unindex(m, key) end
       plain[key] = rec
-      if rec ~= nil then index(m, key, rec) end
+      if rec ~= nil then
+        index(m, key, rec)
+        heat(key)
+      end
     end,
-    __pairs = function() return next, plain, nil end,
+    -- (changing a field that exists during a traversal is allowed: the unpacked record replaces
+    -- its text under the same key)
+    __pairs = function()
+      return function(_, k)
+        local nk = next(plain, k)
+        if nk ~= nil then return nk, get(nk) end
+      end, plain, nil
+    end,
   })
-  for key, rec in pairs(plain) do index(m, key, rec) end
+  for key, rec in pairs(plain) do
+    index(m, key, rec)
+    if type(rec) == "table" then heat(key) end -- packed by the settles to come
+  end
   MAPS[map] = m
   return map
 end
 
 function M.is_map(v) return MAPS[v] ~= nil end
+-- (records in it are tables or packed: wrap takes both, and JSON text)
 function M.raw(map) return MAPS[map].data end
+
+-- The records as tables or JSON text (packed ones unpacked to text, not decoded): for a state file.
+function M.texts(map)
+  local out = {}
+  for key, v in pairs(MAPS[map].data) do
+    out[key] = type(v) == "string" and v:byte(1) == 1 and assert(json.unpack(v, DICTIONARY, true)) or v
+  end
+  return out
+end
+
+-- Records kept as tables between requests: the most recently unpacked or stored, first in first
+-- out. A bulk run touches the same few records per customer over its dozens of requests (the
+-- caller's role assignments on every authorization, the resource group...); 1,024 of them hold
+-- every record of 32 customers onboarding at once and cost about 2 MiB.
+M.KEEP = 1024
+
+-- Packs the records unpacked or stored since the last settle, beyond the keep most recent
+-- (default M.KEEP; 0 packs all of them). See the header.
+function M.settle(map, keep)
+  local m = MAPS[map]
+  if not m then return end
+  local hot, is_hot, data = m.hot, m.is_hot, m.data
+  local n = #hot
+  local drop = n - (keep or M.KEEP)
+  if drop <= 0 then return end
+  for i = 1, drop do
+    local key = hot[i]
+    is_hot[key] = nil
+    local rec = data[key]
+    if type(rec) == "table" then data[key] = json.pack(rec, DICTIONARY) or rec end
+  end
+  table.move(hot, drop + 1, n, 1)
+  for i = n - drop + 1, n do hot[i] = nil end
+end
 
 -- The entry ix[kind][k1] or ix[kind][k1][k2] as a bucket (a fresh table for a one-record entry).
 local function entry(m, kind, k1, k2)
   local e = m.ix[kind][k1]
   if k2 ~= nil then e = e and e[k2] end
-  if type(e) == "string" then return { [e] = m.data[e] } end
-  return e or EMPTY
+  if type(e) == "string" then return { [e] = m.get(e) } end
+  if not e then return EMPTY end
+  local out = {}
+  for key in pairs(e) do out[key] = m.get(key) end
+  return out
 end
 
 -- The bucket of one index entry (see the header), or an empty read-only table.

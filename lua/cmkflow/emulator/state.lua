@@ -595,6 +595,9 @@ function State:serialize()
   for k, v in pairs(self) do
     if k ~= "control" and k ~= "config" and k ~= "seed" then world[k] = v end
   end
+  -- the records as JSON text (or tables, if touched since the last settle): loading wraps them
+  -- again either way, and decoding every one here would only cost time
+  world.resources = resource_index.texts(self.resources)
   return assert(json.encode({ version = 1, seed_sha256 = M.seed_digest(self.seed), world = enc(world) }))
 end
 
