@@ -37,7 +37,8 @@ return {
   [E .. "demo_seed"] = may(),
   [E .. "keyvault_store"] = may(),
   [E .. "api_versions"] = may(),
-  [E .. "resource_index"] = may(),
+  [E .. "pack_dictionary"] = may(),
+  [E .. "resource_index"] = may(E .. "pack_dictionary"),
   -- the emulated world (the one state every service reads and writes)
   [E .. "state"] = may(E .. "knobs", E .. "profiles", E .. "rbac", E .. "resource_index"),
   -- what the modules of one service share: ARM's request context, Graph's OData layer, Key Vault's

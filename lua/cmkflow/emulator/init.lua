@@ -11,7 +11,6 @@ local control = require "cmkflow.emulator.control"
 local control_api = require "cmkflow.emulator.control_api"
 local demo_seed = require "cmkflow.emulator.demo_seed"
 local entra = require "cmkflow.emulator.entra"
-local resource_index = require "cmkflow.emulator.resource_index"
 
 local M = {}
 
@@ -129,7 +128,7 @@ end
 
 function M.handle(req)
   -- the records the last request read or wrote go back to their packed form (resource_index.lua)
-  resource_index.settle(st.resources)
+  st:settle()
   local service = router.route(req)
   if service == "control" and req.method == "POST" and req.path == "/_emulator/save" then
     -- every change is saved before its answer; kept so that callers that ask still get an answer

@@ -406,6 +406,10 @@ function State:role_assignments_of(tenant_id, principal_id)
   return resource_index.bucket(self.resources, "principal", tenant_id, principal_id)
 end
 
+-- Packs the records read or written lately, all but the most recent (resource_index.settle):
+-- the emulator calls it between requests, so no handler holds a table that is packed under it.
+function State:settle() resource_index.settle(self.resources) end
+
 -- The record whose internal.operation is op, or nil.
 function State:resource_by_operation(op)
   local _, r = next(resource_index.bucket(self.resources, "operation", op))
