@@ -117,6 +117,32 @@ describe("ARM pacer", function()
     assert.is_true(use >= 0.9, ("used %.3f of the budget"):format(use))
   end)
 
+  it("forgets buckets at rest: one per customer principal and subscription does not pile up", function()
+    local t = 0
+    local p = pacer.new { now = function() return t end }
+    local function answer(key, status, remaining)
+      p:observe(key, { status = status, headers = { ["x-ms-ratelimit-remaining-subscription-writes"] = remaining,
+                                                    ["retry-after"] = status == 429 and "1" or nil } })
+    end
+    -- one throttled bucket, which bulk's report must still show
+    local hot, kind = p:key("isv", "https://management.azure.com/subscriptions/isv/x", "PUT")
+    assert.equals(0, p:acquire(hot, kind))
+    answer(hot, 429, "0")
+    for i = 1, 2000 do
+      t = t + 1000
+      local key = p:key("customer" .. i, ("https://management.azure.com/subscriptions/%d/x"):format(i), "PUT")
+      assert.equals(0, p:acquire(key, kind))
+      answer(key, 200, "199")
+    end
+    local n, seen_hot = 0, false
+    for k, st in pairs(p:stats()) do
+      n = n + 1
+      if k == hot then seen_hot = st.throttled == 1 end
+    end
+    assert.is_true(n <= 512, ("%d buckets held for 2000 finished customers"):format(n))
+    assert.is_true(seen_hot, "the throttled bucket was forgotten")
+  end)
+
   it("does not pace a server that sends no remaining-requests header", function()
     local t = 0
     local p = pacer.new { now = function() return t end }

@@ -518,7 +518,10 @@ function M.run(def, opts)
     end
     local result = engine.execute { def = inner, ctx = ctx, store = db, run_id = r.run_id }
     lock:release()
-    r.status, r.error, r.gate, r.handoff, r.ctx = result.status, result.error, result.gate, result.handoff, ctx
+    r.status, r.error, r.gate, r.handoff = result.status, result.error, result.gate, result.handoff
+    -- the ctx (every step's outputs) is kept only for the kit of a run waiting for its customer
+    -- (below): kept for every row, a bulk run would hold every finished customer's outputs to the end
+    r.ctx = result.status == "waiting" and ctx or nil
     local acct = result.outputs and result.outputs.storage_account
     r.storage_account = type(acct) == "table" and acct.name or nil
   end

@@ -35,15 +35,40 @@ M.RATES = { reads = 25, writes = 10, deletes = 10 }
 -- how often a request waiting for the first answer of its bucket asks again
 local PROBE_MS = 20
 
+-- Buckets are per principal and subscription, so a bulk run whose customers each bring their own
+-- principal and subscription makes new ones for every customer (two each: reads and writes). A
+-- bucket at rest (nothing in flight, never throttled nor held back, and full again, or never told
+-- a budget) holds nothing a new one would not learn from its first answer: such buckets are dropped
+-- once there are SWEEP_MIN buckets, and then whenever their number has doubled, so the pacer holds
+-- the buckets in use rather than one per customer ever run (tools/bench/emulator_scale.lua).
+local SWEEP_MIN = 256
+
 local Pacer = {}
 Pacer.__index = Pacer
+
+local function rate_of(self, b) return b.rate or self.rates[b.kind] or 10 end
+
+local function at_rest(self, b, now)
+  if b.inflight > 0 or b.throttled > 0 or b.waited_ms > 0 then return false end
+  if not b.paced then return b.seen == true end
+  return b.tokens + math_max(0, now - b.t) * rate_of(self, b) / 1000 >= b.capacity - 1
+end
+
+local function sweep(self)
+  local n, now = 0, self.now()
+  for k, b in pairs(self.buckets) do
+    if at_rest(self, b, now) then self.buckets[k] = nil else n = n + 1 end
+  end
+  self.count, self.sweep_at = n, math_max(SWEEP_MIN, 2 * n)
+end
 
 function M.new(opts)
   opts = opts or {}
   local rates = {}
   for k, v in pairs(M.RATES) do rates[k] = v end
   for k, v in pairs(opts.rates or {}) do rates[k] = v end
-  return setmetatable({ rates = rates, now = opts.now or core.monotonic_ms, buckets = {} }, Pacer)
+  return setmetatable({ rates = rates, now = opts.now or core.monotonic_ms, buckets = {}, count = 0,
+                        sweep_at = SWEEP_MIN }, Pacer)
 end
 
 local shared
@@ -73,8 +98,6 @@ function Pacer:key(principal, url, method)
     kind_of(method)), kind_of(method)
 end
 
-local function rate_of(self, b) return b.rate or self.rates[b.kind] or 10 end
-
 local function refill(self, b, now)
   local rate = rate_of(self, b)
   b.tokens = b.tokens + math_max(0, now - b.t) * rate / 1000
@@ -87,6 +110,8 @@ function Pacer:acquire(key, kind)
   local b = self.buckets[key]
   local now = self.now()
   if not b then
+    if self.count >= self.sweep_at then sweep(self) end
+    self.count = self.count + 1
     -- not paced (yet): counted, so that the first answer's header accounts for it
     self.buckets[key] = { kind = kind, inflight = 1, sent = 1, throttled = 0, waited_ms = 0, paced = false, t = now }
     return 0
