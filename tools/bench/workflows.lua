@@ -146,8 +146,12 @@ end
 -- Returns wall ms, exit code, the script's output.
 local function az_script(e, work, retry_s)
   local port = e.url:match(":(%d+)$")
-  local env = ("BASE=%s PORT=%s CA=%s WORK=%s AZ_VAULT=rc-az-kv AZ_RETRY_S=%d REQUESTS_CA_BUNDLE=%s SSL_CERT_FILE=%s CURL_CA_BUNDLE=%s")
-    :format(q(e.url), port, q(e.ca), q(work), retry_s or 0, q(e.ca), q(e.ca), q(e.ca))
+  -- the single-origin layout (tools/realclients/run without its proxy): this benchmark runs inside
+  -- a loopback-only namespace whose /etc/hosts sends vault names to the emulator
+  local env = ("LAYOUT=single-origin BASE=%s PORT=%s CA=%s WORK=%s ARM=%s VAULT_SUFFIX=%s KV_RESOURCE=%s "
+    .. "AZ_VAULT=rc-az-kv AZ_RETRY_S=%d REQUESTS_CA_BUNDLE=%s SSL_CERT_FILE=%s CURL_CA_BUNDLE=%s")
+    :format(q(e.url), port, q(e.ca), q(work), q(e.url), q("vault.localhost:" .. port),
+      q("https://vault.localhost:" .. port), retry_s or 0, q(e.ca), q(e.ca), q(e.ca))
   for i, prefix in ipairs({ "ISV", "CUSTOMER" }) do
     local t = seed.tenants[i]
     env = env .. (" %s_TENANT=%s %s_SUB=%s %s_APP=%s %s_SECRET=%s"):format(prefix, q(t.id), prefix,
@@ -159,7 +163,8 @@ local function az_script(e, work, retry_s)
     .. " 2>" .. q(work .. "/az.err"))
   local ms = session:now() - t0
   if code ~= 0 then
-    print("onboard: az script failed (exit " .. tostring(code) .. "): " .. (out:match("FAIL[^\n]*") or out:sub(-300)))
+    print("onboard: az script failed (exit " .. tostring(code) .. "): " .. (out:match("FAIL[^\n]*") or out:sub(-300))
+      .. ((read(work .. "/az.err") or ""):sub(-400)))
   end
   return ms, code, out, cpu_of(work)
 end
