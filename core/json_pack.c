@@ -19,11 +19,12 @@
 #define PACK_VERSION '\1'
 #define PACKER_KEY "cmkflow.json.packer"
 #define UNPACK_MAX (64u << 20) /* a packed value never unpacks to more (a damaged or hostile file) */
+#define UNPACK_KEEP (1u << 20)  /* unpack's buffer is kept between calls up to this size */
 
 struct packer {
     z_stream def, inf;
     int def_ok, inf_ok;
-    char *buf; /* unpack's output, kept between calls */
+    char *buf; /* unpack's output, kept between calls (up to UNPACK_KEEP) */
     size_t cap;
 };
 
@@ -80,6 +81,11 @@ static int l_pack(lua_State *L)
     if (!b)
         return 2;
     size_t n = strlen(b->text);
+    if (n + 1024 > UNPACK_MAX) { /* what unpack would refuse is refused here */
+        lua_pushnil(L);
+        lua_pushliteral(L, "the value's JSON is larger than json.unpack takes (64 MiB)");
+        return 2;
+    }
     z_stream *z = &p->def;
     if (deflateReset(z) != Z_OK || deflateSetDictionary(z, (const Bytef *)dict, (uInt)dlen) != Z_OK)
         return luaL_error(L, "json.pack: zlib refused the dictionary");
@@ -149,11 +155,19 @@ static int l_unpack(lua_State *L)
         lua_pushfstring(L, "packed data is damaged (zlib: %s)", z->msg ? z->msg : "truncated");
         return 2;
     }
+    int results;
     if (as_text) {
         lua_pushlstring(L, p->buf, used);
-        return 1;
+        results = 1;
+    } else {
+        results = json_push_decoded(L, p->buf, used);
     }
-    return json_push_decoded(L, p->buf, used);
+    if (p->cap > UNPACK_KEEP) { /* a large value's buffer is not kept for the life of the state */
+        free(p->buf);
+        p->buf = NULL;
+        p->cap = 0;
+    }
+    return results;
 }
 
 void json_pack_register(lua_State *L)

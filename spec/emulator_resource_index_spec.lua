@@ -229,6 +229,42 @@ describe("emulator indexes", function()
     assert_consistent(loaded, tenants, principals, subs)
   end)
 
+  it("refuse a state file holding a damaged record, and leave the world as it was", function()
+    churn(st, 200, tenants, principals, subs)
+    local doc = json.decode(st:serialize())
+    local before = scan(st, function() return true end)
+    local loaded = emulator.new_state {}
+    local damaged = false
+    for i = 1, #doc.world.kv, 2 do -- the world's tagged fields: find the resources' map
+      local field = doc.world.kv[i + 1]
+      if doc.world.kv[i] == "resources" then
+        field.kv[2] = "\1not deflate"
+        damaged = true
+      end
+    end
+    assert.is_true(damaged)
+    local ok, why = loaded:deserialize(json.encode(doc))
+    assert.is_nil(ok)
+    assert.matches("cannot be read", why)
+    assert.same(scan(emulator.new_state {}, function() return true end), scan(loaded, function() return true end))
+    assert.is_true(#before > 20)
+  end)
+
+  it("name a state's seed by the seed's content, never by a field the seed's author wrote", function()
+    local state = require "cmkflow.emulator.state"
+    local seed = require("cmkflow.emulator.demo_seed")
+    local other = json.decode(json.encode(seed))
+    other.random_seed = 99
+    local theirs = emulator.new_state { seed = other }
+    other.digest = state.seed_digest(st.seed) -- claims to be the demo seed
+    local spoofed = emulator.new_state { seed = other }
+    assert.are_not.equal(state.seed_digest(st.seed), state.seed_digest(spoofed.seed))
+    local ok, why = spoofed:deserialize(st:serialize())
+    assert.is_nil(ok)
+    assert.matches("another seed", why)
+    assert.is_true(theirs:deserialize(theirs:serialize()))
+  end)
+
   it("find a service principal by appId per tenant, and not once it is removed", function()
     local isv = st:tenant("isv")
     local app = st:add_application(isv, { displayName = "multi" })

@@ -193,11 +193,41 @@ describe("json.pack and json.unpack", function()
     assert.is_true(v == nil or v.a ~= ("x"):rep(5000)) -- never the packed value
   end)
 
-  it("stops at 64 MiB of output (a damaged or hostile state file cannot take the memory)", function()
-    local big = assert(json.pack(("a"):rep(80 * 1024 * 1024), DICT))
-    assert.is_true(#big < 200000)
-    local v, err = json.unpack(big, DICT)
+  -- A raw DEFLATE stream (RFC 1951, fixed Huffman codes) of one literal "a" and then `matches`
+  -- copies of 258 bytes at distance 1: a few hundred KB that inflate to 258 x matches bytes.
+  local function bomb(matches)
+    local out, acc, nbits = {}, 0, 0
+    local function bit(b)
+      acc = acc | (b << nbits)
+      nbits = nbits + 1
+      if nbits == 8 then
+        out[#out + 1] = string.char(acc)
+        acc, nbits = 0, 0
+      end
+    end
+    local function code(v, n) for i = n - 1, 0, -1 do bit((v >> i) & 1) end end -- Huffman codes: MSB first
+    bit(1) bit(1) bit(0) -- the last block, fixed codes (BTYPE 01, LSB first)
+    code(0x30 + 0x61, 8) -- literal "a"
+    for _ = 1, matches do
+      code(0xC0 + 5, 8) -- length 258 (symbol 285)
+      code(0, 5) -- distance 1
+    end
+    code(0, 7) -- end of block
+    if nbits > 0 then out[#out + 1] = string.char(acc) end
+    return "\1" .. table.concat(out)
+  end
+
+  it("unpacks a stream it did not make when it is well-formed, and stops at 64 MiB of output", function()
+    assert.equal(1 + 258 * 10, #assert(json.unpack(bomb(10), DICT, true)))
+    local v, err = json.unpack(bomb(270000), DICT) -- 69.7 MB
     assert.is_nil(v)
     assert.matches("more than", err)
+    assert.equal(1 + 258 * 10, #assert(json.unpack(bomb(10), DICT, true))) -- and works after it
+  end)
+
+  it("refuses to pack what unpack would refuse, saying why", function()
+    local v, err = json.pack(("a"):rep(64 * 1024 * 1024), DICT)
+    assert.is_nil(v)
+    assert.matches("64 MiB", err)
   end)
 end)

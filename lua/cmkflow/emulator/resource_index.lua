@@ -99,10 +99,13 @@ local function each_entry(key, v, fn)
   if op then fn("o", op) end
 end
 
--- A record from its form at rest: packed (json.pack) or JSON text (a state file's).
+-- A record from its form at rest: packed (json.pack) or JSON text (a state file's). Raises when it
+-- is neither (wrap: the state file is refused; only a damaged file holds such a value).
 local function unpack(v)
-  if v:byte(1) == 1 then return json.unpack(v, DICTIONARY) end
-  return json.decode(v)
+  local rec, why
+  if v:byte(1) == 1 then rec, why = json.unpack(v, DICTIONARY) else rec, why = json.decode(v) end
+  if type(rec) ~= "table" then error("a resource record is not a JSON object: " .. tostring(why or rec), 0) end
+  return rec
 end
 
 local function index(m, key, rec)

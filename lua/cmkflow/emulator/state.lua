@@ -193,16 +193,14 @@ end
 -- digest, and the rest as JSON text for a reset (M.seed_of). A seed of 10,000 tenants is 16 MiB
 -- as Lua tables and 2.3 MiB as text (docs/performance.md, "Emulator at scale").
 function M.kept_seed(seed)
-  if seed.text then return seed end -- kept already
-  return { profile = seed.profile, knobs = seed.knobs, random_seed = seed.random_seed,
-           digest = M.seed_digest(seed), text = assert(json.encode(seed)) }
+  local kept = { profile = seed.profile, knobs = seed.knobs, random_seed = seed.random_seed,
+                 text = assert(json.encode(seed)) }
+  M.keep_digest(kept, M.seed_digest(seed))
+  return kept
 end
 
 -- The whole seed a state was built from, as tables.
-function M.seed_of(kept)
-  if not kept.text then return kept end
-  return assert(json.decode(kept.text))
-end
+function M.seed_of(kept) return assert(json.decode(kept.text)) end
 
 -- ---- ids, time, visibility ------------------------------------------------------------------
 
@@ -610,8 +608,12 @@ end
 -- of 10,000 tenants for each one costs as much as a small state's whole write.
 local SEED_DIGESTS = setmetatable({}, { __mode = "k" })
 
+-- (a kept seed's digest is the one of the seed it was made from: M.keep_digest; never a field of
+-- the seed, which the seed file's author could set)
+function M.keep_digest(kept, digest) SEED_DIGESTS[kept] = digest end
+
 function M.seed_digest(seed)
-  local digest = seed and (seed.digest or SEED_DIGESTS[seed])
+  local digest = seed and SEED_DIGESTS[seed]
   if digest then return digest end
   local seed_view = {}
   for k, v in pairs(seed or {}) do if k ~= "knobs" then seed_view[k] = v end end
@@ -643,12 +645,15 @@ function State:deserialize(text)
   end
   local ok, world = pcall(dec, doc.world)
   if not ok or type(world) ~= "table" then return nil, "it cannot be read: " .. tostring(world) end
+  -- the file holds the records as a plain map (as before the indexes existed); they are rebuilt
+  -- (a record that is not a JSON object, or text that does not decode, makes the file unreadable)
+  local wrapped, map = pcall(resource_index.wrap, type(world.resources) == "table" and world.resources or {})
+  if not wrapped then return nil, "it cannot be read: " .. tostring(map) end
+  world.resources = map
   for k in pairs(self) do
     if k ~= "control" and k ~= "config" and k ~= "seed" then self[k] = nil end
   end
   for k, v in pairs(world) do self[k] = v end
-  -- the file holds the records as a plain map (as before the indexes existed); they are rebuilt
-  self.resources = resource_index.wrap(type(self.resources) == "table" and self.resources or {})
   return true
 end
 
